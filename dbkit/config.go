@@ -1,0 +1,320 @@
+package dbkit
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"net/url"
+	"reflect"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-playground/validator/v10"
+)
+
+// Defaults applied by [Config.WithDefaults] to fields left at their zero value.
+const (
+	DefaultPort            = 5432
+	DefaultSSLMode         = "prefer"
+	DefaultConnectTimeout  = 30 * time.Second
+	DefaultMaxOpenConns    = 10
+	DefaultConnMaxLifetime = 30 * time.Minute
+	DefaultConnMaxIdleTime = 5 * time.Minute
+)
+
+// SSLModes lists the values libpq accepts for sslmode, weakest first.
+var SSLModes = []string{"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
+
+const redacted = "[REDACTED]"
+
+// Config says where the database is and how to pool connections to it.
+//
+// Zero values mean "use the default": Port 5432, SSLMode "prefer",
+// ConnectTimeout 30s, MaxOpenConns 10, MaxIdleConns equal to MaxOpenConns,
+// ConnMaxLifetime 30m, ConnMaxIdleTime 5m. Negative values are invalid.
+//
+// A Config never shows its password: [Config.String], [Config.LogValue],
+// [Config.GoString], [Config.MarshalJSON] and [ConfigError] all redact it.
+// Only [Config.DSN] contains it, because it is the connection string itself.
+type Config struct {
+	Host     string `validate:"required,max=255"` // host name, IP address, or Unix socket directory (starts with '/')
+	Port     int    `validate:"min=1,max=65535"`
+	Database string `validate:"required,max=63"`
+	User     string `validate:"required,max=63"`
+	Password string
+
+	SSLMode     string `validate:"oneof=disable allow prefer require verify-ca verify-full"`
+	SSLRootCert string `validate:"omitempty,file"` // CA certificate file (sslrootcert)
+	SSLCert     string `validate:"omitempty,file"` // client certificate file (sslcert)
+	SSLKey      string `validate:"omitempty,file"` // client key file (sslkey)
+
+	// ApplicationName is reported to the server (pg_stat_activity).
+	ApplicationName string `validate:"max=63"`
+
+	// ConnectTimeout bounds establishing a connection: each dial, and Connect's
+	// retries in total while the server is unreachable or still starting.
+	ConnectTimeout time.Duration `validate:"min=1s"`
+
+	MaxOpenConns    int           `validate:"min=1"`
+	MaxIdleConns    int           `validate:"min=0,ltefield=MaxOpenConns"`
+	ConnMaxLifetime time.Duration `validate:"min=1s"`
+	ConnMaxIdleTime time.Duration `validate:"min=1s"`
+}
+
+// WithDefaults returns a copy of c with every zero-valued setting replaced by
+// its default. Negative values are kept so that Validate reports them.
+func (c Config) WithDefaults() Config {
+	if c.Port == 0 {
+		c.Port = DefaultPort
+	}
+	if c.SSLMode == "" {
+		c.SSLMode = DefaultSSLMode
+	}
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = DefaultConnectTimeout
+	}
+	if c.MaxOpenConns == 0 {
+		c.MaxOpenConns = DefaultMaxOpenConns
+	}
+	if c.MaxIdleConns == 0 {
+		c.MaxIdleConns = c.MaxOpenConns
+	}
+	if c.ConnMaxLifetime == 0 {
+		c.ConnMaxLifetime = DefaultConnMaxLifetime
+	}
+	if c.ConnMaxIdleTime == 0 {
+		c.ConnMaxIdleTime = DefaultConnMaxIdleTime
+	}
+	return c
+}
+
+var validate = sync.OnceValue(func() *validator.Validate {
+	return validator.New(validator.WithRequiredStructEnabled())
+})
+
+// Validate checks c after applying defaults. It returns a *[ConfigError]
+// naming every invalid field, or nil. Its messages never contain values.
+func (c Config) Validate() error {
+	d := c.WithDefaults()
+	var fields []FieldError
+	if err := validate().Struct(d); err != nil {
+		verrs, ok := err.(validator.ValidationErrors)
+		if !ok {
+			return fmt.Errorf("dbkit: validate config: %w", err)
+		}
+		for _, fe := range verrs {
+			fields = append(fields, FieldError{Field: fe.Field(), Rule: fe.Tag(), Message: ruleMessage(fe)})
+		}
+	}
+	for _, f := range []struct{ name, value string }{
+		{"Host", d.Host}, {"Database", d.Database}, {"User", d.User}, {"Password", d.Password},
+		{"ApplicationName", d.ApplicationName}, {"SSLRootCert", d.SSLRootCert},
+		{"SSLCert", d.SSLCert}, {"SSLKey", d.SSLKey},
+	} {
+		if strings.IndexByte(f.value, 0) >= 0 {
+			fields = append(fields, FieldError{Field: f.name, Rule: "nonul", Message: "must not contain a NUL byte"})
+		}
+	}
+	if len(fields) == 0 {
+		return nil
+	}
+	return &ConfigError{Fields: fields}
+}
+
+func ruleMessage(fe validator.FieldError) string {
+	p := fe.Param()
+	switch fe.Tag() {
+	case "required":
+		return "is required"
+	case "min":
+		if fe.Kind() == reflect.String {
+			return "must be at least " + p + " characters long"
+		}
+		return "must be at least " + p
+	case "max":
+		if fe.Kind() == reflect.String {
+			return "must be at most " + p + " characters long"
+		}
+		return "must be at most " + p
+	case "oneof":
+		return "must be one of: " + strings.ReplaceAll(p, " ", ", ")
+	case "file":
+		return "must name an existing file"
+	case "ltefield":
+		return "must not exceed " + p
+	}
+	return "fails rule " + fe.Tag()
+}
+
+// FieldError describes one invalid field of a [Config].
+type FieldError struct {
+	Field   string // Go field name, for example "Port"
+	Rule    string // the rule it breaks, for example "max"
+	Message string // what is wrong, for example "must be at most 65535"
+}
+
+// ConfigError reports every invalid field of a [Config]. Get it with
+// errors.As. It never contains the values of the fields, so it is safe to log.
+type ConfigError struct {
+	Fields []FieldError
+}
+
+func (e *ConfigError) Error() string {
+	var b strings.Builder
+	b.WriteString("dbkit: invalid config: ")
+	for i, f := range e.Fields {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		b.WriteString(f.Field)
+		b.WriteByte(' ')
+		b.WriteString(f.Message)
+	}
+	return b.String()
+}
+
+// Has reports whether field is among the invalid fields.
+func (e *ConfigError) Has(field string) bool {
+	for _, f := range e.Fields {
+		if f.Field == field {
+			return true
+		}
+	}
+	return false
+}
+
+// DSN returns the libpq keyword/value connection string for c, defaults
+// applied, every value quoted so that any character is safe, including in
+// the password. It contains the password: do not log it.
+func (c Config) DSN() string {
+	d := c.WithDefaults()
+	var b strings.Builder
+	kv := func(k, v string) {
+		if b.Len() > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(k)
+		b.WriteString("='")
+		for i := 0; i < len(v); i++ {
+			if v[i] == '\'' || v[i] == '\\' {
+				b.WriteByte('\\')
+			}
+			b.WriteByte(v[i])
+		}
+		b.WriteByte('\'')
+	}
+	kv("host", d.Host)
+	kv("port", strconv.Itoa(d.Port))
+	kv("dbname", d.Database)
+	kv("user", d.User)
+	if d.Password != "" {
+		kv("password", d.Password)
+	}
+	kv("sslmode", d.SSLMode)
+	if d.SSLRootCert != "" {
+		kv("sslrootcert", d.SSLRootCert)
+	}
+	if d.SSLCert != "" {
+		kv("sslcert", d.SSLCert)
+	}
+	if d.SSLKey != "" {
+		kv("sslkey", d.SSLKey)
+	}
+	if d.ApplicationName != "" {
+		kv("application_name", d.ApplicationName)
+	}
+	kv("connect_timeout", strconv.Itoa(dialTimeoutSeconds(d.ConnectTimeout)))
+	return b.String()
+}
+
+// dialTimeoutSeconds rounds up to whole seconds, as libpq's connect_timeout
+// takes, with libpq's minimum of 2.
+func dialTimeoutSeconds(d time.Duration) int {
+	s := int(math.Ceil(d.Seconds()))
+	return max(s, 2)
+}
+
+// Addr returns host:port (defaults applied), the form errors and spans use.
+func (c Config) Addr() string {
+	d := c.WithDefaults()
+	return net.JoinHostPort(d.Host, strconv.Itoa(d.Port))
+}
+
+// String returns c as a postgres:// URL with the password replaced by
+// "[REDACTED]"; it is safe to print and log.
+func (c Config) String() string {
+	d := c.WithDefaults()
+	u := url.URL{Scheme: "postgres", Path: "/" + d.Database}
+	if d.Password != "" {
+		u.User = url.UserPassword(d.User, redacted)
+	} else {
+		u.User = url.User(d.User)
+	}
+	if strings.HasPrefix(d.Host, "/") {
+		u.Host = ":" + strconv.Itoa(d.Port)
+	} else {
+		u.Host = d.Addr()
+	}
+	q := url.Values{}
+	if strings.HasPrefix(d.Host, "/") {
+		q.Set("host", d.Host)
+	}
+	q.Set("sslmode", d.SSLMode)
+	if d.ApplicationName != "" {
+		q.Set("application_name", d.ApplicationName)
+	}
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// LogValue implements slog.LogValuer: the connection settings as a group,
+// with the password redacted.
+func (c Config) LogValue() slog.Value {
+	d := c.WithDefaults()
+	attrs := []slog.Attr{
+		slog.String("host", d.Host),
+		slog.Int("port", d.Port),
+		slog.String("database", d.Database),
+		slog.String("user", d.User),
+		slog.String("sslmode", d.SSLMode),
+	}
+	if d.Password != "" {
+		attrs = append(attrs, slog.String("password", redacted))
+	}
+	if d.ApplicationName != "" {
+		attrs = append(attrs, slog.String("application_name", d.ApplicationName))
+	}
+	attrs = append(attrs,
+		slog.Duration("connect_timeout", d.ConnectTimeout),
+		slog.Int("max_open_conns", d.MaxOpenConns),
+		slog.Int("max_idle_conns", d.MaxIdleConns),
+	)
+	return slog.GroupValue(attrs...)
+}
+
+// configFields has Config's fields without its methods, so that printing it
+// does not recurse into GoString or MarshalJSON.
+type configFields Config
+
+// GoString implements fmt.GoStringer so that %#v redacts the password too.
+func (c Config) GoString() string {
+	f := configFields(c)
+	if f.Password != "" {
+		f.Password = redacted
+	}
+	return strings.Replace(fmt.Sprintf("%#v", f), "dbkit.configFields", "dbkit.Config", 1)
+}
+
+// MarshalJSON writes c with the password redacted, so that a Config dumped
+// into a log or a debug endpoint does not leak it.
+func (c Config) MarshalJSON() ([]byte, error) {
+	f := configFields(c)
+	if f.Password != "" {
+		f.Password = redacted
+	}
+	return json.Marshal(f)
+}

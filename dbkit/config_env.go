@@ -1,0 +1,237 @@
+package dbkit
+
+import (
+	"errors"
+	"net/url"
+	"os"
+	"os/user"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ConfigFromEnv builds a Config from the environment and validates it.
+//
+// When DATABASE_URL is set it is parsed with [ParseURL] and nothing else is
+// read. Otherwise libpq's variables are used: PGHOST (default "localhost"),
+// PGPORT, PGDATABASE (default: the user name), PGUSER (default: the OS user),
+// PGPASSWORD, PGSSLMODE, PGSSLROOTCERT, PGSSLCERT, PGSSLKEY, PGAPPNAME and
+// PGCONNECT_TIMEOUT (seconds).
+//
+// Every problem found is reported in one *[ConfigError]; none of them
+// contains the password.
+func ConfigFromEnv() (Config, error) {
+	return configFromEnv(os.Getenv)
+}
+
+func configFromEnv(getenv func(string) string) (Config, error) {
+	if raw := getenv("DATABASE_URL"); raw != "" {
+		return ParseURL(raw)
+	}
+	var p parseErrors
+	c := Config{
+		Host:            getenv("PGHOST"),
+		Database:        getenv("PGDATABASE"),
+		User:            getenv("PGUSER"),
+		Password:        getenv("PGPASSWORD"),
+		SSLMode:         getenv("PGSSLMODE"),
+		SSLRootCert:     getenv("PGSSLROOTCERT"),
+		SSLCert:         getenv("PGSSLCERT"),
+		SSLKey:          getenv("PGSSLKEY"),
+		ApplicationName: getenv("PGAPPNAME"),
+	}
+	if v := getenv("PGPORT"); v != "" {
+		c.Port = p.int("Port", "PGPORT", v)
+	}
+	if v := getenv("PGCONNECT_TIMEOUT"); v != "" {
+		c.ConnectTimeout = p.seconds("ConnectTimeout", "PGCONNECT_TIMEOUT", v)
+	}
+	if c.Host == "" {
+		c.Host = "localhost"
+	}
+	if c.User == "" {
+		if u, err := user.Current(); err == nil {
+			c.User = u.Username
+		}
+	}
+	if c.Database == "" {
+		c.Database = c.User
+	}
+	if err := p.finish(c); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// ParseURL parses a postgres:// or postgresql:// URL such as
+// "postgres://app:s3cr3t@db.internal:5432/app?sslmode=require".
+//
+// Userinfo and path are percent-decoded, so a password containing reserved
+// characters must be percent-encoded in the URL. Recognised query
+// parameters: host and port (a Unix socket directory in host is allowed),
+// sslmode, sslrootcert, sslcert, sslkey, application_name, connect_timeout
+// (seconds), and pgxpool's pool_max_conns, pool_max_idle_conns,
+// pool_max_conn_lifetime and pool_max_conn_idle_time (Go durations such as
+// "30m"). An unknown parameter is an error rather than silently dropped.
+//
+// The result is validated; errors never contain the password.
+func ParseURL(raw string) (Config, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return Config{}, &ConfigError{Fields: []FieldError{{Field: "URL", Rule: "url", Message: urlProblem(raw)}}}
+	}
+	var p parseErrors
+	if u.Scheme != "postgres" && u.Scheme != "postgresql" {
+		p.add("URL", "scheme", "must start with postgres:// or postgresql://")
+	}
+	var c Config
+	if u.User != nil {
+		c.User = u.User.Username()
+		c.Password, _ = u.User.Password()
+	}
+	c.Host = u.Hostname()
+	if strings.Contains(u.Host, ",") {
+		p.add("Host", "single", "must name one server (multi-host URLs are not supported)")
+	}
+	if port := u.Port(); port != "" {
+		c.Port = p.int("Port", "URL port", port)
+	}
+	c.Database = strings.TrimPrefix(u.Path, "/")
+
+	var unknown []string
+	for key, values := range u.Query() {
+		v := values[len(values)-1]
+		switch key {
+		case "host":
+			c.Host = v
+		case "port":
+			c.Port = p.int("Port", "port", v)
+		case "dbname":
+			c.Database = v
+		case "user":
+			c.User = v
+		case "password":
+			c.Password = v
+		case "sslmode":
+			c.SSLMode = v
+		case "sslrootcert":
+			c.SSLRootCert = v
+		case "sslcert":
+			c.SSLCert = v
+		case "sslkey":
+			c.SSLKey = v
+		case "application_name":
+			c.ApplicationName = v
+		case "connect_timeout":
+			c.ConnectTimeout = p.seconds("ConnectTimeout", "connect_timeout", v)
+		case "pool_max_conns":
+			c.MaxOpenConns = p.int("MaxOpenConns", "pool_max_conns", v)
+		case "pool_max_idle_conns":
+			c.MaxIdleConns = p.int("MaxIdleConns", "pool_max_idle_conns", v)
+		case "pool_max_conn_lifetime":
+			c.ConnMaxLifetime = p.duration("ConnMaxLifetime", "pool_max_conn_lifetime", v)
+		case "pool_max_conn_idle_time":
+			c.ConnMaxIdleTime = p.duration("ConnMaxIdleTime", "pool_max_conn_idle_time", v)
+		default:
+			unknown = append(unknown, strconv.Quote(key))
+		}
+	}
+	if len(unknown) > 0 {
+		slices.Sort(unknown)
+		p.add("URL", "param", "has unknown parameters "+strings.Join(unknown, ", "))
+	}
+	if err := p.finish(c); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// urlProblem explains why raw failed to parse without repeating raw, which
+// may hold a password: it parses again without the userinfo to tell a
+// malformed password from a malformed host, port or path.
+func urlProblem(raw string) string {
+	rest := raw
+	if i := strings.Index(rest, "://"); i >= 0 {
+		rest = rest[i+3:]
+	}
+	authority := rest
+	if i := strings.IndexAny(authority, "/?#"); i >= 0 {
+		authority = authority[:i]
+	}
+	if at := strings.LastIndex(authority, "@"); at >= 0 {
+		rest = rest[at+1:]
+		_, err := url.Parse("postgres://" + rest)
+		if err == nil {
+			return "has a malformed user or password: percent-encode reserved characters (@ : / ? # % and spaces) in them"
+		}
+	}
+	_, err := url.Parse("postgres://" + rest)
+	var uerr *url.Error
+	if errors.As(err, &uerr) {
+		return "is malformed: " + uerr.Err.Error()
+	}
+	return "is malformed"
+}
+
+// parseErrors collects problems found while reading settings so that the
+// caller hears of all of them at once, together with validation problems.
+type parseErrors struct{ fields []FieldError }
+
+func (p *parseErrors) add(field, rule, msg string) {
+	p.fields = append(p.fields, FieldError{Field: field, Rule: rule, Message: msg})
+}
+
+func (p *parseErrors) int(field, source, v string) int {
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		p.add(field, "parse", "("+source+") must be an integer")
+	}
+	return n
+}
+
+func (p *parseErrors) seconds(field, source, v string) time.Duration {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		p.add(field, "parse", "("+source+") must be a whole number of seconds")
+		return 0
+	}
+	return time.Duration(n) * time.Second
+}
+
+func (p *parseErrors) duration(field, source, v string) time.Duration {
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		p.add(field, "parse", "("+source+") must be a duration such as 30m")
+	}
+	return d
+}
+
+// finish validates c and merges the validation problems with the parse
+// problems, leaving out fields already reported as unparsable.
+func (p *parseErrors) finish(c Config) error {
+	err := c.Validate()
+	var cerr *ConfigError
+	if errors.As(err, &cerr) {
+		for _, f := range cerr.Fields {
+			if !p.has(f.Field) {
+				p.fields = append(p.fields, f)
+			}
+		}
+	} else if err != nil {
+		return err
+	}
+	if len(p.fields) == 0 {
+		return nil
+	}
+	return &ConfigError{Fields: p.fields}
+}
+
+func (p *parseErrors) has(field string) bool {
+	for _, f := range p.fields {
+		if f.Field == field {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,292 @@
+package dbkit
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/stdlib"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+	"gorm.io/driver/postgres"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+	otelgorm "gorm.io/plugin/opentelemetry/tracing"
+
+	"github.com/dbkit-go/database/migrate"
+	"github.com/dbkit-go/database/tracing"
+)
+
+// DB is a connected, health-checked and migrated database: a pool of
+// connections shared by every [BaseDatabase] made from it. It is safe for
+// concurrent use. Close it with [DB.Close] when the service stops.
+type DB struct {
+	gorm   *gorm.DB
+	sql    *sql.DB
+	cfg    Config // defaults applied
+	logger *slog.Logger
+	tp     trace.TracerProvider
+	tracer trace.Tracer // session tracer
+	attrs  []attribute.KeyValue
+
+	closed    atomic.Bool
+	closeOnce sync.Once
+	closeDone chan struct{}
+	closeErr  error
+}
+
+// Connect validates cfg, opens a connection pool to PostgreSQL through GORM
+// and pgx, and returns once the database is usable:
+//
+//  1. cfg.Validate: a *[ConfigError] naming every invalid field.
+//  2. The first connection, retried with backoff while the server is
+//     unreachable or still starting, until cfg.ConnectTimeout or ctx ends.
+//     A definitive answer from the server (wrong password, missing database)
+//     stops the retries at once. Failure is a *[ConnectError] naming
+//     host:port and database, never the password.
+//  3. A health check, SELECT 1.
+//  4. The migrations given with [WithMigrations], if any.
+//
+// GORM is set up with error translation, no default transaction around
+// single statements, a silent logger, and the OpenTelemetry plugin recording
+// statements without their parameter values.
+func Connect(ctx context.Context, cfg Config, opts ...Option) (*DB, error) {
+	var o options
+	for _, opt := range opts {
+		if opt != nil {
+			opt(&o)
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.WithDefaults()
+	if o.logger == nil {
+		o.logger = slog.New(slog.DiscardHandler)
+	}
+	db := &DB{
+		cfg:       cfg,
+		logger:    o.logger,
+		tp:        tracing.Provider(o.tracerProvider),
+		closeDone: make(chan struct{}),
+	}
+	db.tracer = tracing.SessionTracer(db.tp)
+	db.attrs = []attribute.KeyValue{
+		tracing.PostgreSQL,
+		tracing.DBNamespace.String(cfg.Database),
+		tracing.ServerAddress.String(cfg.Host),
+		tracing.ServerPort.Int(cfg.Port),
+	}
+
+	ctx, span := db.tracer.Start(ctx, tracing.SpanConnect, trace.WithAttributes(db.attrs...))
+	err := db.open(ctx, o)
+	if err == nil {
+		err = db.health(ctx)
+	}
+	if err == nil && len(o.migrations) > 0 {
+		err = db.migrate(ctx, o.migrations)
+	}
+	tracing.End(span, err, nil)
+	if err != nil {
+		if db.sql != nil {
+			_ = db.sql.Close()
+		}
+		return nil, err
+	}
+	return db, nil
+}
+
+func (db *DB) open(ctx context.Context, o options) error {
+	connCfg, err := pgx.ParseConfig(db.cfg.DSN())
+	if err != nil {
+		// pgx redacts the password from its parse errors.
+		return fmt.Errorf("dbkit: connection settings for %s: %w", db.cfg.Addr(), err)
+	}
+	db.sql = stdlib.OpenDB(*connCfg)
+	db.sql.SetMaxOpenConns(db.cfg.MaxOpenConns)
+	db.sql.SetMaxIdleConns(db.cfg.MaxIdleConns)
+	db.sql.SetConnMaxLifetime(db.cfg.ConnMaxLifetime)
+	db.sql.SetConnMaxIdleTime(db.cfg.ConnMaxIdleTime)
+
+	if err := db.waitForServer(ctx); err != nil {
+		return err
+	}
+
+	gormLogger := o.gormLogger
+	if gormLogger == nil {
+		gormLogger = logger.Discard
+	}
+	db.gorm, err = gorm.Open(postgres.New(postgres.Config{Conn: db.sql}), &gorm.Config{
+		SkipDefaultTransaction: true,
+		TranslateError:         true,
+		Logger:                 gormLogger,
+		NowFunc:                now,
+		DisableAutomaticPing:   true,
+	})
+	if err != nil {
+		return fmt.Errorf("dbkit: open gorm: %w", err)
+	}
+	plugin := otelgorm.NewPlugin(
+		otelgorm.WithTracerProvider(db.tp),
+		otelgorm.WithoutQueryVariables(),
+		otelgorm.WithoutServerAddress(), // set below from cfg, with the port
+		otelgorm.WithoutMetrics(),       // pool metrics belong on the caller's MeterProvider
+		otelgorm.WithAttributes(db.attrs[1:]...),
+	)
+	if err := db.gorm.Use(plugin); err != nil {
+		return fmt.Errorf("dbkit: register opentelemetry plugin: %w", err)
+	}
+	if err := db.gorm.Callback().Create().Before("gorm:before_create").Register("dbkit:assign_id", assignIDs); err != nil {
+		return fmt.Errorf("dbkit: register id callback: %w", err)
+	}
+	return nil
+}
+
+// waitForServer opens the first connection, retrying with jittered
+// exponential backoff (50 ms doubling to 2 s) until it succeeds, the server
+// gives a definitive refusal, cfg.ConnectTimeout passes or ctx ends.
+func (db *DB) waitForServer(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, db.cfg.ConnectTimeout)
+	defer cancel()
+	backoff := 50 * time.Millisecond
+	var last error // the most telling failure: not a deadline hit mid-attempt
+	for attempt := 1; ; attempt++ {
+		err := db.sql.PingContext(ctx)
+		if err == nil {
+			return nil
+		}
+		if last == nil || ctx.Err() == nil {
+			last = err
+		}
+		fail := func(cause error) error {
+			return &ConnectError{Addr: db.cfg.Addr(), Database: db.cfg.Database, User: db.cfg.User, Attempts: attempt, Err: cause}
+		}
+		if !retryableConnectError(err) {
+			return fail(err)
+		}
+		if ctx.Err() != nil {
+			return fail(giveUp(ctx.Err(), last))
+		}
+		wait := backoff/2 + rand.N(backoff)
+		db.logger.LogAttrs(ctx, slog.LevelInfo, "dbkit: database not reachable yet, retrying",
+			slog.String("addr", db.cfg.Addr()), slog.String("database", db.cfg.Database),
+			slog.Int("attempt", attempt), slog.Duration("retry_in", wait), slog.String("error", connectCause(err)))
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return fail(giveUp(ctx.Err(), last))
+		case <-timer.C:
+		}
+		backoff = min(backoff*2, 2*time.Second)
+	}
+}
+
+// giveUp joins the reason retries stopped with the last connection error.
+func giveUp(ctxErr, last error) error {
+	if errors.Is(last, ctxErr) {
+		return last
+	}
+	return &retryError{stop: ctxErr, last: last}
+}
+
+// retryError says why Connect stopped retrying and what the last attempt met.
+type retryError struct{ stop, last error }
+
+func (e *retryError) Error() string {
+	return e.stop.Error() + " (last error: " + connectCause(e.last) + ")"
+}
+func (e *retryError) Unwrap() []error { return []error{e.stop, e.last} }
+
+// retryableConnectError reports whether a failed first connection may succeed
+// later: network errors and a server that is starting, shutting down or full.
+// Any other answer from the server (authentication, missing database,
+// permissions) is final.
+func retryableConnectError(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return true
+	}
+	switch {
+	case pgErr.Code == "57P03", // cannot_connect_now: starting up or shutting down
+		pgErr.Code == "57P01", // admin_shutdown: restarting
+		strings.HasPrefix(pgErr.Code, "53"), // insufficient resources: too many connections
+		strings.HasPrefix(pgErr.Code, "08"): // connection exception
+		return true
+	}
+	return false
+}
+
+func (db *DB) migrate(ctx context.Context, migs []migrate.Migration) error {
+	ctx, span := db.tracer.Start(ctx, tracing.SpanMigrate, trace.WithAttributes(db.attrs...))
+	applied, err := migrate.Up(ctx, db.gorm, migs, migrate.WithLogger(db.logger))
+	span.SetAttributes(tracing.MigrationCount.Int(len(applied)))
+	tracing.End(span, err, nil)
+	return err
+}
+
+// Health checks that the database answers SELECT 1 within ctx's deadline.
+// It is cheap enough for a readiness probe. After Close it returns an error
+// matching [ErrClosed].
+func (db *DB) Health(ctx context.Context) error {
+	ctx, span := db.tracer.Start(ctx, tracing.SpanHealth, trace.WithAttributes(db.attrs...))
+	err := db.health(ctx)
+	tracing.End(span, err, nil)
+	return err
+}
+
+func (db *DB) health(ctx context.Context) error {
+	var one int
+	if err := db.sql.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
+		return fmt.Errorf("dbkit: health check of %s database %q: %w", db.cfg.Addr(), db.cfg.Database, db.translate(err))
+	}
+	return nil
+}
+
+// Close stops new queries, waits for running ones to finish and closes every
+// connection. If ctx ends first Close returns its error while the pool keeps
+// closing in the background. Calling Close again returns nil. Every call on
+// the DB or its repositories after Close fails with [ErrClosed].
+func (db *DB) Close(ctx context.Context) error {
+	first := false
+	db.closeOnce.Do(func() {
+		first = true
+		db.closed.Store(true)
+		go func() {
+			db.closeErr = db.sql.Close()
+			close(db.closeDone)
+		}()
+	})
+	if !first {
+		return nil
+	}
+	_, span := db.tracer.Start(ctx, tracing.SpanClose, trace.WithAttributes(db.attrs...))
+	var err error
+	select {
+	case <-db.closeDone:
+		err = db.closeErr
+	case <-ctx.Done():
+		err = fmt.Errorf("dbkit: close %s: %w", db.cfg.Addr(), ctx.Err())
+	}
+	tracing.End(span, err, nil)
+	if err == nil {
+		db.logger.LogAttrs(ctx, slog.LevelInfo, "dbkit: database closed", slog.String("addr", db.cfg.Addr()), slog.String("database", db.cfg.Database))
+	}
+	return err
+}
+
+// Stats returns the connection pool's statistics.
+func (db *DB) Stats() sql.DBStats { return db.sql.Stats() }
+
+// Config returns the configuration the DB was opened with, defaults applied.
+// Its password is there, but String and LogValue redact it.
+func (db *DB) Config() Config { return db.cfg }

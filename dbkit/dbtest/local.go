@@ -1,0 +1,342 @@
+//go:build unix
+
+package dbtest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/dbkit-go/database/dbkit"
+)
+
+// localServer is a postgres process run from the local binaries in a
+// temporary directory.
+type localServer struct {
+	dir     string // temporary directory: data/, the socket, postgres.log
+	cmd     *exec.Cmd
+	exited  chan struct{}
+	waitErr error
+}
+
+// StartLocal runs initdb and postgres from the local PostgreSQL installation
+// in a new temporary directory, listening on 127.0.0.1 on a free port, with
+// durability off (fsync, synchronous_commit, full_page_writes) since the data
+// is thrown away. When the process runs as root the server runs as the
+// "postgres" system user, as PostgreSQL refuses root.
+//
+// The binaries are looked up in DBKIT_PG_BIN, then on PATH, then in the
+// usual installation directories (/usr/lib/postgresql/*/bin and others).
+// Connections over TCP use SCRAM password authentication; the Unix socket in
+// the temporary directory trusts local users, for psql.
+func StartLocal(ctx context.Context) (*Server, error) {
+	removeStaleDirs()
+	initdb, postgres, err := findBinaries()
+	if err != nil {
+		return nil, err
+	}
+	cred, err := serverCredential()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "dbkit-pg-")
+	if err != nil {
+		return nil, fmt.Errorf("dbtest: %w", err)
+	}
+	ls := &localServer{dir: dir}
+	cleanup := func() { _ = os.RemoveAll(dir) }
+	if cred != nil {
+		if err := os.Chown(dir, int(cred.Uid), int(cred.Gid)); err != nil {
+			cleanup()
+			return nil, fmt.Errorf("dbtest: %w", err)
+		}
+	}
+	password := randomHex(16)
+	if err := ls.initdb(ctx, initdb, cred, password); err != nil {
+		cleanup()
+		return nil, err
+	}
+
+	var port int
+	for attempt := 1; ; attempt++ {
+		port, err = freePort()
+		if err == nil {
+			err = ls.start(ctx, postgres, cred, port)
+		}
+		if err == nil {
+			break
+		}
+		if attempt == 3 || ctx.Err() != nil {
+			cleanup()
+			return nil, err
+		}
+	}
+
+	s := &Server{
+		source: SourceLocal,
+		admin: dbkit.Config{
+			Host: "127.0.0.1", Port: port, Database: "postgres", User: "postgres",
+			Password: password, SSLMode: "disable", ApplicationName: "dbtest",
+		},
+		stop: ls.stop,
+		hint: func(db string) string {
+			return fmt.Sprintf("psql -h %s -p %d -U postgres %s (while the server runs)", dir, port, db)
+		},
+	}
+	if err := s.connectAdmin(ctx); err != nil {
+		_ = ls.stop(context.Background())
+		return nil, err
+	}
+	return s, nil
+}
+
+func (ls *localServer) initdb(ctx context.Context, bin string, cred *syscall.Credential, password string) error {
+	pwfile := filepath.Join(ls.dir, "pwfile")
+	if err := os.WriteFile(pwfile, []byte(password+"\n"), 0o600); err != nil {
+		return fmt.Errorf("dbtest: %w", err)
+	}
+	defer os.Remove(pwfile)
+	if cred != nil {
+		if err := os.Chown(pwfile, int(cred.Uid), int(cred.Gid)); err != nil {
+			return fmt.Errorf("dbtest: %w", err)
+		}
+	}
+	cmd := exec.CommandContext(ctx, bin,
+		"-D", filepath.Join(ls.dir, "data"),
+		"-U", "postgres", "--pwfile="+pwfile,
+		"--auth-host=scram-sha-256", "--auth-local=trust",
+		"-E", "UTF8", "--locale=C", "--no-sync")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	cmd.Dir = ls.dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("dbtest: initdb: %w\n%s", err, tail(out, 20))
+	}
+	return nil
+}
+
+// start runs postgres on port and waits until it accepts connections.
+func (ls *localServer) start(ctx context.Context, bin string, cred *syscall.Credential, port int) error {
+	logPath := filepath.Join(ls.dir, "postgres.log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return fmt.Errorf("dbtest: %w", err)
+	}
+	defer logFile.Close()
+	cmd := exec.Command(bin,
+		"-D", filepath.Join(ls.dir, "data"),
+		"-p", strconv.Itoa(port),
+		"-c", "listen_addresses=127.0.0.1",
+		"-c", "unix_socket_directories="+ls.dir,
+		"-c", "fsync=off",
+		"-c", "synchronous_commit=off",
+		"-c", "full_page_writes=off",
+		"-c", "max_connections=300",
+	)
+	cmd.Dir = ls.dir
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	setDeathSignal(cmd.SysProcAttr)
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("dbtest: start postgres: %w", err)
+	}
+	ls.cmd = cmd
+	ls.exited = make(chan struct{})
+	go func() {
+		ls.waitErr = cmd.Wait()
+		close(ls.exited)
+	}()
+
+	// Ready when a connection gets an answer that is not "starting up".
+	dsn := fmt.Sprintf("host=%s port=%d user=postgres dbname=postgres sslmode=disable connect_timeout=2", ls.dir, port)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		conn, err := pgconn.Connect(ctx, dsn)
+		if err == nil {
+			_ = conn.Close(ctx)
+			return nil
+		}
+		select {
+		case <-ls.exited:
+			log, _ := os.ReadFile(logPath)
+			return fmt.Errorf("dbtest: postgres exited at start (%v):\n%s", ls.waitErr, tail(log, 20))
+		case <-ctx.Done():
+			_ = ls.terminate(context.Background())
+			return fmt.Errorf("dbtest: waiting for postgres: %w", ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			_ = ls.terminate(context.Background())
+			log, _ := os.ReadFile(logPath)
+			return fmt.Errorf("dbtest: postgres did not accept connections within 30s (last error: %v):\n%s", err, tail(log, 20))
+		}
+	}
+}
+
+// stop terminates postgres and removes its directory.
+func (ls *localServer) stop(ctx context.Context) error {
+	err := ls.terminate(ctx)
+	if rmErr := os.RemoveAll(ls.dir); rmErr != nil && err == nil {
+		err = fmt.Errorf("dbtest: %w", rmErr)
+	}
+	return err
+}
+
+// terminate shuts postgres down (fast shutdown: running sessions are ended)
+// and kills it if it has not exited after 10 s or when ctx ends.
+func (ls *localServer) terminate(ctx context.Context) error {
+	var err error
+	if ls.cmd != nil && ls.cmd.Process != nil {
+		_ = ls.cmd.Process.Signal(syscall.SIGINT)
+		timer := time.NewTimer(10 * time.Second)
+		select {
+		case <-ls.exited:
+		case <-timer.C:
+			_ = ls.cmd.Process.Kill()
+			<-ls.exited
+			err = errors.New("dbtest: postgres did not stop within 10s and was killed")
+		case <-ctx.Done():
+			_ = ls.cmd.Process.Kill()
+			<-ls.exited
+			err = fmt.Errorf("dbtest: stopping postgres: %w", ctx.Err())
+		}
+		timer.Stop()
+	}
+	return err
+}
+
+// findBinaries returns the paths of initdb and postgres.
+func findBinaries() (initdb, postgres string, err error) {
+	if d := os.Getenv(EnvPGBin); d != "" {
+		i, p := filepath.Join(d, "initdb"), filepath.Join(d, "postgres")
+		if isExecutable(i) && isExecutable(p) {
+			return i, p, nil
+		}
+		return "", "", fmt.Errorf("dbtest: %s=%q holds no initdb and postgres executables", EnvPGBin, d)
+	}
+	if p, err := exec.LookPath("initdb"); err == nil {
+		if q, err := exec.LookPath("postgres"); err == nil {
+			return p, q, nil
+		}
+	}
+	var dirs []string
+	for _, pattern := range []string{
+		"/usr/lib/postgresql/*/bin",        // Debian, Ubuntu
+		"/usr/pgsql-*/bin",                 // RHEL, Fedora (PGDG)
+		"/opt/homebrew/opt/postgresql*/bin", // macOS, Homebrew on Apple silicon
+		"/usr/local/opt/postgresql*/bin",   // macOS, Homebrew on Intel
+		"/usr/local/pgsql/bin",             // built from source
+	} {
+		matches, _ := filepath.Glob(pattern)
+		slices.SortFunc(matches, compareVersionDirs)
+		slices.Reverse(matches) // newest first
+		dirs = append(dirs, matches...)
+	}
+	for _, d := range dirs {
+		i, p := filepath.Join(d, "initdb"), filepath.Join(d, "postgres")
+		if isExecutable(i) && isExecutable(p) {
+			return i, p, nil
+		}
+	}
+	return "", "", errors.New("no PostgreSQL server binaries (initdb, postgres) on PATH, in " + EnvPGBin +
+		" or in /usr/lib/postgresql/*/bin: install them (Debian/Ubuntu: apt-get install postgresql;" +
+		" macOS: brew install postgresql), or set " + EnvDatabaseURL + " to an existing server")
+}
+
+// compareVersionDirs orders ".../9.6/bin" before ".../15/bin".
+func compareVersionDirs(a, b string) int {
+	va, vb := versionOf(a), versionOf(b)
+	for i := 0; i < len(va) && i < len(vb); i++ {
+		if va[i] != vb[i] {
+			return va[i] - vb[i]
+		}
+	}
+	return len(va) - len(vb)
+}
+
+func versionOf(path string) []int {
+	var v []int
+	for _, part := range strings.FieldsFunc(path, func(r rune) bool { return r < '0' || r > '9' }) {
+		n, _ := strconv.Atoi(part)
+		v = append(v, n)
+	}
+	return v
+}
+
+func isExecutable(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0
+}
+
+// serverCredential returns nil when the process may run postgres as itself,
+// and the "postgres" user's credential when it runs as root.
+func serverCredential() (*syscall.Credential, error) {
+	if os.Geteuid() != 0 {
+		return nil, nil
+	}
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		return nil, errors.New("running as root, and PostgreSQL refuses to run as root: " +
+			"create a 'postgres' system user (installing the postgresql package does) or run the tests as another user")
+	}
+	uid, err1 := strconv.ParseUint(u.Uid, 10, 32)
+	gid, err2 := strconv.ParseUint(u.Gid, 10, 32)
+	if err1 != nil || err2 != nil {
+		return nil, fmt.Errorf("dbtest: user postgres has a non-numeric uid/gid %q/%q", u.Uid, u.Gid)
+	}
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), NoSetGroups: true}, nil
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("dbtest: find a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// removeStaleDirs removes the directories of local servers whose process is
+// gone (a test binary killed before it could stop its server).
+func removeStaleDirs() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "dbkit-pg-*"))
+	for _, dir := range dirs {
+		fi, err := os.Stat(dir)
+		if err != nil || time.Since(fi.ModTime()) < time.Minute {
+			continue // may still be starting
+		}
+		pidFile, err := os.ReadFile(filepath.Join(dir, "data", "postmaster.pid"))
+		if err == nil {
+			first, _, _ := bytes.Cut(pidFile, []byte("\n"))
+			if pid, err := strconv.Atoi(string(first)); err == nil && processAlive(pid) {
+				continue // still running
+			}
+		}
+		_ = os.RemoveAll(dir)
+	}
+}
+
+func processAlive(pid int) bool {
+	err := syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
+}
+
+func tail(b []byte, n int) string {
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}

@@ -1,0 +1,10 @@
+//go:build unix && !linux
+
+package dbtest
+
+import "syscall"
+
+// setDeathSignal has no portable equivalent outside Linux: a killed test
+// process leaves its server running until the next StartLocal finds its
+// directory stale.
+func setDeathSignal(*syscall.SysProcAttr) {}

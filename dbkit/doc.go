@@ -1,0 +1,53 @@
+// Package dbkit connects Go services to PostgreSQL through GORM and gives each
+// model a typed, traced data-access object.
+//
+// # Configuration
+//
+// A [Config] says where the database is; [ConfigFromEnv] reads DATABASE_URL or
+// libpq's PG* variables, [ParseURL] reads a postgres:// URL. [Config.Validate]
+// reports every invalid field at once in a *[ConfigError]. No form of a
+// Config shows its password, except [Config.DSN].
+//
+// # Connecting
+//
+// [Connect] validates the Config, opens a pool, waits for the server (retrying
+// while it starts), checks it with SELECT 1 and applies the migrations given
+// with [WithMigrations]. [DB.Health] is a readiness check; [DB.Close] shuts
+// the pool down gracefully and may be called more than once.
+//
+//	db, err := dbkit.Connect(ctx, cfg, dbkit.WithMigrations(migrations...))
+//	if err != nil {
+//		return err
+//	}
+//	defer db.Close(context.Background())
+//
+// # Models and repositories
+//
+// Models embed [Model] (a UUIDv7 ID and timestamps). [NewBaseDatabase] returns
+// the repository of a model, a [BaseDatabase]: Create, Get, Find, Count,
+// Exists, Update and Delete, typed and bound to a context. [BaseDatabase.Query]
+// is the one escape hatch to GORM's generics API.
+//
+//	type User struct {
+//		dbkit.Model
+//		Email string `gorm:"uniqueIndex;not null"`
+//	}
+//	users := dbkit.NewBaseDatabase[User](db)
+//	err := users.Create(ctx, &User{Email: "ada@example.com"})
+//
+// # Errors
+//
+// Sentinels match with errors.Is: [ErrNotFound] (which also matches
+// gorm.ErrRecordNotFound), [ErrInvalid], [ErrClosed], and the constraint
+// kinds [ErrDuplicate], [ErrForeignKey], [ErrCheck], [ErrNotNull] and
+// [ErrExclusion], carried by a *[ConstraintError] that names the constraint,
+// table and column. They are mapped from PostgreSQL's SQLSTATE codes, never
+// from error text. Connection failures are a *[ConnectError].
+//
+// # Tracing
+//
+// With [WithTracerProvider], Connect, Health, Close and migrations get
+// session spans, every repository call a span named after the model
+// ("User.Get"), and every SQL statement a client span without its parameter
+// values. See package tracing.
+package dbkit

@@ -1,0 +1,195 @@
+package dbkit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"gorm.io/gorm"
+)
+
+// Sentinel errors. Match them with [errors.Is]; each method documents which
+// ones it returns.
+var (
+	// ErrNotFound reports that no row matched. It also matches
+	// gorm.ErrRecordNotFound, so code written against GORM keeps working.
+	ErrNotFound error = &proxyError{msg: "record not found", target: gorm.ErrRecordNotFound}
+
+	// ErrDuplicate reports a unique or primary-key violation (SQLSTATE 23505).
+	ErrDuplicate = errors.New("duplicate key")
+	// ErrForeignKey reports a foreign-key violation (SQLSTATE 23503).
+	ErrForeignKey = errors.New("foreign key violation")
+	// ErrCheck reports a check-constraint violation (SQLSTATE 23514).
+	ErrCheck = errors.New("check constraint violation")
+	// ErrNotNull reports a NOT NULL violation (SQLSTATE 23502).
+	ErrNotNull = errors.New("not-null violation")
+	// ErrExclusion reports an exclusion-constraint violation (SQLSTATE 23P01).
+	ErrExclusion = errors.New("exclusion constraint violation")
+
+	// ErrInvalid reports a call the repository refuses before sending any SQL:
+	// an unknown field, an unsupported value, a zero ID where one is needed.
+	ErrInvalid = errors.New("invalid argument")
+
+	// ErrClosed reports a call on a [DB] after [DB.Close].
+	ErrClosed = errors.New("database is closed")
+)
+
+// proxyError is a sentinel that also matches another library's sentinel, the
+// way pgx.ErrNoRows matches sql.ErrNoRows.
+type proxyError struct {
+	msg    string
+	target error
+}
+
+func (e *proxyError) Error() string { return e.msg }
+func (e *proxyError) Unwrap() error { return e.target }
+
+// SQLSTATE codes dbkit maps to sentinels.
+const (
+	codeNotNull    = "23502"
+	codeForeignKey = "23503"
+	codeUnique     = "23505"
+	codeCheck      = "23514"
+	codeExclusion  = "23P01"
+)
+
+// ConstraintError is a constraint violation reported by PostgreSQL. It matches
+// its kind with errors.Is (ErrDuplicate, ErrForeignKey, ErrCheck, ErrNotNull
+// or ErrExclusion) and unwraps to the driver's *pgconn.PgError.
+//
+// Its message names the constraint, table and column but never the row's
+// values: PostgreSQL puts those in Detail (for example
+// "Key (email)=(ada@example.com) already exists."), which stays on the struct
+// for code that decides to show it.
+type ConstraintError struct {
+	Kind       error  // one of ErrDuplicate, ErrForeignKey, ErrCheck, ErrNotNull, ErrExclusion
+	Constraint string // constraint name, empty for NOT NULL
+	Table      string
+	Column     string // set for NOT NULL violations
+	SQLState   string
+	// Detail is PostgreSQL's DETAIL field. It may contain row values (personal
+	// data): it is deliberately left out of Error().
+	Detail string
+	err    error
+}
+
+func (e *ConstraintError) Error() string {
+	var b strings.Builder
+	b.WriteString(e.Kind.Error())
+	if e.Constraint != "" {
+		b.WriteString(": constraint ")
+		b.WriteString(strconv.Quote(e.Constraint))
+	}
+	if e.Table != "" {
+		b.WriteString(" on table ")
+		b.WriteString(strconv.Quote(e.Table))
+	}
+	if e.Column != "" {
+		b.WriteString(" column ")
+		b.WriteString(strconv.Quote(e.Column))
+	}
+	b.WriteString(" (SQLSTATE ")
+	b.WriteString(e.SQLState)
+	b.WriteString(")")
+	return b.String()
+}
+
+// Is reports whether target is the kind of this violation.
+func (e *ConstraintError) Is(target error) bool { return target == e.Kind }
+
+// Unwrap returns the driver error (it contains a *pgconn.PgError).
+func (e *ConstraintError) Unwrap() error { return e.err }
+
+// translate maps driver and GORM errors onto dbkit's errors. It inspects
+// SQLSTATE codes of *pgconn.PgError, never error text. Errors it does not
+// know are returned unchanged.
+func (db *DB) translate(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return ErrNotFound
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		if kind := constraintKind(pgErr.Code); kind != nil {
+			return &ConstraintError{
+				Kind:       kind,
+				Constraint: pgErr.ConstraintName,
+				Table:      pgErr.TableName,
+				Column:     pgErr.ColumnName,
+				SQLState:   pgErr.Code,
+				Detail:     pgErr.Detail,
+				err:        err,
+			}
+		}
+		return err
+	}
+	if db != nil && db.closed.Load() && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%w: %w", ErrClosed, err)
+	}
+	return err
+}
+
+func constraintKind(code string) error {
+	switch code {
+	case codeUnique:
+		return ErrDuplicate
+	case codeForeignKey:
+		return ErrForeignKey
+	case codeCheck:
+		return ErrCheck
+	case codeNotNull:
+		return ErrNotNull
+	case codeExclusion:
+		return ErrExclusion
+	}
+	return nil
+}
+
+// ConnectError reports that [Connect] could not reach a usable server. It
+// names the server and database and wraps the last cause (a *pgconn.PgError
+// when the server answered, for example SQLSTATE 28P01 for a wrong password
+// or 3D000 for a missing database). It never contains the password.
+type ConnectError struct {
+	Addr     string // host:port
+	Database string
+	User     string
+	Attempts int // connection attempts made
+	Err      error
+}
+
+func (e *ConnectError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "dbkit: connect to %s database %q as user %q", e.Addr, e.Database, e.User)
+	if e.Attempts > 1 {
+		fmt.Fprintf(&b, " (gave up after %d attempts)", e.Attempts)
+	}
+	b.WriteString(": ")
+	b.WriteString(connectCause(e.Err))
+	return b.String()
+}
+
+func (e *ConnectError) Unwrap() error { return e.Err }
+
+// connectCause describes why a connection failed. For a server's answer it
+// uses the server's message and code alone; pgconn's own wrapper repeats
+// host, user and database, which ConnectError already names.
+func connectCause(err error) string {
+	var re *retryError
+	if errors.As(err, &re) {
+		return re.Error()
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Message + " (SQLSTATE " + pgErr.Code + ")"
+	}
+	var connErr *pgconn.ConnectError
+	if errors.As(err, &connErr) && connErr.Unwrap() != nil {
+		return connErr.Unwrap().Error()
+	}
+	return err.Error()
+}

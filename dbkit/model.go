@@ -1,0 +1,101 @@
+package dbkit
+
+import (
+	"reflect"
+	"time"
+
+	"github.com/google/uuid"
+	"gorm.io/gorm"
+)
+
+// Model is the base of every model stored through dbkit. Embed it by value:
+//
+//	type User struct {
+//		dbkit.Model
+//		Email string `gorm:"uniqueIndex;not null"`
+//	}
+//
+// dbkit assigns ID (a UUIDv7: time-ordered, so inserts stay at the right edge
+// of the primary-key index) and the timestamps when a row is created through
+// a [DB], whichever API creates it: [BaseDatabase.Create], or GORM through
+// [BaseDatabase.Query]. It does so in a GORM callback, not in a model hook, so
+// a BeforeCreate hook on your model neither shadows it nor runs without an
+// ID. An ID or CreatedAt you set yourself is kept.
+//
+// Timestamps are UTC with microsecond precision, PostgreSQL's, so a row read
+// back equals the one written.
+type Model struct {
+	ID        uuid.UUID `gorm:"type:uuid;primaryKey" json:"id"`
+	CreatedAt time.Time `gorm:"not null" json:"created_at"`
+	UpdatedAt time.Time `gorm:"not null" json:"updated_at"`
+}
+
+// PrimaryKey returns the primary key as a string, or "" when no ID has been
+// assigned yet.
+func (m Model) PrimaryKey() string {
+	if m.ID == uuid.Nil {
+		return ""
+	}
+	return m.ID.String()
+}
+
+// isDBKitModel is unexported so that only types embedding Model satisfy
+// [Entity]: the compiler enforces the embedding.
+func (Model) isDBKitModel() {}
+
+// base gives the repository typed access to the embedded Model of *T.
+func (m *Model) base() *Model { return m }
+
+// Entity is the constraint of [BaseDatabase]: it is satisfied exactly by the
+// types that embed [Model].
+type Entity interface {
+	PrimaryKey() string
+	isDBKitModel()
+}
+
+type modelBase interface{ base() *Model }
+
+// now is the clock of every timestamp dbkit writes: UTC, truncated to
+// PostgreSQL's microsecond precision.
+func now() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
+
+// newID returns a UUIDv7.
+func newID() (uuid.UUID, error) { return uuid.NewV7() }
+
+// assignIDs is a GORM create callback: it gives every dbkit model being
+// inserted a UUIDv7 when its ID is zero. It runs before GORM's before_create
+// hooks, so they see the ID.
+func assignIDs(tx *gorm.DB) {
+	if tx.Error != nil {
+		return
+	}
+	rv := tx.Statement.ReflectValue
+	switch rv.Kind() {
+	case reflect.Struct:
+		assignID(tx, rv)
+	case reflect.Slice, reflect.Array:
+		for i := 0; i < rv.Len(); i++ {
+			assignID(tx, reflect.Indirect(rv.Index(i)))
+		}
+	}
+}
+
+func assignID(tx *gorm.DB, v reflect.Value) {
+	if v.Kind() != reflect.Struct || !v.CanAddr() {
+		return
+	}
+	mb, ok := v.Addr().Interface().(modelBase)
+	if !ok {
+		return
+	}
+	m := mb.base() // nil when *Model is embedded by pointer and unset
+	if m == nil || m.ID != uuid.Nil {
+		return
+	}
+	id, err := newID()
+	if err != nil {
+		_ = tx.AddError(err)
+		return
+	}
+	m.ID = id
+}

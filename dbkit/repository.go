@@ -1,0 +1,292 @@
+package dbkit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+
+	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+	"gorm.io/gorm/schema"
+
+	"github.com/dbkit-go/database/tracing"
+)
+
+// BaseDatabase is the typed data-access object of one model: CRUD and simple
+// queries, each call taking a context and returning typed results and dbkit
+// errors. It is safe for concurrent use; make one per model at start-up and
+// share it.
+//
+// Every method returns an error matching [ErrClosed] after [DB.Close], and an
+// error matching [ErrInvalid] when the repository itself is unusable (see
+// [NewBaseDatabase]).
+type BaseDatabase[T Entity] struct {
+	db       *DB
+	schema   *schema.Schema
+	model    string        // Go type name: "User"
+	pk       clause.Column // the primary-key column
+	omit     []string      // columns Update never writes: id, created_at
+	tracer   trace.Tracer
+	spanOpts []trace.SpanStartOption
+	names    spanNames
+	err      error // why the repository is unusable, nil when it is fine
+}
+
+type spanNames struct {
+	create, get, find, count, exists, update, delete string
+}
+
+// NewBaseDatabase returns the repository of model T on db. T must embed
+// [Model] by value, which the compiler checks through the [Entity]
+// constraint. Misuses the compiler cannot see (a pointer type argument such
+// as *User, a nil db, a model GORM cannot parse) make every method return an
+// error matching [ErrInvalid] that says what is wrong.
+func NewBaseDatabase[T Entity](db *DB) *BaseDatabase[T] {
+	typ := reflect.TypeFor[T]()
+	b := &BaseDatabase[T]{db: db, model: typ.Name()}
+	if b.model == "" {
+		b.model = typ.String()
+	}
+	b.err = b.init(typ)
+	return b
+}
+
+func (b *BaseDatabase[T]) init(typ reflect.Type) error {
+	if b.db == nil {
+		return fmt.Errorf("%w: NewBaseDatabase[%s]: db is nil", ErrInvalid, typ)
+	}
+	if typ.Kind() != reflect.Struct {
+		return fmt.Errorf("%w: NewBaseDatabase[%s]: the type argument must be a struct type such as %s, not a %s",
+			ErrInvalid, typ, typ.Elem(), typ.Kind())
+	}
+	if f, ok := typ.FieldByName("Model"); !ok || !f.Anonymous || f.Type != reflect.TypeFor[Model]() {
+		return fmt.Errorf("%w: NewBaseDatabase[%s]: embed dbkit.Model by value, not by pointer", ErrInvalid, typ)
+	}
+	stmt := &gorm.Statement{DB: b.db.gorm}
+	if err := stmt.Parse(new(T)); err != nil {
+		return fmt.Errorf("%w: NewBaseDatabase[%s]: %w", ErrInvalid, typ, err)
+	}
+	b.schema = stmt.Schema
+	pk := b.schema.PrioritizedPrimaryField
+	if pk == nil {
+		return fmt.Errorf("%w: NewBaseDatabase[%s]: no primary key", ErrInvalid, typ)
+	}
+	b.pk = clause.Column{Table: clause.CurrentTable, Name: pk.DBName}
+	b.omit = []string{pk.DBName}
+	if f := b.schema.LookUpField("CreatedAt"); f != nil {
+		b.omit = append(b.omit, f.DBName)
+	}
+	b.tracer = tracing.ModelTracer(b.db.tp, b.model)
+	b.spanOpts = []trace.SpanStartOption{
+		trace.WithSpanKind(trace.SpanKindInternal),
+		trace.WithAttributes(
+			tracing.Model.String(b.model),
+			tracing.PostgreSQL,
+			tracing.DBCollectionName.String(b.schema.Table),
+		),
+	}
+	name := func(op string) string { return tracing.SpanName(b.model, op) }
+	b.names = spanNames{
+		create: name("Create"), get: name("Get"), find: name("Find"), count: name("Count"),
+		exists: name("Exists"), update: name("Update"), delete: name("Delete"),
+	}
+	return nil
+}
+
+// Table returns the model's table name.
+func (b *BaseDatabase[T]) Table() string {
+	if b.schema == nil {
+		return ""
+	}
+	return b.schema.Table
+}
+
+// conn returns the GORM handle for one call, bound to ctx.
+func (b *BaseDatabase[T]) conn(ctx context.Context) *gorm.DB {
+	return b.db.gorm.WithContext(ctx)
+}
+
+// start opens the repository span of one call.
+func (b *BaseDatabase[T]) start(ctx context.Context, name, op string) (context.Context, trace.Span) {
+	ctx, span := b.tracer.Start(ctx, name, b.spanOpts...)
+	if span.IsRecording() {
+		span.SetAttributes(tracing.DBOperationName.String(op))
+	}
+	return ctx, span
+}
+
+// finish translates err, prefixes it with the operation, and ends the span.
+func (b *BaseDatabase[T]) finish(span trace.Span, op string, err error) error {
+	if err != nil {
+		err = fmt.Errorf("dbkit: %s.%s: %w", b.model, op, b.db.translate(err))
+	}
+	tracing.End(span, err, isNotFound)
+	return err
+}
+
+func isNotFound(err error) bool { return errors.Is(err, ErrNotFound) }
+
+func (b *BaseDatabase[T]) invalid(op, format string, args ...any) error {
+	return fmt.Errorf("dbkit: %s.%s: %w: %s", b.model, op, ErrInvalid, fmt.Sprintf(format, args...))
+}
+
+// Create inserts *v. It assigns v.ID (a UUIDv7) when it is zero, and
+// CreatedAt and UpdatedAt when they are zero. Associations are saved as GORM
+// saves them. Errors: a *[ConstraintError] matching [ErrDuplicate],
+// [ErrForeignKey], [ErrCheck] or [ErrNotNull]; [ErrInvalid] for a nil v.
+func (b *BaseDatabase[T]) Create(ctx context.Context, v *T) error {
+	if b.err != nil {
+		return b.err
+	}
+	if v == nil {
+		return b.invalid("Create", "nil %s", b.model)
+	}
+	ctx, span := b.start(ctx, b.names.create, "insert")
+	err := b.conn(ctx).Create(v).Error
+	return b.finish(span, "Create", err)
+}
+
+// Get returns the row whose primary key is id, or an error matching
+// [ErrNotFound].
+func (b *BaseDatabase[T]) Get(ctx context.Context, id uuid.UUID) (T, error) {
+	var v T
+	if b.err != nil {
+		return v, b.err
+	}
+	ctx, span := b.start(ctx, b.names.get, "select")
+	err := b.conn(ctx).Where(clause.Eq{Column: b.pk, Value: id}).Take(&v).Error
+	return v, b.finish(span, "Get", err)
+}
+
+// Find returns the rows matching every [Condition] among opts (none: all
+// rows), sorted by [OrderBy]/[OrderByDesc] and cut at [Limit]. Without a
+// Limit it returns every matching row. No match is an empty slice, not an
+// error. Unknown fields and unsupported values are errors matching
+// [ErrInvalid], returned before any SQL is sent.
+func (b *BaseDatabase[T]) Find(ctx context.Context, opts ...QueryOption) ([]T, error) {
+	if b.err != nil {
+		return nil, b.err
+	}
+	q, err := compile(b.schema, b.model, nil, opts)
+	if err != nil {
+		return nil, fmt.Errorf("dbkit: %s.Find: %w", b.model, err)
+	}
+	ctx, span := b.start(ctx, b.names.find, "select")
+	tx := b.conn(ctx)
+	if q.hasWhere() {
+		tx = tx.Clauses(q.where)
+	}
+	if len(q.order) > 0 {
+		tx = tx.Clauses(clause.OrderBy{Columns: q.order})
+	}
+	if q.limit > 0 {
+		tx = tx.Limit(q.limit)
+	}
+	out := []T{}
+	err = tx.Find(&out).Error
+	if span.IsRecording() {
+		span.SetAttributes(attribute.Int("db.response.returned_rows", len(out)))
+	}
+	return out, b.finish(span, "Find", err)
+}
+
+// Count returns the number of rows matching every condition.
+func (b *BaseDatabase[T]) Count(ctx context.Context, conds ...Condition) (int64, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
+	q, err := compile(b.schema, b.model, conds, nil)
+	if err != nil {
+		return 0, fmt.Errorf("dbkit: %s.Count: %w", b.model, err)
+	}
+	ctx, span := b.start(ctx, b.names.count, "select")
+	tx := b.conn(ctx).Model(new(T))
+	if q.hasWhere() {
+		tx = tx.Clauses(q.where)
+	}
+	var n int64
+	err = tx.Count(&n).Error
+	return n, b.finish(span, "Count", err)
+}
+
+// Exists reports whether at least one row matches every condition. It stops
+// at the first match, so it is cheaper than Count.
+func (b *BaseDatabase[T]) Exists(ctx context.Context, conds ...Condition) (bool, error) {
+	if b.err != nil {
+		return false, b.err
+	}
+	q, err := compile(b.schema, b.model, conds, nil)
+	if err != nil {
+		return false, fmt.Errorf("dbkit: %s.Exists: %w", b.model, err)
+	}
+	ctx, span := b.start(ctx, b.names.exists, "select")
+	tx := b.conn(ctx).Model(new(T)).Select("1")
+	if q.hasWhere() {
+		tx = tx.Clauses(q.where)
+	}
+	var ones []int
+	err = tx.Limit(1).Find(&ones).Error
+	return len(ones) > 0, b.finish(span, "Exists", err)
+}
+
+// Update writes every column of *v except the primary key and CreatedAt to
+// the row with v's ID, and sets v.UpdatedAt to the time of the update.
+// Zero values are written too: Update replaces the row, it does not merge.
+// Associations are not touched. Errors: [ErrNotFound] when no row has that
+// ID; [ErrInvalid] when v is nil or its ID is zero; a *[ConstraintError].
+func (b *BaseDatabase[T]) Update(ctx context.Context, v *T) error {
+	if b.err != nil {
+		return b.err
+	}
+	if v == nil {
+		return b.invalid("Update", "nil %s", b.model)
+	}
+	if any(v).(modelBase).base().ID == uuid.Nil {
+		return b.invalid("Update", "%s has no ID: create it first", b.model)
+	}
+	ctx, span := b.start(ctx, b.names.update, "update")
+	res := b.conn(ctx).Model(v).Select("*").Omit(append(b.omit, clause.Associations)...).Updates(v)
+	err := res.Error
+	if err == nil && res.RowsAffected == 0 {
+		err = ErrNotFound
+	}
+	return b.finish(span, "Update", err)
+}
+
+// Delete deletes the row whose primary key is id, or returns an error
+// matching [ErrNotFound] when there is none. A model with a gorm.DeletedAt
+// field is soft-deleted, as GORM does.
+func (b *BaseDatabase[T]) Delete(ctx context.Context, id uuid.UUID) error {
+	if b.err != nil {
+		return b.err
+	}
+	ctx, span := b.start(ctx, b.names.delete, "delete")
+	res := b.conn(ctx).Where(clause.Eq{Column: b.pk, Value: id}).Delete(new(T))
+	err := res.Error
+	if err == nil && res.RowsAffected == 0 {
+		err = ErrNotFound
+	}
+	return b.finish(span, "Delete", err)
+}
+
+// Query is the escape hatch for what the methods above cannot express: GORM's
+// typed generics API, gorm.G[T], on this repository's connection. ctx picks
+// the connection; pass it again to the call that runs the query:
+//
+//	rows, err := users.Query(ctx).Where("name LIKE ?", "A%").Order("name").Find(ctx)
+//
+// Rows it creates get IDs and timestamps as with Create. Errors come back as
+// GORM returns them (use errors.Is with gorm's or dbkit's sentinels; the
+// *pgconn.PgError is inside), and strings given to Where, Order or Select go
+// into the SQL as written: never pass request input there.
+func (b *BaseDatabase[T]) Query(ctx context.Context) gorm.Interface[T] {
+	tx := b.conn(ctx)
+	if b.err != nil {
+		_ = tx.AddError(b.err)
+	}
+	return gorm.G[T](tx)
+}

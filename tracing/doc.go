@@ -1,0 +1,26 @@
+// Package tracing holds dbkit's OpenTelemetry conventions: the tracer and span
+// names, the attribute keys, and how spans end.
+//
+// # Tracers
+//
+// A session tracer named [SessionTracerName] ("DatabaseSession") carries the
+// spans of a connection's life: [SpanConnect], [SpanHealth], [SpanMigrate]
+// and [SpanClose]. Each model has a tracer of its own, named after the model
+// ([ModelTracer]), whose spans are named "Model.Operation" ([SpanName]), for
+// example "User.Get". SQL statements get CLIENT spans from
+// gorm.io/plugin/opentelemetry, registered by dbkit without query values.
+//
+// # Providers
+//
+// Nothing here reads the global OpenTelemetry providers: a nil provider means
+// no-op ([Provider]). Pass otel.GetTracerProvider() to dbkit.WithTracerProvider
+// to use the global one.
+//
+// # Secrets
+//
+// No span carries a password or a query parameter value: statements are
+// recorded with their placeholders, and errors that may embed row values
+// (PostgreSQL's DETAIL) are not recorded.
+//
+// This package imports nothing from dbkit; dbkit imports it.
+package tracing

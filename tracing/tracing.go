@@ -1,0 +1,83 @@
+package tracing
+
+import (
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+)
+
+// Tracer names. The session tracer carries the spans of the connection's
+// life (connect, health, migrate, close); each model gets a tracer of its
+// own, named after the model, for its repository operations.
+const (
+	SessionTracerName = "DatabaseSession"
+	// ScopeVersion is reported as the instrumentation version of every tracer.
+	ScopeVersion = "0.1.0"
+)
+
+// Session span names.
+const (
+	SpanConnect = "DatabaseSession.Connect"
+	SpanHealth  = "DatabaseSession.Health"
+	SpanMigrate = "DatabaseSession.Migrate"
+	SpanClose   = "DatabaseSession.Close"
+)
+
+// Attribute keys, following the OpenTelemetry database semantic conventions
+// where one exists and prefixed "dbkit." where dbkit adds its own.
+const (
+	DBSystemName     = attribute.Key("db.system.name")
+	DBNamespace      = attribute.Key("db.namespace")
+	DBCollectionName = attribute.Key("db.collection.name")
+	DBOperationName  = attribute.Key("db.operation.name")
+	ServerAddress    = attribute.Key("server.address")
+	ServerPort       = attribute.Key("server.port")
+	Model            = attribute.Key("dbkit.model")
+	MigrationID      = attribute.Key("dbkit.migration.id")
+	MigrationCount   = attribute.Key("dbkit.migration.count")
+)
+
+// PostgreSQL is the db.system.name of every dbkit span.
+var PostgreSQL = DBSystemName.String("postgresql")
+
+// EventNotFound is the event recorded on a span whose operation found no row:
+// not finding a row is an answer, not an error, so the span status stays unset.
+const EventNotFound = "dbkit.not_found"
+
+// Provider returns tp, or a no-op provider when tp is nil. dbkit never falls
+// back to the global provider on its own: pass otel.GetTracerProvider()
+// explicitly to use it.
+func Provider(tp trace.TracerProvider) trace.TracerProvider {
+	if tp == nil {
+		return noop.NewTracerProvider()
+	}
+	return tp
+}
+
+// SessionTracer returns the tracer for session spans.
+func SessionTracer(tp trace.TracerProvider) trace.Tracer {
+	return Provider(tp).Tracer(SessionTracerName, trace.WithInstrumentationVersion(ScopeVersion))
+}
+
+// ModelTracer returns the tracer for the repository spans of one model.
+func ModelTracer(tp trace.TracerProvider, model string) trace.Tracer {
+	return Provider(tp).Tracer(model, trace.WithInstrumentationVersion(ScopeVersion))
+}
+
+// SpanName names a repository span, "User.Get" for operation Get on model User.
+func SpanName(model, operation string) string { return model + "." + operation }
+
+// End ends span, recording err as its error status. An error for which
+// notFound reports true is recorded as an [EventNotFound] event instead.
+func End(span trace.Span, err error, notFound func(error) bool) {
+	if err != nil && span.IsRecording() {
+		if notFound != nil && notFound(err) {
+			span.AddEvent(EventNotFound)
+		} else {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, err.Error())
+		}
+	}
+	span.End()
+}
