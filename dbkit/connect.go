@@ -218,7 +218,7 @@ func retryableConnectError(err error) bool {
 	}
 	switch {
 	case pgErr.Code == "57P03", // cannot_connect_now: starting up or shutting down
-		pgErr.Code == "57P01", // admin_shutdown: restarting
+		pgErr.Code == "57P01",               // admin_shutdown: restarting
 		strings.HasPrefix(pgErr.Code, "53"), // insufficient resources: too many connections
 		strings.HasPrefix(pgErr.Code, "08"): // connection exception
 		return true

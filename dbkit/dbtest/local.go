@@ -233,11 +233,11 @@ func findBinaries() (initdb, postgres string, err error) {
 	}
 	var dirs []string
 	for _, pattern := range []string{
-		"/usr/lib/postgresql/*/bin",        // Debian, Ubuntu
-		"/usr/pgsql-*/bin",                 // RHEL, Fedora (PGDG)
+		"/usr/lib/postgresql/*/bin",         // Debian, Ubuntu
+		"/usr/pgsql-*/bin",                  // RHEL, Fedora (PGDG)
 		"/opt/homebrew/opt/postgresql*/bin", // macOS, Homebrew on Apple silicon
-		"/usr/local/opt/postgresql*/bin",   // macOS, Homebrew on Intel
-		"/usr/local/pgsql/bin",             // built from source
+		"/usr/local/opt/postgresql*/bin",    // macOS, Homebrew on Intel
+		"/usr/local/pgsql/bin",              // built from source
 	} {
 		matches, _ := filepath.Glob(pattern)
 		slices.SortFunc(matches, compareVersionDirs)
