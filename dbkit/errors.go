@@ -103,6 +103,12 @@ func (e *ConstraintError) Is(target error) bool { return target == e.Kind }
 // Unwrap returns the driver error (it contains a *pgconn.PgError).
 func (e *ConstraintError) Unwrap() error { return e.err }
 
+// TranslateError maps an error from GORM or the driver onto dbkit's errors,
+// as every [BaseDatabase] method does: not-found becomes [ErrNotFound], a
+// constraint violation a *[ConstraintError]; anything else is returned
+// unchanged. Use it on errors from [BaseDatabase.Query].
+func TranslateError(err error) error { return (*DB)(nil).translate(err) }
+
 // translate maps driver and GORM errors onto dbkit's errors. It inspects
 // SQLSTATE codes of *pgconn.PgError, never error text. Errors it does not
 // know are returned unchanged.

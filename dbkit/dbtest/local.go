@@ -217,8 +217,19 @@ func (ls *localServer) terminate(ctx context.Context) error {
 	return err
 }
 
+// installDirs are where PostgreSQL's server binaries are usually installed.
+var installDirs = []string{
+	"/usr/lib/postgresql/*/bin",         // Debian, Ubuntu
+	"/usr/pgsql-*/bin",                  // RHEL, Fedora (PGDG)
+	"/opt/homebrew/opt/postgresql*/bin", // macOS, Homebrew on Apple silicon
+	"/usr/local/opt/postgresql*/bin",    // macOS, Homebrew on Intel
+	"/usr/local/pgsql/bin",              // built from source
+}
+
 // findBinaries returns the paths of initdb and postgres.
-func findBinaries() (initdb, postgres string, err error) {
+func findBinaries() (initdb, postgres string, err error) { return findBinariesIn(installDirs) }
+
+func findBinariesIn(patterns []string) (initdb, postgres string, err error) {
 	if d := os.Getenv(EnvPGBin); d != "" {
 		i, p := filepath.Join(d, "initdb"), filepath.Join(d, "postgres")
 		if isExecutable(i) && isExecutable(p) {
@@ -232,13 +243,7 @@ func findBinaries() (initdb, postgres string, err error) {
 		}
 	}
 	var dirs []string
-	for _, pattern := range []string{
-		"/usr/lib/postgresql/*/bin",         // Debian, Ubuntu
-		"/usr/pgsql-*/bin",                  // RHEL, Fedora (PGDG)
-		"/opt/homebrew/opt/postgresql*/bin", // macOS, Homebrew on Apple silicon
-		"/usr/local/opt/postgresql*/bin",    // macOS, Homebrew on Intel
-		"/usr/local/pgsql/bin",              // built from source
-	} {
+	for _, pattern := range patterns {
 		matches, _ := filepath.Glob(pattern)
 		slices.SortFunc(matches, compareVersionDirs)
 		slices.Reverse(matches) // newest first

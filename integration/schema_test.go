@@ -1,0 +1,83 @@
+package integration
+
+import (
+	"testing"
+
+	"github.com/google/uuid"
+	"gorm.io/gorm"
+
+	"github.com/dbkit-go/database/dbkit"
+	"github.com/dbkit-go/database/migrate"
+)
+
+// User is the model most tests use.
+type User struct {
+	dbkit.Model
+	Email string `gorm:"uniqueIndex;not null"`
+	Name  string
+	Age   int
+}
+
+// Order has a foreign key, a check and a NOT NULL column.
+type Order struct {
+	dbkit.Model
+	UserID uuid.UUID `gorm:"type:uuid;not null"`
+	Amount int       `gorm:"not null"`
+	Note   *string
+}
+
+// hooked records what its BeforeCreate hook saw.
+type Hooked struct {
+	dbkit.Model
+	SeenID uuid.UUID `gorm:"type:uuid"`
+}
+
+func (h *Hooked) BeforeCreate(*gorm.DB) error {
+	h.SeenID = h.ID
+	return nil
+}
+
+// schema is the migration set of the tests: explicit DDL, as a real service
+// writes it, so that every constraint has a known name.
+var schema = []migrate.Migration{
+	{
+		ID: "202611260900_create_users",
+		Migrate: func(tx *gorm.DB) error {
+			return tx.Exec(`CREATE TABLE users (
+				id uuid PRIMARY KEY,
+				created_at timestamptz NOT NULL,
+				updated_at timestamptz NOT NULL,
+				email text NOT NULL CONSTRAINT users_email_key UNIQUE,
+				name text NOT NULL DEFAULT '',
+				age bigint NOT NULL DEFAULT 0 CONSTRAINT users_age_check CHECK (age >= 0)
+			)`).Error
+		},
+		Rollback: func(tx *gorm.DB) error { return tx.Exec(`DROP TABLE users`).Error },
+	},
+	{
+		ID: "202611260901_create_orders",
+		Migrate: func(tx *gorm.DB) error {
+			return tx.Exec(`CREATE TABLE orders (
+				id uuid PRIMARY KEY,
+				created_at timestamptz NOT NULL,
+				updated_at timestamptz NOT NULL,
+				user_id uuid NOT NULL CONSTRAINT orders_user_id_fkey REFERENCES users (id),
+				amount bigint NOT NULL,
+				note text
+			)`).Error
+		},
+	},
+	{
+		ID: "202611260902_create_hookeds",
+		Migrate: func(tx *gorm.DB) error {
+			return tx.Exec(`CREATE TABLE hookeds (
+				id uuid PRIMARY KEY, created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL, seen_id uuid)`).Error
+		},
+	},
+}
+
+// newDB returns a connected, migrated database of the test's own.
+func newDB(t *testing.T, opts ...dbkit.Option) *dbkit.DB {
+	t.Helper()
+	return srv.New(t, append([]dbkit.Option{dbkit.WithMigrations(schema...)}, opts...)...)
+}
