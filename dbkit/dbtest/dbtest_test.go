@@ -22,12 +22,16 @@ type fakeTB struct {
 	cleanups []func()
 }
 
-func (f *fakeTB) Helper()                           {}
-func (f *fakeTB) Name() string                      { return f.name }
-func (f *fakeTB) Logf(format string, args ...any)   { f.logs = append(f.logs, fmt.Sprintf(format, args...)) }
-func (f *fakeTB) Fatalf(format string, args ...any) { f.fatals = append(f.fatals, fmt.Sprintf(format, args...)) }
-func (f *fakeTB) Failed() bool                      { return f.failed }
-func (f *fakeTB) Cleanup(fn func())                 { f.cleanups = append(f.cleanups, fn) }
+func (f *fakeTB) Helper()      {}
+func (f *fakeTB) Name() string { return f.name }
+func (f *fakeTB) Logf(format string, args ...any) {
+	f.logs = append(f.logs, fmt.Sprintf(format, args...))
+}
+func (f *fakeTB) Fatalf(format string, args ...any) {
+	f.fatals = append(f.fatals, fmt.Sprintf(format, args...))
+}
+func (f *fakeTB) Failed() bool      { return f.failed }
+func (f *fakeTB) Cleanup(fn func()) { f.cleanups = append(f.cleanups, fn) }
 
 // finish runs the cleanups as the testing package does: last in, first out.
 func (f *fakeTB) finish() {
