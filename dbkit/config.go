@@ -249,11 +249,6 @@ func (c Config) Addr() string {
 func (c Config) String() string {
 	d := c.WithDefaults()
 	u := url.URL{Scheme: "postgres", Path: "/" + d.Database}
-	if d.Password != "" {
-		u.User = url.UserPassword(d.User, redacted)
-	} else {
-		u.User = url.User(d.User)
-	}
 	if strings.HasPrefix(d.Host, "/") {
 		u.Host = ":" + strconv.Itoa(d.Port)
 	} else {
@@ -268,7 +263,12 @@ func (c Config) String() string {
 		q.Set("application_name", d.ApplicationName)
 	}
 	u.RawQuery = q.Encode()
-	return u.String()
+	// url.URL would percent-encode the brackets of the redaction marker.
+	userinfo := url.User(d.User).String()
+	if d.Password != "" {
+		userinfo += ":" + redacted
+	}
+	return strings.Replace(u.String(), "postgres://", "postgres://"+userinfo+"@", 1)
 }
 
 // LogValue implements slog.LogValuer: the connection settings as a group,

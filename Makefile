@@ -1,0 +1,33 @@
+# dbkit: make demo, make test (see README.md).
+SHELL := /bin/bash
+GO    ?= go
+PKGS  ?= ./...
+BENCH_COUNT ?= 6
+
+.PHONY: demo test bench lint cover
+
+## demo: run the quickstart; it starts an ephemeral PostgreSQL unless DATABASE_URL is set
+demo:
+	$(GO) run ./examples/quickstart
+
+## test: every test, integration included, with the race detector. Tests start
+## their own PostgreSQL (local binaries, Docker, or DBKIT_TEST_DATABASE_URL).
+## Prints go test's result lines and the reason of every skipped test.
+test:
+	set -o pipefail; $(GO) test -race -count=1 -v $(PKGS) 2>&1 \
+	  | grep -Ev '^\s*(=== (RUN|PAUSE|CONT|NAME)|--- PASS: |PASS$$)'
+
+## bench: BaseDatabase vs bare GORM vs raw pgx on one ephemeral server (see docs/performance.md)
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCH_COUNT) ./integration/ | tee bench.txt
+	$(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da -col /impl bench.txt
+
+## lint: gofmt and go vet
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+## cover: coverage of every package by every test
+cover:
+	$(GO) test -count=1 -coverpkg=./dbkit/...,./migrate/...,./tracing/... -coverprofile=coverage.out $(PKGS)
+	$(GO) tool cover -func=coverage.out | tail -n 1

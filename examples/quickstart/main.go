@@ -1,0 +1,207 @@
+// Command quickstart shows dbkit end to end: it connects to PostgreSQL,
+// applies two migrations, writes and reads a few rows, handles a duplicate
+// key with errors.Is, and prints what it did.
+//
+// With DATABASE_URL set it uses that server; without it, it starts an
+// ephemeral PostgreSQL (dbkit/dbtest) and removes it at the end:
+//
+//	make demo                # or: go run ./examples/quickstart
+//	DATABASE_URL=postgres://app:secret@localhost:5432/app make demo
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/dbkit-go/database/dbkit"
+	"github.com/dbkit-go/database/dbkit/dbtest"
+)
+
+// User is the model: dbkit.Model gives it a UUIDv7 ID and timestamps.
+type User struct {
+	dbkit.Model
+	Email string `gorm:"uniqueIndex;not null"`
+	Name  string
+}
+
+// migrations are versioned schema changes, applied once each, in ID order.
+var migrations = []dbkit.Migration{
+	{
+		ID: "202611260900_create_users",
+		Migrate: func(tx *gorm.DB) error {
+			return tx.Exec(`CREATE TABLE users (
+				id         uuid PRIMARY KEY,
+				created_at timestamptz NOT NULL,
+				updated_at timestamptz NOT NULL,
+				email      text NOT NULL CONSTRAINT users_email_key UNIQUE,
+				name       text NOT NULL DEFAULT ''
+			)`).Error
+		},
+		Rollback: func(tx *gorm.DB) error { return tx.Exec(`DROP TABLE users`).Error },
+	},
+	{
+		ID: "202611260901_index_users_name",
+		Migrate: func(tx *gorm.DB) error {
+			return tx.Exec(`CREATE INDEX users_name_idx ON users (name)`).Error
+		},
+		Rollback: func(tx *gorm.DB) error { return tx.Exec(`DROP INDEX users_name_idx`).Error },
+	},
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "quickstart:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, w io.Writer) error {
+	say := func(step, format string, args ...any) {
+		fmt.Fprintf(w, "  %-10s %s\n", step, fmt.Sprintf(format, args...))
+	}
+	fmt.Fprintln(w, "dbkit quickstart")
+
+	cfg, cleanup, err := server(ctx, say)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+
+	// Connect: validate, wait for the server, SELECT 1, migrate.
+	start := time.Now()
+	var applied []string
+	db, err := dbkit.Connect(ctx, cfg,
+		dbkit.WithMigrations(migrations...),
+		dbkit.WithLogger(slog.New(migrationRecorder{&applied})))
+	if err != nil {
+		return err
+	}
+	defer db.Close(context.Background())
+	say("connect", "database %q on %s as %s in %v; migrations applied: %d %v",
+		cfg.Database, cfg.Addr(), cfg.User, since(start), len(applied), applied)
+
+	users := dbkit.NewBaseDatabase[User](db)
+	tag := time.Now().Format("150405.000000") // unique emails, so reruns on DATABASE_URL work
+	people := []User{
+		{Email: "ada+" + tag + "@example.com", Name: "Ada Lovelace"},
+		{Email: "grace+" + tag + "@example.com", Name: "Grace Hopper"},
+		{Email: "linus+" + tag + "@example.com", Name: "Linus Torvalds"},
+	}
+	for i := range people {
+		if err := users.Create(ctx, &people[i]); err != nil {
+			return err
+		}
+	}
+	defer func() {
+		for _, p := range people {
+			_ = users.Delete(context.Background(), p.ID) // leave DATABASE_URL as we found it
+		}
+	}()
+	say("create", "%d users; Ada's ID %s is a UUIDv%d", len(people), people[0].PrimaryKey(), people[0].ID.Version())
+
+	ada, err := users.Get(ctx, people[0].ID)
+	if err != nil {
+		return err
+	}
+	say("get", "%s <%s>, created %s", ada.Name, ada.Email, ada.CreatedAt.Format(time.RFC3339Nano))
+
+	ada.Name = "Ada King"
+	before := ada.UpdatedAt
+	if err := users.Update(ctx, &ada); err != nil {
+		return err
+	}
+	say("update", "renamed to %q; updated_at moved by %v", ada.Name, ada.UpdatedAt.Sub(before))
+
+	found, err := users.Find(ctx, dbkit.Eq("name", "Grace Hopper"))
+	if err != nil {
+		return err
+	}
+	n, err := users.Count(ctx)
+	if err != nil {
+		return err
+	}
+	say("find", "%d user named Grace Hopper; %d users in the table", len(found), n)
+
+	err = users.Create(ctx, &User{Email: ada.Email, Name: "Impostor"})
+	var ce *dbkit.ConstraintError
+	if !errors.Is(err, dbkit.ErrDuplicate) || !errors.As(err, &ce) {
+		return fmt.Errorf("want a duplicate-key error, got %v", err)
+	}
+	say("duplicate", "errors.Is(err, dbkit.ErrDuplicate) = true; constraint %q, SQLSTATE %s", ce.Constraint, ce.SQLState)
+
+	if err := users.Delete(ctx, people[2].ID); err != nil {
+		return err
+	}
+	_, err = users.Get(ctx, people[2].ID)
+	say("delete", "deleted Linus; Get now: errors.Is(err, dbkit.ErrNotFound) = %v", errors.Is(err, dbkit.ErrNotFound))
+	if !errors.Is(err, dbkit.ErrNotFound) {
+		return fmt.Errorf("want ErrNotFound after delete, got %v", err)
+	}
+	return nil
+}
+
+// server returns the configuration of DATABASE_URL, or of a database on an
+// ephemeral server it starts; cleanup stops that server.
+func server(ctx context.Context, say func(step, format string, args ...any)) (dbkit.Config, func(), error) {
+	if os.Getenv("DATABASE_URL") != "" {
+		cfg, err := dbkit.ConfigFromEnv()
+		if err != nil {
+			return dbkit.Config{}, nil, err
+		}
+		say("server", "DATABASE_URL: %s", cfg)
+		return cfg, func() {}, nil
+	}
+	start := time.Now()
+	srv, err := dbtest.Start(ctx)
+	if err != nil {
+		return dbkit.Config{}, nil, err
+	}
+	cleanup := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := srv.Stop(ctx); err != nil {
+			fmt.Fprintln(os.Stderr, "quickstart: stop server:", err)
+		} else {
+			say("stop", "ephemeral server stopped and removed")
+		}
+	}
+	cfg, err := srv.CreateDatabase(ctx, "quickstart")
+	if err != nil {
+		cleanup()
+		return dbkit.Config{}, nil, err
+	}
+	say("server", "ephemeral PostgreSQL (%s) on %s, ready in %v", srv.Source(), cfg.Addr(), since(start))
+	return cfg, cleanup, nil
+}
+
+func since(t time.Time) time.Duration { return time.Since(t).Round(time.Millisecond) }
+
+// migrationRecorder is a slog.Handler that keeps the IDs of applied
+// migrations from dbkit's log records and drops everything else.
+type migrationRecorder struct{ ids *[]string }
+
+func (m migrationRecorder) Enabled(context.Context, slog.Level) bool { return true }
+func (m migrationRecorder) WithAttrs([]slog.Attr) slog.Handler        { return m }
+func (m migrationRecorder) WithGroup(string) slog.Handler             { return m }
+func (m migrationRecorder) Handle(_ context.Context, r slog.Record) error {
+	if r.Message == "migration applied" {
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == "id" {
+				*m.ids = append(*m.ids, a.Value.String())
+			}
+			return true
+		})
+	}
+	return nil
+}
