@@ -192,8 +192,8 @@ func since(t time.Time) time.Duration { return time.Since(t).Round(time.Millisec
 type migrationRecorder struct{ ids *[]string }
 
 func (m migrationRecorder) Enabled(context.Context, slog.Level) bool { return true }
-func (m migrationRecorder) WithAttrs([]slog.Attr) slog.Handler        { return m }
-func (m migrationRecorder) WithGroup(string) slog.Handler             { return m }
+func (m migrationRecorder) WithAttrs([]slog.Attr) slog.Handler       { return m }
+func (m migrationRecorder) WithGroup(string) slog.Handler            { return m }
 func (m migrationRecorder) Handle(_ context.Context, r slog.Record) error {
 	if r.Message == "migration applied" {
 		r.Attrs(func(a slog.Attr) bool {
