@@ -41,10 +41,10 @@ const redacted = "[REDACTED]"
 // [Config.GoString], [Config.MarshalJSON] and [ConfigError] all redact it.
 // Only [Config.DSN] contains it, because it is the connection string itself.
 type Config struct {
-	Host     string `validate:"required,max=255"` // host name, IP address, or Unix socket directory (starts with '/')
+	Host     string `validate:"required,maxbytes=255"` // host name, IP address, or Unix socket directory (starts with '/')
 	Port     int    `validate:"min=1,max=65535"`
-	Database string `validate:"required,max=63"`
-	User     string `validate:"required,max=63"`
+	Database string `validate:"required,maxbytes=63"` // PostgreSQL names are at most 63 bytes
+	User     string `validate:"required,maxbytes=63"`
 	Password string
 
 	SSLMode     string `validate:"oneof=disable allow prefer require verify-ca verify-full"`
@@ -53,14 +53,14 @@ type Config struct {
 	SSLKey      string `validate:"omitempty,file"` // client key file (sslkey)
 
 	// ApplicationName is reported to the server (pg_stat_activity).
-	ApplicationName string `validate:"max=63"`
+	ApplicationName string `validate:"maxbytes=63"`
 
 	// ConnectTimeout bounds establishing a connection: each dial, and Connect's
 	// retries in total while the server is unreachable or still starting.
 	ConnectTimeout time.Duration `validate:"min=1s"`
 
 	MaxOpenConns    int           `validate:"min=1"`
-	MaxIdleConns    int           `validate:"min=0,ltefield=MaxOpenConns"`
+	MaxIdleConns    int           `validate:"min=0"` // at most MaxOpenConns
 	ConnMaxLifetime time.Duration `validate:"min=1s"`
 	ConnMaxIdleTime time.Duration `validate:"min=1s"`
 }
@@ -80,7 +80,7 @@ func (c Config) WithDefaults() Config {
 	if c.MaxOpenConns == 0 {
 		c.MaxOpenConns = DefaultMaxOpenConns
 	}
-	if c.MaxIdleConns == 0 {
+	if c.MaxIdleConns == 0 && c.MaxOpenConns > 0 {
 		c.MaxIdleConns = c.MaxOpenConns
 	}
 	if c.ConnMaxLifetime == 0 {
@@ -93,7 +93,14 @@ func (c Config) WithDefaults() Config {
 }
 
 var validate = sync.OnceValue(func() *validator.Validate {
-	return validator.New(validator.WithRequiredStructEnabled())
+	v := validator.New(validator.WithRequiredStructEnabled())
+	// PostgreSQL limits names in bytes (NAMEDATALEN-1); validator's max
+	// counts characters.
+	_ = v.RegisterValidation("maxbytes", func(fl validator.FieldLevel) bool {
+		n, err := strconv.Atoi(fl.Param())
+		return err == nil && len(fl.Field().String()) <= n
+	})
+	return v
 })
 
 // Validate checks c after applying defaults. It returns a *[ConfigError]
@@ -109,6 +116,9 @@ func (c Config) Validate() error {
 		for _, fe := range verrs {
 			fields = append(fields, FieldError{Field: fe.Field(), Rule: fe.Tag(), Message: ruleMessage(fe)})
 		}
+	}
+	if d.MaxOpenConns >= 1 && d.MaxIdleConns > d.MaxOpenConns {
+		fields = append(fields, FieldError{Field: "MaxIdleConns", Rule: "ltefield", Message: "must not exceed MaxOpenConns"})
 	}
 	for _, f := range []struct{ name, value string }{
 		{"Host", d.Host}, {"Database", d.Database}, {"User", d.User}, {"Password", d.Password},
@@ -144,8 +154,8 @@ func ruleMessage(fe validator.FieldError) string {
 		return "must be one of: " + strings.ReplaceAll(p, " ", ", ")
 	case "file":
 		return "must name an existing file"
-	case "ltefield":
-		return "must not exceed " + p
+	case "maxbytes":
+		return "must be at most " + p + " bytes long"
 	}
 	return "fails rule " + fe.Tag()
 }

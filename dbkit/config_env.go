@@ -85,6 +85,16 @@ func ParseURL(raw string) (Config, error) {
 	if u.Scheme != "postgres" && u.Scheme != "postgresql" {
 		p.add("URL", "scheme", "must start with postgres:// or postgresql://")
 	}
+	// A password with an unescaped '/', '?' or '#' can parse "successfully"
+	// into a wrong host, path or fragment, carrying the password with it.
+	if u.Fragment != "" || strings.Contains(u.Opaque, "@") || (u.User == nil && strings.Contains(raw, "@")) {
+		return Config{}, &ConfigError{Fields: []FieldError{{Field: "URL", Rule: "url", Message: malformedUserinfo}}}
+	}
+	query, err := url.ParseQuery(u.RawQuery)
+	if err != nil {
+		// The parse error would quote the offending part, which may be a password.
+		p.add("URL", "query", "has a malformed query string: a bad percent-escape or a ';' separator")
+	}
 	var c Config
 	if u.User != nil {
 		c.User = u.User.Username()
@@ -100,7 +110,7 @@ func ParseURL(raw string) (Config, error) {
 	c.Database = strings.TrimPrefix(u.Path, "/")
 
 	var unknown []string
-	for key, values := range u.Query() {
+	for key, values := range query {
 		v := values[len(values)-1]
 		switch key {
 		case "host":
@@ -148,23 +158,20 @@ func ParseURL(raw string) (Config, error) {
 }
 
 // urlProblem explains why raw failed to parse without repeating raw, which
-// may hold a password: it parses again without the userinfo to tell a
-// malformed password from a malformed host, port or path.
+// may hold a password. Everything up to the last '@' may be userinfo (an
+// unescaped '/', '?' or '#' in a password ends the authority early), so it
+// is dropped before parsing again to tell a malformed password from a
+// malformed host, port or path.
 func urlProblem(raw string) string {
 	rest := raw
 	if i := strings.Index(rest, "://"); i >= 0 {
 		rest = rest[i+3:]
 	}
-	authority := rest
-	if i := strings.IndexAny(authority, "/?#"); i >= 0 {
-		authority = authority[:i]
-	}
-	if at := strings.LastIndex(authority, "@"); at >= 0 {
-		rest = rest[at+1:]
-		_, err := url.Parse("postgres://" + rest)
-		if err == nil {
-			return "has a malformed user or password: percent-encode reserved characters (@ : / ? # % and spaces) in them"
+	if at := strings.LastIndex(rest, "@"); at >= 0 {
+		if _, err := url.Parse("postgres://" + rest[at+1:]); err == nil {
+			return malformedUserinfo
 		}
+		rest = rest[at+1:]
 	}
 	_, err := url.Parse("postgres://" + rest)
 	var uerr *url.Error
@@ -173,6 +180,8 @@ func urlProblem(raw string) string {
 	}
 	return "is malformed"
 }
+
+const malformedUserinfo = "has a malformed user or password: percent-encode reserved characters (@ : / ? # % and spaces) in them"
 
 // parseErrors collects problems found while reading settings so that the
 // caller hears of all of them at once, together with validation problems.

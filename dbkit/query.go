@@ -4,6 +4,7 @@ import (
 	"database/sql/driver"
 	"fmt"
 	"reflect"
+	"time"
 
 	"gorm.io/gorm/clause"
 	"gorm.io/gorm/schema"
@@ -118,27 +119,52 @@ func lookupField(s *schema.Schema, model, name string) (*schema.Field, error) {
 	return f, nil
 }
 
-var valuerType = reflect.TypeFor[driver.Valuer]()
+var (
+	valuerType     = reflect.TypeFor[driver.Valuer]()
+	expressionType = reflect.TypeFor[clause.Expression]()
+	timeType       = reflect.TypeFor[time.Time]()
+)
 
-// checkScalar refuses slices and maps: GORM would turn them into a list or
-// broken SQL, and equality is what Eq promises. Byte slices and types that
-// convert themselves (driver.Valuer, such as uuid.UUID) are scalars.
+// checkScalar accepts the values Eq can send as one bound parameter: nil,
+// booleans, numbers, strings, []byte, time.Time, types that convert
+// themselves (driver.Valuer, such as uuid.UUID), and pointers to those. It
+// refuses SQL expressions (gorm.Expr, clause.Expr, a *gorm.DB subquery),
+// which GORM would write into the statement, and slices, arrays and maps,
+// which GORM would expand into a list.
 func checkScalar(model string, f *schema.Field, v any) error {
 	if v == nil {
 		return nil
 	}
 	t := reflect.TypeOf(v)
+	if t.Implements(expressionType) || reflect.PointerTo(t).Implements(expressionType) {
+		return fmt.Errorf("%w: %s.%s: Eq takes a value, not an SQL expression (%s)", ErrInvalid, model, f.Name, t)
+	}
 	if t.Implements(valuerType) {
 		return nil
 	}
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+		if t.Implements(expressionType) {
+			return fmt.Errorf("%w: %s.%s: Eq takes a value, not an SQL expression (%s)", ErrInvalid, model, f.Name, t)
+		}
+		if t.Implements(valuerType) || reflect.PointerTo(t).Implements(valuerType) {
+			return nil
+		}
+	}
 	switch t.Kind() {
+	case reflect.Bool, reflect.String,
+		reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64,
+		reflect.Float32, reflect.Float64:
+		return nil
 	case reflect.Slice:
 		if t.Elem().Kind() == reflect.Uint8 {
 			return nil
 		}
-	case reflect.Map, reflect.Func, reflect.Chan:
-	default:
-		return nil
+	case reflect.Struct:
+		if t == timeType {
+			return nil
+		}
 	}
-	return fmt.Errorf("%w: %s.%s: Eq takes a single value, not a %s", ErrInvalid, model, f.Name, t.Kind())
+	return fmt.Errorf("%w: %s.%s: Eq takes a single value, not a %s", ErrInvalid, model, f.Name, t)
 }

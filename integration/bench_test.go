@@ -1,0 +1,213 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"gorm.io/driver/postgres"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+
+	"github.com/dbkit-go/database/dbkit"
+)
+
+// The benchmarks compare, on one server and one table, in one run:
+//
+//	impl=gorm   bare GORM: gorm.G[User] on gorm.Open, no plugin, no dbkit
+//	impl=dbkit  dbkit.BaseDatabase[User] (OpenTelemetry plugin on, no-op provider)
+//	impl=pgx    raw pgx: a pgxpool.Pool and hand-written SQL
+//
+// Each gets the same pool size. Run them with `make bench`; benchstat puts
+// bare GORM first, so its deltas are dbkit's and pgx's cost relative to GORM.
+
+const seedRows = 1000
+
+type benchEnv struct {
+	users *dbkit.BaseDatabase[User]
+	gorm  *gorm.DB
+	pool  *pgxpool.Pool
+	ids   []uuid.UUID
+}
+
+var (
+	benchOnce sync.Once
+	bench     *benchEnv
+	benchErr  error
+)
+
+// benchSetup builds the shared environment once per test binary; the
+// connections live until the process ends, with the server.
+func benchSetup(b *testing.B) *benchEnv {
+	b.Helper()
+	benchOnce.Do(func() { bench, benchErr = newBenchEnv() })
+	if benchErr != nil {
+		b.Fatal(benchErr)
+	}
+	return bench
+}
+
+func newBenchEnv() (*benchEnv, error) {
+	ctx := context.Background()
+	cfg, err := srv.CreateDatabase(ctx, fmt.Sprintf("bench_%d", time.Now().UnixNano()))
+	if err != nil {
+		return nil, err
+	}
+	cfg.MaxOpenConns = 4
+	db, err := dbkit.Connect(ctx, cfg, dbkit.WithMigrations(schema...))
+	if err != nil {
+		return nil, err
+	}
+	env := &benchEnv{users: dbkit.NewBaseDatabase[User](db)}
+
+	env.gorm, err = gorm.Open(postgres.New(postgres.Config{DSN: cfg.DSN()}), &gorm.Config{
+		SkipDefaultTransaction: true, // as dbkit: no transaction around one statement
+		Logger:                 logger.Discard,
+	})
+	if err != nil {
+		return nil, err
+	}
+	sqlDB, err := env.gorm.DB()
+	if err != nil {
+		return nil, err
+	}
+	sqlDB.SetMaxOpenConns(cfg.MaxOpenConns)
+	sqlDB.SetMaxIdleConns(cfg.MaxOpenConns)
+
+	poolCfg, err := pgxpool.ParseConfig(cfg.DSN())
+	if err != nil {
+		return nil, err
+	}
+	poolCfg.MaxConns = int32(cfg.MaxOpenConns)
+	if env.pool, err = pgxpool.NewWithConfig(ctx, poolCfg); err != nil {
+		return nil, err
+	}
+
+	seed := make([]User, seedRows)
+	for i := range seed {
+		seed[i] = User{Email: fmt.Sprintf("seed%04d@example.com", i), Name: "Seed", Age: i % 90}
+	}
+	if err := env.users.Query(ctx).CreateInBatches(ctx, &seed, 500); err != nil {
+		return nil, err
+	}
+	for _, u := range seed {
+		env.ids = append(env.ids, u.ID)
+	}
+	return env, nil
+}
+
+const selectUser = `SELECT id, created_at, updated_at, email, name, age FROM users`
+
+func scanUser(row pgx.Row) (User, error) {
+	var u User
+	err := row.Scan(&u.ID, &u.CreatedAt, &u.UpdatedAt, &u.Email, &u.Name, &u.Age)
+	return u, err
+}
+
+func BenchmarkGet(b *testing.B) {
+	env := benchSetup(b)
+	ctx := context.Background()
+	impls := []struct {
+		name string
+		get  func(id uuid.UUID) (User, error)
+	}{
+		{"gorm", func(id uuid.UUID) (User, error) {
+			return gorm.G[User](env.gorm).Where("id = ?", id).Take(ctx)
+		}},
+		{"dbkit", func(id uuid.UUID) (User, error) { return env.users.Get(ctx, id) }},
+		{"pgx", func(id uuid.UUID) (User, error) {
+			return scanUser(env.pool.QueryRow(ctx, selectUser+` WHERE id = $1`, id))
+		}},
+	}
+	for _, impl := range impls {
+		b.Run("impl="+impl.name, func(b *testing.B) {
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				id := env.ids[i%len(env.ids)]
+				i++
+				u, err := impl.get(id)
+				if err != nil || u.ID != id {
+					b.Fatalf("get %v: %v %v", id, u.ID, err)
+				}
+			}
+		})
+	}
+}
+
+func BenchmarkCreate(b *testing.B) {
+	env := benchSetup(b)
+	ctx := context.Background()
+	var seq int
+	newUser := func(impl string) User {
+		seq++
+		return User{Email: fmt.Sprintf("%s-%d-%d@example.com", impl, time.Now().UnixNano(), seq), Name: "Bench", Age: 42}
+	}
+	impls := []struct {
+		name   string
+		create func(u *User) error
+	}{
+		{"gorm", func(u *User) error {
+			u.ID = uuid.Must(uuid.NewV7()) // bare GORM does not assign dbkit's IDs
+			return gorm.G[User](env.gorm).Create(ctx, u)
+		}},
+		{"dbkit", func(u *User) error { return env.users.Create(ctx, u) }},
+		{"pgx", func(u *User) error {
+			u.ID = uuid.Must(uuid.NewV7())
+			u.CreatedAt = time.Now().UTC().Truncate(time.Microsecond)
+			u.UpdatedAt = u.CreatedAt
+			_, err := env.pool.Exec(ctx,
+				`INSERT INTO users (id, created_at, updated_at, email, name, age) VALUES ($1, $2, $3, $4, $5, $6)`,
+				u.ID, u.CreatedAt, u.UpdatedAt, u.Email, u.Name, u.Age)
+			return err
+		}},
+	}
+	for _, impl := range impls {
+		b.Run("impl="+impl.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				b.StopTimer()
+				u := newUser(impl.name)
+				b.StartTimer()
+				if err := impl.create(&u); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+func BenchmarkList100(b *testing.B) {
+	env := benchSetup(b)
+	ctx := context.Background()
+	impls := []struct {
+		name string
+		list func() ([]User, error)
+	}{
+		{"gorm", func() ([]User, error) { return gorm.G[User](env.gorm).Limit(100).Find(ctx) }},
+		{"dbkit", func() ([]User, error) { return env.users.Find(ctx, dbkit.Limit(100)) }},
+		{"pgx", func() ([]User, error) {
+			rows, err := env.pool.Query(ctx, selectUser+` LIMIT 100`)
+			if err != nil {
+				return nil, err
+			}
+			return pgx.CollectRows(rows, func(r pgx.CollectableRow) (User, error) { return scanUser(r) })
+		}},
+	}
+	for _, impl := range impls {
+		b.Run("impl="+impl.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				users, err := impl.list()
+				if err != nil || len(users) != 100 {
+					b.Fatalf("%d rows, %v", len(users), err)
+				}
+			}
+		})
+	}
+}
