@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 GO    ?= go
 PKGS  ?= ./...
-BENCH_COUNT ?= 6
+BENCH_COUNT ?= 10
 
 .PHONY: demo test bench lint cover
 
@@ -17,9 +17,18 @@ test:
 	set -o pipefail; $(GO) test -race -count=1 -v $(PKGS) 2>&1 \
 	  | grep -Ev '^\s*(=== (RUN|PAUSE|CONT|NAME)|--- PASS: |PASS$$)'
 
-## bench: BaseDatabase vs bare GORM vs raw pgx on one ephemeral server (see docs/performance.md)
+## bench: dbkit vs bare GORM vs raw pgx, interleaved runs, summarised by benchstat
+## (see docs/performance.md). BENCH_COUNT runs of every benchmark, 10 by default.
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCH_COUNT) ./integration/ | tee bench.txt
+	@mkdir -p .bench
+	$(GO) test -c -o .bench/dbkit.test ./dbkit/
+	$(GO) test -c -o .bench/integration.test ./integration/
+	@rm -f bench.txt
+	@for i in $$(seq $(BENCH_COUNT)); do \
+	  echo "bench: run $$i of $(BENCH_COUNT)"; \
+	  (cd dbkit && ../.bench/dbkit.test -test.run '^$$' -test.bench Overhead -test.benchmem) >> bench.txt || exit 1; \
+	  (cd integration && ../.bench/integration.test -test.run '^$$' -test.bench . -test.benchmem) >> bench.txt || exit 1; \
+	done
 	$(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da -col /impl bench.txt
 
 ## lint: gofmt and go vet

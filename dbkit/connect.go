@@ -14,6 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
 	"github.com/jackc/pgx/v5/stdlib"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
@@ -69,24 +70,7 @@ func Connect(ctx context.Context, cfg Config, opts ...Option) (*DB, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	cfg = cfg.WithDefaults()
-	if o.logger == nil {
-		o.logger = slog.New(slog.DiscardHandler)
-	}
-	db := &DB{
-		cfg:       cfg,
-		logger:    o.logger,
-		tp:        tracing.Provider(o.tracerProvider),
-		closeDone: make(chan struct{}),
-	}
-	db.tracer = tracing.SessionTracer(db.tp)
-	db.attrs = []attribute.KeyValue{
-		tracing.PostgreSQL,
-		tracing.DBNamespace.String(cfg.Database),
-		tracing.ServerAddress.String(cfg.Host),
-		tracing.ServerPort.Int(cfg.Port),
-	}
-
+	db := newDB(cfg.WithDefaults(), o)
 	ctx, span := db.tracer.Start(ctx, tracing.SpanConnect, trace.WithAttributes(db.attrs...))
 	err := db.open(ctx, o)
 	if err == nil {
@@ -105,11 +89,39 @@ func Connect(ctx context.Context, cfg Config, opts ...Option) (*DB, error) {
 	return db, nil
 }
 
+// newDB returns an unconnected DB for cfg (defaults applied).
+func newDB(cfg Config, o options) *DB {
+	if o.logger == nil {
+		o.logger = slog.New(slog.DiscardHandler)
+	}
+	db := &DB{
+		cfg:       cfg,
+		logger:    o.logger,
+		tp:        tracing.Provider(o.tracerProvider),
+		closeDone: make(chan struct{}),
+	}
+	db.tracer = tracing.SessionTracer(db.tp)
+	db.attrs = []attribute.KeyValue{
+		tracing.PostgreSQL,
+		tracing.DBNamespace.String(cfg.Database),
+		tracing.ServerAddress.String(cfg.Host),
+		tracing.ServerPort.Int(cfg.Port),
+	}
+	return db
+}
+
 func (db *DB) open(ctx context.Context, o options) error {
 	connCfg, err := pgx.ParseConfig(db.cfg.DSN())
 	if err != nil {
 		// pgx redacts the password from its parse errors.
 		return fmt.Errorf("dbkit: connection settings for %s: %w", db.cfg.Addr(), err)
+	}
+	// On a cancelled ctx, ask the server to cancel the statement (the
+	// connection stays usable) instead of pgx's default of only closing the
+	// socket, which leaves the query running on the server. If the server
+	// does not answer within 2 s the connection is closed after all.
+	connCfg.BuildContextWatcherHandler = func(c *pgconn.PgConn) ctxwatch.Handler {
+		return &pgconn.CancelRequestContextWatcherHandler{Conn: c, DeadlineDelay: 2 * time.Second}
 	}
 	db.sql = stdlib.OpenDB(*connCfg)
 	db.sql.SetMaxOpenConns(db.cfg.MaxOpenConns)
@@ -120,12 +132,18 @@ func (db *DB) open(ctx context.Context, o options) error {
 	if err := db.waitForServer(ctx); err != nil {
 		return err
 	}
+	return db.openGorm(db.sql, o)
+}
 
+// openGorm sets GORM up on pool: dbkit's settings, the OpenTelemetry plugin
+// and the ID callback.
+func (db *DB) openGorm(pool gorm.ConnPool, o options) error {
 	gormLogger := o.gormLogger
 	if gormLogger == nil {
 		gormLogger = logger.Discard
 	}
-	db.gorm, err = gorm.Open(postgres.New(postgres.Config{Conn: db.sql}), &gorm.Config{
+	var err error
+	db.gorm, err = gorm.Open(postgres.New(postgres.Config{Conn: pool}), &gorm.Config{
 		SkipDefaultTransaction: true,
 		TranslateError:         true,
 		Logger:                 gormLogger,
@@ -247,7 +265,7 @@ func (db *DB) Health(ctx context.Context) error {
 func (db *DB) health(ctx context.Context) error {
 	var one int
 	if err := db.sql.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
-		return fmt.Errorf("dbkit: health check of %s database %q: %w", db.cfg.Addr(), db.cfg.Database, db.translate(err))
+		return fmt.Errorf("dbkit: health check of %s database %q: %w", db.cfg.Addr(), db.cfg.Database, db.translate(ctx, err))
 	}
 	return nil
 }

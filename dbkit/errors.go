@@ -54,6 +54,8 @@ const (
 	codeUnique     = "23505"
 	codeCheck      = "23514"
 	codeExclusion  = "23P01"
+
+	codeQueryCanceled = "57014"
 )
 
 // ConstraintError is a constraint violation reported by PostgreSQL. It matches
@@ -107,14 +109,24 @@ func (e *ConstraintError) Unwrap() error { return e.err }
 // as every [BaseDatabase] method does: not-found becomes [ErrNotFound], a
 // constraint violation a *[ConstraintError]; anything else is returned
 // unchanged. Use it on errors from [BaseDatabase.Query].
-func TranslateError(err error) error { return (*DB)(nil).translate(err) }
+func TranslateError(err error) error { return (*DB)(nil).translate(nil, err) }
 
 // translate maps driver and GORM errors onto dbkit's errors. It inspects
 // SQLSTATE codes of *pgconn.PgError, never error text. Errors it does not
 // know are returned unchanged.
-func (db *DB) translate(err error) error {
+//
+// When ctx (which may be nil) has ended and the server reports the statement
+// cancelled (SQLSTATE 57014, the answer to the cancel request dbkit sends when
+// a ctx ends), the result also matches ctx.Err(), as callers expect.
+func (db *DB) translate(ctx context.Context, err error) error {
 	if err == nil {
 		return nil
+	}
+	if ctx != nil && ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == codeQueryCanceled {
+			return fmt.Errorf("%w: %w", ctx.Err(), err)
+		}
 	}
 	if errors.Is(err, gorm.ErrRecordNotFound) {
 		return ErrNotFound

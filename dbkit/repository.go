@@ -120,9 +120,9 @@ func (b *BaseDatabase[T]) start(ctx context.Context, name, op string) (context.C
 }
 
 // finish translates err, prefixes it with the operation, and ends the span.
-func (b *BaseDatabase[T]) finish(span trace.Span, op string, err error) error {
+func (b *BaseDatabase[T]) finish(ctx context.Context, span trace.Span, op string, err error) error {
 	if err != nil {
-		err = fmt.Errorf("dbkit: %s.%s: %w", b.model, op, b.db.translate(err))
+		err = fmt.Errorf("dbkit: %s.%s: %w", b.model, op, b.db.translate(ctx, err))
 	}
 	tracing.End(span, err, isNotFound)
 	return err
@@ -147,7 +147,7 @@ func (b *BaseDatabase[T]) Create(ctx context.Context, v *T) error {
 	}
 	ctx, span := b.start(ctx, b.names.create, "insert")
 	err := b.conn(ctx).Create(v).Error
-	return b.finish(span, "Create", err)
+	return b.finish(ctx, span, "Create", err)
 }
 
 // Get returns the row whose primary key is id, or an error matching
@@ -159,7 +159,7 @@ func (b *BaseDatabase[T]) Get(ctx context.Context, id uuid.UUID) (T, error) {
 	}
 	ctx, span := b.start(ctx, b.names.get, "select")
 	err := b.conn(ctx).Where(clause.Eq{Column: b.pk, Value: id}).Take(&v).Error
-	return v, b.finish(span, "Get", err)
+	return v, b.finish(ctx, span, "Get", err)
 }
 
 // Find returns the rows matching every [Condition] among opts (none: all
@@ -191,7 +191,7 @@ func (b *BaseDatabase[T]) Find(ctx context.Context, opts ...QueryOption) ([]T, e
 	if span.IsRecording() {
 		span.SetAttributes(attribute.Int("db.response.returned_rows", len(out)))
 	}
-	return out, b.finish(span, "Find", err)
+	return out, b.finish(ctx, span, "Find", err)
 }
 
 // Count returns the number of rows matching every condition.
@@ -210,7 +210,7 @@ func (b *BaseDatabase[T]) Count(ctx context.Context, conds ...Condition) (int64,
 	}
 	var n int64
 	err = tx.Count(&n).Error
-	return n, b.finish(span, "Count", err)
+	return n, b.finish(ctx, span, "Count", err)
 }
 
 // Exists reports whether at least one row matches every condition. It stops
@@ -230,7 +230,7 @@ func (b *BaseDatabase[T]) Exists(ctx context.Context, conds ...Condition) (bool,
 	}
 	var ones []int
 	err = tx.Limit(1).Find(&ones).Error
-	return len(ones) > 0, b.finish(span, "Exists", err)
+	return len(ones) > 0, b.finish(ctx, span, "Exists", err)
 }
 
 // Update writes every column of *v except the primary key and CreatedAt to
@@ -254,7 +254,7 @@ func (b *BaseDatabase[T]) Update(ctx context.Context, v *T) error {
 	if err == nil && res.RowsAffected == 0 {
 		err = ErrNotFound
 	}
-	return b.finish(span, "Update", err)
+	return b.finish(ctx, span, "Update", err)
 }
 
 // Delete deletes the row whose primary key is id, or returns an error
@@ -270,7 +270,7 @@ func (b *BaseDatabase[T]) Delete(ctx context.Context, id uuid.UUID) error {
 	if err == nil && res.RowsAffected == 0 {
 		err = ErrNotFound
 	}
-	return b.finish(span, "Delete", err)
+	return b.finish(ctx, span, "Delete", err)
 }
 
 // Query is the escape hatch for what the methods above cannot express: GORM's

@@ -332,24 +332,60 @@ func TestCloseIsGraceful(t *testing.T) {
 	}
 }
 
+// When ctx ends mid-statement, the call returns at once with an error
+// matching ctx.Err(), and the server stops the statement too (dbkit sends a
+// cancel request rather than only dropping the socket).
 func TestContextCancelsRunningQuery(t *testing.T) {
 	t.Parallel()
 	db := newDB(t)
-	users := dbkit.NewBaseDatabase[User](db)
+	slow := dbkit.NewBaseDatabase[SlowUser](db)
+
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	var x int
-	err := users.Query(ctx).Raw("SELECT 1 FROM pg_sleep(30)").Scan(ctx, &x)
+	_, err := slow.Count(ctx)
 	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Errorf("err = %v, want context.DeadlineExceeded", err)
+		t.Errorf("Count = %v, want an error matching context.DeadlineExceeded", err)
+	}
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "57014" {
+		t.Errorf("Count = %v, want the server's query_canceled (57014) inside", err)
 	}
 	if took := time.Since(start); took > 5*time.Second {
 		t.Fatalf("cancellation took %v", took)
 	}
+
+	// Through the escape hatch GORM returns the server's error; ctx says why.
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	time.AfterFunc(100*time.Millisecond, cancel2)
+	var n int
+	err = slow.Query(ctx2).Raw("SELECT 1 FROM pg_sleep(30)").Scan(ctx2, &n)
+	if err == nil || ctx2.Err() == nil {
+		t.Errorf("Query(...).Scan = %v with ctx %v, want a failure after cancel", err, ctx2.Err())
+	}
+
+	// The server is not left running either statement.
+	users := dbkit.NewBaseDatabase[User](db)
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		var running int
+		err := users.Query(context.Background()).Raw(`SELECT count(*) FROM pg_stat_activity
+			WHERE state = 'active' AND (query LIKE '%slow_users%' OR query LIKE '%pg_sleep(30)%') AND pid <> pg_backend_pid()`).
+			Scan(context.Background(), &running)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if running == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d cancelled statements still run on the server", running)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	// The pool is still usable.
 	if err := db.Health(context.Background()); err != nil {
-		t.Errorf("Health after a cancelled query: %v", err)
+		t.Errorf("Health after cancelled queries: %v", err)
 	}
 }
 

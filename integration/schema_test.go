@@ -37,6 +37,12 @@ func (h *Hooked) BeforeCreate(*gorm.DB) error {
 	return nil
 }
 
+// SlowUser reads users through a view that sleeps 30 s: a query that runs
+// long enough to be cancelled.
+type SlowUser struct{ User }
+
+func (SlowUser) TableName() string { return "slow_users" }
+
 // schema is the migration set of the tests: explicit DDL, as a real service
 // writes it, so that every constraint has a known name.
 var schema = []migrate.Migration{
@@ -72,6 +78,13 @@ var schema = []migrate.Migration{
 		Migrate: func(tx *gorm.DB) error {
 			return tx.Exec(`CREATE TABLE hookeds (
 				id uuid PRIMARY KEY, created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL, seen_id uuid)`).Error
+		},
+	},
+	{
+		ID: "202611260903_create_slow_users",
+		Migrate: func(tx *gorm.DB) error {
+			return tx.Exec(`CREATE VIEW slow_users AS
+				SELECT * FROM users WHERE (SELECT 1 FROM pg_sleep(30)) = 1`).Error
 		},
 	},
 }

@@ -1,0 +1,126 @@
+// Command benchratio reads `go test -bench` output holding several runs of
+// benchmarks named Name/impl=X and prints, for each benchmark and impl, the
+// median and range of its ns/op divided by the base impl's ns/op in the same
+// run. Pairing each sample with the base measured seconds before it cancels
+// the machine's drift, which on shared machines is larger than the
+// differences being measured; benchstat compares the two distributions
+// unpaired and cannot see through it.
+//
+//	go run ./internal/benchratio -base gorm bench.txt
+package main
+
+import (
+	"bufio"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+func main() {
+	base := flag.String("base", "gorm", "the impl the others are divided by")
+	flag.Parse()
+	var in io.Reader = os.Stdin
+	if flag.NArg() > 0 {
+		f, err := os.Open(flag.Arg(0))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		defer f.Close()
+		in = f
+	}
+	if err := run(in, os.Stdout, *base); err != nil {
+		fmt.Fprintln(os.Stderr, "benchratio:", err)
+		os.Exit(1)
+	}
+}
+
+type key struct{ bench, impl string }
+
+func run(in io.Reader, out io.Writer, base string) error {
+	current := map[string]map[string]float64{} // bench -> impl -> ns/op, for the run under way
+	ratios := map[key][]float64{}
+	var order []key
+	var benches []string // in order of first appearance
+	flush := func(bench string) {
+		run := current[bench]
+		b, ok := run[base]
+		if ok && b > 0 {
+			for impl, ns := range run {
+				if impl == base {
+					continue
+				}
+				k := key{bench, impl}
+				if _, seen := ratios[k]; !seen {
+					order = append(order, k)
+				}
+				ratios[k] = append(ratios[k], ns/b)
+			}
+		}
+		delete(current, bench)
+	}
+	sc := bufio.NewScanner(in)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 4 || !strings.HasPrefix(f[0], "Benchmark") || f[3] != "ns/op" {
+			continue
+		}
+		name := f[0]
+		if i := strings.LastIndex(name, "-"); i > 0 {
+			name = name[:i] // drop the GOMAXPROCS suffix
+		}
+		bench, impl, ok := strings.Cut(name, "/impl=")
+		if !ok {
+			continue
+		}
+		ns, err := strconv.ParseFloat(f[2], 64)
+		if err != nil {
+			return fmt.Errorf("%s: %w", f[0], err)
+		}
+		if _, dup := current[bench][impl]; dup {
+			flush(bench) // a new run of this benchmark begins
+		}
+		if current[bench] == nil {
+			current[bench] = map[string]float64{}
+		}
+		if !slices.Contains(benches, bench) {
+			benches = append(benches, bench)
+		}
+		current[bench][impl] = ns
+	}
+	if err := sc.Err(); err != nil {
+		return err
+	}
+	for bench := range current {
+		flush(bench)
+	}
+	slices.SortStableFunc(order, func(a, b key) int {
+		if a.bench != b.bench {
+			return slices.Index(benches, a.bench) - slices.Index(benches, b.bench)
+		}
+		return strings.Compare(a.impl, b.impl)
+	})
+	if len(order) == 0 {
+		return fmt.Errorf("no benchmarks named Name/impl=X with a %q impl", base)
+	}
+	fmt.Fprintf(out, "%-28s %-8s %8s %8s %8s %4s\n", "benchmark", "impl", "median", "min", "max", "runs")
+	for _, k := range order {
+		r := slices.Clone(ratios[k])
+		slices.Sort(r)
+		fmt.Fprintf(out, "%-28s %-8s %7.3fx %7.3fx %7.3fx %4d\n",
+			strings.TrimPrefix(k.bench, "Benchmark"), k.impl, median(r), r[0], r[len(r)-1], len(r))
+	}
+	return nil
+}
+
+func median(sorted []float64) float64 {
+	n := len(sorted)
+	if n%2 == 1 {
+		return sorted[n/2]
+	}
+	return (sorted[n/2-1] + sorted[n/2]) / 2
+}
