@@ -29,7 +29,8 @@ bench:
 	  (cd dbkit && ../.bench/dbkit.test -test.run '^$$' -test.bench Overhead -test.benchmem) >> bench.txt || exit 1; \
 	  (cd integration && ../.bench/integration.test -test.run '^$$' -test.bench . -test.benchmem) >> bench.txt || exit 1; \
 	done
-	$(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da -col /impl bench.txt
+	$(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da -col '/impl@(gorm dbkit pgx)' bench.txt
+	$(GO) run ./internal/benchratio -base gorm bench.txt
 
 ## lint: gofmt and go vet
 lint:

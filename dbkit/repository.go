@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 
 	"github.com/google/uuid"
 	"go.opentelemetry.io/otel/attribute"
@@ -29,7 +30,7 @@ type BaseDatabase[T Entity] struct {
 	schema   *schema.Schema
 	model    string        // Go type name: "User"
 	pk       clause.Column // the primary-key column
-	omit     []string      // columns Update never writes: id, created_at
+	omit     []string      // what Update never writes: id, created_at, associations
 	tracer   trace.Tracer
 	spanOpts []trace.SpanStartOption
 	names    spanNames
@@ -76,10 +77,11 @@ func (b *BaseDatabase[T]) init(typ reflect.Type) error {
 		return fmt.Errorf("%w: NewBaseDatabase[%s]: no primary key", ErrInvalid, typ)
 	}
 	b.pk = clause.Column{Table: clause.CurrentTable, Name: pk.DBName}
-	b.omit = []string{pk.DBName}
+	b.omit = []string{pk.DBName, clause.Associations}
 	if f := b.schema.LookUpField("CreatedAt"); f != nil {
 		b.omit = append(b.omit, f.DBName)
 	}
+	b.omit = slices.Clip(b.omit) // shared by concurrent calls: no spare capacity to append into
 	b.tracer = tracing.ModelTracer(b.db.tp, b.model)
 	b.spanOpts = []trace.SpanStartOption{
 		trace.WithSpanKind(trace.SpanKindInternal),
@@ -249,7 +251,7 @@ func (b *BaseDatabase[T]) Update(ctx context.Context, v *T) error {
 		return b.invalid("Update", "%s has no ID: create it first", b.model)
 	}
 	ctx, span := b.start(ctx, b.names.update, "update")
-	res := b.conn(ctx).Model(v).Select("*").Omit(append(b.omit, clause.Associations)...).Updates(v)
+	res := b.conn(ctx).Model(v).Select("*").Omit(b.omit...).Updates(v)
 	err := res.Error
 	if err == nil && res.RowsAffected == 0 {
 		err = ErrNotFound

@@ -1,0 +1,107 @@
+package dbkit_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"os"
+	"testing"
+
+	"gorm.io/gorm"
+
+	"github.com/dbkit-go/database/dbkit"
+	"github.com/dbkit-go/database/dbkit/dbtest"
+)
+
+// srv serves the examples: each gets a database of its own on it.
+var srv *dbtest.Server
+
+func TestMain(m *testing.M) {
+	var err error
+	srv, err = dbtest.Start(context.Background())
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = srv.Stop(context.Background())
+	os.Exit(code)
+}
+
+// exampleConfig stands for the service's configuration, usually
+// dbkit.ConfigFromEnv().
+func exampleConfig(name string) dbkit.Config {
+	cfg, err := srv.CreateDatabase(context.Background(), name)
+	if err != nil {
+		log.Fatal(err)
+	}
+	return cfg
+}
+
+type User struct {
+	dbkit.Model
+	Email string `gorm:"uniqueIndex;not null"`
+	Name  string
+}
+
+var migrations = []dbkit.Migration{{
+	ID: "202611260900_create_users",
+	Migrate: func(tx *gorm.DB) error {
+		return tx.Exec(`CREATE TABLE users (
+			id uuid PRIMARY KEY, created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL,
+			email text NOT NULL CONSTRAINT users_email_key UNIQUE, name text NOT NULL DEFAULT '')`).Error
+	},
+}}
+
+func ExampleConnect() {
+	ctx := context.Background()
+	cfg := exampleConfig("example_connect")
+
+	db, err := dbkit.Connect(ctx, cfg, dbkit.WithMigrations(migrations...))
+	if err != nil {
+		log.Fatal(err) // *dbkit.ConfigError, *dbkit.ConnectError or *migrate.Error
+	}
+	defer db.Close(ctx)
+
+	fmt.Println("health:", db.Health(ctx))
+	// Output: health: <nil>
+}
+
+func ExampleBaseDatabase() {
+	ctx := context.Background()
+	db, err := dbkit.Connect(ctx, exampleConfig("example_repository"), dbkit.WithMigrations(migrations...))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer db.Close(ctx)
+	users := dbkit.NewBaseDatabase[User](db)
+
+	ada := User{Email: "ada@example.com", Name: "Ada"}
+	if err := users.Create(ctx, &ada); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("UUID version:", ada.ID.Version())
+
+	got, err := users.Get(ctx, ada.ID)
+	fmt.Println("get:", got.Name, err)
+
+	found, err := users.Find(ctx, dbkit.Eq("email", "ada@example.com"))
+	fmt.Println("find:", len(found), err)
+
+	err = users.Create(ctx, &User{Email: "ada@example.com"})
+	var ce *dbkit.ConstraintError
+	if errors.Is(err, dbkit.ErrDuplicate) && errors.As(err, &ce) {
+		fmt.Println("duplicate:", ce.Constraint)
+	}
+
+	_ = users.Delete(ctx, ada.ID)
+	_, err = users.Get(ctx, ada.ID)
+	fmt.Println("after delete:", errors.Is(err, dbkit.ErrNotFound))
+	// Output:
+	// UUID version: VERSION_7
+	// get: Ada <nil>
+	// find: 1 <nil>
+	// duplicate: users_email_key
+	// after delete: true
+}

@@ -1,0 +1,46 @@
+package tracing
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"go.opentelemetry.io/otel/codes"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+)
+
+var errNotFound = errors.New("not found")
+
+func TestEnd(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tracer := ModelTracer(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)), "User")
+	for _, err := range []error{nil, errNotFound, errors.New("boom")} {
+		_, span := tracer.Start(context.Background(), SpanName("User", "Get"))
+		End(span, err, func(err error) bool { return errors.Is(err, errNotFound) })
+	}
+	spans := rec.Ended()
+	if len(spans) != 3 {
+		t.Fatalf("%d spans ended, want 3", len(spans))
+	}
+	if spans[0].Name() != "User.Get" || spans[0].Status().Code != codes.Unset || len(spans[0].Events()) != 0 {
+		t.Errorf("success span: %s %v %v", spans[0].Name(), spans[0].Status(), spans[0].Events())
+	}
+	if spans[1].Status().Code != codes.Unset || len(spans[1].Events()) != 1 || spans[1].Events()[0].Name != EventNotFound {
+		t.Errorf("not-found span: status %v events %v, want an event and no error", spans[1].Status(), spans[1].Events())
+	}
+	if spans[2].Status().Code != codes.Error || spans[2].Status().Description != "boom" {
+		t.Errorf("error span: status %v", spans[2].Status())
+	}
+	if spans[0].InstrumentationScope().Name != "User" {
+		t.Errorf("scope = %q, want the model's name", spans[0].InstrumentationScope().Name)
+	}
+}
+
+func TestNilProviderIsNoop(t *testing.T) {
+	_, span := SessionTracer(nil).Start(context.Background(), SpanConnect)
+	if span.IsRecording() {
+		t.Error("a nil provider must not record")
+	}
+	End(span, errors.New("x"), nil)
+}
