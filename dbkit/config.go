@@ -35,7 +35,8 @@ const redacted = "[REDACTED]"
 //
 // Zero values mean "use the default": Port 5432, SSLMode "prefer",
 // ConnectTimeout 30s, MaxOpenConns 10, MaxIdleConns equal to MaxOpenConns,
-// ConnMaxLifetime 30m, ConnMaxIdleTime 5m. Negative values are invalid.
+// ConnMaxLifetime 30m, ConnMaxIdleTime 5m. Negative values are invalid,
+// except MaxIdleConns -1, which keeps no connection idle.
 //
 // A Config never shows its password: [Config.String], [Config.LogValue],
 // [Config.GoString], [Config.MarshalJSON] and [ConfigError] all redact it.
@@ -60,7 +61,7 @@ type Config struct {
 	ConnectTimeout time.Duration `validate:"min=1s"`
 
 	MaxOpenConns    int           `validate:"min=1"`
-	MaxIdleConns    int           `validate:"min=0"` // at most MaxOpenConns
+	MaxIdleConns    int           `validate:"min=-1"` // at most MaxOpenConns; -1 keeps none idle
 	ConnMaxLifetime time.Duration `validate:"min=1s"`
 	ConnMaxIdleTime time.Duration `validate:"min=1s"`
 }

@@ -85,15 +85,18 @@ func ParseURL(raw string) (Config, error) {
 	if u.Scheme != "postgres" && u.Scheme != "postgresql" {
 		p.add("URL", "scheme", "must start with postgres:// or postgresql://")
 	}
-	// A password with an unescaped '/', '?' or '#' can parse "successfully"
-	// into a wrong host, path or fragment, carrying the password with it.
-	if u.Fragment != "" || strings.Contains(u.Opaque, "@") || (u.User == nil && strings.Contains(raw, "@")) {
-		return Config{}, &ConfigError{Fields: []FieldError{{Field: "URL", Rule: "url", Message: malformedUserinfo}}}
-	}
 	query, err := url.ParseQuery(u.RawQuery)
 	if err != nil {
 		// The parse error would quote the offending part, which may be a password.
 		p.add("URL", "query", "has a malformed query string: a bad percent-escape or a ';' separator")
+	}
+	// A password with an unescaped '/', '?' or '#' can parse "successfully"
+	// into a wrong host, path, query key or fragment, carrying the rest of
+	// the password with it. An '@' is fine in a query value only
+	// (application_name=api@eu).
+	if u.Fragment != "" || strings.Contains(u.Opaque, "@") ||
+		(u.User == nil && (strings.Contains(u.Host, "@") || strings.Contains(u.Path, "@") || anyKeyContains(query, "@"))) {
+		return Config{}, &ConfigError{Fields: []FieldError{{Field: "URL", Rule: "url", Message: malformedUserinfo}}}
 	}
 	var c Config
 	if u.User != nil {
@@ -155,6 +158,15 @@ func ParseURL(raw string) (Config, error) {
 		return Config{}, err
 	}
 	return c, nil
+}
+
+func anyKeyContains(q url.Values, sub string) bool {
+	for k := range q {
+		if strings.Contains(k, sub) {
+			return true
+		}
+	}
+	return false
 }
 
 // urlProblem explains why raw failed to parse without repeating raw, which

@@ -364,3 +364,16 @@ func TestConfigFromEnvReadsProcessEnvironment(t *testing.T) {
 		t.Errorf("ConfigFromEnv\n got %#v\nwant %#v", got, want)
 	}
 }
+
+// An '@' in a query value is legitimate; one in a query key is the tail of
+// an unescaped password.
+func TestParseURLAtSignInQuery(t *testing.T) {
+	c, err := ParseURL("postgres://app@db/orders?application_name=svc@eu")
+	if err != nil || c.ApplicationName != "svc@eu" {
+		t.Fatalf("ParseURL = %+v, %v; want application_name svc@eu", c, err)
+	}
+	_, err = ParseURL("postgres://app:12?Sup3r@db/orders")
+	if err == nil || strings.Contains(err.Error(), "Sup3r") || !strings.Contains(err.Error(), "malformed user or password") {
+		t.Errorf("ParseURL(password with '?') = %v", err)
+	}
+}

@@ -116,7 +116,7 @@ func TestConfigValidateReportsEveryInvalidField(t *testing.T) {
 		{name: "connect timeout below 1s", cfg: withCfg(func(c *Config) { c.ConnectTimeout = 500 * time.Millisecond }), want: []string{"ConnectTimeout"}},
 		{name: "negative connect timeout", cfg: withCfg(func(c *Config) { c.ConnectTimeout = -time.Second }), want: []string{"ConnectTimeout"}},
 		{name: "negative idle time", cfg: withCfg(func(c *Config) { c.ConnMaxIdleTime = -time.Minute }), want: []string{"ConnMaxIdleTime"}},
-		{name: "negative idle conns", cfg: withCfg(func(c *Config) { c.MaxIdleConns = -1 }), want: []string{"MaxIdleConns"}, rules: map[string]string{"MaxIdleConns": "min"}},
+		{name: "idle conns below -1", cfg: withCfg(func(c *Config) { c.MaxIdleConns = -2 }), want: []string{"MaxIdleConns"}, rules: map[string]string{"MaxIdleConns": "min"}},
 		{
 			// MaxIdleConns defaults to MaxOpenConns, so it may be reported too.
 			name: "negative open conns", cfg: withCfg(func(c *Config) { c.MaxOpenConns = -1 }),
@@ -665,5 +665,18 @@ func TestConfigStringShowsRedactedLiterally(t *testing.T) {
 		if !strings.Contains(s, ":"+redacted+"@") {
 			t.Errorf("String() = %q does not show %s", s, redacted)
 		}
+	}
+}
+
+// MaxIdleConns -1 keeps no connection idle (database/sql's meaning of a
+// non-positive value); 0 means the default.
+func TestConfigMaxIdleConnsMinusOneMeansNone(t *testing.T) {
+	c := validConfig()
+	c.MaxIdleConns = -1
+	if err := c.Validate(); err != nil {
+		t.Fatalf("MaxIdleConns -1: %v", err)
+	}
+	if got := c.WithDefaults().MaxIdleConns; got != -1 {
+		t.Errorf("WithDefaults kept MaxIdleConns %d, want -1", got)
 	}
 }

@@ -5,8 +5,10 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/stdlib"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
@@ -113,8 +116,7 @@ func newDB(cfg Config, o options) *DB {
 func (db *DB) open(ctx context.Context, o options) error {
 	connCfg, err := pgx.ParseConfig(db.cfg.DSN())
 	if err != nil {
-		// pgx redacts the password from its parse errors.
-		return fmt.Errorf("dbkit: connection settings for %s: %w", db.cfg.Addr(), err)
+		return fmt.Errorf("dbkit: connection settings for %s database %q: %w", db.cfg.Addr(), db.cfg.Database, parseCause(err))
 	}
 	// On a cancelled ctx, ask the server to cancel the statement (the
 	// connection stays usable) instead of pgx's default of only closing the
@@ -123,7 +125,7 @@ func (db *DB) open(ctx context.Context, o options) error {
 	connCfg.BuildContextWatcherHandler = func(c *pgconn.PgConn) ctxwatch.Handler {
 		return &pgconn.CancelRequestContextWatcherHandler{Conn: c, DeadlineDelay: 2 * time.Second}
 	}
-	db.sql = stdlib.OpenDB(*connCfg)
+	db.sql = stdlib.OpenDB(*connCfg, stdlib.OptionAfterConnect(scanTimestamptzInUTC))
 	db.sql.SetMaxOpenConns(db.cfg.MaxOpenConns)
 	db.sql.SetMaxIdleConns(db.cfg.MaxIdleConns)
 	db.sql.SetConnMaxLifetime(db.cfg.ConnMaxLifetime)
@@ -163,10 +165,32 @@ func (db *DB) openGorm(pool gorm.ConnPool, o options) error {
 	if err := db.gorm.Use(plugin); err != nil {
 		return fmt.Errorf("dbkit: register opentelemetry plugin: %w", err)
 	}
-	if err := db.gorm.Callback().Create().Before("gorm:before_create").Register("dbkit:assign_id", assignIDs); err != nil {
-		return fmt.Errorf("dbkit: register id callback: %w", err)
+	if err := db.registerCallbacks(); err != nil {
+		return fmt.Errorf("dbkit: register callbacks: %w", err)
 	}
 	return nil
+}
+
+// registerCallbacks adds dbkit's GORM callbacks: the ID assignment before
+// every insert, and, after every statement and before the OpenTelemetry
+// plugin records its outcome, the translation of the driver's error (so that
+// neither the span nor the caller of Query sees a value the server quoted).
+func (db *DB) registerCallbacks() error {
+	cb := db.gorm.Callback()
+	translate := func(tx *gorm.DB) {
+		if tx.Error != nil {
+			tx.Error = translateDriver(tx.Statement.Context, tx.Error)
+		}
+	}
+	return errors.Join(
+		cb.Create().Before("gorm:before_create").Register("dbkit:assign_id", assignIDs),
+		cb.Create().After("gorm:create").Before("otel:after:create").Register("dbkit:translate", translate),
+		cb.Query().After("gorm:query").Before("otel:after:select").Register("dbkit:translate", translate),
+		cb.Update().After("gorm:update").Before("otel:after:update").Register("dbkit:translate", translate),
+		cb.Delete().After("gorm:delete").Before("otel:after:delete").Register("dbkit:translate", translate),
+		cb.Row().After("gorm:row").Before("otel:after:row").Register("dbkit:translate", translate),
+		cb.Raw().After("gorm:raw").Before("otel:after:raw").Register("dbkit:translate", translate),
+	)
 }
 
 // waitForServer opens the first connection, retrying with jittered
@@ -209,6 +233,29 @@ func (db *DB) waitForServer(ctx context.Context) error {
 	}
 }
 
+// parseCause is why pgx refused the connection settings, without the
+// connection string pgx's error quotes: its redaction of the password stops
+// at the first escaped quote. Only the underlying cause is kept (a CA file
+// that does not parse, say), or a plain statement when there is none.
+func parseCause(err error) error {
+	var pe *pgconn.ParseConfigError
+	if errors.As(err, &pe) && pe.Unwrap() != nil {
+		return pe.Unwrap()
+	}
+	return errors.New("pgx rejected them")
+}
+
+// scanTimestamptzInUTC makes every timestamptz read on conn a time.Time in
+// UTC rather than in the process's local zone, so that rows read back equal
+// the structs written, wherever the service runs.
+func scanTimestamptzInUTC(_ context.Context, conn *pgx.Conn) error {
+	conn.TypeMap().RegisterType(&pgtype.Type{
+		Name: "timestamptz", OID: pgtype.TimestamptzOID,
+		Codec: &pgtype.TimestamptzCodec{ScanLocation: time.UTC},
+	})
+	return nil
+}
+
 // giveUp joins the reason retries stopped with the last connection error.
 func giveUp(ctxErr, last error) error {
 	if errors.Is(last, ctxErr) {
@@ -226,22 +273,28 @@ func (e *retryError) Error() string {
 func (e *retryError) Unwrap() []error { return []error{e.stop, e.last} }
 
 // retryableConnectError reports whether a failed first connection may succeed
-// later: network errors and a server that is starting, shutting down or full.
-// Any other answer from the server (authentication, missing database,
-// permissions) is final.
+// later: network errors (refused, reset, timed out, name not resolved yet)
+// and a server that is starting, shutting down or full. A definitive answer
+// from the server (authentication, missing database, permissions) or a TLS
+// or settings problem is final.
 func retryableConnectError(err error) bool {
 	var pgErr *pgconn.PgError
-	if !errors.As(err, &pgErr) {
-		return true
+	if errors.As(err, &pgErr) {
+		switch {
+		case pgErr.Code == "57P03", // cannot_connect_now: starting up or shutting down
+			pgErr.Code == "57P01",               // admin_shutdown: restarting
+			strings.HasPrefix(pgErr.Code, "53"), // insufficient resources: too many connections
+			strings.HasPrefix(pgErr.Code, "08"): // connection exception
+			return true
+		}
+		return false
 	}
-	switch {
-	case pgErr.Code == "57P03", // cannot_connect_now: starting up or shutting down
-		pgErr.Code == "57P01",               // admin_shutdown: restarting
-		strings.HasPrefix(pgErr.Code, "53"), // insufficient resources: too many connections
-		strings.HasPrefix(pgErr.Code, "08"): // connection exception
-		return true
-	}
-	return false
+	var (
+		opErr  *net.OpError
+		dnsErr *net.DNSError
+	)
+	return errors.As(err, &opErr) || errors.As(err, &dnsErr) || pgconn.Timeout(err) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
 func (db *DB) migrate(ctx context.Context, migs []migrate.Migration) error {

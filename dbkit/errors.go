@@ -107,50 +107,103 @@ func (e *ConstraintError) Unwrap() error { return e.err }
 
 // TranslateError maps an error from GORM or the driver onto dbkit's errors,
 // as every [BaseDatabase] method does: not-found becomes [ErrNotFound], a
-// constraint violation a *[ConstraintError]; anything else is returned
-// unchanged. Use it on errors from [BaseDatabase.Query].
-func TranslateError(err error) error { return (*DB)(nil).translate(nil, err) }
+// constraint violation a *[ConstraintError], a server message that may quote
+// a value is withheld, and a statement cancelled because ctx ended matches
+// ctx.Err(). Anything else is returned unchanged; the driver's error stays
+// reachable with errors.As. ctx may be nil.
+//
+// Errors from queries built with [BaseDatabase.Query] are translated already
+// when GORM returns them from its callbacks; TranslateError is for the rest
+// (rows read after the query ran, code that bypasses dbkit's connection).
+func TranslateError(ctx context.Context, err error) error { return (*DB)(nil).translate(ctx, err) }
 
 // translate maps driver and GORM errors onto dbkit's errors. It inspects
 // SQLSTATE codes of *pgconn.PgError, never error text. Errors it does not
 // know are returned unchanged.
-//
-// When ctx (which may be nil) has ended and the server reports the statement
-// cancelled (SQLSTATE 57014, the answer to the cancel request dbkit sends when
-// a ctx ends), the result also matches ctx.Err(), as callers expect.
 func (db *DB) translate(ctx context.Context, err error) error {
 	if err == nil {
 		return nil
 	}
-	if ctx != nil && ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && pgErr.Code == codeQueryCanceled {
-			return fmt.Errorf("%w: %w", ctx.Err(), err)
-		}
-	}
 	if errors.Is(err, gorm.ErrRecordNotFound) {
 		return ErrNotFound
 	}
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		if kind := constraintKind(pgErr.Code); kind != nil {
-			return &ConstraintError{
-				Kind:       kind,
-				Constraint: pgErr.ConstraintName,
-				Table:      pgErr.TableName,
-				Column:     pgErr.ColumnName,
-				SQLState:   pgErr.Code,
-				Detail:     pgErr.Detail,
-				err:        err,
-			}
-		}
-		return err
+	if t := translateDriver(ctx, err); t != err {
+		return t
 	}
 	if db != nil && db.closed.Load() && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("%w: %w", ErrClosed, err)
 	}
 	return err
 }
+
+// translateDriver maps what the server said: constraint violations to a
+// *ConstraintError, messages that may quote a value to a *withheldError,
+// and a statement cancelled because ctx (which may be nil) ended to an
+// error that also matches ctx.Err(). It is what dbkit's GORM callback
+// applies, before the OpenTelemetry plugin records the error on the
+// statement's span. Translating twice changes nothing.
+func translateDriver(ctx context.Context, err error) error {
+	var (
+		pgErr    *pgconn.PgError
+		ce       *ConstraintError
+		withheld *withheldError
+	)
+	if !errors.As(err, &pgErr) {
+		return err
+	}
+	if ctx != nil && ctx.Err() != nil && pgErr.Code == codeQueryCanceled && !errors.Is(err, ctx.Err()) {
+		err = fmt.Errorf("%w: %w", ctx.Err(), err)
+	}
+	if errors.As(err, &ce) || errors.As(err, &withheld) {
+		return err
+	}
+	if kind := constraintKind(pgErr.Code); kind != nil {
+		return &ConstraintError{
+			Kind:       kind,
+			Constraint: pgErr.ConstraintName,
+			Table:      pgErr.TableName,
+			Column:     pgErr.ColumnName,
+			SQLState:   pgErr.Code,
+			Detail:     pgErr.Detail,
+			err:        err,
+		}
+	}
+	if class := valueQuotingClass(pgErr.Code); class != "" {
+		return &withheldError{class: class, code: pgErr.Code, err: err}
+	}
+	return err
+}
+
+// valueQuotingClass names the SQLSTATE classes whose messages may quote a
+// value from the query, such as `invalid input syntax for type uuid: "..."`
+// (22P02) or a PL/pgSQL RAISE (P0001); "" for the others, whose messages
+// name objects only.
+func valueQuotingClass(code string) string {
+	switch code[:min(2, len(code))] {
+	case "22":
+		return "data exception"
+	case "23":
+		return "integrity constraint violation"
+	case "P0":
+		return "PL/pgSQL error"
+	}
+	return ""
+}
+
+// withheldError stands for a server error whose message may quote a value
+// of the query: its text gives the SQLSTATE and its class only, so that
+// logging or tracing it cannot leak the value. The *pgconn.PgError, message
+// and all, is reachable with errors.As.
+type withheldError struct {
+	class, code string
+	err         error
+}
+
+func (e *withheldError) Error() string {
+	return e.class + " (SQLSTATE " + e.code + "); the server's message is withheld as it may quote a value"
+}
+
+func (e *withheldError) Unwrap() error { return e.err }
 
 func constraintKind(code string) error {
 	switch code {

@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
+	"gorm.io/gorm/logger"
 	"gorm.io/gorm/schema"
 
 	"github.com/dbkit-go/database/tracing"
@@ -60,9 +61,13 @@ func (b *BaseDatabase[T]) init(typ reflect.Type) error {
 	if b.db == nil {
 		return fmt.Errorf("%w: NewBaseDatabase[%s]: db is nil", ErrInvalid, typ)
 	}
+	if typ.Kind() == reflect.Pointer {
+		return fmt.Errorf("%w: NewBaseDatabase[%s]: the type argument must be a struct type such as %s, not a pointer",
+			ErrInvalid, typ, typ.Elem())
+	}
 	if typ.Kind() != reflect.Struct {
-		return fmt.Errorf("%w: NewBaseDatabase[%s]: the type argument must be a struct type such as %s, not a %s",
-			ErrInvalid, typ, typ.Elem(), typ.Kind())
+		return fmt.Errorf("%w: NewBaseDatabase[%s]: the type argument must be a struct type embedding dbkit.Model, not a %s",
+			ErrInvalid, typ, typ.Kind())
 	}
 	if f, ok := typ.FieldByName("Model"); !ok || !f.Anonymous || f.Type != reflect.TypeFor[Model]() {
 		return fmt.Errorf("%w: NewBaseDatabase[%s]: embed dbkit.Model by value, not by pointer", ErrInvalid, typ)
@@ -189,7 +194,9 @@ func (b *BaseDatabase[T]) Find(ctx context.Context, opts ...QueryOption) ([]T, e
 		tx = tx.Limit(q.limit)
 	}
 	out := []T{}
-	err = tx.Find(&out).Error
+	if err = tx.Find(&out).Error; err != nil {
+		out = nil
+	}
 	if span.IsRecording() {
 		span.SetAttributes(attribute.Int("db.response.returned_rows", len(out)))
 	}
@@ -276,19 +283,33 @@ func (b *BaseDatabase[T]) Delete(ctx context.Context, id uuid.UUID) error {
 }
 
 // Query is the escape hatch for what the methods above cannot express: GORM's
-// typed generics API, gorm.G[T], on this repository's connection. ctx picks
-// the connection; pass it again to the call that runs the query:
+// typed generics API, gorm.G[T], on this repository's connection:
 //
 //	rows, err := users.Query(ctx).Where("name LIKE ?", "A%").Order("name").Find(ctx)
 //
-// Rows it creates get IDs and timestamps as with Create. Errors come back as
-// GORM returns them (use errors.Is with gorm's or dbkit's sentinels; the
-// *pgconn.PgError is inside), and strings given to Where, Order or Select go
-// into the SQL as written: never pass request input there.
+// GORM's generics API takes the context in the call that runs the query:
+// pass the same ctx there, it is the one that bounds the statement.
+//
+// Rows it creates get IDs and timestamps as with Create. Errors from the
+// statement come back translated as with the methods above
+// (*[ConstraintError], values withheld, ctx.Err() on cancellation), except
+// not-found, which stays gorm.ErrRecordNotFound (dbkit's [ErrNotFound]
+// matches it too). Strings given to Where, Order or Select go into the SQL
+// as written: never pass request input there.
+//
+// On a repository that cannot work (see [NewBaseDatabase]) or after
+// [DB.Close], every query it builds fails with that error.
 func (b *BaseDatabase[T]) Query(ctx context.Context) gorm.Interface[T] {
+	if b.db == nil {
+		failed, _ := gorm.Open(nil, &gorm.Config{Logger: logger.Discard})
+		_ = failed.AddError(b.err)
+		return gorm.G[T](failed)
+	}
 	tx := b.conn(ctx)
 	if b.err != nil {
 		_ = tx.AddError(b.err)
+	} else if b.db.closed.Load() {
+		_ = tx.AddError(fmt.Errorf("dbkit: %s.Query: %w", b.model, ErrClosed))
 	}
 	return gorm.G[T](tx)
 }

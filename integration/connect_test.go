@@ -310,6 +310,9 @@ func TestCloseTwiceAndUseAfterClose(t *testing.T) {
 	if _, err := users.Count(ctx); !errors.Is(err, dbkit.ErrClosed) {
 		t.Errorf("Count after Close = %v, want ErrClosed", err)
 	}
+	if _, err := users.Query(ctx).Find(ctx); !errors.Is(err, dbkit.ErrClosed) {
+		t.Errorf("Query().Find after Close = %v, want ErrClosed", err)
+	}
 }
 
 // Close waits for a running query to finish rather than cutting it off.
@@ -355,13 +358,19 @@ func TestContextCancelsRunningQuery(t *testing.T) {
 		t.Fatalf("cancellation took %v", took)
 	}
 
-	// Through the escape hatch GORM returns the server's error; ctx says why.
+	// Through the escape hatch, a query GORM runs in its callbacks comes back
+	// translated; rows GORM reads afterwards (Raw().Scan) need TranslateError.
 	ctx2, cancel2 := context.WithCancel(context.Background())
 	time.AfterFunc(100*time.Millisecond, cancel2)
+	if _, err := slow.Query(ctx2).Find(ctx2); !errors.Is(err, context.Canceled) {
+		t.Errorf("Query().Find = %v, want context.Canceled", err)
+	}
+	ctx3, cancel3 := context.WithCancel(context.Background())
+	time.AfterFunc(100*time.Millisecond, cancel3)
 	var n int
-	err = slow.Query(ctx2).Raw("SELECT 1 FROM pg_sleep(30)").Scan(ctx2, &n)
-	if err == nil || ctx2.Err() == nil {
-		t.Errorf("Query(...).Scan = %v with ctx %v, want a failure after cancel", err, ctx2.Err())
+	err = slow.Query(ctx3).Raw("SELECT 1 FROM pg_sleep(30)").Scan(ctx3, &n)
+	if !errors.Is(dbkit.TranslateError(ctx3, err), context.Canceled) {
+		t.Errorf("TranslateError(Query().Raw().Scan) = %v, want context.Canceled", dbkit.TranslateError(ctx3, err))
 	}
 
 	// The server is not left running either statement.

@@ -76,6 +76,30 @@ func TestCreateKeepsGivenIDAndCreatedAt(t *testing.T) {
 	}
 }
 
+// Rows read back are in UTC whatever the process's local zone, so that they
+// equal what was written. Not parallel: it changes time.Local.
+func TestTimestampsReadBackInUTC(t *testing.T) {
+	saved := time.Local
+	time.Local = time.FixedZone("UTC+5", 5*3600)
+	defer func() { time.Local = saved }()
+	ctx := context.Background()
+	users := dbkit.NewBaseDatabase[User](newDB(t))
+	u := User{Email: "tz@example.com"}
+	if err := users.Create(ctx, &u); err != nil {
+		t.Fatal(err)
+	}
+	got, err := users.Get(ctx, u.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != u {
+		t.Errorf("read back %+v, want == %+v", got, u)
+	}
+	if got.CreatedAt.Location() != time.UTC {
+		t.Errorf("CreatedAt in %v, want UTC", got.CreatedAt.Location())
+	}
+}
+
 func TestIDAssignedBeforeModelHooksAndThroughQuery(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -323,11 +347,9 @@ func TestConstraintErrors(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			err := c.call()
-			if c.name == "not null" {
-				// Through the escape hatch errors come back as GORM returns
-				// them; dbkit's sentinels still apply after translation.
-				err = dbkit.TranslateError(err)
+			err := c.call() // through Query too: dbkit's callback translated it
+			if again := dbkit.TranslateError(context.Background(), err); again != err {
+				t.Errorf("translating twice changed %v into %v", err, again)
 			}
 			var ce *dbkit.ConstraintError
 			if !errors.As(err, &ce) || !errors.Is(err, c.kind) {
@@ -375,6 +397,12 @@ func TestNewBaseDatabaseMisuse(t *testing.T) {
 	}
 	if _, err := dbkit.NewBaseDatabase[*User](db).Query(ctx).Find(ctx); !errors.Is(err, dbkit.ErrInvalid) {
 		t.Errorf("Query on a misused repository: err = %v, want ErrInvalid", err)
+	}
+	if _, err := dbkit.NewBaseDatabase[User](nil).Query(ctx).Find(ctx); !errors.Is(err, dbkit.ErrInvalid) {
+		t.Errorf("Query on a repository of a nil DB: err = %v, want ErrInvalid", err)
+	}
+	if err := dbkit.NewBaseDatabase[dbkit.Entity](db).Create(ctx, nil); !errors.Is(err, dbkit.ErrInvalid) {
+		t.Errorf("an interface type argument: err = %v, want ErrInvalid", err)
 	}
 }
 

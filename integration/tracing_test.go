@@ -11,6 +11,8 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/jackc/pgx/v5/pgconn"
+
 	"github.com/dbkit-go/database/dbkit"
 )
 
@@ -40,6 +42,21 @@ func TestSpansCarryNoSecrets(t *testing.T) {
 	}
 	if _, err := users.Find(ctx, dbkit.Eq("email", u.Email)); err != nil {
 		t.Fatal(err)
+	}
+	// A value PostgreSQL quotes in its message (22P02 invalid input syntax):
+	// the error says what went wrong without the value, on the repository's
+	// path and through the escape hatch; the driver error keeps it.
+	_, err = users.Find(ctx, dbkit.Eq("ID", marker))
+	var pgErr *pgconn.PgError
+	if err == nil || strings.Contains(err.Error(), marker) || !strings.Contains(err.Error(), "22P02") {
+		t.Errorf("Find(bad uuid) = %v, want 22P02 without the value", err)
+	}
+	if !errors.As(err, &pgErr) || !strings.Contains(pgErr.Message, marker) {
+		t.Errorf("the *pgconn.PgError is not reachable with its message: %v", err)
+	}
+	_, err = users.Query(ctx).Where("id = ?", marker).Find(ctx)
+	if err == nil || strings.Contains(err.Error(), marker) {
+		t.Errorf("Query().Find(bad uuid) = %v, want an error without the value", err)
 	}
 	if err := users.Delete(ctx, u.ID); err != nil {
 		t.Fatal(err)

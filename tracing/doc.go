@@ -19,8 +19,9 @@
 // # Secrets
 //
 // No span carries a password or a query parameter value: statements are
-// recorded with their placeholders, and errors that may embed row values
-// (PostgreSQL's DETAIL) are not recorded.
+// recorded with their placeholders, constraint errors without PostgreSQL's
+// DETAIL, and server messages that may quote a value (SQLSTATE classes 22,
+// 23, P0) are replaced by their SQLSTATE before any span records them.
 //
 // This package imports nothing from dbkit; dbkit imports it.
 package tracing

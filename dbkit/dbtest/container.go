@@ -58,6 +58,7 @@ func StartContainer(ctx context.Context) (*Server, error) {
 		tcpostgres.WithPassword(password),
 		tcpostgres.BasicWaitStrategies(),
 		testcontainers.WithTmpfs(map[string]string{"/var/lib/postgresql/data": "rw"}),
+		// The module's command is already "postgres -c fsync=off"; these add to it.
 		testcontainers.WithCmdArgs(
 			"-c", "synchronous_commit=off",
 			"-c", "full_page_writes=off",

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -23,7 +24,7 @@ func TestServerDiesWithTestProcess(t *testing.T) {
 			os.Exit(1)
 		}
 		fmt.Println("READY", strings.Fields(s.hint("x"))[2]) // psql -h <dir> ...
-		select {} // wait to be killed
+		select {}                                            // wait to be killed
 	}
 
 	cmd := exec.Command(os.Args[0], "-test.run=^TestServerDiesWithTestProcess$")
@@ -32,7 +33,6 @@ func TestServerDiesWithTestProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	before := postgresPIDs(t)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -45,14 +45,19 @@ func TestServerDiesWithTestProcess(t *testing.T) {
 	// The helper cannot remove its directory; the next StartLocal would, a
 	// minute later. Do not leave it for that.
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	var started []int
-	for pid := range postgresPIDs(t) {
-		if !before[pid] {
-			started = append(started, pid)
-		}
+	// The helper's server: its postmaster, from postmaster.pid, and the
+	// processes the postmaster started (other tests' servers are left out).
+	raw, err := os.ReadFile(filepath.Join(dir, "data", "postmaster.pid"))
+	if err != nil {
+		cmd.Process.Kill()
+		t.Fatal(err)
 	}
-	if len(started) == 0 {
-		t.Fatal("the helper's postgres processes were not found")
+	var postmaster int
+	fmt.Sscan(string(raw), &postmaster)
+	started := append([]int{postmaster}, childrenOf(t, postmaster)...)
+	if len(started) < 2 {
+		cmd.Process.Kill()
+		t.Fatalf("postmaster %d has no children: not a running server", postmaster)
 	}
 	if err := cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
@@ -77,34 +82,42 @@ func TestServerDiesWithTestProcess(t *testing.T) {
 	}
 }
 
-// postgresPIDs returns the pids of running processes named postgres.
-func postgresPIDs(t *testing.T) map[int]bool {
+// childrenOf returns the pids of the processes whose parent is pid.
+func childrenOf(t *testing.T, pid int) []int {
 	t.Helper()
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		t.Fatal(err)
 	}
-	pids := map[int]bool{}
+	var out []int
 	for _, e := range entries {
-		var pid int
-		if _, err := fmt.Sscan(e.Name(), &pid); err != nil {
+		var child int
+		if _, err := fmt.Sscan(e.Name(), &child); err != nil {
 			continue
 		}
-		comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
-		if err == nil && string(comm) == "postgres\n" {
-			pids[pid] = true
+		if parent, _ := statOf(child); parent == pid {
+			out = append(out, child)
 		}
 	}
-	return pids
+	return out
+}
+
+// statOf returns the parent pid and state of a process from /proc/<pid>/stat.
+func statOf(pid int) (ppid int, state string) {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, ""
+	}
+	// "pid (comm) state ppid ...": comm may hold spaces, so cut at the last ')'.
+	rest := string(stat)
+	if i := strings.LastIndexByte(rest, ')'); i >= 0 {
+		rest = rest[i+1:]
+	}
+	fmt.Sscan(rest, &state, &ppid)
+	return ppid, state
 }
 
 func isZombie(pid int) bool {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return true
-	}
-	var p int
-	var comm, state string
-	fmt.Sscan(string(stat), &p, &comm, &state)
-	return state == "Z"
+	_, state := statOf(pid)
+	return state == "" || state == "Z"
 }
