@@ -39,6 +39,7 @@ type DB struct {
 	cfg    Config // defaults applied
 	logger *slog.Logger
 	tp     trace.TracerProvider
+	traced bool         // a TracerProvider was given: record statement and repository spans
 	tracer trace.Tracer // session tracer
 	attrs  []attribute.KeyValue
 
@@ -101,6 +102,7 @@ func newDB(cfg Config, o options) *DB {
 		cfg:       cfg,
 		logger:    o.logger,
 		tp:        tracing.Provider(o.tracerProvider),
+		traced:    o.tracerProvider != nil,
 		closeDone: make(chan struct{}),
 	}
 	db.tracer = tracing.SessionTracer(db.tp)
@@ -155,15 +157,20 @@ func (db *DB) openGorm(pool gorm.ConnPool, o options) error {
 	if err != nil {
 		return fmt.Errorf("dbkit: open gorm: %w", err)
 	}
-	plugin := otelgorm.NewPlugin(
-		otelgorm.WithTracerProvider(db.tp),
-		otelgorm.WithoutQueryVariables(),
-		otelgorm.WithoutServerAddress(), // set below from cfg, with the port
-		otelgorm.WithoutMetrics(),       // pool metrics belong on the caller's MeterProvider
-		otelgorm.WithAttributes(db.attrs[1:]...),
-	)
-	if err := db.gorm.Use(plugin); err != nil {
-		return fmt.Errorf("dbkit: register opentelemetry plugin: %w", err)
+	// The plugin records a client span per statement. Without a provider there
+	// is nothing to record, and its callbacks would still cost each statement
+	// a few allocations: it is registered only when tracing is on.
+	if db.traced {
+		plugin := otelgorm.NewPlugin(
+			otelgorm.WithTracerProvider(db.tp),
+			otelgorm.WithoutQueryVariables(),
+			otelgorm.WithoutServerAddress(), // set below from cfg, with the port
+			otelgorm.WithoutMetrics(),       // pool metrics belong on the caller's MeterProvider
+			otelgorm.WithAttributes(db.attrs[1:]...),
+		)
+		if err := db.gorm.Use(plugin); err != nil {
+			return fmt.Errorf("dbkit: register opentelemetry plugin: %w", err)
+		}
 	}
 	if err := db.registerCallbacks(); err != nil {
 		return fmt.Errorf("dbkit: register callbacks: %w", err)

@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 	"gorm.io/gorm/logger"
@@ -117,8 +118,12 @@ func (b *BaseDatabase[T]) conn(ctx context.Context) *gorm.DB {
 	return b.db.gorm.WithContext(ctx)
 }
 
-// start opens the repository span of one call.
+// start opens the repository span of one call; without tracing, a span that
+// does nothing (not the caller's span, which End must not end).
 func (b *BaseDatabase[T]) start(ctx context.Context, name, op string) (context.Context, trace.Span) {
+	if !b.db.traced {
+		return ctx, noSpan
+	}
 	ctx, span := b.tracer.Start(ctx, name, b.spanOpts...)
 	if span.IsRecording() {
 		span.SetAttributes(tracing.DBOperationName.String(op))
@@ -134,6 +139,8 @@ func (b *BaseDatabase[T]) finish(ctx context.Context, span trace.Span, op string
 	tracing.End(span, err, isNotFound)
 	return err
 }
+
+var noSpan trace.Span = noop.Span{}
 
 func isNotFound(err error) bool { return errors.Is(err, ErrNotFound) }
 
