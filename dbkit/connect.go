@@ -62,8 +62,8 @@ type DB struct {
 //  4. The migrations given with [WithMigrations], if any.
 //
 // GORM is set up with error translation, no default transaction around
-// single statements, a silent logger, and the OpenTelemetry plugin recording
-// statements without their parameter values.
+// single statements, a silent logger, and, with [WithTracerProvider], the
+// OpenTelemetry plugin recording statements without their parameter values.
 func Connect(ctx context.Context, cfg Config, opts ...Option) (*DB, error) {
 	var o options
 	for _, opt := range opts {

@@ -113,9 +113,11 @@ func (b *BaseDatabase[T]) Table() string {
 	return b.schema.Table
 }
 
-// conn returns the GORM handle for one call, bound to ctx.
+// conn returns a fresh GORM statement for one call, bound to ctx. (NewDB
+// spares the copy of the base statement that WithContext makes, and that
+// GORM would then copy again.)
 func (b *BaseDatabase[T]) conn(ctx context.Context) *gorm.DB {
-	return b.db.gorm.WithContext(ctx)
+	return b.db.gorm.Session(&gorm.Session{NewDB: true, Context: ctx})
 }
 
 // start opens the repository span of one call; without tracing, a span that
