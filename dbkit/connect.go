@@ -81,7 +81,7 @@ func Connect(ctx context.Context, cfg Config, opts ...Option) (*DB, error) {
 		err = db.health(ctx)
 	}
 	if err == nil && len(o.migrations) > 0 {
-		err = db.migrate(ctx, o.migrations)
+		err = db.migrate(ctx, o)
 	}
 	tracing.End(span, err, nil)
 	if err != nil {
@@ -304,10 +304,16 @@ func retryableConnectError(err error) bool {
 		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
-func (db *DB) migrate(ctx context.Context, migs []migrate.Migration) error {
+func (db *DB) migrate(ctx context.Context, o options) error {
 	ctx, span := db.tracer.Start(ctx, tracing.SpanMigrate, trace.WithAttributes(db.attrs...))
-	applied, err := migrate.Up(ctx, db.gorm, migs, migrate.WithLogger(db.logger))
-	span.SetAttributes(tracing.MigrationCount.Int(len(applied)))
+	m, err := migrate.New(db.gorm, o.migrations, append([]migrate.Option{migrate.WithLogger(db.logger)}, o.migrateOptions...)...)
+	if err == nil && o.checkOnly {
+		err = m.Check(ctx)
+	} else if err == nil {
+		var applied []string
+		applied, err = m.Up(ctx)
+		span.SetAttributes(tracing.MigrationCount.Int(len(applied)))
+	}
 	tracing.End(span, err, nil)
 	return err
 }
@@ -357,7 +363,7 @@ func (db *DB) Close(ctx context.Context) error {
 	}
 	tracing.End(span, err, nil)
 	if err == nil {
-		db.logger.LogAttrs(ctx, slog.LevelInfo, "dbkit: database closed", slog.String("addr", db.cfg.Addr()), slog.String("database", db.cfg.Database))
+		db.logger.LogAttrs(ctx, slog.LevelDebug, "dbkit: database closed", slog.String("addr", db.cfg.Addr()), slog.String("database", db.cfg.Database))
 	}
 	return err
 }

@@ -14,16 +14,39 @@ type Option func(*options)
 
 type options struct {
 	migrations     []migrate.Migration
+	checkOnly      bool // check that migrations are applied, do not apply them
+	migrateOptions []migrate.Option
 	logger         *slog.Logger
 	gormLogger     logger.Interface
 	tracerProvider trace.TracerProvider
 }
 
-// WithMigrations makes Connect apply migrations, in ID order, after the
-// health check; see package migrate. Connect fails with a *migrate.Error
-// naming the first migration that fails.
+// WithMigrations makes Connect apply the pending migrations, in ID order,
+// after the health check, under a lock that makes it safe for many replicas
+// to start at once; see package migrate. Connect fails with a
+// *migrate.Error naming the first migration that fails, a
+// *migrate.LockTimeoutError naming who held the lock too long, or a
+// *migrate.ValidationError.
 func WithMigrations(migrations ...Migration) Option {
 	return func(o *options) { o.migrations = append(o.migrations, migrations...) }
+}
+
+// WithMigrationCheck makes Connect check that migrations are all applied,
+// without applying any (no lock, no change): for services whose migrations
+// run in a separate job. Connect fails with a *migrate.PendingError listing
+// what is missing. It applies to every migration given to Connect, with
+// WithMigrations too.
+func WithMigrationCheck(migrations ...Migration) Option {
+	return func(o *options) {
+		o.migrations = append(o.migrations, migrations...)
+		o.checkOnly = true
+	}
+}
+
+// WithMigrateOptions passes options to the migrator Connect runs: a lock
+// timeout, a table name, out-of-order or unknown-migration policies.
+func WithMigrateOptions(opts ...migrate.Option) Option {
+	return func(o *options) { o.migrateOptions = append(o.migrateOptions, opts...) }
 }
 
 // Migration is migrate.Migration, so that a service can write its migrations

@@ -16,6 +16,9 @@ import (
 var srv *dbtest.Server
 
 func TestMain(m *testing.M) {
+	if dsn := os.Getenv(envMigratorHelper); dsn != "" {
+		os.Exit(runMigratorHelper(dsn)) // a helper process of TestConcurrentMigratorsProcesses
+	}
 	os.Exit(run(m))
 }
 

@@ -1,11 +1,12 @@
 // Package migrate applies versioned schema migrations written in Go, on top of
-// gormigrate.
+// gormigrate, safely when many replicas of a service start at once.
 //
 // # Migrations
 //
 // A [Migration] has an ID, a Migrate func and an optional Rollback func, both
-// given a *gorm.DB that is a transaction. IDs sort in the order migrations
-// run: name them YYYYMMDDHHMM_description.
+// given a *gorm.DB that is a transaction (unless the migration sets
+// NoTransaction, for CREATE INDEX CONCURRENTLY and its kind). IDs sort in the
+// order migrations run: name them YYYYMMDDHHMM_description.
 //
 //	migs := []migrate.Migration{{
 //		ID: "202611260900_create_users",
@@ -17,12 +18,36 @@
 //
 // # Applying them
 //
-// [Up] (or [New] then [Migrator.Up]) validates the set, then applies each
-// migration not yet recorded in the dbkit_migrations table, in ID order, each
-// in its own transaction together with its record. A failing migration is
-// rolled back, nothing is recorded for it, later ones do not run, and the
-// error is a *[Error] naming it. dbkit.Connect does this when given
+// [New] validates the set (every empty or duplicate ID, every nil Migrate, in
+// one *[ValidationError]); [Migrator.Up] applies what is pending:
+//
+//  1. It reads the recorded migrations without a lock and returns at once
+//     when nothing is pending.
+//  2. Otherwise it pins one connection and takes a PostgreSQL advisory lock
+//     on it ([LockKey]), waiting at most the lock timeout; past it, a
+//     *[LockTimeoutError] names the sessions holding the lock.
+//  3. Under the lock it reads again, then applies each pending migration in
+//     its own transaction together with its record. A failing one is rolled
+//     back, later ones do not run, and the error is a *[Error] naming it.
+//
+// Everything under the lock runs on the pinned connection, so a pool of one
+// connection does not deadlock. dbkit.Connect does this when given
 // dbkit.WithMigrations.
+//
+// # Status, plan, rollback
+//
+// [Migrator.Status] lists applied (with when), pending and unknown
+// migrations; [Migrator.Plan] lists what Up would apply; [Migrator.Check]
+// fails with a *[PendingError] when something is not applied.
+// [Migrator.Down], [Migrator.DownTo] and [Migrator.To] roll back, each
+// migration in its own transaction with the removal of its record, and
+// change nothing when any of them has no Rollback func ([ErrIrreversible]).
+//
+// # Command line
+//
+// [ParseCommand] and [Command.Run] implement up, down [N], to ID, status and
+// plan; dbkit.MigrateMain wraps them into the one-line main of a service's
+// migration binary.
 //
 // This package imports nothing from dbkit.
 package migrate

@@ -1,5 +1,5 @@
 // Command quickstart shows dbkit end to end: it connects to PostgreSQL,
-// applies two migrations, writes and reads a few rows, handles a duplicate
+// applies two migrations (package examples/migrations), writes and reads a few rows, handles a duplicate
 // key with errors.Is, and prints what it did.
 //
 // With DATABASE_URL set it uses that server; without it, it starts an
@@ -20,10 +20,9 @@ import (
 	"syscall"
 	"time"
 
-	"gorm.io/gorm"
-
 	"github.com/dbkit-go/database/dbkit"
 	"github.com/dbkit-go/database/dbkit/dbtest"
+	"github.com/dbkit-go/database/examples/migrations"
 )
 
 // User is the model: dbkit.Model gives it a UUIDv7 ID and timestamps.
@@ -31,30 +30,6 @@ type User struct {
 	dbkit.Model
 	Email string `gorm:"uniqueIndex;not null"`
 	Name  string
-}
-
-// migrations are versioned schema changes, applied once each, in ID order.
-var migrations = []dbkit.Migration{
-	{
-		ID: "202611260900_create_users",
-		Migrate: func(tx *gorm.DB) error {
-			return tx.Exec(`CREATE TABLE users (
-				id         uuid PRIMARY KEY,
-				created_at timestamptz NOT NULL,
-				updated_at timestamptz NOT NULL,
-				email      text NOT NULL CONSTRAINT users_email_key UNIQUE,
-				name       text NOT NULL DEFAULT ''
-			)`).Error
-		},
-		Rollback: func(tx *gorm.DB) error { return tx.Exec(`DROP TABLE users`).Error },
-	},
-	{
-		ID: "202611260901_index_users_name",
-		Migrate: func(tx *gorm.DB) error {
-			return tx.Exec(`CREATE INDEX users_name_idx ON users (name)`).Error
-		},
-		Rollback: func(tx *gorm.DB) error { return tx.Exec(`DROP INDEX users_name_idx`).Error },
-	},
 }
 
 func main() {
@@ -82,7 +57,7 @@ func run(ctx context.Context, w io.Writer) error {
 	start := time.Now()
 	var applied []string
 	db, err := dbkit.Connect(ctx, cfg,
-		dbkit.WithMigrations(migrations...),
+		dbkit.WithMigrations(migrations.All...),
 		dbkit.WithLogger(slog.New(migrationRecorder{&applied})))
 	if err != nil {
 		return err

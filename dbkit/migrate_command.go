@@ -1,0 +1,69 @@
+package dbkit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/dbkit-go/database/migrate"
+)
+
+// MigrateMain is the whole main of a service's migration command: migrations
+// are Go code, so the command is compiled into the service's own binary.
+//
+//	// cmd/migrate/main.go
+//	func main() { os.Exit(dbkit.MigrateMain(migrations.All...)) }
+//
+// It reads the command line (see [migrate.Usage]: up, down [N], to ID,
+// status, plan) and the connection from the environment ([ConfigFromEnv]),
+// runs the command, and returns the exit status: 0 on success, 1 on failure,
+// 2 on a bad command line. Ctrl-C or SIGTERM cancels it cleanly: the running
+// migration's transaction is rolled back and the lock released.
+func MigrateMain(migrations ...Migration) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return RunMigrateCommand(ctx, os.Args[1:], os.Stdout, os.Stderr, migrations...)
+}
+
+// RunMigrateCommand is MigrateMain with its inputs and outputs given: the
+// command line args (without the program name), where the report goes, and
+// where errors and progress logs go.
+func RunMigrateCommand(ctx context.Context, args []string, stdout, stderr io.Writer, migrations ...Migration) int {
+	cmd, err := migrate.ParseCommand(args)
+	if err != nil {
+		fmt.Fprintf(stderr, "%v\n\n%s", err, migrate.Usage)
+		return 2
+	}
+	if cmd.Name == "help" {
+		fmt.Fprint(stdout, migrate.Usage)
+		return 0
+	}
+	cfg, err := ConfigFromEnv()
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, nil))
+	db, err := Connect(ctx, cfg, WithLogger(logger))
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	defer db.Close(context.Background())
+	err = cmd.Run(ctx, db.gorm, migrations, stdout, migrate.WithLogger(logger))
+	var usage *migrate.UsageError
+	switch {
+	case errors.As(err, &usage):
+		fmt.Fprintf(stderr, "%v\n\n%s", err, migrate.Usage)
+		return 2
+	case err != nil:
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	return 0
+}

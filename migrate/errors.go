@@ -1,0 +1,117 @@
+package migrate
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Sentinels, matched with errors.Is.
+var (
+	// ErrLockTimeout: another migrator held the lock for longer than the
+	// lock timeout. The error is a *LockTimeoutError naming the holders.
+	ErrLockTimeout = errors.New("migrate: timed out waiting for the migration lock")
+	// ErrIrreversible: a migration to roll back has no Rollback func.
+	ErrIrreversible = errors.New("migrate: migration has no Rollback func")
+	// ErrPending: migrations are not applied (see [Migrator.Check]).
+	ErrPending = errors.New("migrate: migrations pending")
+	// ErrUnknownID: an ID given to a command is not among the migrations.
+	ErrUnknownID = errors.New("migrate: unknown migration ID")
+)
+
+// Error reports the migration that failed, and whether applying ("up") or
+// rolling back ("down"). Migrations before it stay applied and recorded; it
+// was rolled back and is not recorded (or, for a rollback, it stays applied
+// and recorded); those after it did not run.
+type Error struct {
+	ID  string
+	Op  string // "up" or "down"
+	Err error
+}
+
+func (e *Error) Error() string {
+	op := "migration"
+	if e.Op == "down" {
+		op = "rollback of migration"
+	}
+	return fmt.Sprintf("migrate: %s %q: %v", op, e.ID, e.Err)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// ValidationError lists every problem found in a set of migrations, alone or
+// against what the database has applied, before any of them ran.
+type ValidationError struct {
+	Problems []string
+}
+
+func (e *ValidationError) Error() string {
+	return "migrate: invalid migrations: " + strings.Join(e.Problems, "; ")
+}
+
+// LockHolder is a session holding the migration lock, from pg_stat_activity.
+type LockHolder struct {
+	PID             int
+	ApplicationName string
+	ClientAddr      string
+	BackendStart    time.Time
+	State           string // pg_stat_activity.state: active, idle, idle in transaction...
+}
+
+func (h LockHolder) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "pid %d", h.PID)
+	if h.ApplicationName != "" {
+		fmt.Fprintf(&b, " (application_name %q)", h.ApplicationName)
+	}
+	if h.ClientAddr != "" {
+		fmt.Fprintf(&b, " from %s", h.ClientAddr)
+	}
+	if h.State != "" {
+		fmt.Fprintf(&b, ", %s", h.State)
+	}
+	if !h.BackendStart.IsZero() {
+		fmt.Fprintf(&b, ", connected since %s", h.BackendStart.UTC().Format(time.RFC3339))
+	}
+	return b.String()
+}
+
+// LockTimeoutError reports that the lock stayed held for Waited; it matches
+// ErrLockTimeout. Holders is empty when the holder released the lock just as
+// the wait ended.
+type LockTimeoutError struct {
+	Waited  time.Duration
+	Holders []LockHolder
+}
+
+func (e *LockTimeoutError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "migrate: the migration lock is still held after %v", e.Waited.Round(time.Millisecond))
+	if len(e.Holders) == 0 {
+		b.WriteString(" (its holder has just released it)")
+	}
+	for i, h := range e.Holders {
+		if i == 0 {
+			b.WriteString(" by ")
+		} else {
+			b.WriteString(", ")
+		}
+		b.WriteString(h.String())
+	}
+	b.WriteString(": another migrator is running, or a session died holding it (pg_terminate_backend ends it)")
+	return b.String()
+}
+
+func (e *LockTimeoutError) Is(target error) bool { return target == ErrLockTimeout }
+
+// PendingError lists migrations that are not applied; it matches ErrPending.
+type PendingError struct {
+	IDs []string
+}
+
+func (e *PendingError) Error() string {
+	return fmt.Sprintf("migrate: %d migration(s) not applied: %s", len(e.IDs), strings.Join(e.IDs, ", "))
+}
+
+func (e *PendingError) Is(target error) bool { return target == ErrPending }

@@ -1,0 +1,104 @@
+package migrate
+
+import (
+	"context"
+	"fmt"
+	"hash/fnv"
+	"time"
+
+	"gorm.io/gorm"
+)
+
+// LockKey returns the key of the PostgreSQL advisory lock that migrators of
+// table take: a 64-bit FNV-1a hash of "dbkit/migrate:" and the table name.
+// Every migrator of the same table in the same database uses the same key.
+func LockKey(table string) int64 {
+	h := fnv.New64a()
+	h.Write([]byte("dbkit/migrate:" + table))
+	return int64(h.Sum64())
+}
+
+// lock takes the session-level advisory lock on conn, the pinned connection
+// the whole run uses, polling pg_try_advisory_lock so that the wait is
+// bounded by m.lockTimeout and by ctx. On timeout it reports who holds it.
+func (m *Migrator) lock(ctx context.Context, conn *gorm.DB) error {
+	key := LockKey(m.table)
+	start := time.Now()
+	deadline := start.Add(m.lockTimeout)
+	backoff := 20 * time.Millisecond
+	logged := false
+	for {
+		var ok bool
+		if err := conn.WithContext(ctx).Raw("SELECT pg_try_advisory_lock(?)", key).Scan(&ok).Error; err != nil {
+			return fmt.Errorf("migrate: take the migration lock: %w", err)
+		}
+		if ok {
+			if logged {
+				m.logger.InfoContext(ctx, "migration lock acquired", "waited", time.Since(start).Round(time.Millisecond))
+			}
+			return nil
+		}
+		if !logged {
+			holders, _ := m.lockHolders(ctx, conn, key)
+			m.logger.InfoContext(ctx, "waiting for the migration lock", "holders", fmt.Sprint(holders), "timeout", m.lockTimeout)
+			logged = true
+		}
+		if time.Now().After(deadline) {
+			holders, err := m.lockHolders(ctx, conn, key)
+			if err != nil {
+				return fmt.Errorf("%w (and listing its holders failed: %w)", &LockTimeoutError{Waited: time.Since(start)}, err)
+			}
+			return &LockTimeoutError{Waited: time.Since(start), Holders: holders}
+		}
+		wait := min(backoff, time.Until(deadline))
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("migrate: waiting for the migration lock: %w", ctx.Err())
+		case <-time.After(max(wait, time.Millisecond)):
+		}
+		backoff = min(backoff*2, 500*time.Millisecond)
+	}
+}
+
+// unlock releases the lock. It runs even when ctx has ended: closing the
+// connection would release it too, but it goes back to the pool.
+func (m *Migrator) unlock(conn *gorm.DB) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var ok bool
+	if err := conn.WithContext(ctx).Raw("SELECT pg_advisory_unlock(?)", LockKey(m.table)).Scan(&ok).Error; err != nil {
+		return fmt.Errorf("migrate: release the migration lock: %w", err)
+	}
+	return nil
+}
+
+// lockHolders lists the sessions holding the advisory lock key. A bigint
+// advisory lock appears in pg_locks with its high half in classid and its
+// low half in objid, and objsubid 1.
+func (m *Migrator) lockHolders(ctx context.Context, conn *gorm.DB, key int64) ([]LockHolder, error) {
+	u := uint64(key)
+	var rows []struct {
+		PID             int `gorm:"column:pid"`
+		ApplicationName string
+		ClientAddr      string
+		BackendStart    time.Time
+		State           string
+	}
+	err := conn.WithContext(ctx).Raw(`
+		SELECT a.pid, coalesce(a.application_name, '') AS application_name,
+		       coalesce(host(a.client_addr), '') AS client_addr,
+		       a.backend_start, coalesce(a.state, '') AS state
+		FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+		WHERE l.locktype = 'advisory' AND l.granted
+		  AND l.classid::bigint = ? AND l.objid::bigint = ? AND l.objsubid = 1
+		  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+		ORDER BY a.pid`, int64(u>>32), int64(u&0xffffffff)).Scan(&rows).Error
+	if err != nil {
+		return nil, err
+	}
+	holders := make([]LockHolder, len(rows))
+	for i, r := range rows {
+		holders[i] = LockHolder(r)
+	}
+	return holders, nil
+}
