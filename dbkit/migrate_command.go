@@ -17,23 +17,27 @@ import (
 // are Go code, so the command is compiled into the service's own binary.
 //
 //	// cmd/migrate/main.go
-//	func main() { os.Exit(dbkit.MigrateMain(migrations.All...)) }
+//	func main() { os.Exit(dbkit.MigrateMain(migrations.All)) }
+//
+// opts are the options the service gives WithMigrateOptions (a table name,
+// say), so that the command and the service agree; flags on the command
+// line override them.
 //
 // It reads the command line (see [migrate.Usage]: up, down [N], to ID,
 // status, plan) and the connection from the environment ([ConfigFromEnv]),
 // runs the command, and returns the exit status: 0 on success, 1 on failure,
 // 2 on a bad command line. Ctrl-C or SIGTERM cancels it cleanly: the running
 // migration's transaction is rolled back and the lock released.
-func MigrateMain(migrations ...Migration) int {
+func MigrateMain(migrations []Migration, opts ...migrate.Option) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return RunMigrateCommand(ctx, os.Args[1:], os.Stdout, os.Stderr, migrations...)
+	return RunMigrateCommand(ctx, os.Args[1:], os.Stdout, os.Stderr, migrations, opts...)
 }
 
 // RunMigrateCommand is MigrateMain with its inputs and outputs given: the
 // command line args (without the program name), where the report goes, and
 // where errors and progress logs go.
-func RunMigrateCommand(ctx context.Context, args []string, stdout, stderr io.Writer, migrations ...Migration) int {
+func RunMigrateCommand(ctx context.Context, args []string, stdout, stderr io.Writer, migrations []Migration, opts ...migrate.Option) int {
 	cmd, err := migrate.ParseCommand(args)
 	if err != nil {
 		fmt.Fprintf(stderr, "%v\n\n%s", err, migrate.Usage)
@@ -55,7 +59,7 @@ func RunMigrateCommand(ctx context.Context, args []string, stdout, stderr io.Wri
 		return 1
 	}
 	defer db.Close(context.Background())
-	err = cmd.Run(ctx, db.gorm, migrations, stdout, migrate.WithLogger(logger))
+	err = cmd.Run(ctx, db.gorm, migrations, stdout, append([]migrate.Option{migrate.WithLogger(logger)}, opts...)...)
 	var usage *migrate.UsageError
 	switch {
 	case errors.As(err, &usage):

@@ -21,6 +21,9 @@ import (
 // racing is a migration set for concurrent migrators: every migration
 // after the first inserts its ID into a counter table and sleeps a little,
 // to keep the race window wide. Run once each, the table holds each ID once.
+// Half of them run without a transaction: were two migrators to run one
+// (no lock), the counter would show it, where a transactional one would only
+// fail on its record's primary key.
 var racing = func() []migrate.Migration {
 	migs := []migrate.Migration{{
 		ID: "0000_counter",
@@ -30,7 +33,7 @@ var racing = func() []migrate.Migration {
 	}}
 	for i := 1; i <= 5; i++ {
 		id := fmt.Sprintf("000%d_count", i)
-		migs = append(migs, migrate.Migration{ID: id, Migrate: func(tx *gorm.DB) error {
+		migs = append(migs, migrate.Migration{ID: id, NoTransaction: i%2 == 1, Migrate: func(tx *gorm.DB) error {
 			return tx.Exec(`INSERT INTO counter (id) SELECT ? FROM pg_sleep(0.05)`, id).Error
 		}})
 	}
@@ -183,7 +186,8 @@ func holdLock(t *testing.T, cfg dbkit.Config, appName string) int {
 	}
 	t.Cleanup(func() { conn.Close(context.Background()) })
 	var pid int
-	if err := conn.QueryRow(ctx, "SELECT pg_backend_pid() FROM (SELECT pg_advisory_lock($1)) l", migrate.LockKey(migrate.DefaultTableName)).Scan(&pid); err != nil {
+	key := migrate.LockKey("public." + migrate.DefaultTableName)
+	if err := conn.QueryRow(ctx, "SELECT pg_backend_pid() FROM (SELECT pg_advisory_lock($1)) l", key).Scan(&pid); err != nil {
 		t.Fatal(err)
 	}
 	return pid

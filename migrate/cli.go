@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -39,10 +40,11 @@ func (e *UsageError) Error() string { return "migrate: " + e.Problem }
 
 // Command is a parsed migrate command line.
 type Command struct {
-	Name    string // up, down, to, status, plan or help
-	N       int    // for down
-	ID      string // for to
-	Options []Option
+	Name string // up, down, to, status, plan or help
+	N    int    // for down
+	ID   string // for to
+
+	opts []Option // from the flags the command line set
 }
 
 // ParseCommand reads a command line such as ["-lock-timeout", "5m", "down",
@@ -60,12 +62,31 @@ func ParseCommand(args []string) (Command, error) {
 		}
 		return Command{}, &UsageError{Problem: err.Error()}
 	}
-	c := Command{Options: []Option{WithLockTimeout(*lockTimeout), WithTableName(*table)}}
-	if *outOfOrder {
-		c.Options = append(c.Options, AllowOutOfOrder())
-	}
-	if *rejectUnknown {
-		c.Options = append(c.Options, RejectUnknown())
+	// Only the flags given override the options of the code that runs the
+	// command: a service's WithTableName stays in force without -table.
+	var c Command
+	var problem string
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "lock-timeout":
+			if *lockTimeout <= 0 {
+				problem = "-lock-timeout must be positive"
+			}
+			c.opts = append(c.opts, WithLockTimeout(*lockTimeout))
+		case "table":
+			c.opts = append(c.opts, WithTableName(*table))
+		case "allow-out-of-order":
+			if *outOfOrder {
+				c.opts = append(c.opts, AllowOutOfOrder())
+			}
+		case "reject-unknown":
+			if *rejectUnknown {
+				c.opts = append(c.opts, RejectUnknown())
+			}
+		}
+	})
+	if problem != "" {
+		return Command{}, &UsageError{Problem: problem}
 	}
 	rest := fs.Args()
 	if len(rest) == 0 {
@@ -102,13 +123,14 @@ func ParseCommand(args []string) (Command, error) {
 }
 
 // Run runs the command on db with migrations and writes its report to out.
-// opts come before the command line's own options.
+// opts are the service's options; flags given on the command line override
+// them.
 func (c Command) Run(ctx context.Context, db *gorm.DB, migrations []Migration, out io.Writer, opts ...Option) error {
 	if c.Name == "help" {
 		_, err := io.WriteString(out, Usage)
 		return err
 	}
-	m, err := New(db, migrations, append(opts, c.Options...)...)
+	m, err := New(db, migrations, append(slices.Clone(opts), c.opts...)...)
 	if err != nil {
 		return err
 	}

@@ -16,23 +16,26 @@ var (
 	ErrIrreversible = errors.New("migrate: migration has no Rollback func")
 	// ErrPending: migrations are not applied (see [Migrator.Check]).
 	ErrPending = errors.New("migrate: migrations pending")
-	// ErrUnknownID: an ID given to a command is not among the migrations.
+	// ErrUnknownID: an ID given to a command, or one to roll back, is not
+	// among the migrations of this code.
 	ErrUnknownID = errors.New("migrate: unknown migration ID")
 )
 
-// Error reports the migration that failed, and whether applying ("up") or
-// rolling back ("down"). Migrations before it stay applied and recorded; it
-// was rolled back and is not recorded (or, for a rollback, it stays applied
-// and recorded); those after it did not run.
+// Error reports the migration that failed, applying it (OpUp) or rolling it
+// back (OpDown). Migrations before it stay as they were made; those after it
+// did not run. The failed one is not recorded (or, for a rollback, stays
+// recorded), and its transaction was rolled back, so it left nothing behind,
+// unless it is a NoTransaction migration: then what it did before failing
+// stays done.
 type Error struct {
 	ID  string
-	Op  string // "up" or "down"
+	Op  Op
 	Err error
 }
 
 func (e *Error) Error() string {
 	op := "migration"
-	if e.Op == "down" {
+	if e.Op == OpDown {
 		op = "rollback of migration"
 	}
 	return fmt.Sprintf("migrate: %s %q: %v", op, e.ID, e.Err)

@@ -4,25 +4,41 @@ import (
 	"context"
 	"fmt"
 	"hash/fnv"
+	"strings"
 	"time"
 
 	"gorm.io/gorm"
 )
 
 // LockKey returns the key of the PostgreSQL advisory lock that migrators of
-// table take: a 64-bit FNV-1a hash of "dbkit/migrate:" and the table name.
-// Every migrator of the same table in the same database uses the same key.
-func LockKey(table string) int64 {
+// a table take: a 64-bit FNV-1a hash of "dbkit/migrate:" and the table's
+// schema-qualified name, such as "public.dbkit_migrations". A Migrator given
+// an unqualified name qualifies it with the connection's current schema
+// first, so that "dbkit_migrations" and "public.dbkit_migrations" take the
+// same lock.
+func LockKey(qualifiedTable string) int64 {
 	h := fnv.New64a()
-	h.Write([]byte("dbkit/migrate:" + table))
+	h.Write([]byte("dbkit/migrate:" + qualifiedTable))
 	return int64(h.Sum64())
+}
+
+// lockKey returns the lock key of m's table as conn sees it.
+func (m *Migrator) lockKey(ctx context.Context, conn *gorm.DB) (int64, error) {
+	table := m.table
+	if !strings.Contains(table, ".") {
+		var schema string
+		if err := conn.WithContext(ctx).Raw("SELECT current_schema()").Scan(&schema).Error; err != nil {
+			return 0, fmt.Errorf("migrate: find the current schema: %w", err)
+		}
+		table = schema + "." + table
+	}
+	return LockKey(table), nil
 }
 
 // lock takes the session-level advisory lock on conn, the pinned connection
 // the whole run uses, polling pg_try_advisory_lock so that the wait is
 // bounded by m.lockTimeout and by ctx. On timeout it reports who holds it.
-func (m *Migrator) lock(ctx context.Context, conn *gorm.DB) error {
-	key := LockKey(m.table)
+func (m *Migrator) lock(ctx context.Context, conn *gorm.DB, key int64) error {
 	start := time.Now()
 	deadline := start.Add(m.lockTimeout)
 	backoff := 20 * time.Millisecond
@@ -60,13 +76,13 @@ func (m *Migrator) lock(ctx context.Context, conn *gorm.DB) error {
 	}
 }
 
-// unlock releases the lock. It runs even when ctx has ended: closing the
-// connection would release it too, but it goes back to the pool.
-func (m *Migrator) unlock(conn *gorm.DB) error {
+// unlock releases the lock at once, even when ctx has ended. (The pinned
+// connection is closed afterwards, which would release it too.)
+func (m *Migrator) unlock(conn *gorm.DB, key int64) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var ok bool
-	if err := conn.WithContext(ctx).Raw("SELECT pg_advisory_unlock(?)", LockKey(m.table)).Scan(&ok).Error; err != nil {
+	if err := conn.WithContext(ctx).Raw("SELECT pg_advisory_unlock(?)", key).Scan(&ok).Error; err != nil {
 		return fmt.Errorf("migrate: release the migration lock: %w", err)
 	}
 	return nil

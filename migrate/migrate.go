@@ -3,6 +3,8 @@ package migrate
 import (
 	"cmp"
 	"context"
+	"database/sql/driver"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -39,32 +41,6 @@ type Migration struct {
 	NoTransaction bool
 }
 
-// Option configures a [Migrator].
-type Option func(*Migrator)
-
-// WithTableName records applied migrations in table name (it may be
-// schema-qualified) instead of [DefaultTableName].
-func WithTableName(name string) Option { return func(m *Migrator) { m.table = name } }
-
-// WithLogger logs each migration applied or rolled back, with its duration,
-// and waits for the lock, at INFO.
-func WithLogger(l *slog.Logger) Option { return func(m *Migrator) { m.logger = l } }
-
-// WithLockTimeout bounds the wait for another migrator's lock
-// ([DefaultLockTimeout]); past it Up fails with a *[LockTimeoutError].
-func WithLockTimeout(d time.Duration) Option { return func(m *Migrator) { m.lockTimeout = d } }
-
-// AllowOutOfOrder lets Up apply a pending migration whose ID sorts before
-// the last applied one (a branch merged late). By default that is a
-// validation error, since the migration was likely written against an older
-// schema.
-func AllowOutOfOrder() Option { return func(m *Migrator) { m.allowOutOfOrder = true } }
-
-// RejectUnknown makes Up refuse to run when the database records migrations
-// this code does not have (for example after deploying an older version).
-// By default they are reported by Status and logged, and Up goes on.
-func RejectUnknown() Option { return func(m *Migrator) { m.rejectUnknown = true } }
-
 // Migrator applies, lists and rolls back a set of migrations on one
 // database. Every change it makes runs under a PostgreSQL advisory lock held
 // on one connection, so that any number of replicas can run it at once.
@@ -78,6 +54,14 @@ type Migrator struct {
 	allowOutOfOrder bool
 	rejectUnknown   bool
 }
+
+// Op says whether an [Error] happened applying or rolling back.
+type Op string
+
+const (
+	OpUp   Op = "up"
+	OpDown Op = "down"
+)
 
 // New validates migrations and returns a Migrator for db. It returns a
 // *[ValidationError] listing every empty or duplicate ID and every nil
@@ -93,8 +77,8 @@ func New(db *gorm.DB, migrations []Migration, opts ...Option) (*Migrator, error)
 		m.logger = slog.New(slog.DiscardHandler)
 	}
 	var problems []string
-	if m.table == "" {
-		problems = append(problems, "the table name is empty")
+	if !validTableName(m.table) {
+		problems = append(problems, fmt.Sprintf("the table name %q is not a plain or schema-qualified identifier (letters, digits, _)", m.table))
 	}
 	if m.lockTimeout <= 0 {
 		problems = append(problems, "the lock timeout must be positive")
@@ -111,6 +95,29 @@ func New(db *gorm.DB, migrations []Migration, opts ...Option) (*Migrator, error)
 	return m, nil
 }
 
+// reservedID is the ID gormigrate keeps for its InitSchema.
+const reservedID = "SCHEMA_INIT"
+
+// validTableName accepts name or schema.name made of letters, digits and
+// underscores: GORM writes other names into the SQL as given.
+func validTableName(name string) bool {
+	parts := strings.Split(name, ".")
+	if len(parts) > 2 {
+		return false
+	}
+	for _, p := range parts {
+		if p == "" || len(p) > 63 {
+			return false
+		}
+		for _, r := range p {
+			if !(r == '_' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 func validate(migrations []Migration) []string {
 	var problems []string
 	seen := make(map[string]bool, len(migrations))
@@ -124,6 +131,8 @@ func validate(migrations []Migration) []string {
 			problems = append(problems, fmt.Sprintf("migration ID %q is duplicated", mig.ID))
 		case len(mig.ID) > 255:
 			problems = append(problems, fmt.Sprintf("migration ID %.40q... is longer than 255 bytes", mig.ID))
+		case mig.ID == reservedID:
+			problems = append(problems, fmt.Sprintf("migration ID %q is reserved by gormigrate", mig.ID))
 		}
 		seen[mig.ID] = true
 		if mig.Migrate == nil {
@@ -258,32 +267,49 @@ func (m *Migrator) upTo(ctx context.Context, target string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	m.logUnknown(ctx, done)
 	pending, err := m.plan(done)
 	if err != nil || len(cut(pending, target)) == 0 {
 		return nil, err
 	}
 	var applied []string
-	err = m.locked(ctx, func(conn *gorm.DB) error {
-		if err := m.ensureTable(ctx, conn); err != nil {
-			return err
-		}
-		done, err := m.readApplied(ctx, conn)
-		if err != nil {
-			return err
-		}
-		pending, err := m.plan(done)
-		if err != nil {
-			return err
-		}
-		for _, mig := range cut(pending, target) {
-			if err := m.apply(ctx, conn, mig); err != nil {
-				return err
-			}
-			applied = append(applied, mig.ID)
-		}
-		return nil
+	err = m.locked(ctx, func(conn *gorm.DB) (err error) {
+		applied, err = m.upToLocked(ctx, conn, target)
+		return err
 	})
 	return applied, err
+}
+
+// upToLocked applies, under the lock, what is pending up to target.
+func (m *Migrator) upToLocked(ctx context.Context, conn *gorm.DB, target string) ([]string, error) {
+	if err := m.ensureTable(ctx, conn); err != nil {
+		return nil, err
+	}
+	done, err := m.readApplied(ctx, conn)
+	if err != nil {
+		return nil, err
+	}
+	pending, err := m.plan(done)
+	if err != nil {
+		return nil, err
+	}
+	var applied []string
+	for _, mig := range cut(pending, target) {
+		if err := m.apply(ctx, conn, mig); err != nil {
+			return applied, err
+		}
+		applied = append(applied, mig.ID)
+	}
+	return applied, nil
+}
+
+// logUnknown warns of recorded migrations this code does not have.
+func (m *Migrator) logUnknown(ctx context.Context, done []applied) {
+	for _, a := range done {
+		if _, known := m.byID[a.ID]; !known {
+			m.logger.WarnContext(ctx, "the database records a migration this code does not have", slog.String("id", a.ID))
+		}
+	}
 }
 
 // cut returns the migrations up to and including target ("" for all).
@@ -298,28 +324,48 @@ func cut(migs []Migration, target string) []Migration {
 	return migs[:i]
 }
 
-// locked runs fn on one pinned connection holding the migration lock.
-func (m *Migrator) locked(ctx context.Context, fn func(conn *gorm.DB) error) error {
-	return m.db.WithContext(ctx).Connection(func(pinned *gorm.DB) (err error) {
-		conn := pinned.Session(&gorm.Session{NewDB: true})
-		if err := m.lock(ctx, conn); err != nil {
-			return err
+// locked runs fn on one pinned connection holding the migration lock. The
+// connection is closed afterwards rather than returned to the pool: whatever
+// happened (a lock granted just as ctx ended, an unlock that failed, a
+// migration that changed a session setting), nothing of the run can outlive
+// it in a connection the application will use.
+func (m *Migrator) locked(ctx context.Context, fn func(conn *gorm.DB) error) (err error) {
+	sqlDB, err := m.db.DB()
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	sqlConn, err := sqlDB.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("migrate: pin a connection: %w", err)
+	}
+	defer func() {
+		_ = sqlConn.Raw(func(any) error { return driver.ErrBadConn }) // discard it
+		_ = sqlConn.Close()
+	}()
+	conn := m.db.Session(&gorm.Session{NewDB: true, Context: ctx})
+	conn.Statement.ConnPool = sqlConn
+	key, err := m.lockKey(ctx, conn)
+	if err != nil {
+		return err
+	}
+	if err := m.lock(ctx, conn, key); err != nil {
+		return err
+	}
+	defer func() {
+		if uerr := m.unlock(conn, key); uerr != nil && err == nil {
+			err = uerr
 		}
-		defer func() {
-			if uerr := m.unlock(conn); uerr != nil && err == nil {
-				err = uerr
-			}
-		}()
-		return fn(conn)
-	})
+	}()
+	return fn(conn)
 }
 
 // apply runs one migration and records it, in a transaction unless the
-// migration opts out. gormigrate does the running and the recording.
+// migration opts out. gormigrate does the running and the recording. A panic
+// in the migration rolls it back and becomes its error.
 func (m *Migrator) apply(ctx context.Context, conn *gorm.DB, mig Migration) error {
 	start := time.Now()
 	run := func(tx *gorm.DB) error {
-		g := gormigrate.New(tx, m.gormigrateOptions(), []*gormigrate.Migration{{ID: mig.ID, Migrate: mig.Migrate, Rollback: mig.Rollback}})
+		g := gormigrate.New(tx, m.gormigrateOptions(), []*gormigrate.Migration{{ID: mig.ID, Migrate: recovering(mig.Migrate), Rollback: mig.Rollback}})
 		return g.Migrate()
 	}
 	var err error
@@ -329,7 +375,7 @@ func (m *Migrator) apply(ctx context.Context, conn *gorm.DB, mig Migration) erro
 		err = conn.WithContext(ctx).Transaction(run)
 	}
 	if err != nil {
-		return &Error{ID: mig.ID, Op: "up", Err: err}
+		return &Error{ID: mig.ID, Op: OpUp, Err: err}
 	}
 	m.logger.InfoContext(ctx, "migration applied", slog.String("id", mig.ID), slog.Duration("duration", time.Since(start)))
 	return nil
@@ -339,17 +385,22 @@ func (m *Migrator) gormigrateOptions() *gormigrate.Options {
 	return &gormigrate.Options{TableName: m.table, IDColumnName: "id", IDColumnSize: 255}
 }
 
-// Down rolls back the last n applied migrations, newest first, each in its
-// own transaction together with the removal of its record, and returns the
-// IDs it rolled back. If any of them has no Rollback func, or is not known to
-// this code, nothing is changed. A failing rollback stops there: its
-// migration stays applied and recorded, and the error is a *[Error].
+// Down rolls back the last n migrations applied (by when they were applied,
+// which is ID order unless some were applied out of order), newest first,
+// each in its own transaction together with the removal of its record
+// (NoTransaction migrations: without one), and returns the IDs it rolled
+// back. If any of them has no Rollback func ([ErrIrreversible]) or is not
+// known to this code ([ErrUnknownID]), nothing is changed. A failing
+// rollback stops there: its migration stays recorded, and the error is a
+// *[Error].
 func (m *Migrator) Down(ctx context.Context, n int) ([]string, error) {
 	if n < 1 {
 		return nil, fmt.Errorf("migrate: down: n must be at least 1, got %d", n)
 	}
 	return m.down(ctx, func(done []applied) []applied {
-		return done[max(len(done)-n, 0):]
+		byTime := slices.Clone(done)
+		slices.SortStableFunc(byTime, func(a, b applied) int { return a.AppliedAt.Compare(b.AppliedAt) })
+		return byTime[max(len(byTime)-n, 0):]
 	})
 }
 
@@ -359,62 +410,79 @@ func (m *Migrator) DownTo(ctx context.Context, id string) ([]string, error) {
 	if _, known := m.byID[id]; id != "" && !known {
 		return nil, fmt.Errorf("%w %q", ErrUnknownID, id)
 	}
-	return m.down(ctx, func(done []applied) []applied {
+	return m.down(ctx, after(id))
+}
+
+// after chooses the recorded migrations whose ID sorts after id.
+func after(id string) func(done []applied) []applied {
+	return func(done []applied) []applied {
 		i := slices.IndexFunc(done, func(a applied) bool { return a.ID > id })
 		if i < 0 {
 			return nil
 		}
 		return done[i:]
-	})
+	}
 }
 
-// To brings the database to migration id: it applies the pending migrations
-// up to and including id, or rolls back those applied after it.
+// To brings the database to migration id, under one hold of the lock: it
+// applies the pending migrations up to and including id, then rolls back
+// those applied after it.
 func (m *Migrator) To(ctx context.Context, id string) (applied, rolledBack []string, err error) {
 	if _, known := m.byID[id]; !known {
 		return nil, nil, fmt.Errorf("%w %q", ErrUnknownID, id)
 	}
-	applied, err = m.upTo(ctx, id)
-	if err != nil {
-		return applied, nil, err
-	}
-	rolledBack, err = m.DownTo(ctx, id)
+	err = m.locked(ctx, func(conn *gorm.DB) error {
+		var err error
+		if applied, err = m.upToLocked(ctx, conn, id); err != nil {
+			return err
+		}
+		rolledBack, err = m.downLocked(ctx, conn, after(id))
+		return err
+	})
 	return applied, rolledBack, err
 }
 
 func (m *Migrator) down(ctx context.Context, choose func(done []applied) []applied) ([]string, error) {
 	var rolledBack []string
-	err := m.locked(ctx, func(conn *gorm.DB) error {
-		done, err := m.readApplied(ctx, conn)
-		if err != nil {
-			return err
-		}
-		targets := choose(done)
-		var problems []string
-		migs := make([]Migration, 0, len(targets))
-		for i := len(targets) - 1; i >= 0; i-- {
-			k, known := m.byID[targets[i].ID]
-			switch {
-			case !known:
-				problems = append(problems, fmt.Sprintf("migration %q is applied but unknown to this code: it cannot be rolled back from here", targets[i].ID))
-			case m.migrations[k].Rollback == nil:
-				problems = append(problems, fmt.Sprintf("migration %q has no Rollback func", targets[i].ID))
-			default:
-				migs = append(migs, m.migrations[k])
-			}
-		}
-		if len(problems) > 0 {
-			return fmt.Errorf("%w: nothing was rolled back: %s", ErrIrreversible, strings.Join(problems, "; "))
-		}
-		for _, mig := range migs {
-			if err := m.rollback(ctx, conn, mig); err != nil {
-				return err
-			}
-			rolledBack = append(rolledBack, mig.ID)
-		}
-		return nil
+	err := m.locked(ctx, func(conn *gorm.DB) (err error) {
+		rolledBack, err = m.downLocked(ctx, conn, choose)
+		return err
 	})
 	return rolledBack, err
+}
+
+// downLocked rolls back, under the lock, the recorded migrations choose
+// picks (oldest first in its result), newest first.
+func (m *Migrator) downLocked(ctx context.Context, conn *gorm.DB, choose func(done []applied) []applied) ([]string, error) {
+	done, err := m.readApplied(ctx, conn)
+	if err != nil {
+		return nil, err
+	}
+	targets := choose(done)
+	var problems []error
+	migs := make([]Migration, 0, len(targets))
+	for i := len(targets) - 1; i >= 0; i-- {
+		k, known := m.byID[targets[i].ID]
+		switch {
+		case !known:
+			problems = append(problems, fmt.Errorf("%w %q: it is applied but this code does not have it", ErrUnknownID, targets[i].ID))
+		case m.migrations[k].Rollback == nil:
+			problems = append(problems, fmt.Errorf("%w: %q", ErrIrreversible, targets[i].ID))
+		default:
+			migs = append(migs, m.migrations[k])
+		}
+	}
+	if len(problems) > 0 {
+		return nil, fmt.Errorf("migrate: nothing was rolled back: %w", errors.Join(problems...))
+	}
+	var rolledBack []string
+	for _, mig := range migs {
+		if err := m.rollback(ctx, conn, mig); err != nil {
+			return rolledBack, err
+		}
+		rolledBack = append(rolledBack, mig.ID)
+	}
+	return rolledBack, nil
 }
 
 // rollback runs one Rollback and removes its record, in a transaction unless
@@ -422,7 +490,7 @@ func (m *Migrator) down(ctx context.Context, choose func(done []applied) []appli
 func (m *Migrator) rollback(ctx context.Context, conn *gorm.DB, mig Migration) error {
 	start := time.Now()
 	run := func(tx *gorm.DB) error {
-		gm := &gormigrate.Migration{ID: mig.ID, Migrate: mig.Migrate, Rollback: mig.Rollback}
+		gm := &gormigrate.Migration{ID: mig.ID, Migrate: mig.Migrate, Rollback: recovering(mig.Rollback)}
 		return gormigrate.New(tx, m.gormigrateOptions(), []*gormigrate.Migration{gm}).RollbackMigration(gm)
 	}
 	var err error
@@ -432,10 +500,26 @@ func (m *Migrator) rollback(ctx context.Context, conn *gorm.DB, mig Migration) e
 		err = conn.WithContext(ctx).Transaction(run)
 	}
 	if err != nil {
-		return &Error{ID: mig.ID, Op: "down", Err: err}
+		return &Error{ID: mig.ID, Op: OpDown, Err: err}
 	}
 	m.logger.InfoContext(ctx, "migration rolled back", slog.String("id", mig.ID), slog.Duration("duration", time.Since(start)))
 	return nil
+}
+
+// recovering turns a panic in f into an error, so that a migration that
+// panics is rolled back and reported like one that fails.
+func recovering(f func(*gorm.DB) error) func(*gorm.DB) error {
+	if f == nil {
+		return nil
+	}
+	return func(tx *gorm.DB) (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				err = fmt.Errorf("panic: %v", r)
+			}
+		}()
+		return f(tx)
+	}
 }
 
 func ids(migs []Migration) []string {

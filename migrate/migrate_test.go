@@ -2,56 +2,70 @@ package migrate
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"gorm.io/gorm"
 )
 
 func noop(*gorm.DB) error { return nil }
 
-func TestNewReportsEveryProblem(t *testing.T) {
-	_, err := New(nil, []Migration{
-		{ID: "0002", Migrate: noop},
-		{ID: "0001", Migrate: noop},
-		{ID: "0002", Migrate: noop},
-		{ID: "", Migrate: noop},
-		{ID: "0003"},
-	})
-	var ve *ValidationError
-	if !errors.As(err, &ve) {
-		t.Fatalf("err = %v, want *ValidationError", err)
+func TestNewValidation(t *testing.T) {
+	cases := []struct {
+		name  string
+		migs  []Migration
+		opts  []Option
+		wants []string // the problems, in order
+	}{
+		{"valid", []Migration{{ID: "b", Migrate: noop}, {ID: "a", Migrate: noop}}, nil, nil},
+		{"duplicate", []Migration{{ID: "a", Migrate: noop}, {ID: "a", Migrate: noop}}, nil,
+			[]string{`migration ID "a" is duplicated`}},
+		{"empty ID", []Migration{{Migrate: noop}}, nil, []string{"migration #0 has an empty ID"}},
+		{"nil Migrate", []Migration{{ID: "a"}}, nil, []string{`migration "a" has no Migrate func`}},
+		{"reserved ID", []Migration{{ID: "SCHEMA_INIT", Migrate: noop}}, nil, []string{`migration ID "SCHEMA_INIT" is reserved by gormigrate`}},
+		{"long ID", []Migration{{ID: strings.Repeat("x", 256), Migrate: noop}}, nil, []string{"longer than 255 bytes"}},
+		{"bad table", []Migration{{ID: "a", Migrate: noop}}, []Option{WithTableName("My Migrations")}, []string{`the table name "My Migrations"`}},
+		{"three-part table", []Migration{{ID: "a", Migrate: noop}}, []Option{WithTableName("a.b.c")}, []string{`the table name "a.b.c"`}},
+		{"zero lock timeout", []Migration{{ID: "a", Migrate: noop}}, []Option{WithLockTimeout(0)}, []string{"lock timeout must be positive"}},
+		{"all at once", []Migration{{ID: "a", Migrate: noop}, {ID: "a"}, {}}, []Option{WithTableName("")},
+			[]string{"the table name", `migration ID "a" is duplicated`, `migration "a" has no Migrate func`, "migration #2 has an empty ID", "migration #2 has no Migrate func"}},
 	}
-	want := []string{`migration ID "0002" is duplicated`, "migration #3 has an empty ID", `migration "0003" has no Migrate func`}
-	if len(ve.Problems) != len(want) {
-		t.Fatalf("problems = %q, want %q", ve.Problems, want)
-	}
-	for i := range want {
-		if ve.Problems[i] != want[i] {
-			t.Errorf("problem %d = %q, want %q", i, ve.Problems[i], want[i])
-		}
-	}
-}
-
-func TestNewSortsByID(t *testing.T) {
-	m, err := New(nil, []Migration{{ID: "b", Migrate: noop}, {ID: "c", Migrate: noop}, {ID: "a", Migrate: noop}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ids []string
-	for _, mig := range m.migrations {
-		ids = append(ids, mig.ID)
-	}
-	if strings.Join(ids, ",") != "a,b,c" {
-		t.Errorf("order = %v, want a,b,c", ids)
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			m, err := New(nil, c.migs, c.opts...)
+			if c.wants == nil {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := ids(m.migrations); !slices.IsSorted(got) {
+					t.Errorf("migrations not in ID order: %v", got)
+				}
+				return
+			}
+			var ve *ValidationError
+			if !errors.As(err, &ve) || len(ve.Problems) != len(c.wants) {
+				t.Fatalf("New = %v, want %d problems", err, len(c.wants))
+			}
+			for i, want := range c.wants {
+				if !strings.Contains(ve.Problems[i], want) {
+					t.Errorf("problem %d = %q, want it to contain %q", i, ve.Problems[i], want)
+				}
+			}
+		})
 	}
 }
 
 func TestErrorNamesMigrationAndUnwraps(t *testing.T) {
 	cause := errors.New("boom")
-	err := error(&Error{ID: "202611260900_create_users", Err: cause})
-	if !errors.Is(err, cause) || !strings.Contains(err.Error(), "202611260900_create_users") {
+	err := error(&Error{ID: "202611260900_create_users", Op: OpUp, Err: cause})
+	if !errors.Is(err, cause) || !strings.Contains(err.Error(), `migration "202611260900_create_users"`) {
 		t.Errorf("err = %v", err)
+	}
+	down := &Error{ID: "x", Op: OpDown, Err: cause}
+	if !strings.Contains(down.Error(), "rollback") {
+		t.Errorf("down error = %v", down)
 	}
 }
 
@@ -64,5 +78,53 @@ func TestQuoteIdent(t *testing.T) {
 		if got := quoteIdent(in); got != want {
 			t.Errorf("quoteIdent(%q) = %s, want %s", in, got, want)
 		}
+	}
+}
+
+func TestParseCommand(t *testing.T) {
+	cases := []struct {
+		args  []string
+		name  string
+		n     int
+		id    string
+		opts  int
+		usage string
+	}{
+		{args: []string{"up"}, name: "up"},
+		{args: []string{"down"}, name: "down", n: 1},
+		{args: []string{"down", "3"}, name: "down", n: 3},
+		{args: []string{"to", "a1"}, name: "to", id: "a1"},
+		{args: []string{"-lock-timeout", "5m", "-table", "x", "-allow-out-of-order", "-reject-unknown", "status"}, name: "status", opts: 4},
+		{args: []string{"-allow-out-of-order=false", "plan"}, name: "plan"},
+		{args: []string{"-h"}, name: "help"},
+		{args: []string{"help"}, name: "help"},
+		{args: nil, usage: "no command"},
+		{args: []string{"down", "0"}, usage: "positive integer"},
+		{args: []string{"down", "1", "2"}, usage: "at most one"},
+		{args: []string{"to"}, usage: "one migration ID"},
+		{args: []string{"up", "extra"}, usage: "takes no arguments"},
+		{args: []string{"sideways"}, usage: "unknown command"},
+		{args: []string{"-lock-timeout", "0", "up"}, usage: "-lock-timeout must be positive"},
+		{args: []string{"-nope", "up"}, usage: "not defined"},
+	}
+	for _, c := range cases {
+		cmd, err := ParseCommand(c.args)
+		if c.usage != "" {
+			var ue *UsageError
+			if !errors.As(err, &ue) || !strings.Contains(err.Error(), c.usage) {
+				t.Errorf("ParseCommand(%q) = %v, want a UsageError about %q", c.args, err, c.usage)
+			}
+			continue
+		}
+		if err != nil || cmd.Name != c.name || cmd.N != c.n || cmd.ID != c.id || len(cmd.opts) != c.opts {
+			t.Errorf("ParseCommand(%q) = %+v, %v", c.args, cmd, err)
+		}
+	}
+}
+
+func TestOptionsApplyInOrder(t *testing.T) {
+	m, err := New(nil, []Migration{{ID: "a", Migrate: noop}}, WithTableName("x"), WithLockTimeout(time.Second), WithTableName("y"))
+	if err != nil || m.table != "y" || m.lockTimeout != time.Second {
+		t.Errorf("New = %+v, %v", m, err)
 	}
 }

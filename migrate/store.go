@@ -52,15 +52,23 @@ func (m *Migrator) readApplied(ctx context.Context, db *gorm.DB) ([]applied, err
 }
 
 // ensureTable creates the table, or adds applied_at to a table gormigrate
-// created. It runs under the lock: concurrent CREATE TABLE IF NOT EXISTS can
-// fail in PostgreSQL (a unique violation in pg_type).
+// created. It runs under the lock (concurrent CREATE TABLE IF NOT EXISTS can
+// fail in PostgreSQL), and only changes what is missing: an ALTER TABLE
+// waits behind any open reader of the table, and every reader behind it.
 func (m *Migrator) ensureTable(ctx context.Context, db *gorm.DB) error {
 	table := quoteIdent(m.table)
-	err := db.WithContext(ctx).Exec(`CREATE TABLE IF NOT EXISTS ` + table + ` (
+	var exists, hasAppliedAt bool
+	err := db.WithContext(ctx).Raw(`SELECT to_regclass(?) IS NOT NULL, EXISTS (SELECT 1 FROM pg_attribute
+		WHERE attrelid = to_regclass(?) AND attname = 'applied_at' AND NOT attisdropped)`, table, table).
+		Row().Scan(&exists, &hasAppliedAt)
+	switch {
+	case err != nil:
+	case !exists:
+		err = db.WithContext(ctx).Exec(`CREATE TABLE IF NOT EXISTS ` + table + ` (
 	id varchar(255) PRIMARY KEY,
 	applied_at timestamptz NOT NULL DEFAULT now()
 )`).Error
-	if err == nil {
+	case !hasAppliedAt:
 		err = db.WithContext(ctx).Exec(`ALTER TABLE ` + table + ` ADD COLUMN IF NOT EXISTS applied_at timestamptz NOT NULL DEFAULT now()`).Error
 	}
 	if err != nil {

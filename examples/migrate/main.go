@@ -14,4 +14,4 @@ import (
 	"github.com/dbkit-go/database/examples/migrations"
 )
 
-func main() { os.Exit(dbkit.MigrateMain(migrations.All...)) }
+func main() { os.Exit(dbkit.MigrateMain(migrations.All)) }

@@ -3,8 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -14,25 +20,78 @@ import (
 	"github.com/dbkit-go/database/examples/migrations"
 )
 
+var srv *dbtest.Server
+
+func TestMain(m *testing.M) {
+	var err error
+	srv, err = dbtest.Start(context.Background())
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	srv.Stop(context.Background())
+	os.Exit(code)
+}
+
+// databaseURL is the URL of a new database for t.
+func databaseURL(t *testing.T) (string, dbkit.Config) {
+	cfg := srv.NewDatabase(t)
+	return (&url.URL{
+		Scheme: "postgres", User: url.UserPassword(cfg.User, cfg.Password),
+		Host: cfg.Addr(), Path: "/" + cfg.Database, RawQuery: "sslmode=disable",
+	}).String(), cfg
+}
+
+// TestBinary builds the example command and runs it as an operator would:
+// os.Args, exit status, stdout and stderr.
+func TestBinary(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "migrate")
+	build := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", bin, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	dbURL, _ := databaseURL(t)
+	run := func(want int, args ...string) string {
+		t.Helper()
+		cmd := exec.Command(bin, args...)
+		cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL)
+		out, err := cmd.CombinedOutput()
+		code := 0
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			code = exit.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if code != want {
+			t.Fatalf("migrate %v: exit %d, want %d\n%s", args, code, want, out)
+		}
+		return string(out)
+	}
+	if out := run(0, "up"); !strings.Contains(out, "applied 202611260901_index_users_name") {
+		t.Errorf("up printed:\n%s", out)
+	}
+	if out := run(0, "status"); !strings.Contains(out, "2 applied, 0 pending, 0 unknown") {
+		t.Errorf("status printed:\n%s", out)
+	}
+	if out := run(2, "sideways"); !strings.Contains(out, "usage: migrate") {
+		t.Errorf("a bad command printed:\n%s", out)
+	}
+	run(2, "-lock-timeout", "0", "up")
+}
+
 // TestCommand runs the example's migration command against a real server,
 // as an operator would, and checks what it prints.
 func TestCommand(t *testing.T) {
 	ctx := context.Background()
-	srv, err := dbtest.Start(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Stop(ctx)
-	cfg := srv.NewDatabase(t)
-	t.Setenv("DATABASE_URL", (&url.URL{
-		Scheme: "postgres", User: url.UserPassword(cfg.User, cfg.Password),
-		Host: cfg.Addr(), Path: "/" + cfg.Database, RawQuery: "sslmode=disable",
-	}).String())
+	dbURL, cfg := databaseURL(t)
+	t.Setenv("DATABASE_URL", dbURL)
 
 	run := func(want int, args ...string) string {
 		t.Helper()
 		var out, errOut bytes.Buffer
-		code := dbkit.RunMigrateCommand(ctx, args, &out, &errOut, migrations.All...)
+		code := dbkit.RunMigrateCommand(ctx, args, &out, &errOut, migrations.All)
 		if code != want {
 			t.Fatalf("migrate %v: exit %d, want %d\nstdout:\n%s\nstderr:\n%s", args, code, want, out.String(), errOut.String())
 		}
