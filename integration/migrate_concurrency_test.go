@@ -98,22 +98,19 @@ func checkRacingOutcome(t *testing.T, cfg dbkit.Config) {
 	}
 }
 
-// Sixteen replicas start at once on an empty database, each with a pool of
-// its own: all succeed, each migration runs once.
-func TestConcurrentMigratorsGoroutines(t *testing.T) {
-	t.Parallel()
-	cfg := srv.NewDatabase(t)
-	cfg.MaxOpenConns = 2
-	const replicas = 16
+// raceConnect starts n replicas at once, each connecting with its own pool
+// and the racing migrations plus opts(i), and fails t for each that fails.
+func raceConnect(t *testing.T, cfg dbkit.Config, n int, opts func(i int) []dbkit.Option) {
+	t.Helper()
 	var wg sync.WaitGroup
 	start := make(chan struct{})
-	errs := make([]error, replicas)
-	for i := range replicas {
+	errs := make([]error, n)
+	for i := range n {
 		wg.Go(func() {
 			<-start
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
-			db, err := dbkit.Connect(ctx, cfg, dbkit.WithMigrations(racing...))
+			db, err := dbkit.Connect(ctx, cfg, append([]dbkit.Option{dbkit.WithMigrations(racing...)}, opts(i)...)...)
 			if err == nil {
 				err = db.Close(ctx)
 			}
@@ -127,6 +124,15 @@ func TestConcurrentMigratorsGoroutines(t *testing.T) {
 			t.Errorf("replica %d: %v", i, err)
 		}
 	}
+}
+
+// Sixteen replicas start at once on an empty database, each with a pool of
+// its own: all succeed, each migration runs once.
+func TestConcurrentMigratorsGoroutines(t *testing.T) {
+	t.Parallel()
+	cfg := srv.NewDatabase(t)
+	cfg.MaxOpenConns = 2
+	raceConnect(t, cfg, 16, func(int) []dbkit.Option { return nil })
 	checkRacingOutcome(t, cfg)
 }
 

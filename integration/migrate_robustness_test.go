@@ -5,7 +5,6 @@ import (
 	"errors"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,31 +21,13 @@ func TestQualifiedAndUnqualifiedTableShareTheLock(t *testing.T) {
 	t.Parallel()
 	cfg := srv.NewDatabase(t)
 	cfg.MaxOpenConns = 2
-	var wg sync.WaitGroup
-	errs := make([]error, 8)
-	start := make(chan struct{})
-	for i := range errs {
+	raceConnect(t, cfg, 8, func(i int) []dbkit.Option {
 		table := "dbkit_migrations"
 		if i%2 == 1 {
 			table = "public.dbkit_migrations"
 		}
-		wg.Go(func() {
-			<-start
-			db, err := dbkit.Connect(context.Background(), cfg, dbkit.WithMigrations(racing...),
-				dbkit.WithMigrateOptions(migrate.WithTableName(table)))
-			if err == nil {
-				err = db.Close(context.Background())
-			}
-			errs[i] = err
-		})
-	}
-	close(start)
-	wg.Wait()
-	for i, err := range errs {
-		if err != nil {
-			t.Errorf("migrator %d: %v", i, err)
-		}
-	}
+		return []dbkit.Option{dbkit.WithMigrateOptions(migrate.WithTableName(table))}
+	})
 	checkRacingOutcome(t, cfg)
 }
 
