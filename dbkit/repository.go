@@ -113,10 +113,14 @@ func (b *BaseDatabase[T]) Table() string {
 	return b.schema.Table
 }
 
-// conn returns a fresh GORM statement for one call, bound to ctx. (NewDB
+// conn returns a fresh GORM statement for one call, bound to ctx, on the
+// transaction ctx carries (see DB.InTx) or else on the pool. (NewDB
 // spares the copy of the base statement that WithContext makes, and that
 // GORM would then copy again.)
 func (b *BaseDatabase[T]) conn(ctx context.Context) *gorm.DB {
+	if tx := b.db.txFrom(ctx); tx != nil {
+		return tx.Session(&gorm.Session{NewDB: true, Context: ctx})
+	}
 	return b.db.gorm.Session(&gorm.Session{NewDB: true, Context: ctx})
 }
 

@@ -22,6 +22,7 @@ const (
 	SpanHealth  = "DatabaseSession.Health"
 	SpanMigrate = "DatabaseSession.Migrate"
 	SpanClose   = "DatabaseSession.Close"
+	SpanTx      = "DatabaseSession.Transaction"
 )
 
 // Attribute keys, following the OpenTelemetry database semantic conventions

@@ -1,0 +1,172 @@
+package dbkit
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+	"gorm.io/gorm"
+
+	"github.com/dbkit-go/database/tracing"
+)
+
+// SQLSTATE codes after which retrying the whole transaction may succeed.
+const (
+	codeSerializationFailure = "40001"
+	codeDeadlockDetected     = "40P01"
+)
+
+// ErrNoTx reports an operation that needs a transaction (a row lock, say)
+// called with a ctx that carries none; it matches ErrInvalid too.
+var ErrNoTx = fmt.Errorf("%w: needs a transaction: call it inside DB.InTx", ErrInvalid)
+
+// TxOption configures [DB.InTx].
+type TxOption func(*txOptions)
+
+type txOptions struct {
+	isolation sql.IsolationLevel
+	readOnly  bool
+	attempts  int // 1: no retry
+}
+
+// Isolation sets the isolation level, sql.LevelRepeatableRead or
+// sql.LevelSerializable for example. The default is the server's (READ
+// COMMITTED unless configured otherwise).
+func Isolation(level sql.IsolationLevel) TxOption {
+	return func(o *txOptions) { o.isolation = level }
+}
+
+// ReadOnly starts a READ ONLY transaction: PostgreSQL refuses writes in it.
+func ReadOnly() TxOption { return func(o *txOptions) { o.readOnly = true } }
+
+// RetrySerializationFailures runs the whole function again, up to attempts
+// times in all, when the transaction fails with a serialization failure
+// (SQLSTATE 40001) or a deadlock (40P01), after a jittered exponential
+// backoff (10 ms doubling, at most 1 s). The function must be safe to run
+// again: no side effects outside the transaction.
+func RetrySerializationFailures(attempts int) TxOption {
+	return func(o *txOptions) { o.attempts = max(attempts, 1) }
+}
+
+// txKey is the ctx key of the transaction InTx runs.
+type txKey struct{}
+
+// txState is what InTx puts in ctx: the transaction and the DB it belongs to.
+type txState struct {
+	db *DB
+	tx *gorm.DB
+}
+
+// txFrom returns the transaction of db carried by ctx, or nil.
+func (db *DB) txFrom(ctx context.Context) *gorm.DB {
+	if st, ok := ctx.Value(txKey{}).(*txState); ok && st.db == db {
+		return st.tx
+	}
+	return nil
+}
+
+// InTx runs fn in a transaction and commits it if fn returns nil. Every
+// [BaseDatabase] method of this DB called with the ctx fn receives joins the
+// transaction, whatever the repository; so does [BaseDatabase.Query].
+//
+//	err := db.InTx(ctx, func(ctx context.Context) error {
+//		if err := accounts.Update(ctx, &from); err != nil {
+//			return err // rolls back
+//		}
+//		return accounts.Update(ctx, &to)
+//	}, dbkit.Isolation(sql.LevelSerializable), dbkit.RetrySerializationFailures(5))
+//
+// The transaction is rolled back when fn returns an error or panics (the
+// panic goes on after the rollback). InTx called inside fn, with its ctx,
+// runs in a savepoint: an error rolls back to the savepoint only, and
+// options are ignored there (the outer transaction decides them). A ctx
+// carrying a transaction of another DB is ignored.
+//
+// With [RetrySerializationFailures], a serialization failure or deadlock
+// anywhere in the transaction (commit included) runs fn again from the
+// start, in a new transaction; the last error is returned when the attempts
+// run out.
+func (db *DB) InTx(ctx context.Context, fn func(ctx context.Context) error, opts ...TxOption) error {
+	o := txOptions{attempts: 1}
+	for _, opt := range opts {
+		if opt != nil {
+			opt(&o)
+		}
+	}
+	if parent := db.txFrom(ctx); parent != nil {
+		return parent.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+			return fn(context.WithValue(ctx, txKey{}, &txState{db: db, tx: tx}))
+		})
+	}
+	ctx, span := db.startTxSpan(ctx, o)
+	var err error
+	backoff := 10 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err = db.runTx(ctx, fn, o)
+		if err == nil || attempt >= o.attempts || !retryableTx(err) || ctx.Err() != nil {
+			break
+		}
+		wait := backoff/2 + rand.N(backoff)
+		if span.IsRecording() {
+			span.AddEvent("dbkit.tx.retry", trace.WithAttributes(
+				attribute.Int("dbkit.tx.attempt", attempt+1), attribute.String("error.type", sqlState(err))))
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			err = fmt.Errorf("%w (while retrying after: %w)", ctx.Err(), err)
+			tracing.End(span, err, nil)
+			return err
+		case <-timer.C:
+		}
+		backoff = min(backoff*2, time.Second)
+	}
+	if err != nil {
+		err = db.translate(ctx, err)
+	}
+	tracing.End(span, err, nil)
+	return err
+}
+
+func (db *DB) runTx(ctx context.Context, fn func(ctx context.Context) error, o txOptions) error {
+	var txOpts []*sql.TxOptions
+	if o.isolation != sql.LevelDefault || o.readOnly {
+		txOpts = append(txOpts, &sql.TxOptions{Isolation: o.isolation, ReadOnly: o.readOnly})
+	}
+	base := db.gorm.Session(&gorm.Session{NewDB: true, Context: ctx})
+	return base.Transaction(func(tx *gorm.DB) error {
+		return fn(context.WithValue(ctx, txKey{}, &txState{db: db, tx: tx}))
+	}, txOpts...)
+}
+
+func (db *DB) startTxSpan(ctx context.Context, o txOptions) (context.Context, trace.Span) {
+	if !db.traced {
+		return ctx, noSpan
+	}
+	ctx, span := db.tracer.Start(ctx, tracing.SpanTx, trace.WithAttributes(db.attrs...))
+	if span.IsRecording() && o.isolation != sql.LevelDefault {
+		span.SetAttributes(attribute.String("dbkit.tx.isolation", o.isolation.String()))
+	}
+	return ctx, span
+}
+
+// retryableTx reports a serialization failure or a deadlock.
+func retryableTx(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == codeSerializationFailure || pgErr.Code == codeDeadlockDetected)
+}
+
+func sqlState(err error) string {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code
+	}
+	return ""
+}
