@@ -153,8 +153,8 @@ func TestInTxRetriesSerializationFailures(t *testing.T) {
 	users := dbkit.NewBaseDatabase[User](db)
 
 	var (
-		attempts   atomic.Int32
-		bothRead   sync.WaitGroup
+		attempts atomic.Int32
+		bothRead sync.WaitGroup
 	)
 	bothRead.Add(2)
 	run := func(email string) error {
