@@ -286,6 +286,7 @@ func TestCompileResolvesFields(t *testing.T) {
 			wantOrder: []clause.OrderByColumn{
 				{Column: clause.Column{Table: clause.CurrentTable, Name: "name"}},
 				{Column: clause.Column{Table: clause.CurrentTable, Name: "created_at"}, Desc: true},
+				{Column: clause.Column{Table: clause.CurrentTable, Name: "id"}}, // the tie-breaker
 			},
 			wantLimit: 10,
 		},

@@ -4,6 +4,7 @@ import (
 	"database/sql/driver"
 	"fmt"
 	"reflect"
+	"strings"
 	"time"
 
 	"gorm.io/gorm/clause"
@@ -39,9 +40,81 @@ func Limit(n int) QueryOption { return limitOption(n) }
 type orderOption struct {
 	field string
 	desc  bool
+	input bool // from SortBy: only fields input may name
 }
 
 func (o orderOption) apply(q *query) { q.order = append(q.order, o) }
+
+type sortSpec string
+
+func (s sortSpec) apply(q *query) {
+	fields, err := ParseSort(string(s))
+	if err != nil {
+		q.errs = append(q.errs, err)
+		return
+	}
+	for _, f := range fields {
+		q.order = append(q.order, orderOption{field: f.Field, desc: f.Desc, input: true})
+	}
+}
+
+// SortBy sorts by a specification from input such as "-created_at,name":
+// comma-separated fields, each descending when prefixed with "-" (ascending
+// with "+" or nothing). Fields are checked like [Filter] fields. Whenever a
+// query is sorted, the primary key is appended as the last key (unless
+// present), so that rows that tie come in the same order every time.
+func SortBy(spec string) QueryOption { return sortSpec(spec) }
+
+// SortField is one key of a sort specification.
+type SortField struct {
+	Field string
+	Desc  bool
+}
+
+// ParseSort parses a sort specification such as "-created_at,name". It
+// checks the syntax only; fields are checked against the model when used.
+func ParseSort(spec string) ([]SortField, error) {
+	if strings.TrimSpace(spec) == "" {
+		return nil, nil
+	}
+	parts := strings.Split(spec, ",")
+	if len(parts) > MaxSortFields {
+		return nil, fmt.Errorf("%w: sort: at most %d fields", ErrInvalid, MaxSortFields)
+	}
+	out := make([]SortField, 0, len(parts))
+	for _, p := range parts {
+		p = strings.TrimSpace(p)
+		f := SortField{Field: p}
+		switch {
+		case strings.HasPrefix(p, "-"):
+			f = SortField{Field: p[1:], Desc: true}
+		case strings.HasPrefix(p, "+"):
+			f.Field = p[1:]
+		}
+		if !validSortName(f.Field) {
+			return nil, fmt.Errorf("%w: sort: %q is not a field name", ErrInvalid, f.Field)
+		}
+		out = append(out, f)
+	}
+	return out, nil
+}
+
+// MaxSortFields bounds a sort specification from input.
+const MaxSortFields = 8
+
+// validSortName accepts what a column, JSON or Go field name can be; the
+// name is then looked up in the schema, so this only rejects noise early.
+func validSortName(name string) bool {
+	if name == "" || len(name) > 128 {
+		return false
+	}
+	for _, r := range name {
+		if !(r == '_' || r == '.' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+			return false
+		}
+	}
+	return true
+}
 
 // OrderBy sorts by field, ascending, then by any later OrderBy/OrderByDesc.
 func OrderBy(field string) QueryOption { return orderOption{field: field} }
@@ -51,17 +124,20 @@ func OrderByDesc(field string) QueryOption { return orderOption{field: field, de
 
 type query struct {
 	conds    []Condition
+	filters  []Filter
 	order    []orderOption
 	limit    int
 	limitSet bool
+	errs     []error // found while applying options
 }
 
 // compiled is a query resolved against a model's schema: every identifier
 // known, every value a parameter.
 type compiled struct {
-	where clause.Where
-	order []clause.OrderByColumn
-	limit int
+	where      clause.Where
+	order      []clause.OrderByColumn
+	sortFields []*schema.Field // the fields of order, in order
+	limit      int
 }
 
 func (c *compiled) hasWhere() bool { return len(c.where.Exprs) > 0 }
@@ -69,24 +145,36 @@ func (c *compiled) hasWhere() bool { return len(c.where.Exprs) > 0 }
 // compile resolves field names against s. It reports the first problem as
 // an error wrapping ErrInvalid.
 func compile(s *schema.Schema, model string, conds []Condition, opts []QueryOption) (compiled, error) {
+	all := make([]QueryOption, 0, len(conds)+len(opts))
+	for _, c := range conds {
+		all = append(all, c)
+	}
+	return compileQuery(newFieldResolver(model, s), append(all, opts...))
+}
+
+// compileQuery resolves every field of opts: conditions and orders from code
+// against the whole schema, filters and sorts from input against the fields
+// input may name. Nothing reaches SQL that was not checked here.
+func compileQuery(r *fieldResolver, opts []QueryOption) (compiled, error) {
 	var q query
-	q.conds = conds
 	for _, o := range opts {
-		if o == nil {
-			continue
+		if o != nil {
+			o.apply(&q)
 		}
-		o.apply(&q)
 	}
 	var c compiled
-	if len(q.conds) > 0 {
-		c.where.Exprs = make([]clause.Expression, 0, len(q.conds))
+	if len(q.errs) > 0 {
+		return c, q.errs[0]
+	}
+	if n := len(q.conds) + len(q.filters); n > 0 {
+		c.where.Exprs = make([]clause.Expression, 0, n)
 	}
 	for _, cond := range q.conds {
-		f, err := lookupField(s, model, cond.field)
+		f, err := lookupField(r.schema, r.model, cond.field)
 		if err != nil {
 			return c, err
 		}
-		if err := checkScalar(model, f, cond.value); err != nil {
+		if err := checkScalar(r.model, f, cond.value); err != nil {
 			return c, err
 		}
 		c.where.Exprs = append(c.where.Exprs, clause.Eq{
@@ -94,18 +182,45 @@ func compile(s *schema.Schema, model string, conds []Condition, opts []QueryOpti
 			Value:  cond.value,
 		})
 	}
-	for _, o := range q.order {
-		f, err := lookupField(s, model, o.field)
+	leaves := 0
+	for _, f := range q.filters {
+		if leaves += f.leafCount(); leaves > MaxFilterLeaves {
+			return c, fmt.Errorf("%w: more than %d filter conditions", ErrInvalid, MaxFilterLeaves)
+		}
+		e, err := r.compileFilter(f, 0)
 		if err != nil {
 			return c, err
 		}
+		c.where.Exprs = append(c.where.Exprs, e)
+	}
+	pk := r.schema.PrioritizedPrimaryField
+	hasPK := false
+	for _, o := range q.order {
+		var (
+			f   *schema.Field
+			err error
+		)
+		if o.input {
+			f, err = r.field(o.field)
+		} else {
+			f, err = lookupField(r.schema, r.model, o.field)
+		}
+		if err != nil {
+			return c, err
+		}
+		hasPK = hasPK || f == pk
 		c.order = append(c.order, clause.OrderByColumn{
 			Column: clause.Column{Table: clause.CurrentTable, Name: f.DBName},
 			Desc:   o.desc,
 		})
+		c.sortFields = append(c.sortFields, f)
+	}
+	if len(c.order) > 0 && !hasPK && pk != nil {
+		c.order = append(c.order, clause.OrderByColumn{Column: clause.Column{Table: clause.CurrentTable, Name: pk.DBName}})
+		c.sortFields = append(c.sortFields, pk)
 	}
 	if q.limitSet && q.limit <= 0 {
-		return c, fmt.Errorf("%w: %s: limit must be positive, got %d", ErrInvalid, model, q.limit)
+		return c, fmt.Errorf("%w: %s: limit must be positive, got %d", ErrInvalid, r.model, q.limit)
 	}
 	c.limit = q.limit
 	return c, nil

@@ -30,6 +30,7 @@ import (
 type BaseDatabase[T Entity] struct {
 	db       *DB
 	schema   *schema.Schema
+	fields   *fieldResolver
 	model    string        // Go type name: "User"
 	pk       clause.Column // the primary-key column
 	omit     []string      // what Update never writes: id, created_at, associations
@@ -78,6 +79,7 @@ func (b *BaseDatabase[T]) init(typ reflect.Type) error {
 		return fmt.Errorf("%w: NewBaseDatabase[%s]: %w", ErrInvalid, typ, err)
 	}
 	b.schema = stmt.Schema
+	b.fields = newFieldResolver(b.model, b.schema)
 	pk := b.schema.PrioritizedPrimaryField
 	if pk == nil {
 		return fmt.Errorf("%w: NewBaseDatabase[%s]: no primary key", ErrInvalid, typ)
@@ -148,6 +150,14 @@ func (b *BaseDatabase[T]) finish(ctx context.Context, span trace.Span, op string
 
 var noSpan trace.Span = noop.Span{}
 
+func predicateOptions(preds []Predicate) []QueryOption {
+	opts := make([]QueryOption, len(preds))
+	for i, p := range preds {
+		opts[i] = p
+	}
+	return opts
+}
+
 func isNotFound(err error) bool { return errors.Is(err, ErrNotFound) }
 
 func (b *BaseDatabase[T]) invalid(op, format string, args ...any) error {
@@ -191,7 +201,7 @@ func (b *BaseDatabase[T]) Find(ctx context.Context, opts ...QueryOption) ([]T, e
 	if b.err != nil {
 		return nil, b.err
 	}
-	q, err := compile(b.schema, b.model, nil, opts)
+	q, err := compileQuery(b.fields, opts)
 	if err != nil {
 		return nil, fmt.Errorf("dbkit: %s.Find: %w", b.model, err)
 	}
@@ -217,11 +227,11 @@ func (b *BaseDatabase[T]) Find(ctx context.Context, opts ...QueryOption) ([]T, e
 }
 
 // Count returns the number of rows matching every condition.
-func (b *BaseDatabase[T]) Count(ctx context.Context, conds ...Condition) (int64, error) {
+func (b *BaseDatabase[T]) Count(ctx context.Context, preds ...Predicate) (int64, error) {
 	if b.err != nil {
 		return 0, b.err
 	}
-	q, err := compile(b.schema, b.model, conds, nil)
+	q, err := compileQuery(b.fields, predicateOptions(preds))
 	if err != nil {
 		return 0, fmt.Errorf("dbkit: %s.Count: %w", b.model, err)
 	}
@@ -237,11 +247,11 @@ func (b *BaseDatabase[T]) Count(ctx context.Context, conds ...Condition) (int64,
 
 // Exists reports whether at least one row matches every condition. It stops
 // at the first match, so it is cheaper than Count.
-func (b *BaseDatabase[T]) Exists(ctx context.Context, conds ...Condition) (bool, error) {
+func (b *BaseDatabase[T]) Exists(ctx context.Context, preds ...Predicate) (bool, error) {
 	if b.err != nil {
 		return false, b.err
 	}
-	q, err := compile(b.schema, b.model, conds, nil)
+	q, err := compileQuery(b.fields, predicateOptions(preds))
 	if err != nil {
 		return false, fmt.Errorf("dbkit: %s.Exists: %w", b.model, err)
 	}

@@ -1,0 +1,437 @@
+package dbkit
+
+import (
+	"database/sql"
+	"fmt"
+	"net/url"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"gorm.io/gorm/clause"
+	"gorm.io/gorm/schema"
+)
+
+// Op is a filter operator.
+type Op string
+
+// Filter operators.
+const (
+	OpEq     Op = "eq"     // field = value; value nil: IS NULL
+	OpNe     Op = "ne"     // field <> value; value nil: IS NOT NULL
+	OpLt     Op = "lt"     // field < value
+	OpLte    Op = "lte"    // field <= value
+	OpGt     Op = "gt"     // field > value
+	OpGte    Op = "gte"    // field >= value
+	OpIn     Op = "in"     // field IN (values)
+	OpNin    Op = "nin"    // field NOT IN (values)
+	OpLike   Op = "like"   // field contains value, case-sensitive (% and _ in value match themselves)
+	OpIlike  Op = "ilike"  // field contains value, case-insensitive
+	OpIsNull Op = "isnull" // value true: field IS NULL; false: IS NOT NULL
+)
+
+var ops = []Op{OpEq, OpNe, OpLt, OpLte, OpGt, OpGte, OpIn, OpNin, OpLike, OpIlike, OpIsNull}
+
+// Limits on a filter built from input, so a request cannot make the
+// database do unbounded work.
+const (
+	MaxFilterDepth  = 5    // nesting of groups
+	MaxFilterLeaves = 50   // conditions in all
+	MaxInValues     = 1000 // values of one in/nin
+)
+
+// Filter is a condition a REST handler can build from request input: a
+// field, an operator and a value, or a group of filters combined with OR or
+// AND. Several filters given to one call combine with AND.
+//
+//	dbkit.Filter{Field: "age", Op: dbkit.OpGte, Value: 18}
+//	dbkit.Filter{Or: []dbkit.Filter{
+//		{Field: "name", Op: dbkit.OpIlike, Value: "ada"},
+//		{Field: "email", Op: dbkit.OpIlike, Value: "ada"},
+//	}}
+//
+// Field is a column name, a JSON name or a Go field name of the model;
+// fields tagged json:"-" or dbkit:"nofilter" cannot be filtered on, so a
+// request cannot probe a secret column. The value is always a bound
+// parameter. Strings are converted to the field's type (numbers, booleans,
+// time.Time in RFC 3339, uuid.UUID, sql.Scanner types); values from
+// encoding/json (float64, []any) are accepted too. Everything is checked
+// before any SQL is sent: an unknown field or operator, or a value that does
+// not fit, is an error matching [ErrInvalid] that names the field, never the
+// value.
+type Filter struct {
+	Field string   `json:"field,omitempty"`
+	Op    Op       `json:"op,omitempty"`
+	Value any      `json:"value,omitempty"`
+	Or    []Filter `json:"or,omitempty"`
+	And   []Filter `json:"and,omitempty"`
+	// RawPattern makes like and ilike use Value as a LIKE pattern as given,
+	// with its % and _ wildcards, instead of matching it as a substring.
+	RawPattern bool `json:"-"`
+}
+
+func (f Filter) apply(q *query)  { q.filters = append(q.filters, f) }
+func (f Filter) isPredicate()    {}
+func (c Condition) isPredicate() {}
+func (f Filter) isGroup() bool   { return len(f.Or) > 0 || len(f.And) > 0 }
+func (f Filter) leafCount() (n int) {
+	if !f.isGroup() {
+		return 1
+	}
+	for _, g := range append(slices.Clone(f.Or), f.And...) {
+		n += g.leafCount()
+	}
+	return n
+}
+
+// Predicate is a condition on rows: a [Condition] made by [Eq] in code, or a
+// [Filter] built from input.
+type Predicate interface {
+	QueryOption
+	isPredicate()
+}
+
+// FiltersFromQuery reads filters from a query string, one per parameter:
+//
+//	name=Ada                 name eq Ada
+//	age[gte]=18              age gte 18
+//	email[ilike]=example     email contains "example", any case
+//	id[in]=a,b,c             id in (a, b, c)
+//	deleted_at[isnull]=true  deleted_at IS NULL
+//
+// Parameters named in skip (such as "sort", "page", "size", "cursor") are
+// not filters. An unknown operator is an error matching [ErrInvalid]; fields
+// are checked against the model when the filters are used.
+func FiltersFromQuery(q url.Values, skip ...string) ([]Filter, error) {
+	keys := make([]string, 0, len(q))
+	for k := range q {
+		if !slices.Contains(skip, k) {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys) // a deterministic order, hence deterministic SQL
+	filters := make([]Filter, 0, len(keys))
+	for _, key := range keys {
+		field, op := key, OpEq
+		if i := strings.IndexByte(key, '['); i >= 0 {
+			if !strings.HasSuffix(key, "]") || i == 0 {
+				return nil, fmt.Errorf("%w: filter parameter %q: want field or field[op]", ErrInvalid, key)
+			}
+			field, op = key[:i], Op(key[i+1:len(key)-1])
+		}
+		if !slices.Contains(ops, op) {
+			return nil, fmt.Errorf("%w: filter %q: unknown operator %q", ErrInvalid, field, op)
+		}
+		for _, raw := range q[key] {
+			var v any = raw
+			if op == OpIn || op == OpNin {
+				parts := strings.Split(raw, ",")
+				vs := make([]any, len(parts))
+				for i, p := range parts {
+					vs[i] = p
+				}
+				v = vs
+			}
+			filters = append(filters, Filter{Field: field, Op: op, Value: v})
+		}
+	}
+	return filters, nil
+}
+
+// fieldResolver finds the fields input may name.
+type fieldResolver struct {
+	model  string
+	schema *schema.Schema
+	byName map[string]*schema.Field // column, JSON and Go names of filterable fields
+}
+
+func newFieldResolver(model string, s *schema.Schema) *fieldResolver {
+	r := &fieldResolver{model: model, schema: s, byName: map[string]*schema.Field{}}
+	for _, f := range s.Fields {
+		if f.DBName == "" || f.StructField.Tag.Get("dbkit") == "nofilter" {
+			continue
+		}
+		jsonName, _, _ := strings.Cut(f.StructField.Tag.Get("json"), ",")
+		if jsonName == "-" {
+			continue
+		}
+		r.byName[f.DBName] = f
+		r.byName[f.Name] = f
+		if jsonName != "" {
+			r.byName[jsonName] = f
+		}
+	}
+	return r
+}
+
+func (r *fieldResolver) field(name string) (*schema.Field, error) {
+	if f, ok := r.byName[name]; ok {
+		return f, nil
+	}
+	return nil, fmt.Errorf("%w: %s has no field %q that can be filtered or sorted on", ErrInvalid, r.model, name)
+}
+
+// compileFilter turns f into a clause expression with every identifier
+// resolved and every value converted to its field's type.
+func (r *fieldResolver) compileFilter(f Filter, depth int) (clause.Expression, error) {
+	if depth > MaxFilterDepth {
+		return nil, fmt.Errorf("%w: filter groups nested deeper than %d", ErrInvalid, MaxFilterDepth)
+	}
+	if f.isGroup() {
+		if f.Field != "" || len(f.Or) > 0 && len(f.And) > 0 {
+			return nil, fmt.Errorf("%w: a filter is a field condition or one group (or/and), not both", ErrInvalid)
+		}
+		group, combine := f.Or, clause.Or
+		if len(f.And) > 0 {
+			group, combine = f.And, clause.And
+		}
+		exprs := make([]clause.Expression, 0, len(group))
+		for _, g := range group {
+			e, err := r.compileFilter(g, depth+1)
+			if err != nil {
+				return nil, err
+			}
+			exprs = append(exprs, e)
+		}
+		return combine(exprs...), nil
+	}
+	field, err := r.field(f.Field)
+	if err != nil {
+		return nil, err
+	}
+	col := clause.Column{Table: clause.CurrentTable, Name: field.DBName}
+	op := f.Op
+	if op == "" {
+		op = OpEq
+	}
+	switch op {
+	case OpEq, OpNe, OpLt, OpLte, OpGt, OpGte:
+		v, err := r.convert(field, f.Value)
+		if err != nil {
+			return nil, err
+		}
+		if v == nil && op != OpEq && op != OpNe {
+			return nil, fmt.Errorf("%w: %s.%s %s: a null value only goes with eq, ne or isnull", ErrInvalid, r.model, field.Name, op)
+		}
+		switch op {
+		case OpEq:
+			return clause.Eq{Column: col, Value: v}, nil
+		case OpNe:
+			return clause.Neq{Column: col, Value: v}, nil
+		case OpLt:
+			return clause.Lt{Column: col, Value: v}, nil
+		case OpLte:
+			return clause.Lte{Column: col, Value: v}, nil
+		case OpGt:
+			return clause.Gt{Column: col, Value: v}, nil
+		default:
+			return clause.Gte{Column: col, Value: v}, nil
+		}
+	case OpIn, OpNin:
+		values, err := r.convertList(field, f.Value)
+		if err != nil {
+			return nil, err
+		}
+		if op == OpIn {
+			return clause.IN{Column: col, Values: values}, nil
+		}
+		return clause.Not(clause.IN{Column: col, Values: values}), nil
+	case OpLike, OpIlike:
+		if indirect(field.FieldType).Kind() != reflect.String {
+			return nil, fmt.Errorf("%w: %s.%s: %s needs a text field", ErrInvalid, r.model, field.Name, op)
+		}
+		s, ok := f.Value.(string)
+		if !ok {
+			return nil, fmt.Errorf("%w: %s.%s %s: the value must be a string", ErrInvalid, r.model, field.Name, op)
+		}
+		pattern := s
+		if !f.RawPattern {
+			pattern = "%" + escapeLike(s) + "%"
+		}
+		sql := "? LIKE ?"
+		if op == OpIlike {
+			sql = "? ILIKE ?"
+		}
+		return clause.Expr{SQL: sql, Vars: []any{col, pattern}}, nil
+	case OpIsNull:
+		isNull, err := asBool(f.Value)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s.%s isnull: the value must be true or false", ErrInvalid, r.model, field.Name)
+		}
+		if isNull {
+			return clause.Expr{SQL: "? IS NULL", Vars: []any{col}}, nil
+		}
+		return clause.Expr{SQL: "? IS NOT NULL", Vars: []any{col}}, nil
+	}
+	return nil, fmt.Errorf("%w: %s.%s: unknown operator %q", ErrInvalid, r.model, field.Name, op)
+}
+
+// escapeLike makes s match itself in a LIKE pattern (backslash is
+// PostgreSQL's default escape character).
+func escapeLike(s string) string {
+	return strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(s)
+}
+
+func (r *fieldResolver) convertList(field *schema.Field, v any) ([]any, error) {
+	var items []any
+	switch vs := v.(type) {
+	case []any:
+		items = vs
+	case []string:
+		for _, s := range vs {
+			items = append(items, s)
+		}
+	default:
+		rv := reflect.ValueOf(v)
+		if v == nil || rv.Kind() != reflect.Slice {
+			return nil, fmt.Errorf("%w: %s.%s: in and nin take a list", ErrInvalid, r.model, field.Name)
+		}
+		for i := range rv.Len() {
+			items = append(items, rv.Index(i).Interface())
+		}
+	}
+	if len(items) == 0 || len(items) > MaxInValues {
+		return nil, fmt.Errorf("%w: %s.%s: in and nin take 1 to %d values, got %d", ErrInvalid, r.model, field.Name, MaxInValues, len(items))
+	}
+	out := make([]any, len(items))
+	for i, item := range items {
+		c, err := r.convert(field, item)
+		if err != nil {
+			return nil, err
+		}
+		if c == nil {
+			return nil, fmt.Errorf("%w: %s.%s: in and nin take no null value: use isnull", ErrInvalid, r.model, field.Name)
+		}
+		out[i] = c
+	}
+	return out, nil
+}
+
+var (
+	scannerType = reflect.TypeFor[sql.Scanner]()
+	uuidType    = reflect.TypeFor[uuid.UUID]()
+)
+
+func indirect(t reflect.Type) reflect.Type {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	return t
+}
+
+// convert turns v into a value of field's type: strings from a query string
+// and float64s from JSON are parsed; values of the field's type pass. The
+// error names the field and the expected type, never the value.
+func (r *fieldResolver) convert(field *schema.Field, v any) (any, error) {
+	if v == nil {
+		return nil, nil
+	}
+	target := indirect(field.FieldType)
+	bad := func(want string) error {
+		return fmt.Errorf("%w: %s.%s: the value is not %s", ErrInvalid, r.model, field.Name, want)
+	}
+	rv := reflect.ValueOf(v)
+	if rv.Kind() == reflect.Pointer {
+		if rv.IsNil() {
+			return nil, nil
+		}
+		rv = rv.Elem()
+		v = rv.Interface()
+	}
+	if rv.Type() == target || rv.Type().ConvertibleTo(target) && rv.Kind() == target.Kind() {
+		if err := checkScalar(r.model, field, v); err != nil {
+			return nil, err
+		}
+		return v, nil
+	}
+	switch x := v.(type) {
+	case string:
+		return parseAs(target, x, bad)
+	case float64: // encoding/json's number
+		switch target.Kind() {
+		case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+			reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+			if x != float64(int64(x)) {
+				return nil, bad("an integer")
+			}
+			return parseAs(target, strconv.FormatInt(int64(x), 10), bad)
+		case reflect.Float32, reflect.Float64:
+			return x, nil
+		}
+	case bool:
+		if target.Kind() == reflect.Bool {
+			return x, nil
+		}
+	}
+	return nil, bad("of type " + target.String())
+}
+
+// parseAs parses s as a value of type t.
+func parseAs(t reflect.Type, s string, bad func(string) error) (any, error) {
+	switch {
+	case t == uuidType:
+		id, err := uuid.Parse(s)
+		if err != nil {
+			return nil, bad("a UUID")
+		}
+		return id, nil
+	case t == timeType:
+		for _, layout := range []string{time.RFC3339Nano, time.DateOnly} {
+			if tm, err := time.Parse(layout, s); err == nil {
+				return tm, nil
+			}
+		}
+		return nil, bad("an RFC 3339 time or a date")
+	case reflect.PointerTo(t).Implements(scannerType):
+		p := reflect.New(t)
+		if err := p.Interface().(sql.Scanner).Scan(s); err != nil {
+			return nil, bad("valid for " + t.String())
+		}
+		return p.Elem().Interface(), nil
+	}
+	out := reflect.New(t).Elem()
+	switch t.Kind() {
+	case reflect.String:
+		out.SetString(s)
+	case reflect.Bool:
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return nil, bad("a boolean")
+		}
+		out.SetBool(b)
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		n, err := strconv.ParseInt(s, 10, t.Bits())
+		if err != nil {
+			return nil, bad("an integer of " + strconv.Itoa(t.Bits()) + " bits")
+		}
+		out.SetInt(n)
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		n, err := strconv.ParseUint(s, 10, t.Bits())
+		if err != nil {
+			return nil, bad("an unsigned integer of " + strconv.Itoa(t.Bits()) + " bits")
+		}
+		out.SetUint(n)
+	case reflect.Float32, reflect.Float64:
+		f, err := strconv.ParseFloat(s, t.Bits())
+		if err != nil {
+			return nil, bad("a number")
+		}
+		out.SetFloat(f)
+	default:
+		return nil, bad("of type " + t.String())
+	}
+	return out.Interface(), nil
+}
+
+func asBool(v any) (bool, error) {
+	switch x := v.(type) {
+	case bool:
+		return x, nil
+	case string:
+		return strconv.ParseBool(x)
+	}
+	return false, fmt.Errorf("not a boolean")
+}

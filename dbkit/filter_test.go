@@ -1,0 +1,302 @@
+package dbkit
+
+import (
+	"errors"
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+	"gorm.io/gorm/schema"
+	"gorm.io/gorm/utils/tests"
+)
+
+type filterModel struct {
+	Model
+	Email    string `json:"email"`
+	Name     string `json:"display_name"`
+	Age      int    `json:"age"`
+	Score    float64
+	Active   bool
+	Born     time.Time
+	Ref      *uuid.UUID
+	Secret   string `json:"-"`
+	Internal string `dbkit:"nofilter"`
+}
+
+var filterSchemaOnce = sync.OnceValues(func() (*schema.Schema, error) {
+	return schema.Parse(&filterModel{}, &sync.Map{}, schema.NamingStrategy{})
+})
+
+func filterResolver(t testing.TB) *fieldResolver {
+	t.Helper()
+	s, err := filterSchemaOnce()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return newFieldResolver("filterModel", s)
+}
+
+// render compiles opts and renders the statement GORM would send, with
+// placeholders, and its bound values.
+func render(t testing.TB, opts ...QueryOption) (string, []any, error) {
+	t.Helper()
+	c, err := compileQuery(filterResolver(t), opts)
+	if err != nil {
+		return "", nil, err
+	}
+	db, err := gorm.Open(tests.DummyDialector{}, &gorm.Config{DryRun: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx := db.Model(&filterModel{})
+	if len(c.where.Exprs) > 0 {
+		tx = tx.Clauses(c.where)
+	}
+	if len(c.order) > 0 {
+		tx = tx.Clauses(clause.OrderBy{Columns: c.order})
+	}
+	var rows []filterModel
+	stmt := tx.Find(&rows).Statement
+	return stmt.SQL.String(), stmt.Vars, nil
+}
+
+func TestFiltersFromQuery(t *testing.T) {
+	q, _ := url.ParseQuery("name=Ada&age[gte]=18&id[in]=a,b&deleted[isnull]=true&sort=-age&page=2")
+	got, err := FiltersFromQuery(q, "sort", "page")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Filter{
+		{Field: "age", Op: OpGte, Value: "18"},
+		{Field: "deleted", Op: OpIsNull, Value: "true"},
+		{Field: "id", Op: OpIn, Value: []any{"a", "b"}},
+		{Field: "name", Op: OpEq, Value: "Ada"},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("got %+v, want %+v", got, want)
+	}
+	for i := range want {
+		if got[i].Field != want[i].Field || got[i].Op != want[i].Op {
+			t.Errorf("filter %d = %+v, want %+v", i, got[i], want[i])
+		}
+	}
+	for _, bad := range []string{"age[between]=1", "age[gte=1", "[eq]=1"} {
+		q, _ := url.ParseQuery(bad)
+		if _, err := FiltersFromQuery(q); !errors.Is(err, ErrInvalid) {
+			t.Errorf("FiltersFromQuery(%q) = %v, want ErrInvalid", bad, err)
+		}
+	}
+}
+
+func TestFilterSQL(t *testing.T) {
+	id := uuid.New()
+	cases := []struct {
+		name string
+		f    Filter
+		sql  string
+		vars []any
+	}{
+		{"eq by json name, converted", Filter{Field: "age", Op: OpGte, Value: "18"}, "`filter_models`.`age` >= ?", []any{18}},
+		{"eq by column", Filter{Field: "name", Value: "Ada"}, "`filter_models`.`name` = ?", []any{"Ada"}},
+		{"json name", Filter{Field: "display_name", Op: OpNe, Value: "Ada"}, "`filter_models`.`name` <> ?", []any{"Ada"}},
+		{"json float to int", Filter{Field: "age", Op: OpLt, Value: 30.0}, "`filter_models`.`age` < ?", []any{30}},
+		{"eq null", Filter{Field: "ref", Op: OpEq}, "`filter_models`.`ref` IS NULL", nil},
+		{"uuid", Filter{Field: "ref", Value: id.String()}, "`filter_models`.`ref` = ?", []any{id}},
+		{"bool", Filter{Field: "active", Value: "true"}, "`filter_models`.`active` = ?", []any{true}},
+		{"date", Filter{Field: "born", Op: OpGt, Value: "2000-01-02"}, "`filter_models`.`born` > ?", []any{time.Date(2000, 1, 2, 0, 0, 0, 0, time.UTC)}},
+		{"in", Filter{Field: "age", Op: OpIn, Value: []any{"1", "2"}}, "`filter_models`.`age` IN (?,?)", []any{1, 2}},
+		{"nin", Filter{Field: "age", Op: OpNin, Value: []int{1, 2}}, "`filter_models`.`age` NOT IN (?,?)", []any{1, 2}},
+		{"like escapes", Filter{Field: "email", Op: OpLike, Value: `50%_off\`}, "`filter_models`.`email` LIKE ?", []any{`%50\%\_off\\%`}},
+		{"ilike raw", Filter{Field: "email", Op: OpIlike, Value: "a%b", RawPattern: true}, "`filter_models`.`email` ILIKE ?", []any{"a%b"}},
+		{"isnull false", Filter{Field: "ref", Op: OpIsNull, Value: "false"}, "`filter_models`.`ref` IS NOT NULL", nil},
+		{"or group", Filter{Or: []Filter{{Field: "name", Value: "a"}, {Field: "email", Value: "b"}}},
+			"(`filter_models`.`name` = ? OR `filter_models`.`email` = ?)", []any{"a", "b"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			sql, vars, err := render(t, c.f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(sql, "WHERE "+c.sql) {
+				t.Errorf("SQL = %s\nwant WHERE %s", sql, c.sql)
+			}
+			if len(vars) != len(c.vars) {
+				t.Fatalf("vars = %#v, want %#v", vars, c.vars)
+			}
+			for i := range vars {
+				if !equalValue(vars[i], c.vars[i]) {
+					t.Errorf("var %d = %#v (%T), want %#v (%T)", i, vars[i], vars[i], c.vars[i], c.vars[i])
+				}
+			}
+		})
+	}
+}
+
+func equalValue(a, b any) bool {
+	if ta, ok := a.(time.Time); ok {
+		tb, ok := b.(time.Time)
+		return ok && ta.Equal(tb)
+	}
+	return a == b
+}
+
+func TestFilterRefusals(t *testing.T) {
+	const secretValue = "s3cret-value"
+	many := make([]Filter, MaxFilterLeaves+1)
+	for i := range many {
+		many[i] = Filter{Field: "name", Value: "x"}
+	}
+	deep := Filter{Field: "name", Value: "x"}
+	for range MaxFilterDepth + 1 {
+		deep = Filter{Or: []Filter{deep}}
+	}
+	cases := map[string][]QueryOption{
+		"unknown field":      {Filter{Field: "nope", Value: 1}},
+		"json-hidden field":  {Filter{Field: "Secret", Value: secretValue}},
+		"hidden by column":   {Filter{Field: "secret", Value: secretValue}},
+		"nofilter field":     {Filter{Field: "internal", Value: secretValue}},
+		"unknown operator":   {Filter{Field: "name", Op: "regex", Value: secretValue}},
+		"bad integer":        {Filter{Field: "age", Value: secretValue}},
+		"fraction for int":   {Filter{Field: "age", Value: 1.5}},
+		"bad uuid":           {Filter{Field: "id", Value: secretValue}},
+		"bad time":           {Filter{Field: "born", Op: OpGt, Value: secretValue}},
+		"like on a number":   {Filter{Field: "age", Op: OpLike, Value: "1"}},
+		"null with lt":       {Filter{Field: "age", Op: OpLt}},
+		"in without list":    {Filter{Field: "age", Op: OpIn, Value: "1"}},
+		"in too long":        {Filter{Field: "age", Op: OpIn, Value: make([]any, MaxInValues+1)}},
+		"in with null":       {Filter{Field: "age", Op: OpIn, Value: []any{nil}}},
+		"isnull not bool":    {Filter{Field: "ref", Op: OpIsNull, Value: secretValue}},
+		"field and group":    {Filter{Field: "name", Or: []Filter{{Field: "name"}}}},
+		"or and and":         {Filter{Or: []Filter{{Field: "name"}}, And: []Filter{{Field: "name"}}}},
+		"expression value":   {Filter{Field: "name", Value: gorm.Expr("1=1")}},
+		"too deep":           {deep},
+		"too many":           {Filter{And: many}},
+		"sort unknown":       {SortBy("-nope")},
+		"sort hidden":        {SortBy("secret")},
+		"sort junk":          {SortBy("name;drop table x")},
+		"sort too many keys": {SortBy("a,b,c,d,e,f,g,h,i")},
+	}
+	for name, opts := range cases {
+		_, _, err := render(t, opts...)
+		if !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: err = %v, want ErrInvalid", name, err)
+			continue
+		}
+		if strings.Contains(err.Error(), secretValue) {
+			t.Errorf("%s: error repeats the value: %v", name, err)
+		}
+	}
+}
+
+func TestSortBy(t *testing.T) {
+	sql, _, err := render(t, SortBy("-age, display_name"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(sql, "ORDER BY `filter_models`.`age` DESC,`filter_models`.`name`,`filter_models`.`id`") {
+		t.Errorf("SQL = %s, want age DESC, name, then the id tie-breaker", sql)
+	}
+	sql, _, _ = render(t, SortBy("id,-age"))
+	if strings.Count(sql, "`id`") != 1 {
+		t.Errorf("SQL = %s: the primary key is already a key, it must not be added again", sql)
+	}
+	if f, err := ParseSort(" +a , -b "); err != nil || !slices.Equal(f, []SortField{{"a", false}, {"b", true}}) {
+		t.Errorf("ParseSort = %v, %v", f, err)
+	}
+}
+
+// identifiers are the names GORM may quote in a statement about filterModel.
+var quoted = regexp.MustCompile("`[^`]*`")
+
+func allowedIdentifiers() map[string]bool {
+	s, _ := filterSchemaOnce()
+	ok := map[string]bool{"`filter_models`": true}
+	for _, f := range s.Fields {
+		if f.DBName != "" {
+			ok["`"+f.DBName+"`"] = true
+		}
+	}
+	return ok
+}
+
+// checkSQL fails when sql holds an identifier that is not a column of the
+// model or any input text outside placeholders.
+func checkSQL(t *testing.T, sql string, inputs ...string) {
+	t.Helper()
+	allowed := allowedIdentifiers()
+	for _, id := range quoted.FindAllString(sql, -1) {
+		if !allowed[id] {
+			t.Fatalf("identifier %s reached SQL: %s", id, sql)
+		}
+	}
+	rest := quoted.ReplaceAllString(sql, "")
+	for _, in := range inputs {
+		if len(in) >= 3 && strings.Contains(rest, in) {
+			t.Fatalf("input %q reached SQL outside a placeholder: %s", in, sql)
+		}
+	}
+}
+
+func FuzzFiltersFromQuery(f *testing.F) {
+	for _, seed := range []string{
+		"name=Ada&age[gte]=18", "email[ilike]=%25_", "id[in]=a,b,c", "ref[isnull]=true",
+		"age[in]=1,2,3&name[ne]=x", "born[lt]=2020-01-01", "`name`=1", "name[eq]=' OR 1=1 --",
+		"x[y]=z", "active=yes", "score[gt]=1e308",
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		q, err := url.ParseQuery(raw)
+		if err != nil {
+			return
+		}
+		filters, err := FiltersFromQuery(q)
+		if err != nil {
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("error %v does not match ErrInvalid", err)
+			}
+			return
+		}
+		opts := make([]QueryOption, len(filters))
+		for i, fl := range filters {
+			opts[i] = fl
+		}
+		sql, _, err := render(t, opts...)
+		if err != nil {
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("error %v does not match ErrInvalid", err)
+			}
+			return
+		}
+		var inputs []string
+		for k, vs := range q {
+			inputs = append(inputs, k)
+			inputs = append(inputs, vs...)
+		}
+		checkSQL(t, sql, inputs...)
+	})
+}
+
+func FuzzSortBy(f *testing.F) {
+	for _, seed := range []string{"-created_at,name", "age", "+id,-age", "", ",", "name;drop", "-", "display_name,-email"} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, spec string) {
+		sql, _, err := render(t, SortBy(spec))
+		if err != nil {
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("error %v does not match ErrInvalid", err)
+			}
+			return
+		}
+		checkSQL(t, sql, spec)
+	})
+}
