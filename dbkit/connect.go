@@ -2,6 +2,7 @@ package dbkit
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -39,9 +40,11 @@ type DB struct {
 	cfg    Config // defaults applied
 	logger *slog.Logger
 	tp     trace.TracerProvider
-	traced bool         // a TracerProvider was given: record statement and repository spans
-	tracer trace.Tracer // session tracer
-	attrs  []attribute.KeyValue
+	traced bool // a TracerProvider was given: record statement and repository spans
+	// cursorKey authenticates pagination cursors (WithCursorKey).
+	cursorKey []byte
+	tracer    trace.Tracer // session tracer
+	attrs     []attribute.KeyValue
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -103,7 +106,14 @@ func newDB(cfg Config, o options) *DB {
 		logger:    o.logger,
 		tp:        tracing.Provider(o.tracerProvider),
 		traced:    o.tracerProvider != nil,
+		cursorKey: o.cursorKey,
 		closeDone: make(chan struct{}),
+	}
+	if db.cursorKey == nil {
+		// Not a secret: it makes a cursor that was cut, mangled or made by
+		// another database fail the check, not a forged one.
+		sum := sha256.Sum256([]byte("dbkit cursor/" + cfg.Database))
+		db.cursorKey = sum[:]
 	}
 	db.tracer = tracing.SessionTracer(db.tp)
 	db.attrs = []attribute.KeyValue{

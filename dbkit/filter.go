@@ -184,7 +184,7 @@ func (r *fieldResolver) compileFilter(f Filter, depth int) (clause.Expression, e
 		if f.Field != "" || len(f.Or) > 0 && len(f.And) > 0 {
 			return nil, fmt.Errorf("%w: a filter is a field condition or one group (or/and), not both", ErrInvalid)
 		}
-		group, combine := f.Or, clause.Or
+		group, combine := f.Or, anyOf
 		if len(f.And) > 0 {
 			group, combine = f.And, clause.And
 		}
@@ -267,6 +267,16 @@ func (r *fieldResolver) compileFilter(f Filter, depth int) (clause.Expression, e
 		return clause.Expr{SQL: "? IS NOT NULL", Vars: []any{col}}, nil
 	}
 	return nil, fmt.Errorf("%w: %s.%s: unknown operator %q", ErrInvalid, r.model, field.Name, op)
+}
+
+// anyOf is clause.Or without its trap: GORM joins a one-element
+// OrConditions to its neighbours with OR, so "a AND Or(b)" would read
+// "a OR b".
+func anyOf(exprs ...clause.Expression) clause.Expression {
+	if len(exprs) == 1 {
+		return exprs[0]
+	}
+	return clause.Or(exprs...)
 }
 
 // escapeLike makes s match itself in a LIKE pattern (backslash is

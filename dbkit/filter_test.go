@@ -118,6 +118,8 @@ func TestFilterSQL(t *testing.T) {
 		{"isnull false", Filter{Field: "ref", Op: OpIsNull, Value: "false"}, "`filter_models`.`ref` IS NOT NULL", nil},
 		{"or group", Filter{Or: []Filter{{Field: "name", Value: "a"}, {Field: "email", Value: "b"}}},
 			"(`filter_models`.`name` = ? OR `filter_models`.`email` = ?)", []any{"a", "b"}},
+		{"one-element or group stays ANDed", Filter{And: []Filter{{Field: "age", Value: 1}, {Or: []Filter{{Field: "name", Value: "a"}}}}},
+			"`filter_models`.`age` = ? AND `filter_models`.`name` = ?", []any{1, "a"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

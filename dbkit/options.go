@@ -19,6 +19,7 @@ type options struct {
 	logger         *slog.Logger
 	gormLogger     logger.Interface
 	tracerProvider trace.TracerProvider
+	cursorKey      []byte
 }
 
 // WithMigrations makes Connect apply the pending migrations, in ID order,
@@ -72,4 +73,14 @@ func WithGormLogger(l logger.Interface) Option {
 // cost anything per call.
 func WithTracerProvider(tp trace.TracerProvider) Option {
 	return func(o *options) { o.tracerProvider = tp }
+}
+
+// WithCursorKey sets the secret that authenticates the cursors of
+// [BaseDatabase.FindCursor]: with it a client cannot make a cursor of its
+// own. Give every replica of a service the same key (at least 32 random
+// bytes), or a cursor from one replica fails on another. Without it cursors
+// are checked against a key derived from the database name: altered or
+// truncated cursors are still refused, but one could be forged.
+func WithCursorKey(key []byte) Option {
+	return func(o *options) { o.cursorKey = append([]byte(nil), key...) }
 }

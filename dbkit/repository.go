@@ -31,6 +31,7 @@ type BaseDatabase[T Entity] struct {
 	db       *DB
 	schema   *schema.Schema
 	fields   *fieldResolver
+	opts     repoOptions
 	model    string        // Go type name: "User"
 	pk       clause.Column // the primary-key column
 	omit     []string      // what Update never writes: id, created_at, associations
@@ -41,7 +42,7 @@ type BaseDatabase[T Entity] struct {
 }
 
 type spanNames struct {
-	create, get, find, count, exists, update, delete string
+	create, get, find, findPage, findCursor, count, exists, update, delete string
 }
 
 // NewBaseDatabase returns the repository of model T on db. T must embed
@@ -49,9 +50,14 @@ type spanNames struct {
 // constraint. Misuses the compiler cannot see (a pointer type argument such
 // as *User, a nil db, a model GORM cannot parse) make every method return an
 // error matching [ErrInvalid] that says what is wrong.
-func NewBaseDatabase[T Entity](db *DB) *BaseDatabase[T] {
+func NewBaseDatabase[T Entity](db *DB, opts ...RepositoryOption) *BaseDatabase[T] {
 	typ := reflect.TypeFor[T]()
-	b := &BaseDatabase[T]{db: db, model: typ.Name()}
+	b := &BaseDatabase[T]{db: db, model: typ.Name(), opts: repoOptions{maxPageSize: DefaultMaxPageSize}}
+	for _, opt := range opts {
+		if opt != nil {
+			opt(&b.opts)
+		}
+	}
 	if b.model == "" {
 		b.model = typ.String()
 	}
@@ -60,6 +66,9 @@ func NewBaseDatabase[T Entity](db *DB) *BaseDatabase[T] {
 }
 
 func (b *BaseDatabase[T]) init(typ reflect.Type) error {
+	if b.opts.maxPageSize < 1 {
+		return fmt.Errorf("%w: NewBaseDatabase[%s]: MaxPageSize must be 1 or more", ErrInvalid, typ)
+	}
 	if b.db == nil {
 		return fmt.Errorf("%w: NewBaseDatabase[%s]: db is nil", ErrInvalid, typ)
 	}
@@ -102,6 +111,7 @@ func (b *BaseDatabase[T]) init(typ reflect.Type) error {
 	name := func(op string) string { return tracing.SpanName(b.model, op) }
 	b.names = spanNames{
 		create: name("Create"), get: name("Get"), find: name("Find"), count: name("Count"),
+		findPage: name("FindPage"), findCursor: name("FindCursor"),
 		exists: name("Exists"), update: name("Update"), delete: name("Delete"),
 	}
 	return nil
