@@ -57,16 +57,26 @@ func RetrySerializationFailures(attempts int) TxOption {
 // txKey is the ctx key of the transaction InTx runs.
 type txKey struct{}
 
-// txState is what InTx puts in ctx: the transaction and the DB it belongs to.
+// txState is what InTx puts in ctx: the transaction, the connection it runs
+// on (for what database/sql cannot do inside a transaction, such as COPY),
+// and the DB it belongs to.
 type txState struct {
-	db *DB
-	tx *gorm.DB
+	db   *DB
+	tx   *gorm.DB
+	conn *sql.Conn
 }
 
 // txFrom returns the transaction of db carried by ctx, or nil.
 func (db *DB) txFrom(ctx context.Context) *gorm.DB {
-	if st, ok := ctx.Value(txKey{}).(*txState); ok && st.db == db {
+	if st := db.txStateFrom(ctx); st != nil {
 		return st.tx
+	}
+	return nil
+}
+
+func (db *DB) txStateFrom(ctx context.Context) *txState {
+	if st, ok := ctx.Value(txKey{}).(*txState); ok && st.db == db {
+		return st
 	}
 	return nil
 }
@@ -99,9 +109,9 @@ func (db *DB) InTx(ctx context.Context, fn func(ctx context.Context) error, opts
 			opt(&o)
 		}
 	}
-	if parent := db.txFrom(ctx); parent != nil {
-		return parent.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-			return fn(context.WithValue(ctx, txKey{}, &txState{db: db, tx: tx}))
+	if parent := db.txStateFrom(ctx); parent != nil {
+		return parent.tx.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+			return fn(context.WithValue(ctx, txKey{}, &txState{db: db, tx: tx, conn: parent.conn}))
 		})
 	}
 	ctx, span := db.startTxSpan(ctx, o)
@@ -135,14 +145,21 @@ func (db *DB) InTx(ctx context.Context, fn func(ctx context.Context) error, opts
 	return err
 }
 
+// runTx runs one attempt: a transaction on a connection pinned for it.
 func (db *DB) runTx(ctx context.Context, fn func(ctx context.Context) error, o txOptions) error {
 	var txOpts []*sql.TxOptions
 	if o.isolation != sql.LevelDefault || o.readOnly {
 		txOpts = append(txOpts, &sql.TxOptions{Isolation: o.isolation, ReadOnly: o.readOnly})
 	}
+	conn, err := db.sql.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
 	base := db.gorm.Session(&gorm.Session{NewDB: true, Context: ctx})
+	base.Statement.ConnPool = conn
 	return base.Transaction(func(tx *gorm.DB) error {
-		return fn(context.WithValue(ctx, txKey{}, &txState{db: db, tx: tx}))
+		return fn(context.WithValue(ctx, txKey{}, &txState{db: db, tx: tx, conn: conn}))
 	}, txOpts...)
 }
 
