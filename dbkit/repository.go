@@ -32,6 +32,7 @@ type BaseDatabase[T Entity] struct {
 	schema   *schema.Schema
 	fields   *fieldResolver
 	opts     repoOptions
+	copy     copyPlan      // how CreateMany can COPY, or why not
 	model    string        // Go type name: "User"
 	pk       clause.Column // the primary-key column
 	omit     []string      // what Update never writes: id, created_at, associations
@@ -42,7 +43,7 @@ type BaseDatabase[T Entity] struct {
 }
 
 type spanNames struct {
-	create, get, find, findPage, findCursor, count, exists, update, delete string
+	create, createMany, upsert, upsertMany, get, find, findPage, findCursor, count, exists, update, delete string
 }
 
 // NewBaseDatabase returns the repository of model T on db. T must embed
@@ -89,6 +90,7 @@ func (b *BaseDatabase[T]) init(typ reflect.Type) error {
 	}
 	b.schema = stmt.Schema
 	b.fields = newFieldResolver(b.model, b.schema)
+	b.copy = newCopyPlan(b.schema)
 	pk := b.schema.PrioritizedPrimaryField
 	if pk == nil {
 		return fmt.Errorf("%w: NewBaseDatabase[%s]: no primary key", ErrInvalid, typ)
@@ -112,6 +114,7 @@ func (b *BaseDatabase[T]) init(typ reflect.Type) error {
 	b.names = spanNames{
 		create: name("Create"), get: name("Get"), find: name("Find"), count: name("Count"),
 		findPage: name("FindPage"), findCursor: name("FindCursor"),
+		createMany: name("CreateMany"), upsert: name("Upsert"), upsertMany: name("UpsertMany"),
 		exists: name("Exists"), update: name("Update"), delete: name("Delete"),
 	}
 	return nil

@@ -1,0 +1,266 @@
+package dbkit
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"strings"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+	"gorm.io/gorm/schema"
+)
+
+// DefaultBatchSize is the number of rows per INSERT when CreateMany cannot
+// use COPY.
+const DefaultBatchSize = 1000
+
+// copyPlan says how to COPY rows of a model, or why it cannot be done.
+type copyPlan struct {
+	columns []string
+	fields  []*schema.Field
+	reason  string // why not: associations, hooks, defaults, serializers
+}
+
+func newCopyPlan(s *schema.Schema) copyPlan {
+	switch {
+	case len(s.Relationships.Relations) > 0:
+		return copyPlan{reason: "it has associations"}
+	case s.BeforeCreate || s.AfterCreate || s.BeforeSave || s.AfterSave:
+		return copyPlan{reason: "it has create or save hooks"}
+	}
+	var p copyPlan
+	for _, f := range s.Fields {
+		if f.DBName == "" || !f.Creatable {
+			continue
+		}
+		if f.HasDefaultValue && !f.PrimaryKey || f.AutoIncrement {
+			return copyPlan{reason: fmt.Sprintf("field %s has a database default, which COPY would not apply", f.Name)}
+		}
+		if f.Serializer != nil {
+			return copyPlan{reason: fmt.Sprintf("field %s has a GORM serializer", f.Name)}
+		}
+		p.columns = append(p.columns, f.DBName)
+		p.fields = append(p.fields, f)
+	}
+	return p
+}
+
+// CreateMany inserts items and sets their IDs (UUIDv7, when zero) and
+// timestamps (when zero) in place.
+//
+// When the model has no associations, no create or save hooks, no fields
+// with database defaults and no GORM serializers, it uses PostgreSQL's COPY
+// protocol (pgx CopyFrom), several times faster than INSERT for large
+// batches; otherwise it inserts in batches of [DefaultBatchSize] rows through
+// GORM, hooks and associations included. Either way it is one statement per
+// batch: in a transaction (see [DB.InTx]) all rows or none are written; out
+// of one, a failure may leave the earlier batches of an INSERT fallback.
+//
+// A constraint violation is a *[ConstraintError] (COPY reports the first one
+// and writes nothing).
+func (b *BaseDatabase[T]) CreateMany(ctx context.Context, items []T) error {
+	if b.err != nil {
+		return b.err
+	}
+	if len(items) == 0 {
+		return nil
+	}
+	ctx, span := b.start(ctx, b.names.createMany, "insert")
+	var err error
+	if b.copy.reason == "" {
+		err = b.copyFrom(ctx, items)
+	} else {
+		err = b.conn(ctx).CreateInBatches(&items, DefaultBatchSize).Error
+	}
+	return b.finish(ctx, span, "CreateMany", err)
+}
+
+// copyFrom writes items with COPY on the connection ctx's transaction runs
+// on, or on a connection of the pool.
+func (b *BaseDatabase[T]) copyFrom(ctx context.Context, items []T) error {
+	now := now()
+	rows := make([][]any, len(items))
+	for i := range items {
+		m := any(&items[i]).(modelBase).base()
+		if m.ID == uuid.Nil {
+			id, err := newID()
+			if err != nil {
+				return err
+			}
+			m.ID = id
+		}
+		if m.CreatedAt.IsZero() {
+			m.CreatedAt = now
+		}
+		if m.UpdatedAt.IsZero() {
+			m.UpdatedAt = now
+		}
+		rv := reflect.ValueOf(&items[i]).Elem()
+		row := make([]any, len(b.copy.fields))
+		for j, f := range b.copy.fields {
+			row[j], _ = f.ValueOf(ctx, rv)
+		}
+		rows[i] = row
+	}
+	copyRows := func(driverConn any) error {
+		conn, ok := driverConn.(*stdlib.Conn)
+		if !ok {
+			return fmt.Errorf("dbkit: COPY needs a pgx connection, got %T", driverConn)
+		}
+		_, err := conn.Conn().CopyFrom(ctx, pgx.Identifier{b.schema.Table}, b.copy.columns, pgx.CopyFromRows(rows))
+		return err
+	}
+	if st := b.db.txStateFrom(ctx); st != nil {
+		return st.conn.Raw(copyRows)
+	}
+	conn, err := b.db.sql.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	return conn.Raw(copyRows)
+}
+
+// Conflict says what Upsert does when a row with the same key exists.
+type Conflict struct {
+	// Columns are the conflict target: the columns of a unique constraint or
+	// index (Go field, column or JSON names).
+	Columns []string
+	// Update are the columns overwritten with the new row's values (UpdatedAt
+	// is always among them). Empty: the existing row is kept as it is, and
+	// returned.
+	Update []string
+}
+
+// Upsert inserts *v, or, when a row with the same Conflict.Columns exists,
+// updates that row's Conflict.Update columns. Either way *v is then set to
+// the row as the database has it, real ID and CreatedAt included (an
+// existing row keeps its own).
+func (b *BaseDatabase[T]) Upsert(ctx context.Context, v *T, on Conflict) error {
+	if b.err != nil {
+		return b.err
+	}
+	if v == nil {
+		return b.invalid("Upsert", "nil %s", b.model)
+	}
+	items := []T{*v}
+	if err := b.upsert(ctx, "Upsert", b.names.upsert, items, on); err != nil {
+		return err
+	}
+	*v = items[0]
+	return nil
+}
+
+// UpsertMany is Upsert for many rows in one statement. Each item is set to
+// its row as the database has it, matched by the conflict columns' values
+// (not by the order PostgreSQL returns rows in). Two items with the same
+// conflict key are an error (PostgreSQL's 21000): it cannot update a row
+// twice in one statement.
+func (b *BaseDatabase[T]) UpsertMany(ctx context.Context, items []T, on Conflict) error {
+	if b.err != nil {
+		return b.err
+	}
+	if len(items) == 0 {
+		return nil
+	}
+	return b.upsert(ctx, "UpsertMany", b.names.upsertMany, items, on)
+}
+
+func (b *BaseDatabase[T]) upsert(ctx context.Context, op, spanName string, items []T, on Conflict) error {
+	keys, updates, err := b.conflictColumns(on)
+	if err != nil {
+		return fmt.Errorf("dbkit: %s.%s: %w", b.model, op, err)
+	}
+	ctx, span := b.start(ctx, spanName, "insert")
+	// INSERT ... ON CONFLICT (keys) DO UPDATE SET ... RETURNING *, built by
+	// GORM (its callbacks assign IDs and timestamps) but run by us, so that
+	// the returned rows can be matched to the items by key.
+	onConflict := clause.OnConflict{Columns: keys, DoUpdates: clause.AssignmentColumns(updates)}
+	stmt := b.conn(ctx).Session(&gorm.Session{DryRun: true}).
+		Clauses(onConflict, clause.Returning{}).Create(&items).Statement
+	if stmt.Error != nil {
+		return b.finish(ctx, span, op, stmt.Error)
+	}
+	var returned []T
+	if err := b.conn(ctx).Raw(stmt.SQL.String(), stmt.Vars...).Scan(&returned).Error; err != nil {
+		return b.finish(ctx, span, op, err)
+	}
+	byKey := make(map[string]*T, len(returned))
+	for i := range returned {
+		byKey[b.keyOf(ctx, &returned[i], keys)] = &returned[i]
+	}
+	for i := range items {
+		row, ok := byKey[b.keyOf(ctx, &items[i], keys)]
+		if !ok {
+			return b.finish(ctx, span, op, fmt.Errorf("dbkit: %s.%s: no row came back for item %d", b.model, op, i))
+		}
+		items[i] = *row
+	}
+	return b.finish(ctx, span, op, nil)
+}
+
+// conflictColumns resolves Conflict's names to columns. UpdatedAt is added
+// to the updated columns; the key columns, the primary key and CreatedAt
+// cannot be updated. With nothing to update, the first key column is "set"
+// to itself so that PostgreSQL returns the existing row.
+func (b *BaseDatabase[T]) conflictColumns(on Conflict) (keys []clause.Column, updates []string, err error) {
+	if len(on.Columns) == 0 {
+		return nil, nil, fmt.Errorf("%w: Conflict.Columns is empty", ErrInvalid)
+	}
+	isKey := map[string]bool{}
+	for _, name := range on.Columns {
+		f, err := lookupField(b.schema, b.model, name)
+		if err != nil {
+			return nil, nil, err
+		}
+		keys = append(keys, clause.Column{Name: f.DBName})
+		isKey[f.DBName] = true
+	}
+	seen := map[string]bool{}
+	for _, name := range on.Update {
+		f, err := lookupField(b.schema, b.model, name)
+		if err != nil {
+			return nil, nil, err
+		}
+		if f.PrimaryKey || isKey[f.DBName] || f.Name == "CreatedAt" {
+			return nil, nil, fmt.Errorf("%w: %s.%s cannot be updated by an upsert", ErrInvalid, b.model, f.Name)
+		}
+		if !seen[f.DBName] {
+			updates = append(updates, f.DBName)
+			seen[f.DBName] = true
+		}
+	}
+	if len(updates) == 0 {
+		updates = []string{keys[0].Name}
+	} else if f := b.schema.LookUpField("UpdatedAt"); f != nil && !seen[f.DBName] {
+		updates = append(updates, f.DBName)
+	}
+	return keys, updates, nil
+}
+
+// keyOf renders the values of the key columns of row, to match rows.
+func (b *BaseDatabase[T]) keyOf(ctx context.Context, row *T, keys []clause.Column) string {
+	rv := reflect.ValueOf(row).Elem()
+	var sb strings.Builder
+	for _, k := range keys {
+		v, _ := b.schema.LookUpField(k.Name).ValueOf(ctx, rv)
+		if pv := reflect.ValueOf(v); pv.Kind() == reflect.Pointer {
+			if pv.IsNil() {
+				sb.WriteString("\x01NULL\x00")
+				continue
+			}
+			v = pv.Elem().Interface()
+		}
+		text, err := keyText(v)
+		if err != nil {
+			text = fmt.Sprintf("%#v", v)
+		}
+		sb.WriteString(text)
+		sb.WriteByte(0)
+	}
+	return sb.String()
+}

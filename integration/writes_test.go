@@ -1,0 +1,167 @@
+package integration
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/dbkit-go/database/dbkit"
+)
+
+func TestCreateManyWithCopy(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := newDB(t)
+	users := dbkit.NewBaseDatabase[User](db)
+	items := make([]User, 500)
+	for i := range items {
+		items[i] = User{Email: fmt.Sprintf("copy%03d@example.com", i), Name: "Copy", Age: i}
+	}
+	before := time.Now().Add(-time.Second)
+	if err := users.CreateMany(ctx, items); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[uuid.UUID]bool{}
+	for _, u := range items {
+		if u.ID.Version() != 7 || seen[u.ID] || u.CreatedAt.Before(before) || !u.UpdatedAt.Equal(u.CreatedAt) {
+			t.Fatalf("item %s: ID %v (seen %v), timestamps %v/%v", u.Email, u.ID, seen[u.ID], u.CreatedAt, u.UpdatedAt)
+		}
+		seen[u.ID] = true
+	}
+	if n, _ := users.Count(ctx); n != 500 {
+		t.Fatalf("Count = %d, want 500", n)
+	}
+	got, err := users.Get(ctx, items[123].ID)
+	if err != nil || got != items[123] {
+		t.Errorf("Get = %+v, %v; want %+v", got, err, items[123])
+	}
+
+	// A duplicate: COPY writes nothing and reports the constraint.
+	dup := []User{{Email: "new1@example.com"}, {Email: "copy000@example.com"}}
+	err = users.CreateMany(ctx, dup)
+	var ce *dbkit.ConstraintError
+	if !errors.As(err, &ce) || !errors.Is(err, dbkit.ErrDuplicate) || ce.Constraint != "users_email_key" {
+		t.Fatalf("CreateMany(duplicate) = %v, want ErrDuplicate on users_email_key", err)
+	}
+	if ok, _ := users.Exists(ctx, dbkit.Eq("email", "new1@example.com")); ok {
+		t.Error("a row of the failed COPY was written")
+	}
+
+	// In a transaction that rolls back, nothing stays.
+	_ = db.InTx(ctx, func(ctx context.Context) error {
+		if err := users.CreateMany(ctx, []User{{Email: "tx1@example.com"}, {Email: "tx2@example.com"}}); err != nil {
+			t.Fatal(err)
+		}
+		if n, _ := users.Count(ctx, dbkit.Filter{Field: "email", Op: dbkit.OpLike, Value: "tx"}); n != 2 {
+			t.Errorf("inside the transaction: %d rows, want 2", n)
+		}
+		return errors.New("roll back")
+	})
+	if n, _ := users.Count(ctx, dbkit.Filter{Field: "email", Op: dbkit.OpLike, Value: "tx"}); n != 0 {
+		t.Errorf("after rollback: %d rows of the COPY stayed", n)
+	}
+}
+
+// A model with hooks goes through GORM's batched INSERT, hooks run.
+func TestCreateManyFallsBackToInsert(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	hooked := dbkit.NewBaseDatabase[Hooked](newDB(t))
+	items := make([]Hooked, 3)
+	if err := hooked.CreateMany(ctx, items); err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range items {
+		if h.ID.Version() != 7 || h.SeenID != h.ID {
+			t.Errorf("item: ID %v, hook saw %v", h.ID, h.SeenID)
+		}
+	}
+	if n, _ := hooked.Count(ctx); n != 3 {
+		t.Errorf("Count = %d", n)
+	}
+}
+
+func TestUpsert(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	users := dbkit.NewBaseDatabase[User](newDB(t))
+	first := User{Email: "up@example.com", Name: "First", Age: 1}
+	if err := users.Upsert(ctx, &first, dbkit.Conflict{Columns: []string{"email"}, Update: []string{"name"}}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Millisecond)
+	second := User{Email: "up@example.com", Name: "Second", Age: 2}
+	if err := users.Upsert(ctx, &second, dbkit.Conflict{Columns: []string{"email"}, Update: []string{"Name"}}); err != nil {
+		t.Fatal(err)
+	}
+	if second.ID != first.ID || !second.CreatedAt.Equal(first.CreatedAt) || second.Name != "Second" || second.Age != 1 {
+		t.Errorf("after the conflicting upsert: %+v; want the first row's ID, CreatedAt and Age with the new Name", second)
+	}
+	if !second.UpdatedAt.After(first.UpdatedAt) {
+		t.Errorf("UpdatedAt %v not after %v", second.UpdatedAt, first.UpdatedAt)
+	}
+	// Nothing to update: the existing row comes back unchanged.
+	third := User{Email: "up@example.com", Name: "Third"}
+	if err := users.Upsert(ctx, &third, dbkit.Conflict{Columns: []string{"email"}}); err != nil {
+		t.Fatal(err)
+	}
+	if third.ID != first.ID || third.Name != "Second" {
+		t.Errorf("DO NOTHING-like upsert returned %+v, want the stored row", third)
+	}
+	if n, _ := users.Count(ctx); n != 1 {
+		t.Errorf("Count = %d, want 1", n)
+	}
+
+	for name, on := range map[string]dbkit.Conflict{
+		"no columns":     {},
+		"unknown column": {Columns: []string{"nope"}},
+		"update the key": {Columns: []string{"email"}, Update: []string{"email"}},
+		"update the id":  {Columns: []string{"email"}, Update: []string{"id"}},
+	} {
+		if err := users.Upsert(ctx, &User{Email: "x@example.com"}, on); !errors.Is(err, dbkit.ErrInvalid) {
+			t.Errorf("%s: %v, want ErrInvalid", name, err)
+		}
+	}
+}
+
+// UpsertMany matches the rows PostgreSQL returns to the items by key, so
+// every item gets its own row's ID (GORM issue #7029 is about getting this
+// wrong).
+func TestUpsertManyMatchesRowsByKey(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	users := dbkit.NewBaseDatabase[User](newDB(t))
+	existing := []User{{Email: "b@example.com", Name: "B"}, {Email: "d@example.com", Name: "D"}}
+	if err := users.CreateMany(ctx, existing); err != nil {
+		t.Fatal(err)
+	}
+	batch := []User{
+		{Email: "d@example.com", Name: "D2"},
+		{Email: "a@example.com", Name: "A"},
+		{Email: "b@example.com", Name: "B2"},
+		{Email: "c@example.com", Name: "C"},
+	}
+	if err := users.UpsertMany(ctx, batch, dbkit.Conflict{Columns: []string{"email"}, Update: []string{"name"}}); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]uuid.UUID{"d@example.com": existing[1].ID, "b@example.com": existing[0].ID}
+	for _, u := range batch {
+		stored, err := users.Get(ctx, u.ID)
+		if err != nil || stored.Email != u.Email || stored.Name != u.Name {
+			t.Errorf("item %s has ID %v, which holds %+v (%v)", u.Email, u.ID, stored, err)
+		}
+		if id, ok := want[u.Email]; ok && u.ID != id {
+			t.Errorf("item %s got ID %v, want the existing %v", u.Email, u.ID, id)
+		}
+	}
+	err := users.UpsertMany(ctx, []User{{Email: "e@example.com"}, {Email: "e@example.com"}}, dbkit.Conflict{Columns: []string{"email"}, Update: []string{"name"}})
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "21000" {
+		t.Errorf("two items with one key: %v, want SQLSTATE 21000", err)
+	}
+}
