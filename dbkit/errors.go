@@ -33,6 +33,10 @@ var (
 	// an unknown field, an unsupported value, a zero ID where one is needed.
 	ErrInvalid = errors.New("invalid argument")
 
+	// ErrStale reports an Update of a [Versioned] row that another writer
+	// changed since it was read: read it again, reapply the change, retry.
+	ErrStale = errors.New("stale: the row changed since it was read")
+
 	// ErrClosed reports a call on a [DB] after [DB.Close].
 	ErrClosed = errors.New("database is closed")
 )

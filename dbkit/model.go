@@ -46,6 +46,33 @@ func (Model) isDBKitModel() {}
 // base gives the repository typed access to the embedded Model of *T.
 func (m *Model) base() *Model { return m }
 
+// SoftDelete makes Delete mark rows deleted instead of removing them: embed
+// it next to Model. Reads then leave deleted rows out unless given
+// [WithDeleted] or [OnlyDeleted]; [BaseDatabase.Restore] brings a row back
+// and [BaseDatabase.HardDelete] removes it for good.
+//
+// A unique constraint still sees deleted rows. To let a deleted row's value
+// (an email, say) be used again, make the unique index partial:
+//
+//	CREATE UNIQUE INDEX accounts_email_key ON accounts (email) WHERE deleted_at IS NULL
+type SoftDelete struct {
+	DeletedAt gorm.DeletedAt `gorm:"index" json:"deleted_at,omitempty"`
+}
+
+// Versioned adds optimistic locking: embed it next to Model. Create sets
+// Version to 1; Update writes only if the row still has the Version read
+// (UPDATE ... WHERE id = ? AND version = ?) and increments it, and fails
+// with [ErrStale] when another writer got there first, instead of
+// overwriting their change.
+type Versioned struct {
+	Version int64 `gorm:"not null" json:"version"`
+}
+
+// versioned gives the repository access to the embedded Versioned of *T.
+func (v *Versioned) versioned() *Versioned { return v }
+
+type versionedBase interface{ versioned() *Versioned }
+
 // Entity is the constraint of [BaseDatabase]: it is satisfied exactly by the
 // types that embed [Model].
 type Entity interface {
@@ -87,6 +114,11 @@ func assignID(tx *gorm.DB, v reflect.Value) {
 	mb, ok := v.Addr().Interface().(modelBase)
 	if !ok {
 		return
+	}
+	if vb, ok := mb.(versionedBase); ok {
+		if v := vb.versioned(); v != nil && v.Version == 0 {
+			v.Version = 1
+		}
 	}
 	m := mb.base() // nil when *Model is embedded by pointer and unset
 	if m == nil || m.ID != uuid.Nil {

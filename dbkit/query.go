@@ -4,9 +4,11 @@ import (
 	"database/sql/driver"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"time"
 
+	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 	"gorm.io/gorm/schema"
 )
@@ -123,13 +125,82 @@ func OrderBy(field string) QueryOption { return orderOption{field: field} }
 func OrderByDesc(field string) QueryOption { return orderOption{field: field, desc: true} }
 
 type query struct {
-	conds    []Condition
-	filters  []Filter
-	order    []orderOption
-	limit    int
-	limitSet bool
-	errs     []error // found while applying options
+	conds       []Condition
+	filters     []Filter
+	order       []orderOption
+	limit       int
+	limitSet    bool
+	withDeleted bool
+	onlyDeleted bool
+	lock        lockOption
+	preloads    []string
+	selects     []string
+	errs        []error // found while applying options
 }
+
+type scopeOption struct{ only bool }
+
+func (o scopeOption) apply(q *query) {
+	q.withDeleted = true
+	q.onlyDeleted = q.onlyDeleted || o.only
+}
+func (scopeOption) isPredicate() {}
+
+// WithDeleted includes soft-deleted rows (see [SoftDelete]); without it
+// they are left out. It is a no-op for models without soft delete.
+func WithDeleted() Predicate { return scopeOption{} }
+
+// OnlyDeleted matches soft-deleted rows only. It is an error matching
+// [ErrInvalid] for a model without [SoftDelete].
+func OnlyDeleted() Predicate { return scopeOption{only: true} }
+
+type lockOption struct{ strength, wait string }
+
+func (o lockOption) apply(q *query) {
+	if o.strength != "" {
+		q.lock.strength = o.strength
+	}
+	if o.wait != "" {
+		q.lock.wait = o.wait
+	}
+}
+
+// ForUpdate locks the rows read (SELECT ... FOR UPDATE) until the
+// transaction ends: another transaction's FOR UPDATE, UPDATE or DELETE of
+// them waits. It needs a transaction ([DB.InTx]): outside one it is an error
+// matching [ErrNoTx].
+func ForUpdate() QueryOption { return lockOption{strength: clause.LockingStrengthUpdate} }
+
+// ForShare locks the rows read against changes (FOR SHARE) until the
+// transaction ends; other readers may share the lock. It needs a transaction.
+func ForShare() QueryOption { return lockOption{strength: clause.LockingStrengthShare} }
+
+// SkipLocked, with ForUpdate or ForShare, skips the rows another
+// transaction has locked instead of waiting for them: the way N workers
+// claim jobs from one table without blocking each other.
+func SkipLocked() QueryOption { return lockOption{wait: clause.LockingOptionsSkipLocked} }
+
+// NoWait, with ForUpdate or ForShare, fails at once (SQLSTATE 55P03) rather
+// than wait for a row another transaction has locked.
+func NoWait() QueryOption { return lockOption{wait: clause.LockingOptionsNoWait} }
+
+type preloadOption []string
+
+func (o preloadOption) apply(q *query) { q.preloads = append(q.preloads, o...) }
+
+// Preload loads the named associations of the rows read, in one more query
+// each: "Orders", or nested, "Orders.Items". Names are checked against the
+// model's relationships; an unknown one is an error matching [ErrInvalid].
+func Preload(associations ...string) QueryOption { return preloadOption(associations) }
+
+type selectOption []string
+
+func (o selectOption) apply(q *query) { q.selects = append(q.selects, o...) }
+
+// Select reads only the named fields (checked like [Filter] fields; the
+// primary key is always read). The other fields of the rows returned are
+// left zero.
+func Select(fields ...string) QueryOption { return selectOption(fields) }
 
 // compiled is a query resolved against a model's schema: every identifier
 // known, every value a parameter.
@@ -138,6 +209,10 @@ type compiled struct {
 	order      []clause.OrderByColumn
 	sortFields []*schema.Field // the fields of order, in order
 	limit      int
+	unscoped   bool            // soft-deleted rows included
+	lock       *clause.Locking // FOR UPDATE/SHARE
+	preloads   []string
+	selects    []string // column names
 }
 
 func (c *compiled) hasWhere() bool { return len(c.where.Exprs) > 0 }
@@ -223,7 +298,78 @@ func compileQuery(r *fieldResolver, opts []QueryOption) (compiled, error) {
 		return c, fmt.Errorf("%w: %s: limit must be positive, got %d", ErrInvalid, r.model, q.limit)
 	}
 	c.limit = q.limit
+	if err := r.compileScope(&c, q); err != nil {
+		return c, err
+	}
 	return c, nil
+}
+
+// compileScope resolves soft-delete scopes, row locks, preloads and
+// selected fields.
+func (r *fieldResolver) compileScope(c *compiled, q query) error {
+	if q.withDeleted {
+		c.unscoped = true
+	}
+	if q.onlyDeleted {
+		f := softDeleteField(r.schema)
+		if f == nil {
+			return fmt.Errorf("%w: %s has no soft delete: OnlyDeleted does not apply", ErrInvalid, r.model)
+		}
+		c.where.Exprs = append(c.where.Exprs, clause.Expr{SQL: "? IS NOT NULL",
+			Vars: []any{clause.Column{Table: clause.CurrentTable, Name: f.DBName}}})
+	}
+	if q.lock.wait != "" && q.lock.strength == "" {
+		return fmt.Errorf("%w: SkipLocked and NoWait go with ForUpdate or ForShare", ErrInvalid)
+	}
+	if q.lock.strength != "" {
+		c.lock = &clause.Locking{Strength: q.lock.strength, Options: q.lock.wait}
+	}
+	for _, p := range q.preloads {
+		if err := checkAssociation(r.schema, r.model, p); err != nil {
+			return err
+		}
+		c.preloads = append(c.preloads, p)
+	}
+	if len(q.selects) > 0 {
+		pk := r.schema.PrioritizedPrimaryField
+		c.selects = []string{pk.DBName}
+		for _, name := range q.selects {
+			f, err := r.field(name)
+			if err != nil {
+				return err
+			}
+			if f != pk && !slices.Contains(c.selects, f.DBName) {
+				c.selects = append(c.selects, f.DBName)
+			}
+		}
+	}
+	return nil
+}
+
+// checkAssociation checks a dotted association path against the model's
+// relationships, level by level.
+func checkAssociation(s *schema.Schema, model, path string) error {
+	current := s
+	for _, name := range strings.Split(path, ".") {
+		rel, ok := current.Relationships.Relations[name]
+		if !ok {
+			return fmt.Errorf("%w: %s has no association %q", ErrInvalid, model, path)
+		}
+		current = rel.FieldSchema
+	}
+	return nil
+}
+
+var deletedAtType = reflect.TypeFor[gorm.DeletedAt]()
+
+// softDeleteField returns the model's gorm.DeletedAt field, or nil.
+func softDeleteField(s *schema.Schema) *schema.Field {
+	for _, f := range s.Fields {
+		if f.FieldType == deletedAtType && f.DBName != "" {
+			return f
+		}
+	}
+	return nil
 }
 
 func lookupField(s *schema.Schema, model, name string) (*schema.Field, error) {

@@ -28,22 +28,24 @@ import (
 // error matching [ErrInvalid] when the repository itself is unusable (see
 // [NewBaseDatabase]).
 type BaseDatabase[T Entity] struct {
-	db       *DB
-	schema   *schema.Schema
-	fields   *fieldResolver
-	opts     repoOptions
-	copy     copyPlan      // how CreateMany can COPY, or why not
-	model    string        // Go type name: "User"
-	pk       clause.Column // the primary-key column
-	omit     []string      // what Update never writes: id, created_at, associations
-	tracer   trace.Tracer
-	spanOpts []trace.SpanStartOption
-	names    spanNames
-	err      error // why the repository is unusable, nil when it is fine
+	db         *DB
+	schema     *schema.Schema
+	fields     *fieldResolver
+	opts       repoOptions
+	copy       copyPlan      // how CreateMany can COPY, or why not
+	versionCol string        // the column of the embedded Versioned, "" without one
+	model      string        // Go type name: "User"
+	pk         clause.Column // the primary-key column
+	omit       []string      // what Update never writes: id, created_at, associations
+	tracer     trace.Tracer
+	spanOpts   []trace.SpanStartOption
+	names      spanNames
+	err        error // why the repository is unusable, nil when it is fine
 }
 
 type spanNames struct {
-	create, createMany, upsert, upsertMany, get, find, findPage, findCursor, count, exists, update, delete string
+	create, createMany, upsert, upsertMany, get, find, findPage, findCursor, count, exists,
+	update, patch, delete, hardDelete, restore string
 }
 
 // NewBaseDatabase returns the repository of model T on db. T must embed
@@ -91,6 +93,9 @@ func (b *BaseDatabase[T]) init(typ reflect.Type) error {
 	b.schema = stmt.Schema
 	b.fields = newFieldResolver(b.model, b.schema)
 	b.copy = newCopyPlan(b.schema)
+	if f := b.schema.LookUpField("Version"); f != nil && reflect.PointerTo(typ).Implements(reflect.TypeFor[versionedBase]()) {
+		b.versionCol = f.DBName
+	}
 	pk := b.schema.PrioritizedPrimaryField
 	if pk == nil {
 		return fmt.Errorf("%w: NewBaseDatabase[%s]: no primary key", ErrInvalid, typ)
@@ -115,6 +120,7 @@ func (b *BaseDatabase[T]) init(typ reflect.Type) error {
 		create: name("Create"), get: name("Get"), find: name("Find"), count: name("Count"),
 		findPage: name("FindPage"), findCursor: name("FindCursor"),
 		createMany: name("CreateMany"), upsert: name("Upsert"), upsertMany: name("UpsertMany"),
+		patch: name("Patch"), hardDelete: name("HardDelete"), restore: name("Restore"),
 		exists: name("Exists"), update: name("Update"), delete: name("Delete"),
 	}
 	return nil
@@ -194,15 +200,61 @@ func (b *BaseDatabase[T]) Create(ctx context.Context, v *T) error {
 }
 
 // Get returns the row whose primary key is id, or an error matching
-// [ErrNotFound].
-func (b *BaseDatabase[T]) Get(ctx context.Context, id uuid.UUID) (T, error) {
+// [ErrNotFound]. opts may add [Filter]s, [WithDeleted], a row lock
+// ([ForUpdate], which needs a transaction), [Preload] or [Select].
+func (b *BaseDatabase[T]) Get(ctx context.Context, id uuid.UUID, opts ...QueryOption) (T, error) {
 	var v T
 	if b.err != nil {
 		return v, b.err
 	}
+	q, err := b.compileFor(ctx, "Get", opts)
+	if err != nil {
+		return v, err
+	}
 	ctx, span := b.start(ctx, b.names.get, "select")
-	err := b.conn(ctx).Where(clause.Eq{Column: b.pk, Value: id}).Take(&v).Error
+	err = b.scoped(ctx, q).Where(clause.Eq{Column: b.pk, Value: id}).Take(&v).Error
 	return v, b.finish(ctx, span, "Get", err)
+}
+
+// compileFor compiles opts for operation op and checks what depends on
+// ctx: a row lock needs ctx to carry a transaction.
+func (b *BaseDatabase[T]) compileFor(ctx context.Context, op string, opts []QueryOption) (compiled, error) {
+	q, err := compileQuery(b.fields, opts)
+	if err == nil && q.lock != nil && b.db.txFrom(ctx) == nil {
+		err = ErrNoTx
+	}
+	if err != nil {
+		return q, fmt.Errorf("dbkit: %s.%s: %w", b.model, op, err)
+	}
+	return q, nil
+}
+
+// scoped applies q to a fresh statement on ctx's connection: conditions,
+// order, limit, soft-delete scope, row lock, preloads and selected columns.
+func (b *BaseDatabase[T]) scoped(ctx context.Context, q compiled) *gorm.DB {
+	tx := b.conn(ctx)
+	if q.unscoped {
+		tx = tx.Unscoped()
+	}
+	if q.hasWhere() {
+		tx = tx.Clauses(q.where)
+	}
+	if len(q.order) > 0 {
+		tx = tx.Clauses(clause.OrderBy{Columns: q.order})
+	}
+	if q.limit > 0 {
+		tx = tx.Limit(q.limit)
+	}
+	if q.lock != nil {
+		tx = tx.Clauses(*q.lock)
+	}
+	for _, p := range q.preloads {
+		tx = tx.Preload(p)
+	}
+	if len(q.selects) > 0 {
+		tx = tx.Select(q.selects)
+	}
+	return tx
 }
 
 // Find returns the rows matching every [Condition] among opts (none: all
@@ -214,23 +266,13 @@ func (b *BaseDatabase[T]) Find(ctx context.Context, opts ...QueryOption) ([]T, e
 	if b.err != nil {
 		return nil, b.err
 	}
-	q, err := compileQuery(b.fields, opts)
+	q, err := b.compileFor(ctx, "Find", opts)
 	if err != nil {
-		return nil, fmt.Errorf("dbkit: %s.Find: %w", b.model, err)
+		return nil, err
 	}
 	ctx, span := b.start(ctx, b.names.find, "select")
-	tx := b.conn(ctx)
-	if q.hasWhere() {
-		tx = tx.Clauses(q.where)
-	}
-	if len(q.order) > 0 {
-		tx = tx.Clauses(clause.OrderBy{Columns: q.order})
-	}
-	if q.limit > 0 {
-		tx = tx.Limit(q.limit)
-	}
 	out := []T{}
-	if err = tx.Find(&out).Error; err != nil {
+	if err = b.scoped(ctx, q).Find(&out).Error; err != nil {
 		out = nil
 	}
 	if span.IsRecording() {
@@ -244,17 +286,13 @@ func (b *BaseDatabase[T]) Count(ctx context.Context, preds ...Predicate) (int64,
 	if b.err != nil {
 		return 0, b.err
 	}
-	q, err := compileQuery(b.fields, predicateOptions(preds))
+	q, err := b.compileFor(ctx, "Count", predicateOptions(preds))
 	if err != nil {
-		return 0, fmt.Errorf("dbkit: %s.Count: %w", b.model, err)
+		return 0, err
 	}
 	ctx, span := b.start(ctx, b.names.count, "select")
-	tx := b.conn(ctx).Model(new(T))
-	if q.hasWhere() {
-		tx = tx.Clauses(q.where)
-	}
 	var n int64
-	err = tx.Count(&n).Error
+	err = b.scoped(ctx, q).Model(new(T)).Count(&n).Error
 	return n, b.finish(ctx, span, "Count", err)
 }
 
@@ -264,25 +302,25 @@ func (b *BaseDatabase[T]) Exists(ctx context.Context, preds ...Predicate) (bool,
 	if b.err != nil {
 		return false, b.err
 	}
-	q, err := compileQuery(b.fields, predicateOptions(preds))
+	q, err := b.compileFor(ctx, "Exists", predicateOptions(preds))
 	if err != nil {
-		return false, fmt.Errorf("dbkit: %s.Exists: %w", b.model, err)
+		return false, err
 	}
 	ctx, span := b.start(ctx, b.names.exists, "select")
-	tx := b.conn(ctx).Model(new(T)).Select("1")
-	if q.hasWhere() {
-		tx = tx.Clauses(q.where)
-	}
 	var ones []int
-	err = tx.Limit(1).Find(&ones).Error
+	err = b.scoped(ctx, q).Model(new(T)).Select("1").Limit(1).Find(&ones).Error
 	return len(ones) > 0, b.finish(ctx, span, "Exists", err)
 }
 
 // Update writes every column of *v except the primary key and CreatedAt to
 // the row with v's ID, and sets v.UpdatedAt to the time of the update.
 // Zero values are written too: Update replaces the row, it does not merge.
-// Associations are not touched. Errors: [ErrNotFound] when no row has that
-// ID; [ErrInvalid] when v is nil or its ID is zero; a *[ConstraintError].
+// Associations are not touched. For a [Versioned] model the row is written
+// only if its version is still v.Version, which is then incremented.
+//
+// Errors: [ErrNotFound] when no row has that ID (or it is soft-deleted);
+// [ErrStale] when a Versioned row has another version; [ErrInvalid] when v is
+// nil or its ID is zero; a *[ConstraintError].
 func (b *BaseDatabase[T]) Update(ctx context.Context, v *T) error {
 	if b.err != nil {
 		return b.err
@@ -290,32 +328,159 @@ func (b *BaseDatabase[T]) Update(ctx context.Context, v *T) error {
 	if v == nil {
 		return b.invalid("Update", "nil %s", b.model)
 	}
-	if any(v).(modelBase).base().ID == uuid.Nil {
+	id := any(v).(modelBase).base().ID
+	if id == uuid.Nil {
 		return b.invalid("Update", "%s has no ID: create it first", b.model)
 	}
 	ctx, span := b.start(ctx, b.names.update, "update")
-	res := b.conn(ctx).Model(v).Select("*").Omit(b.omit...).Updates(v)
+	tx := b.conn(ctx).Model(v)
+	var ver *Versioned
+	if vb, ok := any(v).(versionedBase); ok {
+		ver = vb.versioned()
+		tx = tx.Where(clause.Eq{Column: clause.Column{Table: clause.CurrentTable, Name: b.versionCol}, Value: ver.Version})
+		ver.Version++
+	}
+	res := tx.Select("*").Omit(b.omit...).Updates(v)
 	err := res.Error
 	if err == nil && res.RowsAffected == 0 {
 		err = ErrNotFound
+		if ver != nil {
+			ver.Version--
+			var ones []int
+			exists := b.conn(ctx).Model(new(T)).Select("1").Where(clause.Eq{Column: b.pk, Value: id}).Limit(1).Find(&ones)
+			if exists.Error != nil {
+				err = exists.Error
+			} else if len(ones) > 0 {
+				err = ErrStale
+			}
+		}
+	} else if err != nil && ver != nil {
+		ver.Version--
 	}
 	return b.finish(ctx, span, "Update", err)
 }
 
+// Patch sets the named fields of the row whose primary key is id, without
+// reading it first, and returns the row as updated. Field names are checked
+// like [Filter] fields (json:"-" and dbkit:"nofilter" fields cannot be set)
+// and values converted to the fields' types, so fields can come straight
+// from a request body; the primary key, timestamps, DeletedAt and Version
+// cannot be set (UpdatedAt is set to now, Version incremented).
+//
+// Errors: [ErrNotFound] when no row has that ID; [ErrInvalid] for a field
+// that cannot be set, a value that does not fit, or no fields at all; a
+// *[ConstraintError].
+func (b *BaseDatabase[T]) Patch(ctx context.Context, id uuid.UUID, fields map[string]any) (T, error) {
+	var out T
+	if b.err != nil {
+		return out, b.err
+	}
+	set, err := b.patchAssignments(fields)
+	if err != nil {
+		return out, fmt.Errorf("dbkit: %s.Patch: %w", b.model, err)
+	}
+	ctx, span := b.start(ctx, b.names.patch, "update")
+	// Built by GORM (which adds updated_at), run with RETURNING * into out.
+	stmt := b.conn(ctx).Session(&gorm.Session{DryRun: true}).Model(new(T)).
+		Clauses(clause.Returning{}).Where(clause.Eq{Column: b.pk, Value: id}).Updates(set).Statement
+	if stmt.Error != nil {
+		return out, b.finish(ctx, span, "Patch", stmt.Error)
+	}
+	var rows []T
+	err = b.conn(ctx).Raw(stmt.SQL.String(), stmt.Vars...).Scan(&rows).Error
+	if err == nil && len(rows) == 0 {
+		err = ErrNotFound
+	}
+	if err == nil {
+		out = rows[0]
+	}
+	return out, b.finish(ctx, span, "Patch", err)
+}
+
+// patchAssignments resolves and converts the fields of a Patch.
+func (b *BaseDatabase[T]) patchAssignments(fields map[string]any) (map[string]any, error) {
+	if len(fields) == 0 {
+		return nil, fmt.Errorf("%w: no fields to set", ErrInvalid)
+	}
+	set := make(map[string]any, len(fields)+1)
+	for name, value := range fields {
+		f, err := b.fields.field(name)
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case f.PrimaryKey, f.Name == "CreatedAt", f.Name == "UpdatedAt", f.FieldType == deletedAtType, f.DBName == b.versionCol && b.versionCol != "":
+			return nil, fmt.Errorf("%w: %s.%s cannot be patched", ErrInvalid, b.model, f.Name)
+		case !f.Updatable:
+			return nil, fmt.Errorf("%w: %s.%s is not updatable", ErrInvalid, b.model, f.Name)
+		}
+		v, err := b.fields.convert(f, value)
+		if err != nil {
+			return nil, err
+		}
+		if v == nil && f.FieldType.Kind() != reflect.Pointer && !reflect.PointerTo(f.FieldType).Implements(scannerType) {
+			return nil, fmt.Errorf("%w: %s.%s cannot be null", ErrInvalid, b.model, f.Name)
+		}
+		set[f.DBName] = v
+	}
+	if b.versionCol != "" {
+		set[b.versionCol] = gorm.Expr("? + 1", clause.Column{Table: clause.CurrentTable, Name: b.versionCol})
+	}
+	return set, nil
+}
+
 // Delete deletes the row whose primary key is id, or returns an error
-// matching [ErrNotFound] when there is none. A model with a gorm.DeletedAt
-// field is soft-deleted, as GORM does.
+// matching [ErrNotFound] when there is none. For a model with [SoftDelete]
+// it marks the row deleted (and a deleted row is not found again).
 func (b *BaseDatabase[T]) Delete(ctx context.Context, id uuid.UUID) error {
+	return b.delete(ctx, "Delete", b.names.delete, id, false)
+}
+
+// HardDelete removes the row whose primary key is id, soft-deleted or not;
+// for a model without [SoftDelete] it is Delete.
+func (b *BaseDatabase[T]) HardDelete(ctx context.Context, id uuid.UUID) error {
+	return b.delete(ctx, "HardDelete", b.names.hardDelete, id, true)
+}
+
+func (b *BaseDatabase[T]) delete(ctx context.Context, op, spanName string, id uuid.UUID, hard bool) error {
 	if b.err != nil {
 		return b.err
 	}
-	ctx, span := b.start(ctx, b.names.delete, "delete")
-	res := b.conn(ctx).Where(clause.Eq{Column: b.pk, Value: id}).Delete(new(T))
+	ctx, span := b.start(ctx, spanName, "delete")
+	tx := b.conn(ctx)
+	if hard {
+		tx = tx.Unscoped()
+	}
+	res := tx.Where(clause.Eq{Column: b.pk, Value: id}).Delete(new(T))
 	err := res.Error
 	if err == nil && res.RowsAffected == 0 {
 		err = ErrNotFound
 	}
-	return b.finish(ctx, span, "Delete", err)
+	return b.finish(ctx, span, op, err)
+}
+
+// Restore undeletes the soft-deleted row whose primary key is id. Errors:
+// [ErrNotFound] when there is no such deleted row; [ErrInvalid] for a model
+// without [SoftDelete]; a *[ConstraintError] when a partial unique index
+// now has another live row with the same value.
+func (b *BaseDatabase[T]) Restore(ctx context.Context, id uuid.UUID) error {
+	if b.err != nil {
+		return b.err
+	}
+	f := softDeleteField(b.schema)
+	if f == nil {
+		return b.invalid("Restore", "%s has no soft delete", b.model)
+	}
+	ctx, span := b.start(ctx, b.names.restore, "update")
+	col := clause.Column{Table: clause.CurrentTable, Name: f.DBName}
+	res := b.conn(ctx).Unscoped().Model(new(T)).
+		Where(clause.Eq{Column: b.pk, Value: id}).Where(clause.Expr{SQL: "? IS NOT NULL", Vars: []any{col}}).
+		Update(f.DBName, nil)
+	err := res.Error
+	if err == nil && res.RowsAffected == 0 {
+		err = ErrNotFound
+	}
+	return b.finish(ctx, span, "Restore", err)
 }
 
 // Query is the escape hatch for what the methods above cannot express: GORM's

@@ -99,6 +99,9 @@ func (b *BaseDatabase[T]) copyFrom(ctx context.Context, items []T) error {
 		if m.UpdatedAt.IsZero() {
 			m.UpdatedAt = now
 		}
+		if vb, ok := any(&items[i]).(versionedBase); ok && vb.versioned().Version == 0 {
+			vb.versioned().Version = 1
+		}
 		rv := reflect.ValueOf(&items[i]).Elem()
 		row := make([]any, len(b.copy.fields))
 		for j, f := range b.copy.fields {

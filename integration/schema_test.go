@@ -43,6 +43,37 @@ type SlowUser struct{ User }
 
 func (SlowUser) TableName() string { return "slow_users" }
 
+// Account is soft-deleted: its email is unique among live accounts only.
+type Account struct {
+	dbkit.Model
+	dbkit.SoftDelete
+	Email string
+}
+
+// Counter is versioned: concurrent increments must not be lost.
+type Counter struct {
+	dbkit.Model
+	dbkit.Versioned
+	Value int
+	Label string
+}
+
+// Job is a queue row that workers claim with SKIP LOCKED.
+type Job struct {
+	dbkit.Model
+	Payload  int
+	Done     bool
+	Attempts int
+}
+
+// Customer is a user with its orders, for Preload.
+type Customer struct {
+	User
+	Orders []Order `gorm:"foreignKey:UserID"`
+}
+
+func (Customer) TableName() string { return "users" }
+
 // schema is the migration set of the tests: explicit DDL, as a real service
 // writes it, so that every constraint has a known name.
 var schema = []migrate.Migration{
@@ -85,6 +116,22 @@ var schema = []migrate.Migration{
 		Migrate: func(tx *gorm.DB) error {
 			return tx.Exec(`CREATE VIEW slow_users AS
 				SELECT * FROM users WHERE (SELECT 1 FROM pg_sleep(30)) = 1`).Error
+		},
+	},
+	{
+		ID: "202611260904_create_accounts_counters_jobs",
+		Migrate: func(tx *gorm.DB) error {
+			return tx.Exec(`
+				CREATE TABLE accounts (
+					id uuid PRIMARY KEY, created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL,
+					deleted_at timestamptz, email text NOT NULL);
+				CREATE UNIQUE INDEX accounts_email_key ON accounts (email) WHERE deleted_at IS NULL;
+				CREATE TABLE counters (
+					id uuid PRIMARY KEY, created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL,
+					version bigint NOT NULL, value bigint NOT NULL DEFAULT 0, label text NOT NULL DEFAULT '');
+				CREATE TABLE jobs (
+					id uuid PRIMARY KEY, created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL,
+					payload bigint NOT NULL, done boolean NOT NULL DEFAULT false, attempts bigint NOT NULL DEFAULT 0)`).Error
 		},
 	},
 }
