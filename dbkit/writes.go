@@ -22,8 +22,20 @@ const DefaultBatchSize = 1000
 type copyPlan struct {
 	columns []string
 	fields  []*schema.Field
-	reason  string // why not: associations, hooks, defaults, serializers
+	sources []copySource // where each column's value comes from
+	reason  string       // why not: associations, hooks, defaults, serializers
 }
+
+// copySource says where a COPY column's value comes from: the embedded
+// Model, read directly, or any other field, read by reflection.
+type copySource uint8
+
+const (
+	fromField copySource = iota
+	fromID
+	fromCreatedAt
+	fromUpdatedAt
+)
 
 func newCopyPlan(s *schema.Schema) copyPlan {
 	switch {
@@ -43,8 +55,18 @@ func newCopyPlan(s *schema.Schema) copyPlan {
 		if f.Serializer != nil {
 			return copyPlan{reason: fmt.Sprintf("field %s has a GORM serializer", f.Name)}
 		}
+		src := fromField
+		switch f.Name {
+		case "ID":
+			src = fromID
+		case "CreatedAt":
+			src = fromCreatedAt
+		case "UpdatedAt":
+			src = fromUpdatedAt
+		}
 		p.columns = append(p.columns, f.DBName)
 		p.fields = append(p.fields, f)
+		p.sources = append(p.sources, src)
 	}
 	return p
 }
@@ -83,7 +105,6 @@ func (b *BaseDatabase[T]) CreateMany(ctx context.Context, items []T) error {
 // on, or on a connection of the pool.
 func (b *BaseDatabase[T]) copyFrom(ctx context.Context, items []T) error {
 	now := now()
-	rows := make([][]any, len(items))
 	for i := range items {
 		m := any(&items[i]).(modelBase).base()
 		if m.ID == uuid.Nil {
@@ -102,19 +123,39 @@ func (b *BaseDatabase[T]) copyFrom(ctx context.Context, items []T) error {
 		if vb, ok := any(&items[i]).(versionedBase); ok && vb.versioned().Version == 0 {
 			vb.versioned().Version = 1
 		}
-		rv := reflect.ValueOf(&items[i]).Elem()
-		row := make([]any, len(b.copy.fields))
-		for j, f := range b.copy.fields {
-			row[j], _ = f.ValueOf(ctx, rv)
-		}
-		rows[i] = row
 	}
+	// Rows are made as pgx encodes them, into one buffer it copies from.
+	row := make([]any, len(b.copy.fields))
+	source := pgx.CopyFromSlice(len(items), func(i int) ([]any, error) {
+		m := any(&items[i]).(modelBase).base()
+		var rv reflect.Value
+		for j, src := range b.copy.sources {
+			switch src {
+			case fromID:
+				row[j] = [16]byte(m.ID) // bytes: pgx would encode a uuid.UUID through text
+			case fromCreatedAt:
+				row[j] = m.CreatedAt
+			case fromUpdatedAt:
+				row[j] = m.UpdatedAt
+			default:
+				if !rv.IsValid() {
+					rv = reflect.ValueOf(&items[i]).Elem()
+				}
+				v, _ := b.copy.fields[j].ValueOf(ctx, rv)
+				if id, ok := v.(uuid.UUID); ok {
+					v = [16]byte(id)
+				}
+				row[j] = v
+			}
+		}
+		return row, nil
+	})
 	copyRows := func(driverConn any) error {
 		conn, ok := driverConn.(*stdlib.Conn)
 		if !ok {
 			return fmt.Errorf("dbkit: COPY needs a pgx connection, got %T", driverConn)
 		}
-		_, err := conn.Conn().CopyFrom(ctx, pgx.Identifier{b.schema.Table}, b.copy.columns, pgx.CopyFromRows(rows))
+		_, err := conn.Conn().CopyFrom(ctx, pgx.Identifier{b.schema.Table}, b.copy.columns, source)
 		return err
 	}
 	if st := b.db.txStateFrom(ctx); st != nil {
