@@ -31,6 +31,7 @@ bench:
 	done
 	$(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da -col '/impl@(gorm dbkit pgx)' bench.txt
 	$(GO) run ./internal/benchratio -base gorm bench.txt
+	$(GO) run ./internal/benchratio -base pgx,keyset_first bench.txt
 
 ## lint: gofmt and go vet
 lint:

@@ -74,7 +74,7 @@ func (r *stubRows) Next(dest []driver.Value) error {
 	return nil
 }
 
-func stubPool(b *testing.B, rows int) *sql.DB {
+func stubPool(b testing.TB, rows int) *sql.DB {
 	b.Helper()
 	pool := sql.OpenDB(stubConnector{stubDriver{rows: rows}})
 	b.Cleanup(func() { pool.Close() })

@@ -89,25 +89,25 @@ func BenchmarkPageDepth(b *testing.B) {
 		name string
 		read func() (int, error)
 	}{
-		{"keyset/first", func() (int, error) {
+		{"keyset_first", func() (int, error) {
 			p, err := env.users.FindCursor(ctx, dbkit.CursorRequest{Size: pageSize})
 			return len(p.Items), err
 		}},
-		{"keyset/deep", func() (int, error) {
+		{"keyset_deep", func() (int, error) {
 			p, err := env.users.FindCursor(ctx, dbkit.CursorRequest{Cursor: env.deepCursor, Size: pageSize})
 			return len(p.Items), err
 		}},
-		{"offset/first", func() (int, error) {
+		{"offset_first", func() (int, error) {
 			p, err := env.users.FindPage(ctx, dbkit.PageRequest{Page: 1, Size: pageSize})
 			return len(p.Items), err
 		}},
-		{"offset/deep", func() (int, error) {
+		{"offset_deep", func() (int, error) {
 			p, err := env.users.FindPage(ctx, dbkit.PageRequest{Page: depth/pageSize + 1, Size: pageSize})
 			return len(p.Items), err
 		}},
 	}
 	for _, c := range cases {
-		b.Run("mode="+c.name, func(b *testing.B) {
+		b.Run("impl="+c.name, func(b *testing.B) {
 			for b.Loop() {
 				n, err := c.read()
 				if err != nil || n != pageSize {

@@ -6,7 +6,9 @@
 // differences being measured; benchstat compares the two distributions
 // unpaired and cannot see through it.
 //
-//	go run ./internal/benchratio -base gorm bench.txt
+//	go run ./internal/benchratio -base gorm,pgx bench.txt
+//
+// With several bases, each benchmark is divided by the first of them it has.
 package main
 
 import (
@@ -21,7 +23,7 @@ import (
 )
 
 func main() {
-	base := flag.String("base", "gorm", "the impl the others are divided by")
+	base := flag.String("base", "gorm", "the impl the others are divided by (comma-separated: the first one a benchmark has)")
 	flag.Parse()
 	var in io.Reader = os.Stdin
 	if flag.NArg() > 0 {
@@ -41,13 +43,20 @@ func main() {
 
 type key struct{ bench, impl string }
 
-func run(in io.Reader, out io.Writer, base string) error {
+func run(in io.Reader, out io.Writer, bases string) error {
 	current := map[string]map[string]float64{} // bench -> impl -> ns/op, for the run under way
 	ratios := map[key][]float64{}
 	var order []key
 	var benches []string // in order of first appearance
 	flush := func(bench string) {
 		run := current[bench]
+		var base string
+		for _, candidate := range strings.Split(bases, ",") {
+			if _, ok := run[candidate]; ok {
+				base = candidate
+				break
+			}
+		}
 		b, ok := run[base]
 		if ok && b > 0 {
 			for impl, ns := range run {
@@ -105,7 +114,7 @@ func run(in io.Reader, out io.Writer, base string) error {
 		return strings.Compare(a.impl, b.impl)
 	})
 	if len(order) == 0 {
-		return fmt.Errorf("no benchmarks named Name/impl=X with a %q impl", base)
+		return fmt.Errorf("no benchmarks named Name/impl=X with a %q impl", bases)
 	}
 	fmt.Fprintf(out, "%-28s %-8s %8s %8s %8s %4s\n", "benchmark", "impl", "median", "min", "max", "runs")
 	for _, k := range order {
