@@ -35,6 +35,24 @@
 //	users := dbkit.NewBaseDatabase[User](db)
 //	err := users.Create(ctx, &User{Email: "ada@example.com"})
 //
+// # Queries from request input
+//
+// [Filter] (field, operator, value; or OR/AND groups), [FiltersFromQuery]
+// and [SortBy] take fields and values from a request: fields are checked
+// against the model's schema (json:"-" and dbkit:"nofilter" fields are
+// refused), values converted to the fields' types and bound, before any SQL
+// is sent. [BaseDatabase.FindPage] gives offset pages,
+// [BaseDatabase.FindCursor] keyset pages with signed cursors.
+//
+// # Writes, locking and transactions
+//
+// [BaseDatabase.CreateMany] writes with COPY; [BaseDatabase.Upsert] returns
+// the stored row; [SoftDelete] and [Versioned] embeds add soft delete and
+// optimistic locking ([ErrStale]); [ForUpdate] and [SkipLocked] lock rows.
+// [DB.InTx] runs a function in a transaction that every repository call
+// with its ctx joins, with savepoints when nested and optional retries of
+// serialization failures.
+//
 // # Errors
 //
 // Sentinels match with errors.Is: [ErrNotFound] (which also matches
