@@ -373,6 +373,24 @@ func TestConstraintErrors(t *testing.T) {
 	}
 }
 
+func TestExclusionConstraint(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	bookings := dbkit.NewBaseDatabase[Booking](newDB(t))
+	if err := bookings.Create(ctx, &Booking{During: "[2026-11-26 10:00, 2026-11-26 11:00)"}); err != nil {
+		t.Fatal(err)
+	}
+	const overlapping = "[2026-11-26 10:30, 2026-11-26 12:00)"
+	err := bookings.Create(ctx, &Booking{During: overlapping})
+	var ce *dbkit.ConstraintError
+	if !errors.As(err, &ce) || !errors.Is(err, dbkit.ErrExclusion) || ce.Constraint != "bookings_no_overlap" || ce.SQLState != "23P01" {
+		t.Fatalf("overlapping booking = %v, want ErrExclusion on bookings_no_overlap", err)
+	}
+	if strings.Contains(err.Error(), "10:30") || ce.Detail == "" {
+		t.Errorf("message %q leaks the value, or Detail %q is empty", err, ce.Detail)
+	}
+}
+
 func TestNewBaseDatabaseMisuse(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()

@@ -66,6 +66,12 @@ type Job struct {
 	Attempts int
 }
 
+// Booking has an exclusion constraint: no two bookings overlap.
+type Booking struct {
+	dbkit.Model
+	During string `gorm:"type:tstzrange"`
+}
+
 // Customer is a user with its orders, for Preload.
 type Customer struct {
 	User
@@ -132,6 +138,15 @@ var schema = []migrate.Migration{
 				CREATE TABLE jobs (
 					id uuid PRIMARY KEY, created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL,
 					payload bigint NOT NULL, done boolean NOT NULL DEFAULT false, attempts bigint NOT NULL DEFAULT 0)`).Error
+		},
+	},
+	{
+		ID: "202611260905_create_bookings",
+		Migrate: func(tx *gorm.DB) error {
+			return tx.Exec(`CREATE TABLE bookings (
+				id uuid PRIMARY KEY, created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL,
+				during tstzrange NOT NULL,
+				CONSTRAINT bookings_no_overlap EXCLUDE USING gist (during WITH &&))`).Error
 		},
 	},
 }
