@@ -42,9 +42,11 @@ type DB struct {
 	tp     trace.TracerProvider
 	traced bool // a TracerProvider was given: record statement and repository spans
 	// cursorKey authenticates pagination cursors (WithCursorKey).
-	cursorKey []byte
-	tracer    trace.Tracer // session tracer
-	attrs     []attribute.KeyValue
+	cursorKey        []byte
+	defaultCursorKey bool         // no key was given: cursors can be forged
+	warnCursorKey    sync.Once    // says so once, at the first cursor
+	tracer           trace.Tracer // session tracer
+	attrs            []attribute.KeyValue
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -76,6 +78,9 @@ func Connect(ctx context.Context, cfg Config, opts ...Option) (*DB, error) {
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if o.cursorKey != nil && len(o.cursorKey) < minCursorKey {
+		return nil, fmt.Errorf("%w: WithCursorKey: the key must have at least %d bytes, got %d", ErrInvalid, minCursorKey, len(o.cursorKey))
 	}
 	db := newDB(cfg.WithDefaults(), o)
 	ctx, span := db.tracer.Start(ctx, tracing.SpanConnect, trace.WithAttributes(db.attrs...))
@@ -114,6 +119,7 @@ func newDB(cfg Config, o options) *DB {
 		// another database fail the check, not a forged one.
 		sum := sha256.Sum256([]byte("dbkit cursor/" + cfg.Database))
 		db.cursorKey = sum[:]
+		db.defaultCursorKey = true
 	}
 	db.tracer = tracing.SessionTracer(db.tp)
 	db.attrs = []attribute.KeyValue{

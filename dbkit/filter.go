@@ -145,26 +145,63 @@ func FiltersFromQuery(q url.Values, skip ...string) ([]Filter, error) {
 type fieldResolver struct {
 	model  string
 	schema *schema.Schema
-	byName map[string]*schema.Field // column, JSON and Go names of filterable fields
+	byName map[string]*schema.Field // column, JSON and Go names of the fields input may name
 }
 
-func newFieldResolver(model string, s *schema.Schema) *fieldResolver {
+// newFieldResolver indexes the fields of s that input may name: every
+// readable column, unless the field, or a struct it is embedded in, is
+// tagged json:"-" or dbkit:"nofilter". A non-empty allow list (see
+// InputFields) narrows that to the fields it names.
+func newFieldResolver(model string, s *schema.Schema, allow []string) (*fieldResolver, error) {
 	r := &fieldResolver{model: model, schema: s, byName: map[string]*schema.Field{}}
-	for _, f := range s.Fields {
-		if f.DBName == "" || f.StructField.Tag.Get("dbkit") == "nofilter" {
-			continue
+	var allowed map[*schema.Field]bool
+	if len(allow) > 0 {
+		allowed = map[*schema.Field]bool{}
+		for _, name := range allow {
+			f := s.LookUpField(name)
+			if f == nil || f.DBName == "" {
+				return nil, fmt.Errorf("%w: InputFields: %s has no field %q", ErrInvalid, model, name)
+			}
+			allowed[f] = true
 		}
-		jsonName, _, _ := strings.Cut(f.StructField.Tag.Get("json"), ",")
-		if jsonName == "-" {
+	}
+	for _, f := range s.Fields {
+		if f.DBName == "" || !f.Readable || hiddenField(s.ModelType, f) || allowed != nil && !allowed[f] {
 			continue
 		}
 		r.byName[f.DBName] = f
 		r.byName[f.Name] = f
-		if jsonName != "" {
+		if jsonName := jsonName(f.StructField); jsonName != "" {
 			r.byName[jsonName] = f
 		}
 	}
-	return r
+	return r, nil
+}
+
+// hiddenField reports whether f, or any struct on its embedding path, is
+// tagged json:"-" or dbkit:"nofilter": a column kept out of the API must
+// not be reachable by name from a request either.
+func hiddenField(model reflect.Type, f *schema.Field) bool {
+	t := indirect(model)
+	for _, name := range f.BindNames {
+		if t.Kind() != reflect.Struct {
+			break
+		}
+		sf, ok := t.FieldByName(name)
+		if !ok {
+			break
+		}
+		if jsonName(sf) == "-" || sf.Tag.Get("dbkit") == "nofilter" {
+			return true
+		}
+		t = indirect(sf.Type)
+	}
+	return false
+}
+
+func jsonName(sf reflect.StructField) string {
+	name, _, _ := strings.Cut(sf.Tag.Get("json"), ",")
+	return name
 }
 
 func (r *fieldResolver) field(name string) (*schema.Field, error) {
@@ -357,6 +394,11 @@ func (r *fieldResolver) convert(field *schema.Field, v any) (any, error) {
 		}
 		return v, nil
 	}
+	if n, ok := convertNumber(rv, target); ok {
+		return n, nil
+	} else if (rv.CanInt() || rv.CanUint()) && isNumber(target.Kind()) {
+		return nil, bad("in the range of " + target.String())
+	}
 	switch x := v.(type) {
 	case string:
 		return parseAs(target, x, bad)
@@ -377,6 +419,46 @@ func (r *fieldResolver) convert(field *schema.Field, v any) (any, error) {
 		}
 	}
 	return nil, bad("of type " + target.String())
+}
+
+func isNumber(k reflect.Kind) bool {
+	return k >= reflect.Int && k <= reflect.Float64 && k != reflect.Uintptr
+}
+
+// convertNumber converts between integer and float kinds when the value
+// fits the target exactly (an int64 5 for an int field, say).
+func convertNumber(v reflect.Value, target reflect.Type) (any, bool) {
+	out := reflect.New(target).Elem()
+	switch {
+	case v.CanInt() && out.CanInt():
+		if out.OverflowInt(v.Int()) {
+			return nil, false
+		}
+		out.SetInt(v.Int())
+	case v.CanUint() && out.CanUint():
+		if out.OverflowUint(v.Uint()) {
+			return nil, false
+		}
+		out.SetUint(v.Uint())
+	case v.CanInt() && out.CanUint():
+		if v.Int() < 0 || out.OverflowUint(uint64(v.Int())) {
+			return nil, false
+		}
+		out.SetUint(uint64(v.Int()))
+	case v.CanUint() && out.CanInt():
+		if v.Uint() > 1<<63-1 || out.OverflowInt(int64(v.Uint())) {
+			return nil, false
+		}
+		out.SetInt(int64(v.Uint()))
+	case v.CanFloat() && out.CanFloat():
+		if out.OverflowFloat(v.Float()) {
+			return nil, false
+		}
+		out.SetFloat(v.Float())
+	default:
+		return nil, false
+	}
+	return out.Interface(), true
 }
 
 // parseAs parses s as a value of type t.

@@ -1,6 +1,7 @@
 package dbkit
 
 import (
+	"encoding/json"
 	"errors"
 	"net/url"
 	"regexp"
@@ -17,11 +18,18 @@ import (
 	"gorm.io/gorm/utils/tests"
 )
 
+// credentials is embedded but kept out of the API as a whole.
+type credentials struct {
+	PasswordHash string
+}
+
 type filterModel struct {
 	Model
-	Email    string `json:"email"`
-	Name     string `json:"display_name"`
-	Age      int    `json:"age"`
+	Creds    credentials `gorm:"embedded" json:"-"`
+	Hidden   string      `gorm:"->:false;<-:create"` // write-only
+	Email    string      `json:"email"`
+	Name     string      `json:"display_name"`
+	Age      int         `json:"age"`
 	Score    float64
 	Active   bool
 	Born     time.Time
@@ -40,7 +48,11 @@ func filterResolver(t testing.TB) *fieldResolver {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return newFieldResolver("filterModel", s)
+	r, err := newFieldResolver("filterModel", s, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
 }
 
 // render compiles opts and renders the statement GORM would send, with
@@ -163,6 +175,10 @@ func TestFilterRefusals(t *testing.T) {
 	cases := map[string][]QueryOption{
 		"unknown field":      {Filter{Field: "nope", Value: 1}},
 		"json-hidden field":  {Filter{Field: "Secret", Value: secretValue}},
+		"hidden embedded":    {Filter{Field: "password_hash", Op: OpLike, Value: "$2a"}},
+		"hidden embedded Go": {Filter{Field: "PasswordHash", Value: secretValue}},
+		"write-only field":   {Filter{Field: "hidden", Value: secretValue}},
+		"sort hidden embed":  {SortBy("password_hash")},
 		"hidden by column":   {Filter{Field: "secret", Value: secretValue}},
 		"nofilter field":     {Filter{Field: "internal", Value: secretValue}},
 		"unknown operator":   {Filter{Field: "name", Op: "regex", Value: secretValue}},
@@ -218,32 +234,29 @@ func TestSortBy(t *testing.T) {
 // identifiers are the names GORM may quote in a statement about filterModel.
 var quoted = regexp.MustCompile("`[^`]*`")
 
-func allowedIdentifiers() map[string]bool {
-	s, _ := filterSchemaOnce()
+// allowedIdentifiers are the table and the columns input may name.
+func allowedIdentifiers(t testing.TB) map[string]bool {
 	ok := map[string]bool{"`filter_models`": true}
-	for _, f := range s.Fields {
-		if f.DBName != "" {
-			ok["`"+f.DBName+"`"] = true
-		}
+	for _, f := range filterResolver(t).byName {
+		ok["`"+f.DBName+"`"] = true
 	}
 	return ok
 }
 
-// checkSQL fails when sql holds an identifier that is not a column of the
-// model or any input text outside placeholders.
-func checkSQL(t *testing.T, sql string, inputs ...string) {
+// checkSQL fails when sql names a column input may not name, or holds
+// anything but placeholders for values: no quoted literal, one bound value
+// per placeholder.
+func checkSQL(t *testing.T, sql string, vars []any) {
 	t.Helper()
-	allowed := allowedIdentifiers()
+	allowed := allowedIdentifiers(t)
 	for _, id := range quoted.FindAllString(sql, -1) {
 		if !allowed[id] {
 			t.Fatalf("identifier %s reached SQL: %s", id, sql)
 		}
 	}
 	rest := quoted.ReplaceAllString(sql, "")
-	for _, in := range inputs {
-		if len(in) >= 3 && strings.Contains(rest, in) {
-			t.Fatalf("input %q reached SQL outside a placeholder: %s", in, sql)
-		}
+	if strings.ContainsAny(rest, "'\"$;") || strings.Count(rest, "?") != len(vars) {
+		t.Fatalf("SQL %s with %d values: a value is not a placeholder", sql, len(vars))
 	}
 }
 
@@ -271,19 +284,42 @@ func FuzzFiltersFromQuery(f *testing.F) {
 		for i, fl := range filters {
 			opts[i] = fl
 		}
-		sql, _, err := render(t, opts...)
+		sql, vars, err := render(t, opts...)
 		if err != nil {
 			if !errors.Is(err, ErrInvalid) {
 				t.Fatalf("error %v does not match ErrInvalid", err)
 			}
 			return
 		}
-		var inputs []string
-		for k, vs := range q {
-			inputs = append(inputs, k)
-			inputs = append(inputs, vs...)
+		checkSQL(t, sql, vars)
+	})
+}
+
+// FuzzFilterJSON decodes arbitrary JSON into a Filter, as a handler taking
+// filters in a request body would.
+func FuzzFilterJSON(f *testing.F) {
+	for _, seed := range []string{
+		`{"field":"age","op":"gte","value":18}`,
+		`{"or":[{"field":"name","value":"a"},{"field":"email","op":"ilike","value":"b"}]}`,
+		`{"and":[{"field":"age","op":"in","value":[1,2,"3"]},{"or":[{"field":"ref","op":"isnull","value":true}]}]}`,
+		`{"field":"PasswordHash","value":"x"}`, `{"field":"creds","value":"x"}`, `{"field":"born","op":"lt","value":"2020-01-01"}`,
+		`{"field":"name","op":"like","value":"%' OR 1=1 --"}`,
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		var fl Filter
+		if json.Unmarshal([]byte(raw), &fl) != nil {
+			return
 		}
-		checkSQL(t, sql, inputs...)
+		sql, vars, err := render(t, fl)
+		if err != nil {
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("error %v does not match ErrInvalid", err)
+			}
+			return
+		}
+		checkSQL(t, sql, vars)
 	})
 }
 
@@ -292,13 +328,50 @@ func FuzzSortBy(f *testing.F) {
 		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, spec string) {
-		sql, _, err := render(t, SortBy(spec))
+		sql, vars, err := render(t, SortBy(spec))
 		if err != nil {
 			if !errors.Is(err, ErrInvalid) {
 				t.Fatalf("error %v does not match ErrInvalid", err)
 			}
 			return
 		}
-		checkSQL(t, sql, spec)
+		checkSQL(t, sql, vars)
 	})
+}
+
+func TestInputFieldsAllowList(t *testing.T) {
+	s, _ := filterSchemaOnce()
+	r, err := newFieldResolver("filterModel", s, []string{"Email", "age"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"email", "Email", "age", "Age"} {
+		if _, err := r.field(name); err != nil {
+			t.Errorf("allowed %s: %v", name, err)
+		}
+	}
+	for _, name := range []string{"name", "display_name", "id", "password_hash"} {
+		if _, err := r.field(name); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s outside the allow list: %v", name, err)
+		}
+	}
+	if _, err := newFieldResolver("filterModel", s, []string{"nope"}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("an allow list naming an unknown field: %v", err)
+	}
+}
+
+func TestConvertNumbers(t *testing.T) {
+	r := filterResolver(t)
+	age := r.schema.LookUpField("Age") // int
+	for v, want := range map[any]any{int64(5): 5, int8(-3): -3, uint16(7): 7, 30.0: 30} {
+		got, err := r.convert(age, v)
+		if err != nil || got != want {
+			t.Errorf("convert(%T %v) = %v, %v; want %v", v, v, got, err, want)
+		}
+	}
+	for _, v := range []any{uint64(1 << 63), 1.5, "x"} {
+		if _, err := r.convert(age, v); !errors.Is(err, ErrInvalid) {
+			t.Errorf("convert(%T %v) = %v, want ErrInvalid", v, v, err)
+		}
+	}
 }

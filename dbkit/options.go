@@ -77,10 +77,12 @@ func WithTracerProvider(tp trace.TracerProvider) Option {
 
 // WithCursorKey sets the secret that authenticates the cursors of
 // [BaseDatabase.FindCursor]: with it a client cannot make a cursor of its
-// own. Give every replica of a service the same key (at least 32 random
-// bytes), or a cursor from one replica fails on another. Without it cursors
-// are checked against a key derived from the database name: altered or
-// truncated cursors are still refused, but one could be forged.
+// own. Give every replica of a service the same key, at least 32 random
+// bytes (Connect refuses a shorter one), or a cursor from one replica fails
+// on another. Without it cursors are checked against a key derived from the
+// database name: altered or truncated cursors are still refused, but one
+// could be forged (its keys are still only data, converted and bound), and
+// dbkit logs a warning at the first cursor it makes.
 func WithCursorKey(key []byte) Option {
 	return func(o *options) { o.cursorKey = append([]byte(nil), key...) }
 }

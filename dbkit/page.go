@@ -25,11 +25,31 @@ const DefaultMaxPageSize = 100
 // RepositoryOption configures a [BaseDatabase].
 type RepositoryOption func(*repoOptions)
 
-type repoOptions struct{ maxPageSize int }
+type repoOptions struct {
+	maxPageSize int
+	inputFields []string
+	patchable   []string
+}
 
 // MaxPageSize caps the page size a caller may ask for; larger sizes are
 // reduced to it (the returned page says the size used).
 func MaxPageSize(n int) RepositoryOption { return func(o *repoOptions) { o.maxPageSize = n } }
+
+// InputFields restricts the fields that input ([Filter], [SortBy],
+// [Select]) may name to these (Go, column or JSON names). Without it every
+// column may be named except those tagged json:"-" or dbkit:"nofilter" (or
+// embedded in a struct so tagged): an allow list is the safer choice for a
+// model with columns a client must not probe.
+func InputFields(fields ...string) RepositoryOption {
+	return func(o *repoOptions) { o.inputFields = append(o.inputFields, fields...) }
+}
+
+// Patchable names the fields [BaseDatabase.Patch] may set (Go, column or
+// JSON names), in addition to fields tagged dbkit:"patch". Patch sets no
+// other field: a request body cannot reach a column nobody listed.
+func Patchable(fields ...string) RepositoryOption {
+	return func(o *repoOptions) { o.patchable = append(o.patchable, fields...) }
+}
 
 // PageRequest asks for one page of an offset pagination.
 type PageRequest struct {
@@ -65,25 +85,17 @@ func (b *BaseDatabase[T]) FindPage(ctx context.Context, req PageRequest, opts ..
 	}
 	var q compiled
 	if err == nil {
-		q, err = b.compilePaged(opts)
+		q, err = b.compilePaged(ctx, opts)
 	}
 	if err != nil {
 		return Page[T]{}, fmt.Errorf("dbkit: %s.FindPage: %w", b.model, err)
 	}
 	ctx, span := b.start(ctx, b.names.findPage, "select")
 	page := Page[T]{Page: req.Page, Size: size, Items: []T{}}
-	tx := b.conn(ctx)
-	if q.hasWhere() {
-		tx = tx.Clauses(q.where)
-	}
-	err = tx.Clauses(clause.OrderBy{Columns: q.order}).Limit(size).Offset((req.Page - 1) * size).Find(&page.Items).Error
+	err = b.scoped(ctx, q).Limit(size).Offset((req.Page - 1) * size).Find(&page.Items).Error
 	if err == nil && req.WithTotal {
 		var total int64
-		tx := b.conn(ctx).Model(new(T))
-		if q.hasWhere() {
-			tx = tx.Clauses(q.where)
-		}
-		if err = tx.Count(&total).Error; err == nil {
+		if err = b.scoped(ctx, q.forCount()).Model(new(T)).Count(&total).Error; err == nil {
 			page.Total = &total
 		}
 	}
@@ -103,8 +115,11 @@ func (b *BaseDatabase[T]) pageSize(size int) (int, error) {
 
 // compilePaged compiles opts for a paginated query: no Limit of its own, and
 // the primary key as the order when none is given.
-func (b *BaseDatabase[T]) compilePaged(opts []QueryOption) (compiled, error) {
+func (b *BaseDatabase[T]) compilePaged(ctx context.Context, opts []QueryOption) (compiled, error) {
 	q, err := compileQuery(b.fields, opts)
+	if err == nil && q.lock != nil && b.db.txFrom(ctx) == nil {
+		err = ErrNoTx
+	}
 	if err != nil {
 		return q, err
 	}
@@ -156,7 +171,10 @@ func (b *BaseDatabase[T]) FindCursor(ctx context.Context, req CursorRequest, opt
 	size, err := b.pageSize(req.Size)
 	var q compiled
 	if err == nil {
-		q, err = b.compilePaged(opts)
+		q, err = b.compilePaged(ctx, opts)
+	}
+	if err == nil {
+		err = b.checkCursorSort(q)
 	}
 	var cur cursor
 	if err == nil && req.Cursor != "" {
@@ -173,18 +191,15 @@ func (b *BaseDatabase[T]) FindCursor(ctx context.Context, req CursorRequest, opt
 			order[i].Desc = !order[i].Desc
 		}
 	}
-	tx := b.conn(ctx)
-	where := q.where
+	read := q
+	read.order, read.limit = order, size+1
 	if req.Cursor != "" {
-		where.Exprs = append(slices.Clone(where.Exprs), keysetAfter(order, q.sortFields, cur.Keys))
+		read.where.Exprs = append(slices.Clone(q.where.Exprs), keysetAfter(order, q.sortFields, cur.Keys))
 	}
 
 	ctx, span := b.start(ctx, b.names.findCursor, "select")
 	var rows []T
-	if len(where.Exprs) > 0 {
-		tx = tx.Clauses(where)
-	}
-	err = tx.Clauses(clause.OrderBy{Columns: order}).Limit(size + 1).Find(&rows).Error
+	err = b.scoped(ctx, read).Find(&rows).Error
 	if err != nil {
 		return CursorPage[T]{}, b.finish(ctx, span, "FindCursor", err)
 	}
@@ -216,6 +231,33 @@ func (b *BaseDatabase[T]) FindCursor(ctx context.Context, req CursorRequest, opt
 		return CursorPage[T]{}, b.finish(ctx, span, "FindCursor", err)
 	}
 	return page, b.finish(ctx, span, "FindCursor", nil)
+}
+
+// checkCursorSort refuses sorts a cursor cannot carry: fields input may not
+// name (their values would travel to the client in the cursor), fields that
+// can hold NULL but read it as a zero value (the cursor would place a NULL
+// row at "" or 0 and pages would repeat), and key types a cursor cannot
+// encode.
+func (b *BaseDatabase[T]) checkCursorSort(q compiled) error {
+	for _, f := range q.sortFields {
+		if f.PrimaryKey {
+			continue
+		}
+		if visible, ok := b.fields.byName[f.DBName]; !ok || visible != f {
+			return fmt.Errorf("%w: %s.%s cannot sort cursor pages: the cursor would carry its values to the client", ErrInvalid, b.model, f.Name)
+		}
+		t := f.FieldType
+		if t.Kind() != reflect.Pointer && !f.NotNull {
+			return fmt.Errorf("%w: %s.%s cannot sort cursor pages: declare it NOT NULL (gorm:\"not null\") or make it a pointer, or a NULL would read as a zero value and pages would repeat", ErrInvalid, b.model, f.Name)
+		}
+		switch k := indirect(t); {
+		case k == timeType, k == uuidType:
+		case k.Kind() >= reflect.Int && k.Kind() <= reflect.Float64 && k.Kind() != reflect.Uintptr, k.Kind() == reflect.String, k.Kind() == reflect.Bool:
+		default:
+			return fmt.Errorf("%w: %s.%s cannot sort cursor pages: a %s cannot be a cursor key", ErrInvalid, b.model, f.Name, k)
+		}
+	}
+	return nil
 }
 
 // keysetAfter is the condition "strictly after keys in order": the
@@ -279,10 +321,12 @@ type cursor struct {
 	Keys   []any     `json:"-"`           // the keys converted to their fields' types
 }
 
-// sortFingerprint names the sort of q, so that a cursor is refused by a
-// query sorted otherwise.
-func sortFingerprint(q compiled) string {
+// sortFingerprint names the table and sort of q, so that a cursor is
+// refused by a query of another repository or sorted otherwise.
+func sortFingerprint(table string, q compiled) string {
 	var b strings.Builder
+	b.WriteString(table)
+	b.WriteByte(':')
 	for i, o := range q.order {
 		if i > 0 {
 			b.WriteByte(',')
@@ -298,7 +342,7 @@ func sortFingerprint(q compiled) string {
 // encodeCursor makes the cursor of row's position in q's sort.
 func (b *BaseDatabase[T]) encodeCursor(ctx context.Context, q compiled, row *T, before bool) (string, error) {
 	rv := reflect.ValueOf(row).Elem()
-	c := cursor{Sort: sortFingerprint(q), Before: before, Raw: make([]*string, len(q.sortFields))}
+	c := cursor{Sort: sortFingerprint(b.schema.Table, q), Before: before, Raw: make([]*string, len(q.sortFields))}
 	for i, f := range q.sortFields {
 		v, _ := f.ValueOf(ctx, rv)
 		if pv := reflect.ValueOf(v); pv.Kind() == reflect.Pointer {
@@ -320,6 +364,12 @@ func (b *BaseDatabase[T]) encodeCursor(ctx context.Context, q compiled, row *T, 
 	if err != nil {
 		return "", err
 	}
+	if b.db.defaultCursorKey {
+		b.db.warnCursorKey.Do(func() {
+			b.db.logger.WarnContext(ctx, "dbkit: cursors are signed with a key derived from the database name: "+
+				"clients could forge them; give every replica the same secret with dbkit.WithCursorKey")
+		})
+	}
 	mac := b.db.cursorMAC(payload)
 	return base64.RawURLEncoding.EncodeToString(append(payload, mac...)), nil
 }
@@ -337,8 +387,8 @@ func (b *BaseDatabase[T]) decodeCursor(s string, q compiled) (cursor, error) {
 		return cursor{}, invalid
 	}
 	var c cursor
-	if err := json.Unmarshal(payload, &c); err != nil || c.Sort != sortFingerprint(q) || len(c.Raw) != len(q.sortFields) {
-		return cursor{}, fmt.Errorf("%w: the cursor belongs to another sort or filter", ErrInvalid)
+	if err := json.Unmarshal(payload, &c); err != nil || c.Sort != sortFingerprint(b.schema.Table, q) || len(c.Raw) != len(q.sortFields) {
+		return cursor{}, fmt.Errorf("%w: the cursor belongs to another sort or table", ErrInvalid)
 	}
 	c.Keys = make([]any, len(c.Raw))
 	for i, f := range q.sortFields {
@@ -387,7 +437,10 @@ func keyText(v any) (string, error) {
 	return "", fmt.Errorf("a %T cannot be a cursor key", v)
 }
 
-const cursorMACSize = 16
+const (
+	cursorMACSize = 16
+	minCursorKey  = 32 // bytes of a key given to WithCursorKey
+)
 
 // cursorMAC authenticates a cursor's payload with the DB's cursor key.
 func (db *DB) cursorMAC(payload []byte) []byte {

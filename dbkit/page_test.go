@@ -45,7 +45,7 @@ func forge(t testing.TB, key []byte, c cursor) string {
 
 func TestCursorRoundTrip(t *testing.T) {
 	repo := stubRepo(t, nil)
-	q, err := repo.compilePaged([]QueryOption{SortBy("-age,born,ref")})
+	q, err := repo.compilePaged(context.Background(), []QueryOption{SortBy("-age,born,ref")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +67,7 @@ func TestCursorRoundTrip(t *testing.T) {
 	if c, err := repo.decodeCursor(s, q); err != nil || c.Keys[2] != nil {
 		t.Errorf("a NULL key decodes as %v, %v", c.Keys, err)
 	}
-	other, _ := repo.compilePaged([]QueryOption{SortBy("age")})
+	other, _ := repo.compilePaged(context.Background(), []QueryOption{SortBy("age")})
 	if _, err := repo.decodeCursor(s, other); !errors.Is(err, ErrInvalid) {
 		t.Errorf("a cursor of another sort: %v", err)
 	}
@@ -78,10 +78,10 @@ func TestCursorRoundTrip(t *testing.T) {
 // keys are converted to their fields' types and bound as parameters.
 func TestForgedCursorStaysData(t *testing.T) {
 	repo := stubRepo(t, nil)
-	q, _ := repo.compilePaged([]QueryOption{SortBy("email")})
+	q, _ := repo.compilePaged(context.Background(), []QueryOption{SortBy("email")})
 	hostile := "x'); DROP TABLE filter_models; --"
 	id := uuid.New().String()
-	good := forge(t, repo.db.cursorKey, cursor{Sort: sortFingerprint(q), Raw: []*string{&hostile, &id}})
+	good := forge(t, repo.db.cursorKey, cursor{Sort: sortFingerprint(repo.schema.Table, q), Raw: []*string{&hostile, &id}})
 	c, err := repo.decodeCursor(good, q)
 	if err != nil {
 		t.Fatal(err)
@@ -93,11 +93,11 @@ func TestForgedCursorStaysData(t *testing.T) {
 		t.Errorf("SQL %s with vars %v", stmt.SQL.String(), stmt.Vars)
 	}
 	notAnID := "not-a-uuid"
-	bad := forge(t, repo.db.cursorKey, cursor{Sort: sortFingerprint(q), Raw: []*string{&hostile, &notAnID}})
+	bad := forge(t, repo.db.cursorKey, cursor{Sort: sortFingerprint(repo.schema.Table, q), Raw: []*string{&hostile, &notAnID}})
 	if _, err := repo.decodeCursor(bad, q); !errors.Is(err, ErrInvalid) {
 		t.Errorf("a key that is not of its field's type: %v", err)
 	}
-	wrongKey := forge(t, []byte("another key"), cursor{Sort: sortFingerprint(q), Raw: []*string{&hostile, &id}})
+	wrongKey := forge(t, []byte("another key"), cursor{Sort: sortFingerprint(repo.schema.Table, q), Raw: []*string{&hostile, &id}})
 	if _, err := repo.decodeCursor(wrongKey, q); !errors.Is(err, ErrInvalid) {
 		t.Errorf("a cursor signed with another key: %v", err)
 	}
@@ -105,7 +105,7 @@ func TestForgedCursorStaysData(t *testing.T) {
 
 func FuzzDecodeCursor(f *testing.F) {
 	repo := stubRepo(f, []byte("fuzz key"))
-	q, err := repo.compilePaged([]QueryOption{SortBy("-age,email")})
+	q, err := repo.compilePaged(context.Background(), []QueryOption{SortBy("-age,email")})
 	if err != nil {
 		f.Fatal(err)
 	}

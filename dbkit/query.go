@@ -217,6 +217,12 @@ type compiled struct {
 
 func (c *compiled) hasWhere() bool { return len(c.where.Exprs) > 0 }
 
+// forCount keeps what decides which rows match: conditions and the
+// soft-delete scope.
+func (c compiled) forCount() compiled {
+	return compiled{where: c.where, unscoped: c.unscoped}
+}
+
 // compile resolves field names against s. It reports the first problem as
 // an error wrapping ErrInvalid.
 func compile(s *schema.Schema, model string, conds []Condition, opts []QueryOption) (compiled, error) {
@@ -224,7 +230,11 @@ func compile(s *schema.Schema, model string, conds []Condition, opts []QueryOpti
 	for _, c := range conds {
 		all = append(all, c)
 	}
-	return compileQuery(newFieldResolver(model, s), append(all, opts...))
+	r, err := newFieldResolver(model, s, nil)
+	if err != nil {
+		return compiled{}, err
+	}
+	return compileQuery(r, append(all, opts...))
 }
 
 // compileQuery resolves every field of opts: conditions and orders from code

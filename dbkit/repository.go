@@ -31,6 +31,7 @@ type BaseDatabase[T Entity] struct {
 	db         *DB
 	schema     *schema.Schema
 	fields     *fieldResolver
+	patchable  map[string]*schema.Field // what Patch may set, by Go, column and JSON name
 	opts       repoOptions
 	copy       copyPlan      // how CreateMany can COPY, or why not
 	versionCol string        // the column of the embedded Versioned, "" without one
@@ -68,7 +69,7 @@ func NewBaseDatabase[T Entity](db *DB, opts ...RepositoryOption) *BaseDatabase[T
 	return b
 }
 
-func (b *BaseDatabase[T]) init(typ reflect.Type) error {
+func (b *BaseDatabase[T]) init(typ reflect.Type) (err error) {
 	if b.opts.maxPageSize < 1 {
 		return fmt.Errorf("%w: NewBaseDatabase[%s]: MaxPageSize must be 1 or more", ErrInvalid, typ)
 	}
@@ -91,7 +92,12 @@ func (b *BaseDatabase[T]) init(typ reflect.Type) error {
 		return fmt.Errorf("%w: NewBaseDatabase[%s]: %w", ErrInvalid, typ, err)
 	}
 	b.schema = stmt.Schema
-	b.fields = newFieldResolver(b.model, b.schema)
+	if b.fields, err = newFieldResolver(b.model, b.schema, b.opts.inputFields); err != nil {
+		return fmt.Errorf("NewBaseDatabase[%s]: %w", typ, err)
+	}
+	if b.patchable, err = patchableFields(b.model, b.schema, b.opts.patchable); err != nil {
+		return fmt.Errorf("%w: NewBaseDatabase[%s]: %w", ErrInvalid, typ, err)
+	}
 	b.copy = newCopyPlan(b.schema)
 	if f := b.schema.LookUpField("Version"); f != nil && reflect.PointerTo(typ).Implements(reflect.TypeFor[versionedBase]()) {
 		b.versionCol = f.DBName
@@ -361,11 +367,12 @@ func (b *BaseDatabase[T]) Update(ctx context.Context, v *T) error {
 }
 
 // Patch sets the named fields of the row whose primary key is id, without
-// reading it first, and returns the row as updated. Field names are checked
-// like [Filter] fields (json:"-" and dbkit:"nofilter" fields cannot be set)
-// and values converted to the fields' types, so fields can come straight
-// from a request body; the primary key, timestamps, DeletedAt and Version
-// cannot be set (UpdatedAt is set to now, Version incremented).
+// reading it first, and returns the row as updated. Only fields made
+// patchable ([Patchable], or the tag dbkit:"patch") can be set, and values
+// are converted to the fields' types, so a request body can go straight in
+// without reaching a column nobody listed; the primary key, timestamps,
+// DeletedAt and Version never can (UpdatedAt is set to now, Version
+// incremented). Model hooks do not run.
 //
 // Errors: [ErrNotFound] when no row has that ID; [ErrInvalid] for a field
 // that cannot be set, a value that does not fit, or no fields at all; a
@@ -381,7 +388,7 @@ func (b *BaseDatabase[T]) Patch(ctx context.Context, id uuid.UUID, fields map[st
 	}
 	ctx, span := b.start(ctx, b.names.patch, "update")
 	// Built by GORM (which adds updated_at), run with RETURNING * into out.
-	stmt := b.conn(ctx).Session(&gorm.Session{DryRun: true}).Model(new(T)).
+	stmt := b.conn(ctx).Session(&gorm.Session{DryRun: true, SkipHooks: true}).Model(new(T)).
 		Clauses(clause.Returning{}).Where(clause.Eq{Column: b.pk, Value: id}).Updates(set).Statement
 	if stmt.Error != nil {
 		return out, b.finish(ctx, span, "Patch", stmt.Error)
@@ -397,6 +404,41 @@ func (b *BaseDatabase[T]) Patch(ctx context.Context, id uuid.UUID, fields map[st
 	return out, b.finish(ctx, span, "Patch", err)
 }
 
+// patchableFields indexes the fields Patch may set: those named in allow
+// and those tagged dbkit:"patch". The primary key, timestamps, DeletedAt and
+// Version never are.
+func patchableFields(model string, s *schema.Schema, allow []string) (map[string]*schema.Field, error) {
+	out := map[string]*schema.Field{}
+	add := func(f *schema.Field) error {
+		if f.PrimaryKey || f.Name == "CreatedAt" || f.Name == "UpdatedAt" || f.FieldType == deletedAtType ||
+			f.Name == "Version" || !f.Updatable {
+			return fmt.Errorf("%s.%s cannot be patchable", model, f.Name)
+		}
+		out[f.DBName], out[f.Name] = f, f
+		if n := jsonName(f.StructField); n != "" && n != "-" {
+			out[n] = f
+		}
+		return nil
+	}
+	for _, name := range allow {
+		f := s.LookUpField(name)
+		if f == nil || f.DBName == "" {
+			return nil, fmt.Errorf("Patchable: %s has no field %q", model, name)
+		}
+		if err := add(f); err != nil {
+			return nil, err
+		}
+	}
+	for _, f := range s.Fields {
+		if f.DBName != "" && f.StructField.Tag.Get("dbkit") == "patch" {
+			if err := add(f); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return out, nil
+}
+
 // patchAssignments resolves and converts the fields of a Patch.
 func (b *BaseDatabase[T]) patchAssignments(fields map[string]any) (map[string]any, error) {
 	if len(fields) == 0 {
@@ -404,15 +446,9 @@ func (b *BaseDatabase[T]) patchAssignments(fields map[string]any) (map[string]an
 	}
 	set := make(map[string]any, len(fields)+1)
 	for name, value := range fields {
-		f, err := b.fields.field(name)
-		if err != nil {
-			return nil, err
-		}
-		switch {
-		case f.PrimaryKey, f.Name == "CreatedAt", f.Name == "UpdatedAt", f.FieldType == deletedAtType, f.DBName == b.versionCol && b.versionCol != "":
-			return nil, fmt.Errorf("%w: %s.%s cannot be patched", ErrInvalid, b.model, f.Name)
-		case !f.Updatable:
-			return nil, fmt.Errorf("%w: %s.%s is not updatable", ErrInvalid, b.model, f.Name)
+		f, ok := b.patchable[name]
+		if !ok {
+			return nil, fmt.Errorf("%w: %s.%s cannot be patched: list the fields Patch may set with Patchable or tag them dbkit:\"patch\"", ErrInvalid, b.model, name)
 		}
 		v, err := b.fields.convert(f, value)
 		if err != nil {
@@ -425,6 +461,9 @@ func (b *BaseDatabase[T]) patchAssignments(fields map[string]any) (map[string]an
 	}
 	if b.versionCol != "" {
 		set[b.versionCol] = gorm.Expr("? + 1", clause.Column{Table: clause.CurrentTable, Name: b.versionCol})
+	}
+	if f := b.schema.LookUpField("UpdatedAt"); f != nil {
+		set[f.DBName] = now() // set here: the hook-less dry run Patch builds its SQL with would not
 	}
 	return set, nil
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -25,6 +26,8 @@ const (
 // ErrNoTx reports an operation that needs a transaction (a row lock, say)
 // called with a ctx that carries none; it matches ErrInvalid too.
 var ErrNoTx = fmt.Errorf("%w: needs a transaction: call it inside DB.InTx", ErrInvalid)
+
+var errTxPanicked = errors.New("dbkit: the transaction's function panicked; rolled back")
 
 // TxOption configures [DB.InTx].
 type TxOption func(*txOptions)
@@ -61,9 +64,10 @@ type txKey struct{}
 // on (for what database/sql cannot do inside a transaction, such as COPY),
 // and the DB it belongs to.
 type txState struct {
-	db   *DB
-	tx   *gorm.DB
-	conn *sql.Conn
+	db    *DB
+	tx    *gorm.DB
+	conn  *sql.Conn
+	depth int // savepoints deep: 0 in the transaction itself
 }
 
 // txFrom returns the transaction of db carried by ctx, or nil.
@@ -102,7 +106,7 @@ func (db *DB) txStateFrom(ctx context.Context) *txState {
 // anywhere in the transaction (commit included) runs fn again from the
 // start, in a new transaction; the last error is returned when the attempts
 // run out.
-func (db *DB) InTx(ctx context.Context, fn func(ctx context.Context) error, opts ...TxOption) error {
+func (db *DB) InTx(ctx context.Context, fn func(ctx context.Context) error, opts ...TxOption) (err error) {
 	o := txOptions{attempts: 1}
 	for _, opt := range opts {
 		if opt != nil {
@@ -110,12 +114,17 @@ func (db *DB) InTx(ctx context.Context, fn func(ctx context.Context) error, opts
 		}
 	}
 	if parent := db.txStateFrom(ctx); parent != nil {
-		return parent.tx.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-			return fn(context.WithValue(ctx, txKey{}, &txState{db: db, tx: tx, conn: parent.conn}))
-		})
+		return db.inSavepoint(ctx, parent, fn)
 	}
 	ctx, span := db.startTxSpan(ctx, o)
-	var err error
+	panicked := true
+	defer func() {
+		if panicked { // the span still ends; the panic goes on unrecovered
+			tracing.End(span, errTxPanicked, nil)
+			return
+		}
+		tracing.End(span, err, nil)
+	}()
 	backoff := 10 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		err = db.runTx(ctx, fn, o)
@@ -131,18 +140,50 @@ func (db *DB) InTx(ctx context.Context, fn func(ctx context.Context) error, opts
 		select {
 		case <-ctx.Done():
 			timer.Stop()
-			err = fmt.Errorf("%w (while retrying after: %w)", ctx.Err(), err)
-			tracing.End(span, err, nil)
-			return err
+			panicked = false
+			return fmt.Errorf("%w (while retrying after: %w)", ctx.Err(), err)
 		case <-timer.C:
 		}
 		backoff = min(backoff*2, time.Second)
 	}
+	panicked = false
 	if err != nil {
 		err = db.translate(ctx, err)
 	}
-	tracing.End(span, err, nil)
 	return err
+}
+
+// inSavepoint runs fn inside parent's transaction, in a savepoint that is
+// released when fn succeeds and rolled back to (and released) when it fails
+// or panics. Errors of the savepoint statements themselves are returned with
+// fn's: a transaction in which they fail is aborted and the outer InTx must
+// know.
+func (db *DB) inSavepoint(ctx context.Context, parent *txState, fn func(ctx context.Context) error) (err error) {
+	child := &txState{db: db, tx: parent.tx, conn: parent.conn, depth: parent.depth + 1}
+	name := "dbkit_sp_" + strconv.Itoa(child.depth)
+	exec := func(sql string) error {
+		return parent.tx.Session(&gorm.Session{NewDB: true, Context: context.WithoutCancel(ctx)}).Exec(sql).Error
+	}
+	if err := exec("SAVEPOINT " + name); err != nil {
+		return db.translate(ctx, err)
+	}
+	panicked := true
+	defer func() {
+		if panicked || err != nil {
+			if rbErr := exec("ROLLBACK TO SAVEPOINT " + name + "; RELEASE SAVEPOINT " + name); rbErr != nil {
+				err = errors.Join(err, fmt.Errorf("dbkit: roll back to savepoint: %w", rbErr))
+			}
+		}
+	}()
+	err = fn(context.WithValue(ctx, txKey{}, child))
+	panicked = false
+	if err != nil {
+		return err
+	}
+	if err := exec("RELEASE SAVEPOINT " + name); err != nil {
+		return db.translate(ctx, err)
+	}
+	return nil
 }
 
 // runTx runs one attempt: a transaction on a connection pinned for it.

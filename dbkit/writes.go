@@ -55,6 +55,9 @@ func newCopyPlan(s *schema.Schema) copyPlan {
 		if f.Serializer != nil {
 			return copyPlan{reason: fmt.Sprintf("field %s has a GORM serializer", f.Name)}
 		}
+		if (f.AutoCreateTime > 0 || f.AutoUpdateTime > 0) && f.Name != "CreatedAt" && f.Name != "UpdatedAt" {
+			return copyPlan{reason: fmt.Sprintf("field %s is a GORM auto timestamp", f.Name)}
+		}
 		src := fromField
 		switch f.Name {
 		case "ID":
@@ -155,7 +158,7 @@ func (b *BaseDatabase[T]) copyFrom(ctx context.Context, items []T) error {
 		if !ok {
 			return fmt.Errorf("dbkit: COPY needs a pgx connection, got %T", driverConn)
 		}
-		_, err := conn.Conn().CopyFrom(ctx, pgx.Identifier{b.schema.Table}, b.copy.columns, source)
+		_, err := conn.Conn().CopyFrom(ctx, pgx.Identifier(strings.Split(b.schema.Table, ".")), b.copy.columns, source)
 		return err
 	}
 	if st := b.db.txStateFrom(ctx); st != nil {
@@ -184,6 +187,12 @@ type Conflict struct {
 // updates that row's Conflict.Update columns. Either way *v is then set to
 // the row as the database has it, real ID and CreatedAt included (an
 // existing row keeps its own).
+//
+// For a [SoftDelete] model the conflict target is limited to live rows
+// (ON CONFLICT (...) WHERE deleted_at IS NULL), which the partial unique
+// index soft delete calls for answers. For a [Versioned] model an update
+// increments the version. Model hooks do not run, and associations are not
+// saved: Upsert writes the row's own columns.
 func (b *BaseDatabase[T]) Upsert(ctx context.Context, v *T, on Conflict) error {
 	if b.err != nil {
 		return b.err
@@ -221,10 +230,21 @@ func (b *BaseDatabase[T]) upsert(ctx context.Context, op, spanName string, items
 	}
 	ctx, span := b.start(ctx, spanName, "insert")
 	// INSERT ... ON CONFLICT (keys) DO UPDATE SET ... RETURNING *, built by
-	// GORM (its callbacks assign IDs and timestamps) but run by us, so that
-	// the returned rows can be matched to the items by key.
+	// GORM (its callbacks assign IDs and timestamps; hooks are skipped, this
+	// is a dry run) but run by us, so that the returned rows can be matched
+	// to the items.
 	onConflict := clause.OnConflict{Columns: keys, DoUpdates: clause.AssignmentColumns(updates)}
-	stmt := b.conn(ctx).Session(&gorm.Session{DryRun: true}).
+	if f := softDeleteField(b.schema); f != nil {
+		onConflict.TargetWhere = clause.Where{Exprs: []clause.Expression{
+			clause.Expr{SQL: "? IS NULL", Vars: []any{clause.Column{Name: f.DBName}}}}}
+	}
+	if b.versionCol != "" {
+		onConflict.DoUpdates = append(onConflict.DoUpdates, clause.Assignment{
+			Column: clause.Column{Name: b.versionCol},
+			Value:  clause.Expr{SQL: "? + 1", Vars: []any{clause.Column{Table: b.schema.Table, Name: b.versionCol}}},
+		})
+	}
+	stmt := b.conn(ctx).Session(&gorm.Session{DryRun: true, SkipHooks: true}).Omit(clause.Associations).
 		Clauses(onConflict, clause.Returning{}).Create(&items).Statement
 	if stmt.Error != nil {
 		return b.finish(ctx, span, op, stmt.Error)
@@ -233,14 +253,23 @@ func (b *BaseDatabase[T]) upsert(ctx context.Context, op, spanName string, items
 	if err := b.conn(ctx).Raw(stmt.SQL.String(), stmt.Vars...).Scan(&returned).Error; err != nil {
 		return b.finish(ctx, span, op, err)
 	}
+	// An inserted row comes back with the ID the item was given; a row that
+	// existed comes back with its own, and is found by its key.
+	byID := make(map[uuid.UUID]*T, len(returned))
 	byKey := make(map[string]*T, len(returned))
 	for i := range returned {
+		byID[any(&returned[i]).(modelBase).base().ID] = &returned[i]
 		byKey[b.keyOf(ctx, &returned[i], keys)] = &returned[i]
 	}
 	for i := range items {
-		row, ok := byKey[b.keyOf(ctx, &items[i], keys)]
+		row, ok := byID[any(&items[i]).(modelBase).base().ID]
 		if !ok {
-			return b.finish(ctx, span, op, fmt.Errorf("dbkit: %s.%s: no row came back for item %d", b.model, op, i))
+			row, ok = byKey[b.keyOf(ctx, &items[i], keys)]
+		}
+		if !ok {
+			// The write happened: say so, and what to check.
+			return b.finish(ctx, span, op, fmt.Errorf("dbkit: %s.%s: the rows were written, but item %d matches none that came back: "+
+				"the database stores its conflict key differently (citext, numeric scale, time precision?)", b.model, op, i))
 		}
 		items[i] = *row
 	}
@@ -248,9 +277,10 @@ func (b *BaseDatabase[T]) upsert(ctx context.Context, op, spanName string, items
 }
 
 // conflictColumns resolves Conflict's names to columns. UpdatedAt is added
-// to the updated columns; the key columns, the primary key and CreatedAt
-// cannot be updated. With nothing to update, the first key column is "set"
-// to itself so that PostgreSQL returns the existing row.
+// to the updated columns; the key columns, the primary key, CreatedAt and
+// Version cannot be updated. With nothing to update, the first key column
+// is set to its own value (a write PostgreSQL still makes, firing triggers)
+// so that it returns the existing row.
 func (b *BaseDatabase[T]) conflictColumns(on Conflict) (keys []clause.Column, updates []string, err error) {
 	if len(on.Columns) == 0 {
 		return nil, nil, fmt.Errorf("%w: Conflict.Columns is empty", ErrInvalid)
@@ -270,7 +300,7 @@ func (b *BaseDatabase[T]) conflictColumns(on Conflict) (keys []clause.Column, up
 		if err != nil {
 			return nil, nil, err
 		}
-		if f.PrimaryKey || isKey[f.DBName] || f.Name == "CreatedAt" {
+		if f.PrimaryKey || isKey[f.DBName] || f.Name == "CreatedAt" || f.DBName == b.versionCol && b.versionCol != "" {
 			return nil, nil, fmt.Errorf("%w: %s.%s cannot be updated by an upsert", ErrInvalid, b.model, f.Name)
 		}
 		if !seen[f.DBName] {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/dbkit-go/database/dbkit"
@@ -159,7 +160,7 @@ func TestPatch(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db := newDB(t)
-	users := dbkit.NewBaseDatabase[User](db)
+	users := dbkit.NewBaseDatabase[User](db, dbkit.Patchable("name", "Age"))
 	u := User{Email: "patch@example.com", Name: "Before", Age: 30}
 	if err := users.Create(ctx, &u); err != nil {
 		t.Fatal(err)
@@ -179,6 +180,7 @@ func TestPatch(t *testing.T) {
 	for name, fields := range map[string]map[string]any{
 		"nothing":        {},
 		"unknown":        {"nope": 1},
+		"not patchable":  {"email": "mallory@example.com"},
 		"the id":         {"id": "x"},
 		"created_at":     {"created_at": "2020-01-01"},
 		"bad value":      {"age": "thirty"},
@@ -193,7 +195,13 @@ func TestPatch(t *testing.T) {
 	}
 
 	// On a versioned model Patch bumps the version: a reader's Update is then stale.
-	counters := dbkit.NewBaseDatabase[Counter](db)
+	if _, err := dbkit.NewBaseDatabase[User](db).Patch(ctx, u.ID, map[string]any{"name": "x"}); !errors.Is(err, dbkit.ErrInvalid) {
+		t.Errorf("Patch without patchable fields = %v, want ErrInvalid", err)
+	}
+	if _, err := dbkit.NewBaseDatabase[User](db, dbkit.Patchable("id")).Count(ctx); !errors.Is(err, dbkit.ErrInvalid) {
+		t.Errorf("Patchable(id) = %v, want ErrInvalid", err)
+	}
+	counters := dbkit.NewBaseDatabase[Counter](db, dbkit.Patchable("label"))
 	c := Counter{Label: "a"}
 	if err := counters.Create(ctx, &c); err != nil {
 		t.Fatal(err)
@@ -201,7 +209,7 @@ func TestPatch(t *testing.T) {
 	if p, err := counters.Patch(ctx, c.ID, map[string]any{"label": "b"}); err != nil || p.Version != 2 {
 		t.Fatalf("Patch(versioned) = %+v, %v; want version 2", p, err)
 	}
-	if _, err := counters.Patch(ctx, c.ID, map[string]any{"version": 9}); !errors.Is(err, dbkit.ErrInvalid) {
+	if _, err := dbkit.NewBaseDatabase[Counter](db, dbkit.Patchable("version")).Patch(ctx, c.ID, map[string]any{"version": 9}); !errors.Is(err, dbkit.ErrInvalid) {
 		t.Errorf("patching the version = %v, want ErrInvalid", err)
 	}
 	c.Value = 5
@@ -280,18 +288,24 @@ func TestJobQueueWithSkipLocked(t *testing.T) {
 	// NOWAIT fails at once on a locked row.
 	locked := make(chan struct{})
 	release := make(chan struct{})
-	go db.InTx(ctx, func(ctx context.Context) error {
-		_, err := jobs.Get(ctx, seed[0].ID, dbkit.ForUpdate())
-		close(locked)
-		<-release
-		return err
-	})
+	holder := make(chan error, 1)
+	go func() {
+		holder <- db.InTx(ctx, func(ctx context.Context) error {
+			_, err := jobs.Get(ctx, seed[0].ID, dbkit.ForUpdate())
+			close(locked)
+			<-release
+			return err
+		})
+	}()
 	<-locked
 	err := db.InTx(ctx, func(ctx context.Context) error {
 		_, err := jobs.Get(ctx, seed[0].ID, dbkit.ForUpdate(), dbkit.NoWait())
 		return err
 	})
 	close(release)
+	if herr := <-holder; herr != nil {
+		t.Errorf("the transaction holding the lock: %v", herr)
+	}
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) || pgErr.Code != "55P03" {
 		t.Errorf("NoWait on a locked row = %v, want SQLSTATE 55P03", err)
@@ -313,10 +327,79 @@ func TestPreloadAndSelect(t *testing.T) {
 	}
 	users := dbkit.NewBaseDatabase[User](db)
 	sparse, err := users.Find(ctx, dbkit.Select("email"))
-	if err != nil || len(sparse) != 1 || sparse[0].Email == "" || sparse[0].ID.String() == "" || !sparse[0].CreatedAt.IsZero() {
+	if err != nil || len(sparse) != 1 || sparse[0].Email == "" || sparse[0].ID == uuid.Nil || !sparse[0].CreatedAt.IsZero() {
 		t.Errorf("Find(Select email) = %+v, %v; want ID and Email only", sparse, err)
 	}
 	if _, err := users.Find(ctx, dbkit.Select("password")); !errors.Is(err, dbkit.ErrInvalid) {
 		t.Errorf("Select(unknown) = %v, want ErrInvalid", err)
+	}
+}
+
+// Page methods honour every query option: soft-delete scopes, row locks and
+// selected fields, not only filters and sorts.
+func TestPagesHonourScopes(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := newDB(t)
+	accounts := dbkit.NewBaseDatabase[Account](db)
+	for i := range 3 {
+		a := Account{Email: fmt.Sprintf("p%d@example.com", i)}
+		if err := accounts.Create(ctx, &a); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			if err := accounts.Delete(ctx, a.ID); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for name, c := range map[string]struct {
+		opt  dbkit.QueryOption
+		want int
+	}{"live": {nil, 2}, "with deleted": {dbkit.WithDeleted(), 3}, "only deleted": {dbkit.OnlyDeleted(), 1}} {
+		page, err := accounts.FindPage(ctx, dbkit.PageRequest{Page: 1, Size: 10, WithTotal: true}, c.opt)
+		if err != nil || len(page.Items) != c.want || *page.Total != int64(c.want) {
+			t.Errorf("FindPage(%s) = %d items, total %v, %v; want %d", name, len(page.Items), page.Total, err, c.want)
+		}
+		cur, err := accounts.FindCursor(ctx, dbkit.CursorRequest{Size: 10}, c.opt)
+		if err != nil || len(cur.Items) != c.want {
+			t.Errorf("FindCursor(%s) = %d items, %v; want %d", name, len(cur.Items), err, c.want)
+		}
+	}
+	if _, err := accounts.FindPage(ctx, dbkit.PageRequest{Page: 1, Size: 10}, dbkit.ForUpdate()); !errors.Is(err, dbkit.ErrNoTx) {
+		t.Errorf("FindPage(ForUpdate) outside a transaction = %v, want ErrNoTx", err)
+	}
+	if _, err := accounts.FindCursor(ctx, dbkit.CursorRequest{Size: 10}, dbkit.ForUpdate()); !errors.Is(err, dbkit.ErrNoTx) {
+		t.Errorf("FindCursor(ForUpdate) outside a transaction = %v, want ErrNoTx", err)
+	}
+	sparse, err := accounts.FindPage(ctx, dbkit.PageRequest{Page: 1, Size: 10}, dbkit.Select("email"))
+	if err != nil || sparse.Items[0].Email == "" || !sparse.Items[0].CreatedAt.IsZero() {
+		t.Errorf("FindPage(Select) = %+v, %v", sparse.Items, err)
+	}
+}
+
+// Cursor pages refuse sorts a cursor cannot carry before any SQL.
+func TestCursorRefusesUnsafeSorts(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := newDB(t)
+	users := dbkit.NewBaseDatabase[User](db)
+	// name is NOT NULL in the table but not declared so on the struct: a NULL
+	// would read as "", so the cursor cannot trust it.
+	if _, err := users.FindCursor(ctx, dbkit.CursorRequest{Size: 5}, dbkit.SortBy("name")); !errors.Is(err, dbkit.ErrInvalid) {
+		t.Errorf("a cursor sorted by a field that may read NULL as \"\": %v, want ErrInvalid", err)
+	}
+	accounts := dbkit.NewBaseDatabase[Account](db)
+	if _, err := accounts.FindCursor(ctx, dbkit.CursorRequest{Size: 5}, dbkit.OrderBy("deleted_at")); !errors.Is(err, dbkit.ErrInvalid) {
+		t.Errorf("a cursor sorted by a gorm.DeletedAt: %v, want ErrInvalid", err)
+	}
+	// A cursor of one table is refused by another with the same sort.
+	orders := seedOrders(t, db, 6)
+	page, err := orders.FindCursor(ctx, dbkit.CursorRequest{Size: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := users.FindCursor(ctx, dbkit.CursorRequest{Cursor: page.Next, Size: 2}); !errors.Is(err, dbkit.ErrInvalid) {
+		t.Errorf("a cursor of orders given to users: %v, want ErrInvalid", err)
 	}
 }

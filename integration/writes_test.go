@@ -165,3 +165,80 @@ func TestUpsertManyMatchesRowsByKey(t *testing.T) {
 		t.Errorf("two items with one key: %v, want SQLSTATE 21000", err)
 	}
 }
+
+// Rows inserted by UpsertMany are matched by the ID they were given, so
+// items with NULL keys (never a conflict) each get their own row.
+func TestUpsertManyWithNullKeys(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := newDB(t)
+	users := dbkit.NewBaseDatabase[User](db)
+	u := User{Email: "nk@example.com"}
+	if err := users.Create(ctx, &u); err != nil {
+		t.Fatal(err)
+	}
+	orders := dbkit.NewBaseDatabase[Order](db)
+	items := []Order{{UserID: u.ID, Amount: 1}, {UserID: u.ID, Amount: 2}}
+	// note is NULL in both: with a unique index on note they never conflict.
+	if err := orders.Query(ctx).Exec(ctx, "CREATE UNIQUE INDEX orders_note_key ON orders (note)"); err != nil {
+		t.Fatal(err)
+	}
+	if err := orders.UpsertMany(ctx, items, dbkit.Conflict{Columns: []string{"note"}, Update: []string{"amount"}}); err != nil {
+		t.Fatal(err)
+	}
+	if items[0].ID == items[1].ID || items[0].Amount != 1 || items[1].Amount != 2 {
+		t.Errorf("items = %+v: two NULL-keyed rows got one ID", items)
+	}
+}
+
+// On a soft-delete model the conflict target is the live rows, which the
+// partial unique index answers; a deleted row's key is free again.
+func TestUpsertSoftDeleteAndVersioned(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := newDB(t)
+	accounts := dbkit.NewBaseDatabase[Account](db)
+	old := Account{Email: "soft@example.com"}
+	if err := accounts.Create(ctx, &old); err != nil {
+		t.Fatal(err)
+	}
+	if err := accounts.Delete(ctx, old.ID); err != nil {
+		t.Fatal(err)
+	}
+	fresh := Account{Email: "soft@example.com"}
+	if err := accounts.Upsert(ctx, &fresh, dbkit.Conflict{Columns: []string{"email"}}); err != nil {
+		t.Fatalf("Upsert over a deleted row's email: %v", err)
+	}
+	if fresh.ID == old.ID {
+		t.Error("Upsert revived the deleted row instead of inserting a live one")
+	}
+	again := Account{Email: "soft@example.com"}
+	if err := accounts.Upsert(ctx, &again, dbkit.Conflict{Columns: []string{"email"}}); err != nil || again.ID != fresh.ID {
+		t.Errorf("second Upsert = %v, ID %v; want the live row %v", err, again.ID, fresh.ID)
+	}
+
+	// A Versioned row updated by an upsert gets a new version: a reader's
+	// older copy is stale.
+	counters := dbkit.NewBaseDatabase[Counter](db)
+	c := Counter{Label: "v", Value: 1}
+	if err := counters.Create(ctx, &c); err != nil {
+		t.Fatal(err)
+	}
+	if err := counters.Query(ctx).Exec(ctx, "CREATE UNIQUE INDEX counters_label_key ON counters (label)"); err != nil {
+		t.Fatal(err)
+	}
+	up := Counter{Label: "v", Value: 100}
+	if err := counters.Upsert(ctx, &up, dbkit.Conflict{Columns: []string{"label"}, Update: []string{"value"}}); err != nil {
+		t.Fatal(err)
+	}
+	if up.Version != 2 || up.Value != 100 || up.ID != c.ID {
+		t.Errorf("after the upsert: %+v; want version 2, value 100, the same ID", up)
+	}
+	c.Value = 2
+	if err := counters.Update(ctx, &c); !errors.Is(err, dbkit.ErrStale) {
+		t.Errorf("Update of the pre-upsert copy = %v, want ErrStale", err)
+	}
+	if err := counters.Upsert(ctx, &up, dbkit.Conflict{Columns: []string{"label"}, Update: []string{"version"}}); !errors.Is(err, dbkit.ErrInvalid) {
+		t.Errorf("an upsert updating the version = %v, want ErrInvalid", err)
+	}
+}

@@ -30,8 +30,8 @@ import (
 // clients filter and sort by.
 type User struct {
 	dbkit.Model
-	Email string `json:"email"`
-	Name  string `json:"name"`
+	Email string `gorm:"not null" json:"email"` // NOT NULL, so cursor pages can sort by it
+	Name  string `gorm:"not null" json:"name"`
 }
 
 // listUsers is GET /users.
