@@ -2,9 +2,7 @@ package integration
 
 import (
 	"context"
-	"fmt"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -34,28 +32,11 @@ type pagesEnv struct {
 // 20,000 at a time, so created_at ties and the id breaks them.
 var byCreated = dbkit.SortBy("created_at")
 
-var (
-	pagesOnce sync.Once
-	pages     *pagesEnv
-	pagesErr  error
-)
-
-func pagesSetup(b *testing.B) *pagesEnv {
-	b.Helper()
-	pagesOnce.Do(func() { pages, pagesErr = newPagesEnv() })
-	if pagesErr != nil {
-		b.Fatal(pagesErr)
-	}
-	return pages
-}
+var pagesSetup = once(newPagesEnv)
 
 func newPagesEnv() (*pagesEnv, error) {
 	ctx := context.Background()
-	cfg, err := srv.CreateDatabase(ctx, fmt.Sprintf("bench_pages_%d", time.Now().UnixNano()))
-	if err != nil {
-		return nil, err
-	}
-	db, err := dbkit.Connect(ctx, cfg, dbkit.WithMigrations(schema...))
+	_, db, err := benchDatabase("bench_pages")
 	if err != nil {
 		return nil, err
 	}
@@ -141,11 +122,7 @@ func BenchmarkPageDepth(b *testing.B) {
 func bulkEnv(b *testing.B) (*dbkit.BaseDatabase[User], *gorm.DB, *pgxpool.Pool) {
 	b.Helper()
 	ctx := context.Background()
-	cfg, err := srv.CreateDatabase(ctx, fmt.Sprintf("bench_bulk_%d", time.Now().UnixNano()))
-	if err != nil {
-		b.Fatal(err)
-	}
-	db, err := dbkit.Connect(ctx, cfg, dbkit.WithMigrations(schema...))
+	cfg, db, err := benchDatabase("bench_bulk")
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -39,31 +39,39 @@ type benchEnv struct {
 	ids   []uuid.UUID
 }
 
-var (
-	benchOnce sync.Once
-	bench     *benchEnv
-	benchErr  error
-)
-
 // benchSetup builds the shared environment once per test binary; the
 // connections live until the process ends, with the server.
-func benchSetup(b *testing.B) *benchEnv {
-	b.Helper()
-	benchOnce.Do(func() { bench, benchErr = newBenchEnv() })
-	if benchErr != nil {
-		b.Fatal(benchErr)
+var benchSetup = once(newBenchEnv)
+
+// once runs build the first time the benchmark setup it returns is called,
+// and fails every benchmark that calls it if build failed.
+func once[T any](build func() (T, error)) func(b *testing.B) T {
+	get := sync.OnceValues(build)
+	return func(b *testing.B) T {
+		b.Helper()
+		v, err := get()
+		if err != nil {
+			b.Fatal(err)
+		}
+		return v
 	}
-	return bench
+}
+
+// benchDatabase creates a migrated database for a benchmark.
+func benchDatabase(name string) (dbkit.Config, *dbkit.DB, error) {
+	ctx := context.Background()
+	cfg, err := srv.CreateDatabase(ctx, fmt.Sprintf("%s_%d", name, time.Now().UnixNano()))
+	if err != nil {
+		return cfg, nil, err
+	}
+	cfg.MaxOpenConns = 4
+	db, err := dbkit.Connect(ctx, cfg, dbkit.WithMigrations(schema...))
+	return cfg, db, err
 }
 
 func newBenchEnv() (*benchEnv, error) {
 	ctx := context.Background()
-	cfg, err := srv.CreateDatabase(ctx, fmt.Sprintf("bench_%d", time.Now().UnixNano()))
-	if err != nil {
-		return nil, err
-	}
-	cfg.MaxOpenConns = 4
-	db, err := dbkit.Connect(ctx, cfg, dbkit.WithMigrations(schema...))
+	cfg, db, err := benchDatabase("bench")
 	if err != nil {
 		return nil, err
 	}

@@ -363,11 +363,16 @@ func (m *Migrator) locked(ctx context.Context, fn func(conn *gorm.DB) error) (er
 // migration opts out. gormigrate does the running and the recording. A panic
 // in the migration rolls it back and becomes its error.
 func (m *Migrator) apply(ctx context.Context, conn *gorm.DB, mig Migration) error {
-	start := time.Now()
-	run := func(tx *gorm.DB) error {
+	return m.step(ctx, conn, mig, OpUp, func(tx *gorm.DB) error {
 		g := gormigrate.New(tx, m.gormigrateOptions(), []*gormigrate.Migration{{ID: mig.ID, Migrate: recovering(mig.Migrate), Rollback: mig.Rollback}})
 		return g.Migrate()
-	}
+	})
+}
+
+// step runs one migration step (gormigrate on tx), in a transaction unless
+// the migration opts out, and logs it with its duration.
+func (m *Migrator) step(ctx context.Context, conn *gorm.DB, mig Migration, op Op, run func(tx *gorm.DB) error) error {
+	start := time.Now()
 	var err error
 	if mig.NoTransaction {
 		err = run(conn.WithContext(ctx))
@@ -375,9 +380,13 @@ func (m *Migrator) apply(ctx context.Context, conn *gorm.DB, mig Migration) erro
 		err = conn.WithContext(ctx).Transaction(run)
 	}
 	if err != nil {
-		return &Error{ID: mig.ID, Op: OpUp, Err: err}
+		return &Error{ID: mig.ID, Op: op, Err: err}
 	}
-	m.logger.InfoContext(ctx, "migration applied", slog.String("id", mig.ID), slog.Duration("duration", time.Since(start)))
+	msg := "migration applied"
+	if op == OpDown {
+		msg = "migration rolled back"
+	}
+	m.logger.InfoContext(ctx, msg, slog.String("id", mig.ID), slog.Duration("duration", time.Since(start)))
 	return nil
 }
 
@@ -488,22 +497,10 @@ func (m *Migrator) downLocked(ctx context.Context, conn *gorm.DB, choose func(do
 // rollback runs one Rollback and removes its record, in a transaction unless
 // the migration opts out.
 func (m *Migrator) rollback(ctx context.Context, conn *gorm.DB, mig Migration) error {
-	start := time.Now()
-	run := func(tx *gorm.DB) error {
+	return m.step(ctx, conn, mig, OpDown, func(tx *gorm.DB) error {
 		gm := &gormigrate.Migration{ID: mig.ID, Migrate: mig.Migrate, Rollback: recovering(mig.Rollback)}
 		return gormigrate.New(tx, m.gormigrateOptions(), []*gormigrate.Migration{gm}).RollbackMigration(gm)
-	}
-	var err error
-	if mig.NoTransaction {
-		err = run(conn.WithContext(ctx))
-	} else {
-		err = conn.WithContext(ctx).Transaction(run)
-	}
-	if err != nil {
-		return &Error{ID: mig.ID, Op: OpDown, Err: err}
-	}
-	m.logger.InfoContext(ctx, "migration rolled back", slog.String("id", mig.ID), slog.Duration("duration", time.Since(start)))
-	return nil
+	})
 }
 
 // recovering turns a panic in f into an error, so that a migration that
