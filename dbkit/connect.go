@@ -21,6 +21,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/stdlib"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
@@ -41,6 +42,10 @@ type DB struct {
 	logger *slog.Logger
 	tp     trace.TracerProvider
 	traced bool // a TracerProvider was given: record statement and repository spans
+	// Metrics, when a MeterProvider was given (opDuration nil otherwise).
+	opDuration metric.Float64Histogram
+	poolReg    metric.Registration
+	poolName   string
 	// cursorKey authenticates pagination cursors (WithCursorKey).
 	cursorKey        []byte
 	defaultCursorKey bool         // no key was given: cursors can be forged
@@ -111,8 +116,12 @@ func newDB(cfg Config, o options) *DB {
 		logger:    o.logger,
 		tp:        tracing.Provider(o.tracerProvider),
 		traced:    o.tracerProvider != nil,
+		poolName:  o.poolName,
 		cursorKey: o.cursorKey,
 		closeDone: make(chan struct{}),
+	}
+	if db.poolName == "" {
+		db.poolName = cfg.Addr() + "/" + cfg.Database
 	}
 	if db.cursorKey == nil {
 		// Not a secret: it makes a cursor that was cut, mangled or made by
@@ -161,6 +170,9 @@ func (db *DB) openGorm(pool gorm.ConnPool, o options) error {
 	gormLogger := o.gormLogger
 	if gormLogger == nil {
 		gormLogger = logger.Discard
+		if o.logger != nil {
+			gormLogger = newGormLogger(o.logger, o.slowQuery)
+		}
 	}
 	var err error
 	db.gorm, err = gorm.Open(postgres.New(postgres.Config{Conn: pool}), &gorm.Config{
@@ -178,7 +190,7 @@ func (db *DB) openGorm(pool gorm.ConnPool, o options) error {
 	// a few allocations: it is registered only when tracing is on.
 	if db.traced {
 		plugin := otelgorm.NewPlugin(
-			otelgorm.WithTracerProvider(db.tp),
+			otelgorm.WithTracerProvider(stmtTracerProvider{tp: db.tp}), // spans start with their attributes
 			otelgorm.WithoutQueryVariables(),
 			otelgorm.WithoutServerAddress(), // set below from cfg, with the port
 			otelgorm.WithoutMetrics(),       // pool metrics belong on the caller's MeterProvider
@@ -190,6 +202,12 @@ func (db *DB) openGorm(pool gorm.ConnPool, o options) error {
 	}
 	if err := db.registerCallbacks(); err != nil {
 		return fmt.Errorf("dbkit: register callbacks: %w", err)
+	}
+	if err := db.setupMetrics(o.meterProvider); err != nil {
+		return err
+	}
+	if err := db.registerTelemetry(); err != nil {
+		return fmt.Errorf("dbkit: register telemetry callbacks: %w", err)
 	}
 	return nil
 }
@@ -322,7 +340,11 @@ func retryableConnectError(err error) bool {
 
 func (db *DB) migrate(ctx context.Context, o options) error {
 	ctx, span := db.tracer.Start(ctx, tracing.SpanMigrate, trace.WithAttributes(db.attrs...))
-	m, err := migrate.New(db.gorm, o.migrations, append([]migrate.Option{migrate.WithLogger(db.logger)}, o.migrateOptions...)...)
+	mopts := []migrate.Option{migrate.WithLogger(db.logger)}
+	if db.traced {
+		mopts = append(mopts, migrate.WithTracerProvider(db.tp))
+	}
+	m, err := migrate.New(db.gorm, o.migrations, append(mopts, o.migrateOptions...)...)
 	if err == nil && o.checkOnly {
 		err = m.Check(ctx)
 	} else if err == nil {
@@ -361,6 +383,9 @@ func (db *DB) Close(ctx context.Context) error {
 	db.closeOnce.Do(func() {
 		first = true
 		db.closed.Store(true)
+		if db.poolReg != nil {
+			_ = db.poolReg.Unregister()
+		}
 		go func() {
 			db.closeErr = db.sql.Close()
 			close(db.closeDone)

@@ -2,6 +2,9 @@ package dbkit
 
 import (
 	"log/slog"
+	"time"
+
+	"go.opentelemetry.io/otel/metric"
 
 	"go.opentelemetry.io/otel/trace"
 	"gorm.io/gorm/logger"
@@ -19,6 +22,9 @@ type options struct {
 	logger         *slog.Logger
 	gormLogger     logger.Interface
 	tracerProvider trace.TracerProvider
+	meterProvider  metric.MeterProvider
+	poolName       string
+	slowQuery      time.Duration
 	cursorKey      []byte
 }
 
@@ -54,14 +60,19 @@ func WithMigrateOptions(opts ...migrate.Option) Option {
 // without importing a second package.
 type Migration = migrate.Migration
 
-// WithLogger gives dbkit a logger for its own events: connection retries,
-// applied migrations, close. The default discards them.
+// WithLogger gives dbkit a logger: its own events (connection retries,
+// applied migrations, close) and GORM's statements, through an adapter that
+// logs them parameterised, never with their values: every statement at
+// DEBUG, slow ones ([WithSlowQueryThreshold]) at WARN, failures other than
+// not-found at ERROR, each with trace_id and span_id when ctx has a span.
+// The default discards everything.
 func WithLogger(l *slog.Logger) Option {
 	return func(o *options) { o.logger = l }
 }
 
-// WithGormLogger replaces GORM's logger, which is silent by default. Beware
-// that GORM's own loggers print query parameter values.
+// WithGormLogger replaces the logger dbkit gives GORM: silent by default,
+// or, with WithLogger, an adapter that logs parameterised statements to
+// that slog.Logger. Beware that GORM's own loggers print parameter values.
 func WithGormLogger(l logger.Interface) Option {
 	return func(o *options) { o.gormLogger = l }
 }
@@ -86,3 +97,21 @@ func WithTracerProvider(tp trace.TracerProvider) Option {
 func WithCursorKey(key []byte) Option {
 	return func(o *options) { o.cursorKey = append([]byte(nil), key...) }
 }
+
+// WithMeterProvider records dbkit's metrics on mp: the duration of every
+// statement (db.client.operation.duration) and the connection pool's state
+// (db.client.connection.*), labelled with the pool's name. Without it no
+// metric is recorded: dbkit does not use the global provider unless given
+// otel.GetMeterProvider().
+func WithMeterProvider(mp metric.MeterProvider) Option {
+	return func(o *options) { o.meterProvider = mp }
+}
+
+// WithPoolName names the connection pool in metrics
+// (db.client.connection.pool.name), so that two databases of one process
+// are told apart. The default is "host:port/database".
+func WithPoolName(name string) Option { return func(o *options) { o.poolName = name } }
+
+// WithSlowQueryThreshold sets the duration past which a statement is logged
+// at WARN (200 ms by default). It applies with WithLogger.
+func WithSlowQueryThreshold(d time.Duration) Option { return func(o *options) { o.slowQuery = d } }

@@ -16,6 +16,8 @@ import (
 	"github.com/google/uuid"
 	"gorm.io/gorm/clause"
 	"gorm.io/gorm/schema"
+
+	"github.com/dbkit-go/database/tracing"
 )
 
 // DefaultMaxPageSize caps the page size of FindPage and FindCursor unless
@@ -90,7 +92,10 @@ func (b *BaseDatabase[T]) FindPage(ctx context.Context, req PageRequest, opts ..
 	if err != nil {
 		return Page[T]{}, fmt.Errorf("dbkit: %s.FindPage: %w", b.model, err)
 	}
-	ctx, span := b.start(ctx, b.names.findPage, "select")
+	ctx, span := b.start(ctx, b.names.findPage)
+	if span.IsRecording() {
+		span.SetAttributes(tracing.PageSize.Int(size))
+	}
 	page := Page[T]{Page: req.Page, Size: size, Items: []T{}}
 	err = b.scoped(ctx, q).Limit(size).Offset((req.Page - 1) * size).Find(&page.Items).Error
 	if err == nil && req.WithTotal {
@@ -101,6 +106,9 @@ func (b *BaseDatabase[T]) FindPage(ctx context.Context, req PageRequest, opts ..
 	}
 	if err != nil {
 		return Page[T]{}, b.finish(ctx, span, "FindPage", err)
+	}
+	if span.IsRecording() {
+		span.SetAttributes(tracing.DBReturnedRows.Int(len(page.Items)))
 	}
 	return page, b.finish(ctx, span, "FindPage", nil)
 }
@@ -197,7 +205,10 @@ func (b *BaseDatabase[T]) FindCursor(ctx context.Context, req CursorRequest, opt
 		read.where.Exprs = append(slices.Clone(q.where.Exprs), keysetAfter(order, q.sortFields, cur.Keys))
 	}
 
-	ctx, span := b.start(ctx, b.names.findCursor, "select")
+	ctx, span := b.start(ctx, b.names.findCursor)
+	if span.IsRecording() {
+		span.SetAttributes(tracing.PageSize.Int(size))
+	}
 	var rows []T
 	err = b.scoped(ctx, read).Find(&rows).Error
 	if err != nil {
@@ -229,6 +240,9 @@ func (b *BaseDatabase[T]) FindCursor(ctx context.Context, req CursorRequest, opt
 	}
 	if err != nil {
 		return CursorPage[T]{}, b.finish(ctx, span, "FindCursor", err)
+	}
+	if span.IsRecording() {
+		span.SetAttributes(tracing.DBReturnedRows.Int(len(page.Items)))
 	}
 	return page, b.finish(ctx, span, "FindCursor", nil)
 }

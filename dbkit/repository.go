@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"strings"
 
 	"github.com/google/uuid"
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 	"gorm.io/gorm"
@@ -153,15 +153,16 @@ func (b *BaseDatabase[T]) conn(ctx context.Context) *gorm.DB {
 
 // start opens the repository span of one call; without tracing, a span that
 // does nothing (not the caller's span, which End must not end).
-func (b *BaseDatabase[T]) start(ctx context.Context, name, op string) (context.Context, trace.Span) {
+func (b *BaseDatabase[T]) start(ctx context.Context, name string) (context.Context, trace.Span) {
 	if !b.db.traced {
 		return ctx, noSpan
 	}
-	ctx, span := b.tracer.Start(ctx, name, b.spanOpts...)
-	if span.IsRecording() {
-		span.SetAttributes(tracing.DBOperationName.String(op))
-	}
-	return ctx, span
+	// The operation is the method: "Get" of "User.Get". It is set at the
+	// start, where samplers see it.
+	opts := make([]trace.SpanStartOption, 0, len(b.spanOpts)+1)
+	opts = append(opts, b.spanOpts...)
+	opts = append(opts, trace.WithAttributes(tracing.DBOperationName.String(strings.TrimPrefix(name, b.model+"."))))
+	return b.tracer.Start(ctx, name, opts...)
 }
 
 // finish translates err, prefixes it with the operation, and ends the span.
@@ -200,7 +201,7 @@ func (b *BaseDatabase[T]) Create(ctx context.Context, v *T) error {
 	if v == nil {
 		return b.invalid("Create", "nil %s", b.model)
 	}
-	ctx, span := b.start(ctx, b.names.create, "insert")
+	ctx, span := b.start(ctx, b.names.create)
 	err := b.conn(ctx).Create(v).Error
 	return b.finish(ctx, span, "Create", err)
 }
@@ -217,7 +218,7 @@ func (b *BaseDatabase[T]) Get(ctx context.Context, id uuid.UUID, opts ...QueryOp
 	if err != nil {
 		return v, err
 	}
-	ctx, span := b.start(ctx, b.names.get, "select")
+	ctx, span := b.start(ctx, b.names.get)
 	err = b.scoped(ctx, q).Where(clause.Eq{Column: b.pk, Value: id}).Take(&v).Error
 	return v, b.finish(ctx, span, "Get", err)
 }
@@ -276,13 +277,13 @@ func (b *BaseDatabase[T]) Find(ctx context.Context, opts ...QueryOption) ([]T, e
 	if err != nil {
 		return nil, err
 	}
-	ctx, span := b.start(ctx, b.names.find, "select")
+	ctx, span := b.start(ctx, b.names.find)
 	out := []T{}
 	if err = b.scoped(ctx, q).Find(&out).Error; err != nil {
 		out = nil
 	}
 	if span.IsRecording() {
-		span.SetAttributes(attribute.Int("db.response.returned_rows", len(out)))
+		span.SetAttributes(tracing.DBReturnedRows.Int(len(out)))
 	}
 	return out, b.finish(ctx, span, "Find", err)
 }
@@ -296,7 +297,7 @@ func (b *BaseDatabase[T]) Count(ctx context.Context, preds ...Predicate) (int64,
 	if err != nil {
 		return 0, err
 	}
-	ctx, span := b.start(ctx, b.names.count, "select")
+	ctx, span := b.start(ctx, b.names.count)
 	var n int64
 	err = b.scoped(ctx, q).Model(new(T)).Count(&n).Error
 	return n, b.finish(ctx, span, "Count", err)
@@ -312,7 +313,7 @@ func (b *BaseDatabase[T]) Exists(ctx context.Context, preds ...Predicate) (bool,
 	if err != nil {
 		return false, err
 	}
-	ctx, span := b.start(ctx, b.names.exists, "select")
+	ctx, span := b.start(ctx, b.names.exists)
 	var ones []int
 	err = b.scoped(ctx, q).Model(new(T)).Select("1").Limit(1).Find(&ones).Error
 	return len(ones) > 0, b.finish(ctx, span, "Exists", err)
@@ -338,7 +339,7 @@ func (b *BaseDatabase[T]) Update(ctx context.Context, v *T) error {
 	if id == uuid.Nil {
 		return b.invalid("Update", "%s has no ID: create it first", b.model)
 	}
-	ctx, span := b.start(ctx, b.names.update, "update")
+	ctx, span := b.start(ctx, b.names.update)
 	tx := b.conn(ctx).Model(v)
 	var ver *Versioned
 	if vb, ok := any(v).(versionedBase); ok {
@@ -386,7 +387,7 @@ func (b *BaseDatabase[T]) Patch(ctx context.Context, id uuid.UUID, fields map[st
 	if err != nil {
 		return out, fmt.Errorf("dbkit: %s.Patch: %w", b.model, err)
 	}
-	ctx, span := b.start(ctx, b.names.patch, "update")
+	ctx, span := b.start(ctx, b.names.patch)
 	// Built by GORM (which adds updated_at), run with RETURNING * into out.
 	stmt := b.conn(ctx).Session(&gorm.Session{DryRun: true, SkipHooks: true}).Model(new(T)).
 		Clauses(clause.Returning{}).Where(clause.Eq{Column: b.pk, Value: id}).Updates(set).Statement
@@ -394,7 +395,8 @@ func (b *BaseDatabase[T]) Patch(ctx context.Context, id uuid.UUID, fields map[st
 		return out, b.finish(ctx, span, "Patch", stmt.Error)
 	}
 	var rows []T
-	err = b.conn(ctx).Raw(stmt.SQL.String(), stmt.Vars...).Scan(&rows).Error
+	// Find, not Scan: GORM's Scan logs the statement with its values inlined.
+	err = b.conn(ctx).Raw(stmt.SQL.String(), stmt.Vars...).Find(&rows).Error
 	if err == nil && len(rows) == 0 {
 		err = ErrNotFound
 	}
@@ -485,7 +487,7 @@ func (b *BaseDatabase[T]) delete(ctx context.Context, op, spanName string, id uu
 	if b.err != nil {
 		return b.err
 	}
-	ctx, span := b.start(ctx, spanName, "delete")
+	ctx, span := b.start(ctx, spanName)
 	tx := b.conn(ctx)
 	if hard {
 		tx = tx.Unscoped()
@@ -510,7 +512,7 @@ func (b *BaseDatabase[T]) Restore(ctx context.Context, id uuid.UUID) error {
 	if f == nil {
 		return b.invalid("Restore", "%s has no soft delete", b.model)
 	}
-	ctx, span := b.start(ctx, b.names.restore, "update")
+	ctx, span := b.start(ctx, b.names.restore)
 	col := clause.Column{Table: clause.CurrentTable, Name: f.DBName}
 	res := b.conn(ctx).Unscoped().Model(new(T)).
 		Where(clause.Eq{Column: b.pk, Value: id}).Where(clause.Expr{SQL: "? IS NOT NULL", Vars: []any{col}}).

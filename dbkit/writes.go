@@ -94,7 +94,7 @@ func (b *BaseDatabase[T]) CreateMany(ctx context.Context, items []T) error {
 	if len(items) == 0 {
 		return nil
 	}
-	ctx, span := b.start(ctx, b.names.createMany, "insert")
+	ctx, span := b.start(ctx, b.names.createMany)
 	var err error
 	if b.copy.reason == "" {
 		err = b.copyFrom(ctx, items)
@@ -228,7 +228,7 @@ func (b *BaseDatabase[T]) upsert(ctx context.Context, op, spanName string, items
 	if err != nil {
 		return fmt.Errorf("dbkit: %s.%s: %w", b.model, op, err)
 	}
-	ctx, span := b.start(ctx, spanName, "insert")
+	ctx, span := b.start(ctx, spanName)
 	// INSERT ... ON CONFLICT (keys) DO UPDATE SET ... RETURNING *, built by
 	// GORM (its callbacks assign IDs and timestamps; hooks are skipped, this
 	// is a dry run) but run by us, so that the returned rows can be matched
@@ -250,7 +250,8 @@ func (b *BaseDatabase[T]) upsert(ctx context.Context, op, spanName string, items
 		return b.finish(ctx, span, op, stmt.Error)
 	}
 	var returned []T
-	if err := b.conn(ctx).Raw(stmt.SQL.String(), stmt.Vars...).Scan(&returned).Error; err != nil {
+	// Find, not Scan: GORM's Scan logs the statement with its values inlined.
+	if err := b.conn(ctx).Raw(stmt.SQL.String(), stmt.Vars...).Find(&returned).Error; err != nil {
 		return b.finish(ctx, span, op, err)
 	}
 	// An inserted row comes back with the ID the item was given; a row that

@@ -12,7 +12,10 @@ import (
 	"time"
 
 	"github.com/go-gormigrate/gormigrate/v2"
+	"go.opentelemetry.io/otel/trace"
 	"gorm.io/gorm"
+
+	"github.com/dbkit-go/database/tracing"
 )
 
 // Defaults.
@@ -53,6 +56,7 @@ type Migrator struct {
 	lockTimeout     time.Duration
 	allowOutOfOrder bool
 	rejectUnknown   bool
+	tracer          trace.Tracer // nil: no spans
 }
 
 // Op says whether an [Error] happened applying or rolling back.
@@ -371,9 +375,14 @@ func (m *Migrator) apply(ctx context.Context, conn *gorm.DB, mig Migration) erro
 
 // step runs one migration step (gormigrate on tx), in a transaction unless
 // the migration opts out, and logs it with its duration.
-func (m *Migrator) step(ctx context.Context, conn *gorm.DB, mig Migration, op Op, run func(tx *gorm.DB) error) error {
+func (m *Migrator) step(ctx context.Context, conn *gorm.DB, mig Migration, op Op, run func(tx *gorm.DB) error) (err error) {
 	start := time.Now()
-	var err error
+	if m.tracer != nil {
+		var span trace.Span
+		ctx, span = m.tracer.Start(ctx, tracing.SpanMigration, trace.WithAttributes(
+			tracing.MigrationID.String(mig.ID), tracing.MigrationOp.String(string(op))))
+		defer func() { tracing.End(span, err, nil) }()
+	}
 	if mig.NoTransaction {
 		err = run(conn.WithContext(ctx))
 	} else {

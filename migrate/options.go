@@ -3,6 +3,10 @@ package migrate
 import (
 	"log/slog"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/dbkit-go/database/tracing"
 )
 
 // Option configures a [Migrator].
@@ -30,3 +34,9 @@ func AllowOutOfOrder() Option { return func(m *Migrator) { m.allowOutOfOrder = t
 // this code does not have (for example after deploying an older version).
 // By default Status reports them, Up logs them at WARN and goes on.
 func RejectUnknown() Option { return func(m *Migrator) { m.rejectUnknown = true } }
+
+// WithTracerProvider records a span per migration applied or rolled back
+// (DatabaseSession.Migration, with its ID), as a child of ctx's span.
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return func(m *Migrator) { m.tracer = tracing.SessionTracer(tp) }
+}

@@ -18,26 +18,54 @@ const (
 
 // Session span names.
 const (
-	SpanConnect = "DatabaseSession.Connect"
-	SpanHealth  = "DatabaseSession.Health"
-	SpanMigrate = "DatabaseSession.Migrate"
-	SpanClose   = "DatabaseSession.Close"
-	SpanTx      = "DatabaseSession.Transaction"
+	SpanConnect   = "DatabaseSession.Connect"
+	SpanHealth    = "DatabaseSession.Health"
+	SpanMigrate   = "DatabaseSession.Migrate"
+	SpanClose     = "DatabaseSession.Close"
+	SpanTx        = "DatabaseSession.Transaction"
+	SpanMigration = "DatabaseSession.Migration" // one per migration applied or rolled back
 )
 
-// Attribute keys, following the OpenTelemetry database semantic conventions
-// where one exists and prefixed "dbkit." where dbkit adds its own.
+// Attribute keys, following the stable OpenTelemetry database semantic
+// conventions (semconv 1.33 and later) where one exists, and prefixed
+// "dbkit." where dbkit adds its own.
 const (
-	DBSystemName     = attribute.Key("db.system.name")
-	DBNamespace      = attribute.Key("db.namespace")
-	DBCollectionName = attribute.Key("db.collection.name")
-	DBOperationName  = attribute.Key("db.operation.name")
-	ServerAddress    = attribute.Key("server.address")
-	ServerPort       = attribute.Key("server.port")
-	Model            = attribute.Key("dbkit.model")
-	MigrationID      = attribute.Key("dbkit.migration.id")
-	MigrationCount   = attribute.Key("dbkit.migration.count")
+	DBSystemName         = attribute.Key("db.system.name")
+	DBNamespace          = attribute.Key("db.namespace")
+	DBCollectionName     = attribute.Key("db.collection.name")
+	DBOperationName      = attribute.Key("db.operation.name")
+	DBQuerySummary       = attribute.Key("db.query.summary")
+	DBQueryText          = attribute.Key("db.query.text")
+	DBResponseStatusCode = attribute.Key("db.response.status_code")
+	DBReturnedRows       = attribute.Key("db.response.returned_rows")
+	ErrorType            = attribute.Key("error.type")
+	ServerAddress        = attribute.Key("server.address")
+	ServerPort           = attribute.Key("server.port")
+	PoolName             = attribute.Key("db.client.connection.pool.name")
+	ConnectionState      = attribute.Key("db.client.connection.state")
+	Model                = attribute.Key("dbkit.model")
+	PageSize             = attribute.Key("dbkit.page.size")
+	MigrationID          = attribute.Key("dbkit.migration.id")
+	MigrationOp          = attribute.Key("dbkit.migration.op")
+	MigrationCount       = attribute.Key("dbkit.migration.count")
+	TxAttempt            = attribute.Key("dbkit.tx.attempt")
+	TxIsolation          = attribute.Key("dbkit.tx.isolation")
 )
+
+// Metric names. The connection metrics come from database/sql's pool
+// statistics, which only keep totals for waits: wait_count and wait_time
+// are cumulative counters, not the histogram the conventions describe.
+const (
+	MetricOperationDuration  = "db.client.operation.duration"    // histogram, s
+	MetricConnectionCount    = "db.client.connection.count"      // by state: idle, used
+	MetricConnectionMax      = "db.client.connection.max"        // MaxOpenConns
+	MetricConnectionIdleMax  = "db.client.connection.idle.max"   // MaxIdleConns
+	MetricConnectionWaits    = "db.client.connection.wait_count" // waits for a connection, cumulative
+	MetricConnectionWaitTime = "db.client.connection.wait_time"  // time waited, cumulative, s
+)
+
+// ScopeName is the instrumentation scope of dbkit's meter.
+const ScopeName = "github.com/dbkit-go/database"
 
 // PostgreSQL is the db.system.name of every dbkit span.
 var PostgreSQL = DBSystemName.String("postgresql")
