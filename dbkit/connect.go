@@ -40,8 +40,11 @@ type DB struct {
 	sql    *sql.DB
 	cfg    Config // defaults applied
 	logger *slog.Logger
-	tp     trace.TracerProvider
-	traced bool // a TracerProvider was given: record statement and repository spans
+	// stmtLog logs every statement (WithLogger), at WARN past slowQuery.
+	stmtLog   *slog.Logger
+	slowQuery time.Duration
+	tp        trace.TracerProvider
+	traced    bool // a TracerProvider was given: record statement and repository spans
 	// Metrics, when a MeterProvider was given (opDuration nil otherwise).
 	opDuration metric.Float64Histogram
 	poolReg    metric.Registration
@@ -72,8 +75,10 @@ type DB struct {
 //  4. The migrations given with [WithMigrations], if any.
 //
 // GORM is set up with error translation, no default transaction around
-// single statements, a silent logger, and, with [WithTracerProvider], the
-// OpenTelemetry plugin recording statements without their parameter values.
+// single statements, and no logger of its own. Every statement is observed
+// by dbkit, without its parameter values: a span with [WithTracerProvider]
+// (through the OpenTelemetry GORM plugin), a duration with
+// [WithMeterProvider], a log record with [WithLogger].
 func Connect(ctx context.Context, cfg Config, opts ...Option) (*DB, error) {
 	var o options
 	for _, opt := range opts {
@@ -167,18 +172,22 @@ func (db *DB) open(ctx context.Context, o options) error {
 // openGorm sets GORM up on pool: dbkit's settings, the OpenTelemetry plugin
 // and the ID callback.
 func (db *DB) openGorm(pool gorm.ConnPool, o options) error {
-	gormLogger := o.gormLogger
-	if gormLogger == nil {
-		gormLogger = logger.Discard
+	gl := o.gormLogger
+	if gl == nil {
+		gl = logger.Discard
 		if o.logger != nil {
-			gormLogger = newGormLogger(o.logger, o.slowQuery)
+			gl = &gormLogger{log: o.logger, level: logger.Info}
+			db.stmtLog, db.slowQuery = o.logger, o.slowQuery
+			if db.slowQuery <= 0 {
+				db.slowQuery = DefaultSlowQueryThreshold
+			}
 		}
 	}
 	var err error
 	db.gorm, err = gorm.Open(postgres.New(postgres.Config{Conn: pool}), &gorm.Config{
 		SkipDefaultTransaction: true,
 		TranslateError:         true,
-		Logger:                 gormLogger,
+		Logger:                 gl,
 		NowFunc:                now,
 		DisableAutomaticPing:   true,
 	})

@@ -2,10 +2,8 @@ package dbkit
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"regexp"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
@@ -17,26 +15,17 @@ import (
 // logged at WARN.
 const DefaultSlowQueryThreshold = 200 * time.Millisecond
 
-// gormLogger is GORM's logger.Interface on a slog.Logger. Statements are
-// logged with their placeholders only: it implements GORM's ParamsFilter,
-// which drops the values before GORM renders the SQL.
+// gormLogger is GORM's logger.Interface on a slog.Logger, for GORM's own
+// messages. It logs no statement: GORM renders some (those of DB.Scan) with
+// their values inlined whatever its logger asks, so dbkit logs statements
+// from a callback instead (logStatement), where the SQL is still
+// parameterised.
 type gormLogger struct {
 	log   *slog.Logger
-	slow  time.Duration
 	level logger.LogLevel
 }
 
-var (
-	_ logger.Interface  = (*gormLogger)(nil)
-	_ gorm.ParamsFilter = (*gormLogger)(nil)
-)
-
-func newGormLogger(l *slog.Logger, slow time.Duration) *gormLogger {
-	if slow <= 0 {
-		slow = DefaultSlowQueryThreshold
-	}
-	return &gormLogger{log: l, slow: slow, level: logger.Info}
-}
+var _ logger.Interface = (*gormLogger)(nil)
 
 func (g *gormLogger) LogMode(level logger.LogLevel) logger.Interface {
 	c := *g
@@ -63,43 +52,33 @@ func (g *gormLogger) logf(ctx context.Context, at logger.LogLevel, level slog.Le
 	}
 }
 
-// ParamsFilter keeps the statement and drops its values.
-func (g *gormLogger) ParamsFilter(_ context.Context, sql string, _ ...any) (string, []any) {
-	return sql, nil
-}
+// Trace logs nothing: see logStatement.
+func (g *gormLogger) Trace(context.Context, time.Time, func() (string, int64), error) {}
 
-// Trace logs one statement: at ERROR when it failed (not-found is no
-// failure), at WARN when slow, else at DEBUG.
-func (g *gormLogger) Trace(ctx context.Context, begin time.Time, fc func() (string, int64), err error) {
-	if g.level <= logger.Silent {
-		return
-	}
-	elapsed := time.Since(begin)
-	level, msg := slog.LevelDebug, "statement"
+// logStatement logs one statement, parameterised: at ERROR when it failed
+// (not-found is no failure), at WARN when slow, else at DEBUG. It runs after
+// the error was translated, so the error carries no value either.
+func (db *DB) logStatement(tx *gorm.DB, elapsed time.Duration, failed bool) {
+	ctx := tx.Statement.Context
+	level, msg := slog.LevelDebug, "dbkit: statement"
 	switch {
-	case err != nil && !errors.Is(err, gorm.ErrRecordNotFound) && g.level >= logger.Error:
-		level, msg = slog.LevelError, "statement failed"
-	case elapsed >= g.slow && g.level >= logger.Warn:
-		level, msg = slog.LevelWarn, "slow statement"
+	case failed:
+		level, msg = slog.LevelError, "dbkit: statement failed"
+	case elapsed >= db.slowQuery:
+		level, msg = slog.LevelWarn, "dbkit: slow statement"
 	}
-	if !g.log.Enabled(ctx, level) {
+	if !db.stmtLog.Enabled(ctx, level) {
 		return
 	}
-	sql, rows := fc()
-	sql = placeholder.ReplaceAllString(sql, "$$$1") // GORM renders an unfilled $1 as $1$
 	attrs := append(spanAttrs(ctx),
-		slog.String("sql", sql),
-		slog.Int64("rows", rows),
+		slog.String("sql", tx.Statement.SQL.String()),
+		slog.Int64("rows", tx.Statement.RowsAffected),
 		slog.Duration("duration", elapsed))
-	if level == slog.LevelError {
-		attrs = append(attrs, slog.String("error", err.Error())) // translated: no value in it
+	if failed {
+		attrs = append(attrs, slog.String("error", tx.Error.Error()))
 	}
-	g.log.LogAttrs(ctx, level, "dbkit: "+msg, attrs...)
+	db.stmtLog.LogAttrs(ctx, level, msg, attrs...)
 }
-
-// placeholder matches a PostgreSQL placeholder as GORM renders it when
-// the values are withheld.
-var placeholder = regexp.MustCompile(`\$(\d+)\$`)
 
 // spanAttrs are the trace_id and span_id of ctx's span, if any.
 func spanAttrs(ctx context.Context) []slog.Attr {

@@ -70,9 +70,10 @@ func WithLogger(l *slog.Logger) Option {
 	return func(o *options) { o.logger = l }
 }
 
-// WithGormLogger replaces the logger dbkit gives GORM: silent by default,
-// or, with WithLogger, an adapter that logs parameterised statements to
-// that slog.Logger. Beware that GORM's own loggers print parameter values.
+// WithGormLogger gives GORM a logger of its own, in place of dbkit's
+// statement logs (WithLogger still gets dbkit's own events). Beware that
+// GORM's loggers print parameter values, and that GORM inlines the values
+// of what DB.Scan runs into the SQL it gives any logger.
 func WithGormLogger(l logger.Interface) Option {
 	return func(o *options) { o.gormLogger = l }
 }

@@ -395,7 +395,7 @@ func (b *BaseDatabase[T]) Patch(ctx context.Context, id uuid.UUID, fields map[st
 		return out, b.finish(ctx, span, "Patch", stmt.Error)
 	}
 	var rows []T
-	// Find, not Scan: GORM's Scan logs the statement with its values inlined.
+	// Find, not Scan: the row returned gets the AfterFind hooks Get's gets.
 	err = b.conn(ctx).Raw(stmt.SQL.String(), stmt.Vars...).Find(&rows).Error
 	if err == nil && len(rows) == 0 {
 		err = ErrNotFound

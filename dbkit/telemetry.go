@@ -27,17 +27,20 @@ type stmtObs struct {
 	op    string // db.operation.name
 	table string // db.collection.name
 	attrs []attribute.KeyValue
+	// dryRun: GORM builds the statement and does not run it (dbkit builds
+	// some so). It gets no span, metric or log.
+	dryRun bool
 }
 
 type stmtObsKey struct{}
 
-// registerTelemetry adds, when tracing or metrics are on, the callbacks
-// that observe every statement: one before it (start time, start
+// registerTelemetry adds, when tracing, metrics or logs are on, the
+// callbacks that observe every statement: one before it (start time, start
 // attributes), placed before the plugin starts its span, and one after it
-// (duration metric, status code and error type on the span), placed after
-// the error was translated and before the plugin ends the span.
+// (duration metric, status code and error type on the span, log record),
+// placed after the error was translated and before the plugin ends the span.
 func (db *DB) registerTelemetry() error {
-	if !db.traced && db.opDuration == nil {
+	if !db.traced && db.opDuration == nil && db.stmtLog == nil {
 		return nil
 	}
 	type registrar interface {
@@ -78,6 +81,10 @@ func (db *DB) registerTelemetry() error {
 // stmtStart records when a statement starts and what its span and metric
 // will carry, before the plugin starts the span.
 func (db *DB) stmtStart(tx *gorm.DB, op string) {
+	if tx.DryRun {
+		tx.Statement.Context = context.WithValue(tx.Statement.Context, stmtObsKey{}, &stmtObs{dryRun: true})
+		return
+	}
 	if op == "" || tx.Statement.SQL.Len() > 0 {
 		op = firstKeyword(tx.Statement.SQL.String(), op)
 	}
@@ -98,15 +105,19 @@ func (db *DB) stmtStart(tx *gorm.DB, op string) {
 		&stmtObs{start: time.Now(), name: name, op: op, table: table, attrs: attrs})
 }
 
-// stmtEnd records the statement's duration and, on failure, its SQLSTATE
-// and error type on the span the plugin is about to end. It runs after the
-// error was translated, so nothing here can carry a value.
+// stmtEnd records the statement's duration, logs it, and, on failure, sets
+// its SQLSTATE and error type on the span the plugin is about to end. It
+// runs after the error was translated, so nothing here can carry a value.
 func (db *DB) stmtEnd(tx *gorm.DB) {
 	obs, ok := tx.Statement.Context.Value(stmtObsKey{}).(*stmtObs)
-	if !ok {
+	if !ok || obs.dryRun {
 		return
 	}
+	elapsed := time.Since(obs.start)
 	errType, code := errorType(tx.Error)
+	if db.stmtLog != nil {
+		db.logStatement(tx, elapsed, errType != "")
+	}
 	if span := trace.SpanFromContext(tx.Statement.Context); span.IsRecording() && errType != "" {
 		span.SetAttributes(tracing.ErrorType.String(errType))
 		if code != "" {
@@ -124,7 +135,7 @@ func (db *DB) stmtEnd(tx *gorm.DB) {
 		if errType != "" {
 			attrs = append(attrs, tracing.ErrorType.String(errType))
 		}
-		db.opDuration.Record(tx.Statement.Context, time.Since(obs.start).Seconds(), metric.WithAttributes(attrs...))
+		db.opDuration.Record(tx.Statement.Context, elapsed.Seconds(), metric.WithAttributes(attrs...))
 	}
 }
 
@@ -177,13 +188,45 @@ type stmtTracer struct {
 }
 
 func (t stmtTracer) Start(ctx context.Context, name string, opts ...trace.SpanStartOption) (context.Context, trace.Span) {
-	if obs, ok := ctx.Value(stmtObsKey{}).(*stmtObs); ok {
-		opts = append(opts, trace.WithAttributes(obs.attrs...))
-		if obs.name != "" {
-			name = obs.name
+	obs, ok := ctx.Value(stmtObsKey{}).(*stmtObs)
+	if !ok {
+		return t.tracer.Start(ctx, name, opts...)
+	}
+	if obs.dryRun {
+		// A span that records nothing, under the caller's: the plugin ends
+		// only recording spans.
+		ctx = trace.ContextWithSpanContext(ctx, trace.SpanContextFromContext(ctx))
+		return ctx, trace.SpanFromContext(ctx)
+	}
+	opts = append(opts, trace.WithAttributes(obs.attrs...))
+	if obs.name != "" {
+		name = obs.name
+	}
+	ctx, span := t.tracer.Start(ctx, name, opts...)
+	if !span.IsRecording() {
+		return ctx, span
+	}
+	span = stmtSpan{span}
+	return trace.ContextWithSpan(ctx, span), span
+}
+
+// stmtSpan is a statement span as the plugin sees it: the plugin renames
+// the span at its end ("select users") and sets its own, lower-case,
+// operation name; dbkit's, set at the start, stand.
+type stmtSpan struct{ trace.Span }
+
+func (stmtSpan) SetName(string) {}
+
+func (s stmtSpan) SetAttributes(kv ...attribute.KeyValue) {
+	keep := kv[:0:0]
+	for _, a := range kv {
+		switch a.Key {
+		case tracing.DBOperationName, tracing.DBQuerySummary, tracing.DBCollectionName:
+		default:
+			keep = append(keep, a)
 		}
 	}
-	return t.tracer.Start(ctx, name, opts...)
+	s.Span.SetAttributes(keep...)
 }
 
 // setupMetrics creates the statement-duration histogram and the pool's

@@ -250,7 +250,7 @@ func (b *BaseDatabase[T]) upsert(ctx context.Context, op, spanName string, items
 		return b.finish(ctx, span, op, stmt.Error)
 	}
 	var returned []T
-	// Find, not Scan: GORM's Scan logs the statement with its values inlined.
+	// Find, not Scan: the rows returned get the AfterFind hooks Get's get.
 	if err := b.conn(ctx).Raw(stmt.SQL.String(), stmt.Vars...).Find(&returned).Error; err != nil {
 		return b.finish(ctx, span, op, err)
 	}

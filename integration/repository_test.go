@@ -100,6 +100,28 @@ func TestTimestampsReadBackInUTC(t *testing.T) {
 	}
 }
 
+// The rows Patch and Upsert return are read as Get's are: AfterFind runs.
+func TestReturnedRowsGetAfterFindHooks(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	hooked := dbkit.NewBaseDatabase[Hooked](newDB(t), dbkit.Patchable("seen_id"))
+	h := Hooked{}
+	if err := hooked.Create(ctx, &h); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := hooked.Get(ctx, h.ID); err != nil || !got.Found {
+		t.Fatalf("Get: %+v, %v; want AfterFind to have run", got, err)
+	}
+	patched, err := hooked.Patch(ctx, h.ID, map[string]any{"seen_id": uuid.New()})
+	if err != nil || !patched.Found {
+		t.Errorf("Patch: %+v, %v; want AfterFind to have run", patched, err)
+	}
+	up := Hooked{}
+	if err := hooked.Upsert(ctx, &up, dbkit.Conflict{Columns: []string{"id"}}); err != nil || !up.Found {
+		t.Errorf("Upsert: %+v, %v; want AfterFind to have run", up, err)
+	}
+}
+
 func TestIDAssignedBeforeModelHooksAndThroughQuery(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()

@@ -26,14 +26,20 @@ type Order struct {
 	Note   *string
 }
 
-// hooked records what its BeforeCreate hook saw.
+// Hooked records what its BeforeCreate hook saw, and whether AfterFind ran.
 type Hooked struct {
 	dbkit.Model
 	SeenID uuid.UUID `gorm:"type:uuid"`
+	Found  bool      `gorm:"-"`
 }
 
 func (h *Hooked) BeforeCreate(*gorm.DB) error {
 	h.SeenID = h.ID
+	return nil
+}
+
+func (h *Hooked) AfterFind(*gorm.DB) error {
+	h.Found = true
 	return nil
 }
 

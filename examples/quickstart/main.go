@@ -1,6 +1,6 @@
 // Command quickstart shows dbkit end to end: it connects to PostgreSQL,
 // applies two migrations (package examples/migrations), writes and reads a few rows, handles a duplicate
-// key with errors.Is, and prints what it did.
+// key with errors.Is, and prints what it did, then the trace of it as a tree.
 //
 // With DATABASE_URL set it uses that server; without it, it starts an
 // ephemeral PostgreSQL (dbkit/dbtest) and removes it at the end:
@@ -17,12 +17,18 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 	"time"
+
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/dbkit-go/database/dbkit"
 	"github.com/dbkit-go/database/dbkit/dbtest"
 	"github.com/dbkit-go/database/examples/migrations"
+	"github.com/dbkit-go/database/tracing"
 )
 
 // User is the model: dbkit.Model gives it a UUIDv7 ID and timestamps.
@@ -53,12 +59,19 @@ func run(ctx context.Context, w io.Writer) error {
 	}
 	defer cleanup()
 
+	// Every span is kept in memory and printed at the end; a service would
+	// export them instead (see package tracing/telemetry).
+	spans := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
+	ctx, root := tp.Tracer("quickstart").Start(ctx, "quickstart")
+
 	// Connect: validate, wait for the server, SELECT 1, migrate.
 	start := time.Now()
 	var applied []string
 	db, err := dbkit.Connect(ctx, cfg,
 		dbkit.WithMigrations(migrations.All...),
-		dbkit.WithLogger(slog.New(migrationRecorder{&applied})))
+		dbkit.WithLogger(slog.New(migrationRecorder{&applied})),
+		dbkit.WithTracerProvider(tp))
 	if err != nil {
 		return err
 	}
@@ -123,7 +136,38 @@ func run(ctx context.Context, w io.Writer) error {
 	if !errors.Is(err, dbkit.ErrNotFound) {
 		return fmt.Errorf("want ErrNotFound after delete, got %v", err)
 	}
+
+	root.End()
+	fmt.Fprintln(w, "trace:")
+	printTree(w, spans.Ended(), root.SpanContext().SpanID(), "  ")
 	return nil
+}
+
+// printTree prints the spans under parent, oldest first, one per line with
+// its duration, and the error type of those that failed.
+func printTree(w io.Writer, spans []sdktrace.ReadOnlySpan, parent trace.SpanID, indent string) {
+	var children []sdktrace.ReadOnlySpan
+	for _, s := range spans {
+		if s.Parent().SpanID() == parent {
+			children = append(children, s)
+		}
+	}
+	slices.SortFunc(children, func(a, b sdktrace.ReadOnlySpan) int { return a.StartTime().Compare(b.StartTime()) })
+	for _, s := range children {
+		line := fmt.Sprintf("%s%-*s %9v", indent, 44-len(indent), s.Name(), s.EndTime().Sub(s.StartTime()).Round(time.Microsecond))
+		for _, a := range s.Attributes() {
+			if a.Key == tracing.ErrorType {
+				line += "  error.type=" + a.Value.Emit()
+			}
+		}
+		for _, e := range s.Events() {
+			if e.Name == tracing.EventNotFound {
+				line += "  (not found)"
+			}
+		}
+		fmt.Fprintln(w, line)
+		printTree(w, spans, s.SpanContext().SpanID(), indent+"  ")
+	}
 }
 
 // server returns the configuration of DATABASE_URL, or of a database on an

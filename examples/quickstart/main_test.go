@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -31,6 +32,20 @@ func TestDemo(t *testing.T) {
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+	// The trace, as a tree: session spans, migrations under Migrate, each
+	// repository call with its statement under it.
+	for _, want := range []string{
+		`(?m)^trace:$`,
+		`(?m)^  DatabaseSession\.Connect +\d`,
+		`(?m)^      DatabaseSession\.Migration +\d`,
+		`(?m)^  User\.Get +[\d.]+[µm]?s\n    SELECT users +\d`,
+		`(?m)^  User\.Create .*\n    INSERT users .* error\.type=23505$`,
+		`(?m)^  User\.Get .*\(not found\)$`,
+	} {
+		if !regexp.MustCompile(want).MatchString(out.String()) {
+			t.Errorf("output lacks %s:\n%s", want, out.String())
 		}
 	}
 	if strings.Contains(out.String(), "password") {
