@@ -26,7 +26,6 @@ import (
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
-	otelgorm "gorm.io/plugin/opentelemetry/tracing"
 
 	"github.com/dbkit-go/database/migrate"
 	"github.com/dbkit-go/database/tracing"
@@ -45,10 +44,14 @@ type DB struct {
 	slowQuery time.Duration
 	tp        trace.TracerProvider
 	traced    bool // a TracerProvider was given: record statement and repository spans
+	// stmtTracer records the statement spans.
+	stmtTracer trace.Tracer
 	// Metrics, when a MeterProvider was given (opDuration nil otherwise).
 	opDuration metric.Float64Histogram
 	poolReg    metric.Registration
 	poolName   string
+	// durationOpts caches the attribute set of each duration series.
+	durationOpts sync.Map // durationKey -> metric.RecordOption
 	// cursorKey authenticates pagination cursors (WithCursorKey).
 	cursorKey        []byte
 	defaultCursorKey bool         // no key was given: cursors can be forged
@@ -76,9 +79,8 @@ type DB struct {
 //
 // GORM is set up with error translation, no default transaction around
 // single statements, and no logger of its own. Every statement is observed
-// by dbkit, without its parameter values: a span with [WithTracerProvider]
-// (through the OpenTelemetry GORM plugin), a duration with
-// [WithMeterProvider], a log record with [WithLogger].
+// by dbkit, without its parameter values: a span with [WithTracerProvider],
+// a duration with [WithMeterProvider], a log record with [WithLogger].
 func Connect(ctx context.Context, cfg Config, opts ...Option) (*DB, error) {
 	var o options
 	for _, opt := range opts {
@@ -136,6 +138,7 @@ func newDB(cfg Config, o options) *DB {
 		db.defaultCursorKey = true
 	}
 	db.tracer = tracing.SessionTracer(db.tp)
+	db.stmtTracer = tracing.StatementTracer(db.tp)
 	db.attrs = []attribute.KeyValue{
 		tracing.PostgreSQL,
 		tracing.DBNamespace.String(cfg.Database),
@@ -169,8 +172,8 @@ func (db *DB) open(ctx context.Context, o options) error {
 	return db.openGorm(db.sql, o)
 }
 
-// openGorm sets GORM up on pool: dbkit's settings, the OpenTelemetry plugin
-// and the ID callback.
+// openGorm sets GORM up on pool: dbkit's settings, its callbacks and its
+// telemetry.
 func (db *DB) openGorm(pool gorm.ConnPool, o options) error {
 	gl := o.gormLogger
 	if gl == nil {
@@ -194,21 +197,6 @@ func (db *DB) openGorm(pool gorm.ConnPool, o options) error {
 	if err != nil {
 		return fmt.Errorf("dbkit: open gorm: %w", err)
 	}
-	// The plugin records a client span per statement. Without a provider there
-	// is nothing to record, and its callbacks would still cost each statement
-	// a few allocations: it is registered only when tracing is on.
-	if db.traced {
-		plugin := otelgorm.NewPlugin(
-			otelgorm.WithTracerProvider(stmtTracerProvider{tp: db.tp}), // spans start with their attributes
-			otelgorm.WithoutQueryVariables(),
-			otelgorm.WithoutServerAddress(), // set below from cfg, with the port
-			otelgorm.WithoutMetrics(),       // pool metrics belong on the caller's MeterProvider
-			otelgorm.WithAttributes(db.attrs[1:]...),
-		)
-		if err := db.gorm.Use(plugin); err != nil {
-			return fmt.Errorf("dbkit: register opentelemetry plugin: %w", err)
-		}
-	}
 	if err := db.registerCallbacks(); err != nil {
 		return fmt.Errorf("dbkit: register callbacks: %w", err)
 	}
@@ -222,9 +210,9 @@ func (db *DB) openGorm(pool gorm.ConnPool, o options) error {
 }
 
 // registerCallbacks adds dbkit's GORM callbacks: the ID assignment before
-// every insert, and, after every statement and before the OpenTelemetry
-// plugin records its outcome, the translation of the driver's error (so that
-// neither the span nor the caller of Query sees a value the server quoted).
+// every insert, and, after every statement and before its telemetry records
+// its outcome, the translation of the driver's error (so that neither the
+// span, the log nor the caller of Query sees a value the server quoted).
 func (db *DB) registerCallbacks() error {
 	cb := db.gorm.Callback()
 	translate := func(tx *gorm.DB) {
@@ -234,12 +222,12 @@ func (db *DB) registerCallbacks() error {
 	}
 	return errors.Join(
 		cb.Create().Before("gorm:before_create").Register("dbkit:assign_id", assignIDs),
-		cb.Create().After("gorm:create").Before("otel:after:create").Register("dbkit:translate", translate),
-		cb.Query().After("gorm:query").Before("otel:after:select").Register("dbkit:translate", translate),
-		cb.Update().After("gorm:update").Before("otel:after:update").Register("dbkit:translate", translate),
-		cb.Delete().After("gorm:delete").Before("otel:after:delete").Register("dbkit:translate", translate),
-		cb.Row().After("gorm:row").Before("otel:after:row").Register("dbkit:translate", translate),
-		cb.Raw().After("gorm:raw").Before("otel:after:raw").Register("dbkit:translate", translate),
+		cb.Create().After("gorm:create").Register("dbkit:translate", translate),
+		cb.Query().After("gorm:query").Register("dbkit:translate", translate),
+		cb.Update().After("gorm:update").Register("dbkit:translate", translate),
+		cb.Delete().After("gorm:delete").Register("dbkit:translate", translate),
+		cb.Row().After("gorm:row").Register("dbkit:translate", translate),
+		cb.Raw().After("gorm:raw").Register("dbkit:translate", translate),
 	)
 }
 

@@ -144,8 +144,8 @@ func (db *DB) translate(ctx context.Context, err error) error {
 // *ConstraintError, messages that may quote a value to a *withheldError,
 // and a statement cancelled because ctx (which may be nil) ended to an
 // error that also matches ctx.Err(). It is what dbkit's GORM callback
-// applies, before the OpenTelemetry plugin records the error on the
-// statement's span. Translating twice changes nothing.
+// applies, before the error is recorded on the statement's span, metric
+// and log. Translating twice changes nothing.
 func translateDriver(ctx context.Context, err error) error {
 	var (
 		pgErr    *pgconn.PgError

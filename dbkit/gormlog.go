@@ -56,10 +56,10 @@ func (g *gormLogger) logf(ctx context.Context, at logger.LogLevel, level slog.Le
 func (g *gormLogger) Trace(context.Context, time.Time, func() (string, int64), error) {}
 
 // logStatement logs one statement, parameterised: at ERROR when it failed
-// (not-found is no failure), at WARN when slow, else at DEBUG. It runs after
-// the error was translated, so the error carries no value either.
-func (db *DB) logStatement(tx *gorm.DB, elapsed time.Duration, failed bool) {
-	ctx := tx.Statement.Context
+// (not-found is no failure), at WARN when slow, else at DEBUG, with the
+// trace and span IDs of ctx (the statement's span, when traced). It runs
+// after the error was translated, so the error carries no value either.
+func (db *DB) logStatement(ctx context.Context, tx *gorm.DB, elapsed time.Duration, failed bool) {
 	level, msg := slog.LevelDebug, "dbkit: statement"
 	switch {
 	case failed:

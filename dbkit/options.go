@@ -81,8 +81,8 @@ func WithGormLogger(l logger.Interface) Option {
 // WithTracerProvider sends dbkit's spans (session, repository and SQL
 // statement spans) to tp. By default they go nowhere: dbkit does not use the
 // global provider unless given otel.GetTracerProvider(), and without a
-// provider neither the repository spans nor the OpenTelemetry GORM plugin
-// cost anything per call.
+// provider neither the repository nor the statement spans cost anything
+// per call.
 func WithTracerProvider(tp trace.TracerProvider) Option {
 	return func(o *options) { o.tracerProvider = tp }
 }

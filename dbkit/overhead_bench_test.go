@@ -6,11 +6,14 @@ import (
 	"database/sql/driver"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
@@ -90,11 +93,6 @@ func (c stubConnector) Driver() driver.Driver                        { return c.
 // stub pool answering rows rows per query.
 func overheadEnv(b *testing.B, rows int) (*BaseDatabase[overheadUser], *gorm.DB) {
 	b.Helper()
-	db := newDB(Config{Host: "stub", Database: "stub", User: "stub"}.WithDefaults(), options{})
-	db.sql = stubPool(b, rows)
-	if err := db.openGorm(db.sql, options{}); err != nil {
-		b.Fatal(err)
-	}
 	bare, err := gorm.Open(postgres.New(postgres.Config{Conn: stubPool(b, rows)}), &gorm.Config{
 		SkipDefaultTransaction: true,
 		Logger:                 logger.Discard,
@@ -103,7 +101,22 @@ func overheadEnv(b *testing.B, rows int) (*BaseDatabase[overheadUser], *gorm.DB)
 	if err != nil {
 		b.Fatal(err)
 	}
-	return NewBaseDatabase[overheadUser](db), bare
+	return stubRepository(b, rows), bare
+}
+
+// stubRepository is a dbkit repository on a stub pool, with opts.
+func stubRepository(b *testing.B, rows int, opts ...Option) *BaseDatabase[overheadUser] {
+	b.Helper()
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	db := newDB(Config{Host: "stub", Database: "stub", User: "stub"}.WithDefaults(), o)
+	db.sql = stubPool(b, rows)
+	if err := db.openGorm(db.sql, o); err != nil {
+		b.Fatal(err)
+	}
+	return NewBaseDatabase[overheadUser](db)
 }
 
 // impl is one way of doing the benchmarked operation.
@@ -173,3 +186,33 @@ func BenchmarkOverheadList100(b *testing.B) {
 		{"dbkit", func() error { return check(users.Find(ctx, Limit(100))) }},
 	})
 }
+
+// BenchmarkOverheadTelemetryGet is Get with dbkit's telemetry off and on
+// (every span sampled, batched and dropped by the exporter; metrics
+// recorded; statements logged to a handler at INFO), on the stub driver:
+// what telemetry costs the client, without the network's noise.
+func BenchmarkOverheadTelemetryGet(b *testing.B) {
+	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(discardExporter{}), sdktrace.WithSampler(sdktrace.AlwaysSample()))
+	b.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+	log := slog.New(slog.NewJSONHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	off := stubRepository(b, 1)
+	on := stubRepository(b, 1, WithTracerProvider(tp), WithMeterProvider(mp), WithLogger(log))
+	ctx := context.Background()
+	id := uuid.MustParse(stubRow[0].(string))
+	runImpls(b, []impl{
+		{"off", func() error {
+			_, err := off.Get(ctx, id)
+			return err
+		}},
+		{"on", func() error {
+			_, err := on.Get(ctx, id)
+			return err
+		}},
+	})
+}
+
+type discardExporter struct{}
+
+func (discardExporter) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error { return nil }
+func (discardExporter) Shutdown(context.Context) error                             { return nil }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
-	"strings"
 
 	"github.com/google/uuid"
 	"go.opentelemetry.io/otel/trace"
@@ -39,7 +38,7 @@ type BaseDatabase[T Entity] struct {
 	pk         clause.Column // the primary-key column
 	omit       []string      // what Update never writes: id, created_at, associations
 	tracer     trace.Tracer
-	spanOpts   []trace.SpanStartOption
+	spanOpts   map[string][]trace.SpanStartOption // by span name
 	names      spanNames
 	err        error // why the repository is unusable, nil when it is fine
 }
@@ -113,15 +112,23 @@ func (b *BaseDatabase[T]) init(typ reflect.Type) (err error) {
 	}
 	b.omit = slices.Clip(b.omit) // shared by concurrent calls: no spare capacity to append into
 	b.tracer = tracing.ModelTracer(b.db.tp, b.model)
-	b.spanOpts = []trace.SpanStartOption{
-		trace.WithSpanKind(trace.SpanKindInternal),
-		trace.WithAttributes(
-			tracing.Model.String(b.model),
-			tracing.PostgreSQL,
-			tracing.DBCollectionName.String(b.schema.Table),
-		),
+	// Each method's span starts with the same options; they are built once.
+	// The operation is the method, "Get" of "User.Get", set at the start
+	// where samplers see it.
+	b.spanOpts = map[string][]trace.SpanStartOption{}
+	name := func(op string) string {
+		n := tracing.SpanName(b.model, op)
+		b.spanOpts[n] = []trace.SpanStartOption{
+			trace.WithSpanKind(trace.SpanKindInternal),
+			trace.WithAttributes(
+				tracing.Model.String(b.model),
+				tracing.PostgreSQL,
+				tracing.DBCollectionName.String(b.schema.Table),
+				tracing.DBOperationName.String(op),
+			),
+		}
+		return n
 	}
-	name := func(op string) string { return tracing.SpanName(b.model, op) }
 	b.names = spanNames{
 		create: name("Create"), get: name("Get"), find: name("Find"), count: name("Count"),
 		findPage: name("FindPage"), findCursor: name("FindCursor"),
@@ -157,12 +164,7 @@ func (b *BaseDatabase[T]) start(ctx context.Context, name string) (context.Conte
 	if !b.db.traced {
 		return ctx, noSpan
 	}
-	// The operation is the method: "Get" of "User.Get". It is set at the
-	// start, where samplers see it.
-	opts := make([]trace.SpanStartOption, 0, len(b.spanOpts)+1)
-	opts = append(opts, b.spanOpts...)
-	opts = append(opts, trace.WithAttributes(tracing.DBOperationName.String(strings.TrimPrefix(name, b.model+"."))))
-	return b.tracer.Start(ctx, name, opts...)
+	return b.tracer.Start(ctx, name, b.spanOpts[name]...)
 }
 
 // finish translates err, prefixes it with the operation, and ends the span.

@@ -9,24 +9,22 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
-	"go.opentelemetry.io/otel/trace/embedded"
 	"gorm.io/gorm"
 
 	"github.com/dbkit-go/database/tracing"
 )
 
-// stmtObs is what dbkit knows of a statement before it runs: when it
-// started and the attributes its span and its duration carry. It travels in
-// the statement's context from dbkit's before-callback to the OpenTelemetry
-// plugin's span start and to dbkit's after-callback.
+// stmtObs is what dbkit knows of a statement while it runs: when it
+// started and what it is. It travels in the statement's context from the
+// callback before the statement to the one after it.
 type stmtObs struct {
-	start time.Time
-	name  string // span name: "SELECT users"
-	op    string // db.operation.name
-	table string // db.collection.name
-	attrs []attribute.KeyValue
+	start  time.Time
+	op     string          // db.operation.name: "SELECT"
+	table  string          // db.collection.name
+	parent context.Context // the statement's context, without the stmtObs
 	// dryRun: GORM builds the statement and does not run it (dbkit builds
 	// some so). It gets no span, metric or log.
 	dryRun bool
@@ -34,11 +32,25 @@ type stmtObs struct {
 
 type stmtObsKey struct{}
 
-// registerTelemetry adds, when tracing, metrics or logs are on, the
-// callbacks that observe every statement: one before it (start time, start
-// attributes), placed before the plugin starts its span, and one after it
-// (duration metric, status code and error type on the span, log record),
-// placed after the error was translated and before the plugin ends the span.
+var dryRunObs = &stmtObs{dryRun: true}
+
+// registerTelemetry adds, when tracing, metrics or logs are on, the two
+// callbacks that observe every statement GORM runs: one before it, which
+// notes when it starts, and one after it (and after dbkit translated its
+// error, so nothing here carries a value), which records its span, its
+// duration and its log record.
+//
+// The span is recorded whole once the statement is done, started at the
+// time noted: every attribute, the outcome's included, is then there at its
+// start, where samplers see them, and the SDK neither copies nor
+// de-duplicates attributes set later. A statement has no child span to
+// wait for.
+//
+// The statement spans are dbkit's own rather than the GORM OpenTelemetry
+// plugin's: the plugin sets its attributes at the end, where samplers do not
+// see them, renames the span then, and parses the operation out of the SQL
+// text with regular expressions on every statement, which was a third of
+// the CPU time of a traced Get (see docs/performance.md).
 func (db *DB) registerTelemetry() error {
 	if !db.traced && db.opDuration == nil && db.stmtLog == nil {
 		return nil
@@ -47,29 +59,17 @@ func (db *DB) registerTelemetry() error {
 		Register(name string, fn func(*gorm.DB)) error
 	}
 	cb := db.gorm.Callback()
-	plugin := func(gormName, pluginName string) string {
-		if db.traced {
-			return pluginName
-		}
-		return gormName
-	}
 	var errs []error
 	for _, p := range []struct {
 		op         string
 		start, end registrar
 	}{
-		{"INSERT", cb.Create().Before(plugin("gorm:create", "otel:before:create")),
-			cb.Create().After("dbkit:translate").Before(plugin("", "otel:after:create"))},
-		{"SELECT", cb.Query().Before(plugin("gorm:query", "otel:before:select")),
-			cb.Query().After("dbkit:translate").Before(plugin("", "otel:after:select"))},
-		{"UPDATE", cb.Update().Before(plugin("gorm:update", "otel:before:update")),
-			cb.Update().After("dbkit:translate").Before(plugin("", "otel:after:update"))},
-		{"DELETE", cb.Delete().Before(plugin("gorm:delete", "otel:before:delete")),
-			cb.Delete().After("dbkit:translate").Before(plugin("", "otel:after:delete"))},
-		{"SELECT", cb.Row().Before(plugin("gorm:row", "otel:before:row")),
-			cb.Row().After("dbkit:translate").Before(plugin("", "otel:after:row"))},
-		{"", cb.Raw().Before(plugin("gorm:raw", "otel:before:raw")),
-			cb.Raw().After("dbkit:translate").Before(plugin("", "otel:after:raw"))},
+		{"INSERT", cb.Create().Before("gorm:create"), cb.Create().After("dbkit:translate")},
+		{"SELECT", cb.Query().Before("gorm:query"), cb.Query().After("dbkit:translate")},
+		{"UPDATE", cb.Update().Before("gorm:update"), cb.Update().After("dbkit:translate")},
+		{"DELETE", cb.Delete().Before("gorm:delete"), cb.Delete().After("dbkit:translate")},
+		{"SELECT", cb.Row().Before("gorm:row"), cb.Row().After("dbkit:translate")},
+		{"", cb.Raw().Before("gorm:raw"), cb.Raw().After("dbkit:translate")},
 	} {
 		errs = append(errs,
 			p.start.Register("dbkit:stmt_start", func(tx *gorm.DB) { db.stmtStart(tx, p.op) }),
@@ -78,65 +78,109 @@ func (db *DB) registerTelemetry() error {
 	return errors.Join(errs...)
 }
 
-// stmtStart records when a statement starts and what its span and metric
-// will carry, before the plugin starts the span.
+// stmtStart notes when a statement starts and what it is.
 func (db *DB) stmtStart(tx *gorm.DB, op string) {
+	ctx := tx.Statement.Context
 	if tx.DryRun {
-		tx.Statement.Context = context.WithValue(tx.Statement.Context, stmtObsKey{}, &stmtObs{dryRun: true})
+		tx.Statement.Context = context.WithValue(ctx, stmtObsKey{}, dryRunObs)
 		return
 	}
 	if op == "" || tx.Statement.SQL.Len() > 0 {
 		op = firstKeyword(tx.Statement.SQL.String(), op)
 	}
-	table := tx.Statement.Table
-	name := op
-	if table != "" {
-		name = op + " " + table
-	}
-	attrs := make([]attribute.KeyValue, 0, len(db.attrs)+3)
-	attrs = append(attrs, db.attrs...)
-	if op != "" {
-		attrs = append(attrs, tracing.DBOperationName.String(op))
-	}
-	if table != "" {
-		attrs = append(attrs, tracing.DBCollectionName.String(table), tracing.DBQuerySummary.String(name))
-	}
-	tx.Statement.Context = context.WithValue(tx.Statement.Context, stmtObsKey{},
-		&stmtObs{start: time.Now(), name: name, op: op, table: table, attrs: attrs})
+	obs := &stmtObs{op: op, table: tx.Statement.Table, parent: ctx, start: time.Now()}
+	tx.Statement.Context = context.WithValue(ctx, stmtObsKey{}, obs)
 }
 
-// stmtEnd records the statement's duration, logs it, and, on failure, sets
-// its SQLSTATE and error type on the span the plugin is about to end. It
-// runs after the error was translated, so nothing here can carry a value.
+// spanName is the statement's span name: its db.query.summary, "SELECT
+// users", or the operation alone when there is no table.
+func (o *stmtObs) spanName() string {
+	if o.table == "" {
+		if o.op == "" {
+			return "postgresql"
+		}
+		return o.op
+	}
+	return o.op + " " + o.table
+}
+
+// stmtEnd records the statement's span, its duration and its log record.
 func (db *DB) stmtEnd(tx *gorm.DB) {
 	obs, ok := tx.Statement.Context.Value(stmtObsKey{}).(*stmtObs)
 	if !ok || obs.dryRun {
 		return
 	}
-	elapsed := time.Since(obs.start)
+	end := time.Now()
+	elapsed := end.Sub(obs.start)
+	tx.Statement.Context = obs.parent
 	errType, code := errorType(tx.Error)
-	if db.stmtLog != nil {
-		db.logStatement(tx, elapsed, errType != "")
-	}
-	if span := trace.SpanFromContext(tx.Statement.Context); span.IsRecording() && errType != "" {
-		span.SetAttributes(tracing.ErrorType.String(errType))
-		if code != "" {
-			span.SetAttributes(tracing.DBResponseStatusCode.String(code))
-		}
-	}
 	if db.opDuration != nil {
-		attrs := []attribute.KeyValue{tracing.PostgreSQL, tracing.DBNamespace.String(db.cfg.Database)}
-		if obs.op != "" {
-			attrs = append(attrs, tracing.DBOperationName.String(obs.op))
-		}
-		if obs.table != "" {
-			attrs = append(attrs, tracing.DBCollectionName.String(obs.table))
-		}
-		if errType != "" {
-			attrs = append(attrs, tracing.ErrorType.String(errType))
-		}
-		db.opDuration.Record(tx.Statement.Context, elapsed.Seconds(), metric.WithAttributes(attrs...))
+		db.opDuration.Record(obs.parent, elapsed.Seconds(), db.durationAttrs(obs.op, obs.table, errType))
 	}
+	ctx := obs.parent
+	if db.traced {
+		ctx = db.stmtSpan(tx, obs, end, errType, code)
+	}
+	if db.stmtLog != nil {
+		db.logStatement(ctx, tx, elapsed, errType != "")
+	}
+}
+
+// stmtSpan records the span of a statement that ran from obs.start to end,
+// and returns the statement's context with that span. Its attributes: the
+// connection's, the operation, table and summary, the parameterised text,
+// the rows a SELECT returned, and on failure the SQLSTATE and error type.
+func (db *DB) stmtSpan(tx *gorm.DB, obs *stmtObs, end time.Time, errType, code string) context.Context {
+	attrs := make([]attribute.KeyValue, 0, len(db.attrs)+7)
+	attrs = append(attrs, db.attrs...)
+	if obs.op != "" {
+		attrs = append(attrs, tracing.DBOperationName.String(obs.op))
+	}
+	if obs.table != "" {
+		attrs = append(attrs, tracing.DBCollectionName.String(obs.table), tracing.DBQuerySummary.String(obs.spanName()))
+	}
+	attrs = append(attrs, tracing.DBQueryText.String(tx.Statement.SQL.String()))
+	if obs.op == "SELECT" && errType == "" && tx.Statement.RowsAffected >= 0 {
+		attrs = append(attrs, tracing.DBReturnedRows.Int64(tx.Statement.RowsAffected))
+	}
+	if errType != "" {
+		attrs = append(attrs, tracing.ErrorType.String(errType))
+		if code != "" {
+			attrs = append(attrs, tracing.DBResponseStatusCode.String(code))
+		}
+	}
+	ctx, span := db.stmtTracer.Start(obs.parent, obs.spanName(), trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithTimestamp(obs.start), trace.WithAttributes(attrs...))
+	if errType != "" {
+		span.SetStatus(codes.Error, tx.Error.Error())
+	}
+	span.End(trace.WithTimestamp(end))
+	return ctx
+}
+
+// durationKey identifies one series of db.client.operation.duration.
+type durationKey struct{ op, table, errType string }
+
+// durationAttrs returns the attributes of a duration sample, built once per
+// series: a statement records one sample, and building its attribute set
+// every time would cost more than the sample.
+func (db *DB) durationAttrs(op, table, errType string) metric.RecordOption {
+	key := durationKey{op, table, errType}
+	if opt, ok := db.durationOpts.Load(key); ok {
+		return opt.(metric.RecordOption)
+	}
+	attrs := []attribute.KeyValue{tracing.PostgreSQL, tracing.DBNamespace.String(db.cfg.Database)}
+	if op != "" {
+		attrs = append(attrs, tracing.DBOperationName.String(op))
+	}
+	if table != "" {
+		attrs = append(attrs, tracing.DBCollectionName.String(table))
+	}
+	if errType != "" {
+		attrs = append(attrs, tracing.ErrorType.String(errType))
+	}
+	opt, _ := db.durationOpts.LoadOrStore(key, metric.WithAttributeSet(attribute.NewSet(attrs...)))
+	return opt.(metric.RecordOption)
 }
 
 // errorType names a statement's failure for error.type: the SQLSTATE of a
@@ -168,65 +212,6 @@ func firstKeyword(sql, fallback string) string {
 		return fallback
 	}
 	return strings.ToUpper(sql[:end])
-}
-
-// stmtTracerProvider wraps the provider given to the GORM plugin, so that
-// its statement spans start with their attributes (samplers see them) and
-// with a name that follows the conventions ("SELECT users").
-type stmtTracerProvider struct {
-	embedded.TracerProvider
-	tp trace.TracerProvider
-}
-
-func (p stmtTracerProvider) Tracer(name string, opts ...trace.TracerOption) trace.Tracer {
-	return stmtTracer{tracer: p.tp.Tracer(name, opts...)}
-}
-
-type stmtTracer struct {
-	embedded.Tracer
-	tracer trace.Tracer
-}
-
-func (t stmtTracer) Start(ctx context.Context, name string, opts ...trace.SpanStartOption) (context.Context, trace.Span) {
-	obs, ok := ctx.Value(stmtObsKey{}).(*stmtObs)
-	if !ok {
-		return t.tracer.Start(ctx, name, opts...)
-	}
-	if obs.dryRun {
-		// A span that records nothing, under the caller's: the plugin ends
-		// only recording spans.
-		ctx = trace.ContextWithSpanContext(ctx, trace.SpanContextFromContext(ctx))
-		return ctx, trace.SpanFromContext(ctx)
-	}
-	opts = append(opts, trace.WithAttributes(obs.attrs...))
-	if obs.name != "" {
-		name = obs.name
-	}
-	ctx, span := t.tracer.Start(ctx, name, opts...)
-	if !span.IsRecording() {
-		return ctx, span
-	}
-	span = stmtSpan{span}
-	return trace.ContextWithSpan(ctx, span), span
-}
-
-// stmtSpan is a statement span as the plugin sees it: the plugin renames
-// the span at its end ("select users") and sets its own, lower-case,
-// operation name; dbkit's, set at the start, stand.
-type stmtSpan struct{ trace.Span }
-
-func (stmtSpan) SetName(string) {}
-
-func (s stmtSpan) SetAttributes(kv ...attribute.KeyValue) {
-	keep := kv[:0:0]
-	for _, a := range kv {
-		switch a.Key {
-		case tracing.DBOperationName, tracing.DBQuerySummary, tracing.DBCollectionName:
-		default:
-			keep = append(keep, a)
-		}
-	}
-	s.Span.SetAttributes(keep...)
 }
 
 // setupMetrics creates the statement-duration histogram and the pool's

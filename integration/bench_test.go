@@ -24,8 +24,10 @@ import (
 // The benchmarks compare, on one server and one table, in one run:
 //
 //	impl=gorm   bare GORM: gorm.G[User] on gorm.Open, no plugin, no dbkit
-//	impl=dbkit  dbkit.BaseDatabase[User] (OpenTelemetry plugin on, no-op provider)
+//	impl=dbkit  dbkit.BaseDatabase[User], no telemetry configured
 //	impl=pgx    raw pgx: a pgxpool.Pool and hand-written SQL
+//
+// and BenchmarkTelemetryGet compares dbkit's Get with telemetry off and on.
 //
 // Each gets the same pool size. Run them with `make bench`; benchstat puts
 // bare GORM first, so its deltas are dbkit's and pgx's cost relative to GORM.
@@ -33,6 +35,7 @@ import (
 const seedRows = 1000
 
 type benchEnv struct {
+	cfg   dbkit.Config
 	users *dbkit.BaseDatabase[User]
 	gorm  *gorm.DB
 	pool  *pgxpool.Pool
@@ -41,7 +44,10 @@ type benchEnv struct {
 
 // benchSetup builds the shared environment once per test binary; the
 // connections live until the process ends, with the server.
-var benchSetup = once(newBenchEnv)
+var (
+	sharedBenchEnv = sync.OnceValues(newBenchEnv)
+	benchSetup     = once(sharedBenchEnv)
+)
 
 // once runs build the first time the benchmark setup it returns is called,
 // and fails every benchmark that calls it if build failed.
@@ -75,7 +81,7 @@ func newBenchEnv() (*benchEnv, error) {
 	if err != nil {
 		return nil, err
 	}
-	env := &benchEnv{users: dbkit.NewBaseDatabase[User](db)}
+	env := &benchEnv{cfg: cfg, users: dbkit.NewBaseDatabase[User](db)}
 
 	env.gorm, err = gorm.Open(postgres.New(postgres.Config{DSN: cfg.DSN()}), &gorm.Config{
 		SkipDefaultTransaction: true, // as dbkit: no transaction around one statement
@@ -154,10 +160,7 @@ func scanUser(row pgx.Row) (User, error) {
 func BenchmarkGet(b *testing.B) {
 	env := benchSetup(b)
 	ctx := context.Background()
-	impls := []struct {
-		name string
-		get  func(id uuid.UUID) (User, error)
-	}{
+	runGets(b, env.ids, []getImpl{
 		{"gorm", func(id uuid.UUID) (User, error) {
 			return gorm.G[User](env.gorm).Where("id = ?", id).Take(ctx)
 		}},
@@ -165,14 +168,25 @@ func BenchmarkGet(b *testing.B) {
 		{"pgx", func(id uuid.UUID) (User, error) {
 			return scanUser(env.pool.QueryRow(ctx, selectUser+` WHERE id = $1`, id))
 		}},
-	}
+	})
+}
+
+// getImpl is one way of reading a user by ID.
+type getImpl struct {
+	name string
+	get  func(id uuid.UUID) (User, error)
+}
+
+// runGets runs each impl as a sub-benchmark "impl=name", in a random order,
+// reading the users of ids in turn.
+func runGets(b *testing.B, ids []uuid.UUID, impls []getImpl) {
 	for _, impl := range shuffled(impls) {
 		b.Run("impl="+impl.name, func(b *testing.B) {
 			b.ReportAllocs()
 			defer clientCPU(b)()
 			i := 0
 			for b.Loop() {
-				id := env.ids[i%len(env.ids)]
+				id := ids[i%len(ids)]
 				i++
 				u, err := impl.get(id)
 				if err != nil || u.ID != id {

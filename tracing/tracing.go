@@ -89,6 +89,12 @@ func SessionTracer(tp trace.TracerProvider) trace.Tracer {
 	return Provider(tp).Tracer(SessionTracerName, trace.WithInstrumentationVersion(ScopeVersion))
 }
 
+// StatementTracer returns the tracer for SQL statement spans, named
+// [ScopeName].
+func StatementTracer(tp trace.TracerProvider) trace.Tracer {
+	return Provider(tp).Tracer(ScopeName, trace.WithInstrumentationVersion(ScopeVersion))
+}
+
 // ModelTracer returns the tracer for the repository spans of one model.
 func ModelTracer(tp trace.TracerProvider, model string) trace.Tracer {
 	return Provider(tp).Tracer(model, trace.WithInstrumentationVersion(ScopeVersion))
