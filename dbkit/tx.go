@@ -6,11 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 	"gorm.io/gorm"
 
@@ -133,8 +133,8 @@ func (db *DB) InTx(ctx context.Context, fn func(ctx context.Context) error, opts
 		}
 		wait := backoff/2 + rand.N(backoff)
 		if span.IsRecording() {
-			span.AddEvent("dbkit.tx.retry", trace.WithAttributes(
-				attribute.Int("dbkit.tx.attempt", attempt+1), attribute.String("error.type", sqlState(err))))
+			span.AddEvent(tracing.EventTxRetry, trace.WithAttributes(
+				tracing.TxAttempt.Int(attempt+1), tracing.ErrorType.String(sqlState(err))))
 		}
 		timer := time.NewTimer(wait)
 		select {
@@ -208,11 +208,11 @@ func (db *DB) startTxSpan(ctx context.Context, o txOptions) (context.Context, tr
 	if !db.traced {
 		return ctx, noSpan
 	}
-	ctx, span := db.tracer.Start(ctx, tracing.SpanTx, trace.WithAttributes(db.attrs...))
-	if span.IsRecording() && o.isolation != sql.LevelDefault {
-		span.SetAttributes(attribute.String("dbkit.tx.isolation", o.isolation.String()))
+	attrs := db.attrs
+	if o.isolation != sql.LevelDefault {
+		attrs = append(slices.Clip(attrs), tracing.TxIsolation.String(o.isolation.String()))
 	}
-	return ctx, span
+	return db.tracer.Start(ctx, tracing.SpanTx, trace.WithAttributes(attrs...))
 }
 
 // retryableTx reports a serialization failure or a deadlock.

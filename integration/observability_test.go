@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -161,7 +162,7 @@ func TestSpans(t *testing.T) {
 	if len(kids) != 1 || kids[0].SpanKind() != trace.SpanKindClient {
 		t.Fatalf("User.Get children: %v", names(kids))
 	}
-	sql := kids[0]
+	stmt := kids[0]
 	startAttrs := map[string]string{
 		"db.system.name": "postgresql", "db.namespace": cfg.Database, "server.address": cfg.Host,
 		"server.port": fmt.Sprint(cfg.Port), "db.collection.name": "users", "db.operation.name": "SELECT",
@@ -170,11 +171,11 @@ func TestSpans(t *testing.T) {
 	wantAttrs(t, "SQL span at start", o.sampler.at("SELECT users"), startAttrs)
 	// The GORM plugin renames its span and sets a lower-case operation at the
 	// end; the names and attributes a sampler saw must stand.
-	if sql.Name() != "SELECT users" {
-		t.Errorf("SQL span ended as %q, want %q", sql.Name(), "SELECT users")
+	if stmt.Name() != "SELECT users" {
+		t.Errorf("SQL span ended as %q, want %q", stmt.Name(), "SELECT users")
 	}
-	wantAttrs(t, "SQL span at end", attrs(sql), startAttrs)
-	if q := attrs(sql)["db.query.text"]; !strings.Contains(q, "$1") || strings.Contains(q, u.ID.String()) {
+	wantAttrs(t, "SQL span at end", attrs(stmt), startAttrs)
+	if q := attrs(stmt)["db.query.text"]; !strings.Contains(q, "$1") || strings.Contains(q, u.ID.String()) {
 		t.Errorf("db.query.text = %q, want it parameterised", q)
 	}
 
@@ -235,14 +236,22 @@ func TestSpans(t *testing.T) {
 			return &pgconn.PgError{Code: "40001", Message: "could not serialize access"}
 		}
 		return nil
-	}, dbkit.RetrySerializationFailures(3))
+	}, dbkit.RetrySerializationFailures(3), dbkit.Isolation(sql.LevelSerializable))
 	if err != nil {
 		t.Fatal(err)
 	}
 	tx := o.span(t, "DatabaseSession.Transaction")
 	if len(tx.Events()) != 1 || tx.Events()[0].Name != "dbkit.tx.retry" {
 		t.Errorf("transaction events %v, want one retry", tx.Events())
+	} else {
+		retry := map[string]string{}
+		for _, kv := range tx.Events()[0].Attributes {
+			retry[string(kv.Key)] = kv.Value.Emit()
+		}
+		wantAttrs(t, "retry event", retry, map[string]string{"dbkit.tx.attempt": "2", "error.type": "40001"})
 	}
+	wantAttrs(t, "transaction at start", o.sampler.at("DatabaseSession.Transaction"),
+		map[string]string{"dbkit.tx.isolation": "Serializable", "db.system.name": "postgresql"})
 	if count := o.span(t, "User.Count"); count.Parent().SpanID() != tx.SpanContext().SpanID() {
 		t.Error("User.Count in the transaction is not a child of its span")
 	}

@@ -12,11 +12,26 @@
 // users"), children of the repository span, with every attribute set at
 // their start and their text parameterised, never with values.
 //
+// # Metrics
+//
+// dbkit's meter is named [ScopeName]. [MetricOperationDuration] is a
+// histogram of statement durations; the db.client.connection.* metrics
+// observe the pool, labelled with [PoolName]. The names are the constants
+// Metric*.
+//
+// # Set-up
+//
+// Package tracing/telemetry builds a TracerProvider and a MeterProvider from
+// the standard OTEL_* environment for services that have none; it is a
+// package of its own so that the others do not link the exporters.
+// docs/observability.md lists every span, attribute, metric and log field.
+//
 // # Providers
 //
 // Nothing here reads the global OpenTelemetry providers: a nil provider means
 // no-op ([Provider]). Pass otel.GetTracerProvider() to dbkit.WithTracerProvider
-// to use the global one.
+// (and otel.GetMeterProvider() to dbkit.WithMeterProvider) to use the global
+// ones.
 //
 // # Secrets
 //

@@ -74,6 +74,11 @@ var PostgreSQL = DBSystemName.String("postgresql")
 // not finding a row is an answer, not an error, so the span status stays unset.
 const EventNotFound = "dbkit.not_found"
 
+// EventTxRetry is the event recorded on a transaction's span each time its
+// function is run again after a serialization failure or a deadlock, with
+// the attempt about to start ([TxAttempt]) and the SQLSTATE ([ErrorType]).
+const EventTxRetry = "dbkit.tx.retry"
+
 // Provider returns tp, or a no-op provider when tp is nil. dbkit never falls
 // back to the global provider on its own: pass otel.GetTracerProvider()
 // explicitly to use it.

@@ -41,7 +41,8 @@ type Telemetry struct {
 // Setup does not install the providers globally: pass them where they are
 // needed, or call otel.SetTracerProvider yourself.
 func Setup(ctx context.Context) (*Telemetry, error) {
-	res, err := resource.New(ctx, resource.WithFromEnv(), resource.WithTelemetrySDK())
+	// Later detectors win: the environment's service name over the default.
+	res, err := resource.New(ctx, resource.WithService(), resource.WithTelemetrySDK(), resource.WithFromEnv())
 	if err != nil && !errors.Is(err, resource.ErrPartialResource) {
 		return nil, fmt.Errorf("telemetry: resource: %w", err)
 	}

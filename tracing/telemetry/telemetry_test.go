@@ -2,6 +2,7 @@ package telemetry_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -41,5 +42,21 @@ func TestSetupRejectsUnknownExporter(t *testing.T) {
 	t.Setenv("OTEL_METRICS_EXPORTER", "none")
 	if _, err := telemetry.Setup(context.Background()); err == nil {
 		t.Fatal("Setup accepted an unknown exporter")
+	}
+}
+
+func TestSetupNamesAnUnnamedService(t *testing.T) {
+	t.Setenv("OTEL_TRACES_EXPORTER", "none")
+	t.Setenv("OTEL_METRICS_EXPORTER", "none")
+	t.Setenv("OTEL_SERVICE_NAME", "")
+	t.Setenv("OTEL_RESOURCE_ATTRIBUTES", "")
+	tel, err := telemetry.Setup(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tel.Shutdown(context.Background())
+	name, _ := tel.Resource.Set().Value("service.name")
+	if !strings.HasPrefix(name.AsString(), "unknown_service:") {
+		t.Errorf("service.name = %q, want the SDK's default, unknown_service:<binary>", name.AsString())
 	}
 }
