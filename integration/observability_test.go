@@ -138,16 +138,21 @@ func TestSpans(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Session: connect, one span per migration applied, health.
-	o.span(t, "DatabaseSession.Connect")
+	// Session: connect, under it migrate, under that one span per migration
+	// applied.
+	connect := o.span(t, "DatabaseSession.Connect")
+	migrate := o.span(t, "DatabaseSession.Migrate")
+	if migrate.Parent().SpanID() != connect.SpanContext().SpanID() {
+		t.Error("DatabaseSession.Migrate is not a child of DatabaseSession.Connect")
+	}
 	var migrations []string
-	for _, s := range o.spans.Ended() {
+	for _, s := range o.children(migrate) {
 		if s.Name() == "DatabaseSession.Migration" {
 			migrations = append(migrations, attrs(s)["dbkit.migration.id"])
 		}
 	}
 	if len(migrations) != len(schema) || migrations[0] != schema[0].ID {
-		t.Errorf("migration spans for %v, want one per migration", migrations)
+		t.Errorf("migration spans under Migrate for %v, want one per migration", migrations)
 	}
 
 	// Repository span: internal, attributes at start, the SQL span its child.
@@ -254,6 +259,19 @@ func TestSpans(t *testing.T) {
 		map[string]string{"dbkit.tx.isolation": "Serializable", "db.system.name": "postgresql"})
 	if count := o.span(t, "User.Count"); count.Parent().SpanID() != tx.SpanContext().SpanID() {
 		t.Error("User.Count in the transaction is not a child of its span")
+	}
+
+	// Health and close, with the connection's attributes.
+	if err := o.db.Health(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.db.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"DatabaseSession.Health", "DatabaseSession.Close"} {
+		wantAttrs(t, name, attrs(o.span(t, name)), map[string]string{
+			"db.system.name": "postgresql", "db.namespace": cfg.Database, "server.port": fmt.Sprint(cfg.Port),
+		})
 	}
 }
 
