@@ -375,7 +375,8 @@ func (b *BaseDatabase[T]) Update(ctx context.Context, v *T) error {
 // are converted to the fields' types, so a request body can go straight in
 // without reaching a column nobody listed; the primary key, timestamps,
 // DeletedAt and Version never can (UpdatedAt is set to now, Version
-// incremented). Model hooks do not run.
+// incremented). Of the model's hooks only AfterFind runs, on the row
+// returned, as for [BaseDatabase.Get].
 //
 // Errors: [ErrNotFound] when no row has that ID; [ErrInvalid] for a field
 // that cannot be set, a value that does not fit, or no fields at all; a

@@ -191,8 +191,9 @@ type Conflict struct {
 // For a [SoftDelete] model the conflict target is limited to live rows
 // (ON CONFLICT (...) WHERE deleted_at IS NULL), which the partial unique
 // index soft delete calls for answers. For a [Versioned] model an update
-// increments the version. Model hooks do not run, and associations are not
-// saved: Upsert writes the row's own columns.
+// increments the version. Of the model's hooks only AfterFind runs, on the
+// rows returned, and associations are not saved: Upsert writes the row's own
+// columns.
 func (b *BaseDatabase[T]) Upsert(ctx context.Context, v *T, on Conflict) error {
 	if b.err != nil {
 		return b.err
