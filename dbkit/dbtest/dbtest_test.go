@@ -203,3 +203,21 @@ func TestTestcontainersServer(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A server stopped before a test's cleanup took the test's database with
+// it: the cleanup has nothing to drop and nothing to say.
+func TestDatabaseOfAStoppedServer(t *testing.T) {
+	s := startLocal(t)
+	tb := &fakeTB{name: "TestStoppedFirst"}
+	s.NewDatabase(tb)
+	if len(tb.fatals) > 0 {
+		t.Fatal(tb.fatals)
+	}
+	if err := s.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	tb.finish()
+	if len(tb.logs) > 0 {
+		t.Errorf("cleanup after Stop logged %q", tb.logs)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -52,6 +53,7 @@ type Server struct {
 
 	stopOnce sync.Once
 	stopErr  error
+	stopped  atomic.Bool
 }
 
 // Start returns a server for tests, from the first source that works:
@@ -174,6 +176,7 @@ func (s *Server) DropDatabase(ctx context.Context, name string) error {
 // running) and closes the admin connections. It is safe to call twice.
 func (s *Server) Stop(ctx context.Context) error {
 	s.stopOnce.Do(func() {
+		s.stopped.Store(true)
 		if s.pool != nil {
 			_ = s.pool.Close()
 		}
@@ -209,6 +212,15 @@ func (s *Server) NewDatabase(t TB) dbkit.Config {
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("dbtest: test failed: kept database %q: %s", name, s.hint(name))
+			return
+		}
+		if s.stopped.Load() {
+			// A server dbtest started took its databases with it; an
+			// external one keeps this database.
+			if s.source == SourceExternal {
+				t.Logf("dbtest: database %q not dropped: the Server was stopped before the test ended "+
+					"(stop it in a t.Cleanup registered before NewDatabase)", name)
+			}
 			return
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

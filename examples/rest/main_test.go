@@ -30,7 +30,7 @@ func TestListUsers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer srv.Stop(ctx)
+	t.Cleanup(func() { _ = srv.Stop(context.Background()) }) // after the database's own cleanup
 	db := srv.New(t, dbkit.WithMigrations(migrations.All...))
 	users := dbkit.NewBaseDatabase[User](db)
 	seed := make([]User, 25)
