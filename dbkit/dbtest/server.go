@@ -54,6 +54,9 @@ type Server struct {
 	stopOnce sync.Once
 	stopErr  error
 	stopped  atomic.Bool
+
+	version   int      // server_version_num
+	templates sync.Map // names of the templates known to be ready
 }
 
 // Start returns a server for tests, from the first source that works:
@@ -122,11 +125,12 @@ func (s *Server) connectAdmin(ctx context.Context) error {
 		return fmt.Errorf("dbtest: admin connection settings: %w", err)
 	}
 	s.pool = stdlib.OpenDB(*connCfg)
-	s.pool.SetMaxOpenConns(4)
+	s.pool.SetMaxOpenConns(8) // parallel tests create and drop databases at once
+	s.pool.SetMaxIdleConns(8)
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	for {
-		err := s.pool.PingContext(ctx)
+		err := s.pool.QueryRowContext(ctx, "SELECT current_setting('server_version_num')::int").Scan(&s.version)
 		if err == nil {
 			return nil
 		}
@@ -201,10 +205,17 @@ type TB interface {
 // when it failed, it is kept and the way to inspect it is logged.
 func (s *Server) NewDatabase(t TB) dbkit.Config {
 	t.Helper()
+	return s.newTestDatabase(t, s.CreateDatabase)
+}
+
+// newTestDatabase creates a database for the calling test with create and
+// drops it when the test passes.
+func (s *Server) newTestDatabase(t TB, create func(ctx context.Context, name string) (dbkit.Config, error)) dbkit.Config {
+	t.Helper()
 	name := databaseName(t.Name())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cfg, err := s.CreateDatabase(ctx, name)
+	cfg, err := create(ctx, name)
 	if err != nil {
 		t.Fatalf("%v", err)
 		return dbkit.Config{}
@@ -238,6 +249,16 @@ func (s *Server) NewDatabase(t TB) dbkit.Config {
 func (s *Server) New(t TB, opts ...dbkit.Option) *dbkit.DB {
 	t.Helper()
 	cfg := s.NewDatabase(t)
+	if cfg.Database == "" {
+		return nil // t.Fatalf was called
+	}
+	return connect(t, cfg, opts)
+}
+
+// connect connects to cfg for the calling test and closes the connection
+// when the test ends.
+func connect(t TB, cfg dbkit.Config, opts []dbkit.Option) *dbkit.DB {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	db, err := dbkit.Connect(ctx, cfg, opts...)

@@ -1,0 +1,213 @@
+package dbtest
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"gorm.io/gorm"
+
+	"github.com/dbkit-go/database/dbkit"
+)
+
+// counted are two migrations that count how often they run.
+func counted(runs *atomic.Int32) []dbkit.Migration {
+	return []dbkit.Migration{
+		{ID: "202611260900_create_users", Migrate: func(tx *gorm.DB) error {
+			runs.Add(1)
+			return tx.Exec(`CREATE TABLE users (id uuid PRIMARY KEY, created_at timestamptz NOT NULL,
+				updated_at timestamptz NOT NULL, email text NOT NULL UNIQUE)`).Error
+		}},
+		{ID: "202611260901_index_users", Migrate: func(tx *gorm.DB) error {
+			return tx.Exec(`CREATE INDEX users_created_at ON users (created_at)`).Error
+		}},
+	}
+}
+
+type account struct {
+	dbkit.Model
+	Email string
+}
+
+func (account) TableName() string { return "users" }
+
+// reopen is another Server on s's server, with a pool and a template cache
+// of its own: what another test binary would have.
+func reopen(t *testing.T, s *Server) *Server {
+	t.Helper()
+	o := &Server{source: SourceExternal, admin: s.admin, hint: s.hint, stop: func(context.Context) error { return nil }}
+	if err := o.connectAdmin(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = o.Stop(context.Background()) })
+	return o
+}
+
+func templates(t *testing.T, s *Server) []string {
+	t.Helper()
+	rows, err := s.pool.QueryContext(context.Background(),
+		"SELECT datname FROM pg_database WHERE starts_with(datname, $1) ORDER BY datname", templatePrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var names []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, n)
+	}
+	return names
+}
+
+func TestSchemaGivesEachTestAMigratedDatabase(t *testing.T) {
+	s := startLocal(t)
+	var runs atomic.Int32
+	schema := Schema{Migrations: counted(&runs), Server: s}
+	ctx := context.Background()
+
+	a, b := &fakeTB{name: "TestA"}, &fakeTB{name: "TestB"}
+	dbA, dbB := schema.New(a), schema.New(b)
+	if dbA == nil || dbB == nil {
+		t.Fatal(a.fatals, b.fatals)
+	}
+	if dbA.Config().Database == dbB.Config().Database {
+		t.Fatal("two tests got the same database")
+	}
+	usersA, usersB := dbkit.NewBaseDatabase[account](dbA), dbkit.NewBaseDatabase[account](dbB)
+	if err := usersA.Create(ctx, &account{Email: "ada@example.com"}); err != nil {
+		t.Fatalf("the clone is not migrated: %v", err)
+	}
+	if n, err := usersB.Count(ctx); err != nil || n != 0 {
+		t.Errorf("B sees %d rows (%v): the databases are not separate", n, err)
+	}
+	if runs.Load() != 1 {
+		t.Errorf("the migrations ran %d times for two tests, want once (for the template)", runs.Load())
+	}
+	if got := templates(t, s); len(got) != 1 || got[0] != templatePrefix+Fingerprint(schema.Migrations, "")[:16] {
+		t.Errorf("templates %v, want one named after the fingerprint", got)
+	}
+
+	// A passed test's clone is dropped; a failed one's is kept, and logged.
+	nameA, nameB := dbA.Config().Database, dbB.Config().Database
+	a.finish()
+	b.failed = true
+	b.finish()
+	if databaseExists(t, s, nameA) || !databaseExists(t, s, nameB) {
+		t.Errorf("after cleanup: passed test's database exists: %v, failed test's: %v",
+			databaseExists(t, s, nameA), databaseExists(t, s, nameB))
+	}
+	if len(b.logs) == 0 || !strings.Contains(b.logs[0], nameB) {
+		t.Errorf("failed test's logs %q do not name its database", b.logs)
+	}
+}
+
+// Test binaries racing to build one template build it once; all of them get
+// it.
+func TestTemplateBuiltOnceByRacingServers(t *testing.T) {
+	s := startLocal(t)
+	var runs atomic.Int32
+	migrations := counted(&runs)
+	var wg sync.WaitGroup
+	names := make([]string, 8)
+	errs := make([]error, 8)
+	for i := range 8 {
+		o := reopen(t, s)
+		wg.Go(func() { names[i], errs[i] = o.Template(context.Background(), migrations, "") })
+	}
+	wg.Wait()
+	for i := range 8 {
+		if errs[i] != nil || names[i] != names[0] {
+			t.Fatalf("racer %d: %q, %v (racer 0: %q)", i, names[i], errs[i], names[0])
+		}
+	}
+	if runs.Load() != 1 {
+		t.Errorf("migrations ran %d times, want 1", runs.Load())
+	}
+	if got := templates(t, s); len(got) != 1 {
+		t.Errorf("templates %v, want one", got)
+	}
+}
+
+// A template whose migrations fail is not left behind to be cloned; once
+// the migration is fixed, the template is built.
+func TestFailedTemplateIsNeverUsed(t *testing.T) {
+	s := startLocal(t)
+	var runs atomic.Int32
+	migrations := counted(&runs)
+	broken := append(migrations[:1:1], dbkit.Migration{ID: migrations[1].ID, Migrate: func(tx *gorm.DB) error {
+		return tx.Exec(`CREATE INDEX users_created_at ON missing_table (created_at)`).Error
+	}})
+	_, err := s.Template(context.Background(), broken, "")
+	if err == nil || !strings.Contains(err.Error(), migrations[1].ID) {
+		t.Fatalf("Template with a failing migration: %v, want an error naming it", err)
+	}
+	if got := templates(t, s); len(got) != 0 {
+		t.Fatalf("a failed build left %v", got)
+	}
+	tb := &fakeTB{name: "TestAfterFix"}
+	db := Schema{Migrations: migrations, Server: s}.New(tb)
+	if db == nil {
+		t.Fatal(tb.fatals)
+	}
+	if _, err := dbkit.NewBaseDatabase[account](db).Count(context.Background()); err != nil {
+		t.Errorf("the database built after the fix is not migrated: %v", err)
+	}
+	tb.finish()
+}
+
+// What a builder that died left (a database being built, a renamed one not
+// yet marked a template) is dropped and the template built again.
+func TestTemplateBuildRecoversFromADeadBuilder(t *testing.T) {
+	s := startLocal(t)
+	var runs atomic.Int32
+	migrations := counted(&runs)
+	name := templatePrefix + Fingerprint(migrations, "")[:16]
+	for _, db := range []string{name, name + "_build_deadbeef"} {
+		if err := s.Exec(context.Background(), "CREATE DATABASE "+quote(db)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := s.Template(context.Background(), migrations, "")
+	if err != nil || got != name {
+		t.Fatalf("Template = %q, %v", got, err)
+	}
+	if runs.Load() != 1 {
+		t.Errorf("the half-built template was used: migrations ran %d times", runs.Load())
+	}
+	if left := templates(t, s); len(left) != 1 || left[0] != name {
+		t.Errorf("databases %v, want only the template", left)
+	}
+}
+
+func TestFingerprint(t *testing.T) {
+	var runs atomic.Int32
+	m := counted(&runs)
+	reversed := []dbkit.Migration{m[1], m[0]}
+	switch base := Fingerprint(m, ""); {
+	case Fingerprint(reversed, "") != base:
+		t.Error("the order of the slice changed the fingerprint; migrations are applied by ID")
+	case Fingerprint(m, "2") == base:
+		t.Error("the version did not change the fingerprint")
+	case Fingerprint(m[:1], "") == base:
+		t.Error("dropping a migration did not change the fingerprint")
+	case Fingerprint([]dbkit.Migration{{ID: "a\x00b"}}, "") == Fingerprint([]dbkit.Migration{{ID: "a"}, {ID: "b"}}, ""):
+		t.Error("IDs are not separated in the fingerprint")
+	}
+}
+
+// A Schema whose server cannot be had fails the test with the reason.
+func TestSchemaFailsTheTestWithoutAServer(t *testing.T) {
+	s := startLocal(t)
+	if err := s.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	tb := &fakeTB{name: "TestNoServer"}
+	if db := (Schema{Server: s}).New(tb); db != nil || len(tb.fatals) == 0 {
+		t.Fatalf("New on a stopped server: %v, fatals %q", db, tb.fatals)
+	}
+}
