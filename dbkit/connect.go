@@ -105,6 +105,9 @@ func Connect(ctx context.Context, cfg Config, opts ...Option) (*DB, error) {
 	}
 	tracing.End(span, err, nil)
 	if err != nil {
+		if db.poolReg != nil {
+			_ = db.poolReg.Unregister()
+		}
 		if db.sql != nil {
 			_ = db.sql.Close()
 		}
@@ -222,10 +225,13 @@ func (db *DB) registerCallbacks() error {
 	}
 	return errors.Join(
 		cb.Create().Before("gorm:before_create").Register("dbkit:assign_id", assignIDs),
-		cb.Create().After("gorm:create").Register("dbkit:translate", translate),
-		cb.Query().After("gorm:query").Register("dbkit:translate", translate),
-		cb.Update().After("gorm:update").Register("dbkit:translate", translate),
-		cb.Delete().After("gorm:delete").Register("dbkit:translate", translate),
+		// Right after the statement: GORM puts a callback that is only
+		// "after" another at the end of the chain, after the hooks and the
+		// associations' statements.
+		cb.Create().After("gorm:create").Before("gorm:save_after_associations").Register("dbkit:translate", translate),
+		cb.Query().After("gorm:query").Before("gorm:preload").Register("dbkit:translate", translate),
+		cb.Update().After("gorm:update").Before("gorm:save_after_associations").Register("dbkit:translate", translate),
+		cb.Delete().After("gorm:delete").Before("gorm:after_delete").Register("dbkit:translate", translate),
 		cb.Row().After("gorm:row").Register("dbkit:translate", translate),
 		cb.Raw().After("gorm:raw").Register("dbkit:translate", translate),
 	)

@@ -153,6 +153,12 @@ func translateDriver(ctx context.Context, err error) error {
 		withheld *withheldError
 	)
 	if !errors.As(err, &pgErr) {
+		if isEncodeError(err) {
+			var ae *argumentError
+			if !errors.As(err, &ae) {
+				err = &argumentError{err: err}
+			}
+		}
 		return err
 	}
 	if ctx != nil && ctx.Err() != nil && pgErr.Code == codeQueryCanceled && !errors.Is(err, ctx.Err()) {
@@ -177,6 +183,26 @@ func translateDriver(ctx context.Context, err error) error {
 	}
 	return err
 }
+
+// isEncodeError reports pgx's refusal to encode a query argument for its
+// parameter's type, whose message quotes the value ("failed to encode
+// args[0]: unable to encode 123456789 into binary format for uuid"). pgx
+// gives these errors no type of their own: its message is all there is.
+func isEncodeError(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "failed to encode args[") || strings.Contains(msg, "unable to encode ")
+}
+
+// argumentError stands for a query argument pgx could not encode: its text
+// withholds the value; the original error is reachable with errors.As. It
+// matches [ErrInvalid]: the argument does not fit its parameter.
+type argumentError struct{ err error }
+
+func (e *argumentError) Error() string {
+	return "invalid argument: a query argument could not be encoded for its parameter's type (value withheld)"
+}
+
+func (e *argumentError) Unwrap() []error { return []error{ErrInvalid, e.err} }
 
 // valueQuotingClass names the SQLSTATE classes whose messages may quote a
 // value from the query, such as `invalid input syntax for type uuid: "..."`

@@ -441,3 +441,23 @@ func TestCompileRejectsNonScalarValues(t *testing.T) {
 		}
 	}
 }
+
+// pgx quotes an argument it cannot encode; dbkit withholds it and calls it
+// invalid input.
+func TestEncodeErrorsWithholdTheValue(t *testing.T) {
+	pgxErr := errors.New("failed to encode args[0]: unable to encode 7193846251 into binary format for uuid (OID 2950): cannot find encode plan")
+	err := translateDriver(context.Background(), fmt.Errorf("wrapped: %w", pgxErr))
+	if strings.Contains(err.Error(), "7193846251") {
+		t.Errorf("message %q quotes the value", err)
+	}
+	if !errors.Is(err, ErrInvalid) || !errors.Is(err, pgxErr) {
+		t.Errorf("%v: want it to match ErrInvalid and keep pgx's error", err)
+	}
+	if again := translateDriver(context.Background(), err); again != err {
+		t.Errorf("translating twice changed %v into %v", err, again)
+	}
+	other := errors.New("conn closed")
+	if got := translateDriver(context.Background(), other); got != other {
+		t.Errorf("an unrelated error became %v", got)
+	}
+}

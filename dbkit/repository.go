@@ -399,7 +399,7 @@ func (b *BaseDatabase[T]) Patch(ctx context.Context, id uuid.UUID, fields map[st
 	}
 	var rows []T
 	// Find, not Scan: the row returned gets the AfterFind hooks Get's gets.
-	err = b.conn(ctx).Raw(stmt.SQL.String(), stmt.Vars...).Find(&rows).Error
+	err = b.conn(withOwnSQL(ctx)).Raw(stmt.SQL.String(), stmt.Vars...).Find(&rows).Error
 	if err == nil && len(rows) == 0 {
 		err = ErrNotFound
 	}
@@ -539,8 +539,10 @@ func (b *BaseDatabase[T]) Restore(ctx context.Context, id uuid.UUID) error {
 // statement come back translated as with the methods above
 // (*[ConstraintError], values withheld, ctx.Err() on cancellation), except
 // not-found, which stays gorm.ErrRecordNotFound (dbkit's [ErrNotFound]
-// matches it too). Strings given to Where, Order or Select go into the SQL
-// as written: never pass request input there.
+// matches it too), and errors of Row and Rows, which GORM hands back from
+// database/sql untouched (its statement span and log see no error either).
+// Strings given to Where, Order or Select go into the SQL as written: never
+// pass request input there.
 //
 // On a repository that cannot work (see [NewBaseDatabase]) or after
 // [DB.Close], every query it builds fails with that error.

@@ -17,13 +17,13 @@ import (
 	"github.com/dbkit-go/database/tracing"
 )
 
-// stmtObs is what dbkit knows of a statement while it runs: when it
-// started and what it is. It travels in the statement's context from the
-// callback before the statement to the one after it.
+// stmtObs is what dbkit knows of a statement while it runs. It travels in
+// the statement's context from the callback before the statement to the
+// one after it.
 type stmtObs struct {
 	start  time.Time
-	op     string          // db.operation.name: "SELECT"
-	table  string          // db.collection.name
+	table  string          // db.collection.name, "" for SQL the caller wrote
+	op     string          // the operation of the callback chain, when the SQL does not say
 	parent context.Context // the statement's context, without the stmtObs
 	// dryRun: GORM builds the statement and does not run it (dbkit builds
 	// some so). It gets no span, metric or log.
@@ -32,13 +32,20 @@ type stmtObs struct {
 
 type stmtObsKey struct{}
 
-var dryRunObs = &stmtObs{dryRun: true}
+// ownSQLKey marks a context in which dbkit runs SQL it had GORM build for
+// the repository's model, so that its statements keep the model's table.
+type ownSQLKey struct{}
+
+func withOwnSQL(ctx context.Context) context.Context {
+	return context.WithValue(ctx, ownSQLKey{}, true)
+}
 
 // registerTelemetry adds, when tracing, metrics or logs are on, the two
-// callbacks that observe every statement GORM runs: one before it, which
-// notes when it starts, and one after it (and after dbkit translated its
-// error, so nothing here carries a value), which records its span, its
-// duration and its log record.
+// callbacks that observe every statement GORM runs: one right before it,
+// which notes when it starts, and one right after it (after dbkit translated
+// its error, so nothing here carries a value, and before GORM's after-hooks,
+// association saves and preloads, which are statements of their own), which
+// records its span, its duration and its log record.
 //
 // The span is recorded whole once the statement is done, started at the
 // time noted: every attribute, the outcome's included, is then there at its
@@ -54,19 +61,19 @@ func (db *DB) registerTelemetry() error {
 	if !db.traced && db.opDuration == nil && db.stmtLog == nil {
 		return nil
 	}
-	type registrar interface {
-		Register(name string, fn func(*gorm.DB)) error
-	}
 	cb := db.gorm.Callback()
 	var errs []error
 	for _, p := range []struct {
 		op         string
 		start, end registrar
 	}{
-		{"INSERT", cb.Create().Before("gorm:create"), cb.Create().After("dbkit:translate")},
-		{"SELECT", cb.Query().Before("gorm:query"), cb.Query().After("dbkit:translate")},
-		{"UPDATE", cb.Update().Before("gorm:update"), cb.Update().After("dbkit:translate")},
-		{"DELETE", cb.Delete().Before("gorm:delete"), cb.Delete().After("dbkit:translate")},
+		{"INSERT", cb.Create().After("gorm:save_before_associations").Before("gorm:create"),
+			cb.Create().After("dbkit:translate").Before("gorm:save_after_associations")},
+		{"SELECT", cb.Query().Before("gorm:query"), cb.Query().After("dbkit:translate").Before("gorm:preload")},
+		{"UPDATE", cb.Update().After("gorm:save_before_associations").Before("gorm:update"),
+			cb.Update().After("dbkit:translate").Before("gorm:save_after_associations")},
+		{"DELETE", cb.Delete().After("gorm:delete_before_associations").Before("gorm:delete"),
+			cb.Delete().After("dbkit:translate").Before("gorm:after_delete")},
 		{"SELECT", cb.Row().Before("gorm:row"), cb.Row().After("dbkit:translate")},
 		{"", cb.Raw().Before("gorm:raw"), cb.Raw().After("dbkit:translate")},
 	} {
@@ -77,69 +84,81 @@ func (db *DB) registerTelemetry() error {
 	return errors.Join(errs...)
 }
 
-// stmtStart notes when a statement starts and what it is.
+// registrar is a GORM callback chain position a callback is registered at.
+type registrar interface {
+	Register(name string, fn func(*gorm.DB)) error
+}
+
+// stmtStart notes when a statement starts and on which table.
 func (db *DB) stmtStart(tx *gorm.DB, op string) {
 	ctx := tx.Statement.Context
-	if tx.DryRun {
-		tx.Statement.Context = context.WithValue(ctx, stmtObsKey{}, dryRunObs)
-		return
+	obs := &stmtObs{op: op, table: tx.Statement.Table, parent: ctx, dryRun: tx.DryRun}
+	// SQL given before the statement runs is the caller's (Raw, Exec): the
+	// model it was run through does not say which table it reads.
+	if tx.Statement.SQL.Len() > 0 && ctx.Value(ownSQLKey{}) == nil {
+		obs.table = ""
 	}
-	if op == "" || tx.Statement.SQL.Len() > 0 {
-		op = firstKeyword(tx.Statement.SQL.String(), op)
-	}
-	obs := &stmtObs{op: op, table: tx.Statement.Table, parent: ctx, start: time.Now()}
+	obs.start = time.Now()
 	tx.Statement.Context = context.WithValue(ctx, stmtObsKey{}, obs)
 }
 
-// spanName is the statement's span name: its db.query.summary, "SELECT
-// users", or the operation alone when there is no table.
-func (o *stmtObs) spanName() string {
-	if o.table == "" {
-		if o.op == "" {
-			return "postgresql"
-		}
-		return o.op
-	}
-	return o.op + " " + o.table
-}
-
 // stmtEnd records the statement's span, its duration and its log record.
+// A statement that never reached the server because nothing was built (a
+// hook failed before it) records nothing.
 func (db *DB) stmtEnd(tx *gorm.DB) {
 	obs, ok := tx.Statement.Context.Value(stmtObsKey{}).(*stmtObs)
-	if !ok || obs.dryRun {
+	if !ok {
+		return
+	}
+	tx.Statement.Context = obs.parent
+	if obs.dryRun || tx.Statement.SQL.Len() == 0 {
 		return
 	}
 	end := time.Now()
 	elapsed := end.Sub(obs.start)
-	tx.Statement.Context = obs.parent
+	// The operation is what the SQL says: a soft delete is an UPDATE.
+	op := firstKeyword(tx.Statement.SQL.String(), obs.op)
 	errType, code := errorType(tx.Error)
 	if db.opDuration != nil {
-		db.opDuration.Record(obs.parent, elapsed.Seconds(), db.durationAttrs(obs.op, obs.table, errType))
+		db.opDuration.Record(obs.parent, elapsed.Seconds(), db.durationAttrs(op, obs.table, errType))
 	}
 	ctx := obs.parent
 	if db.traced {
-		ctx = db.stmtSpan(tx, obs, end, errType, code)
+		ctx = db.stmtSpan(tx, obs, op, end, errType, code)
 	}
 	if db.stmtLog != nil {
 		db.logStatement(ctx, tx, elapsed, errType != "")
 	}
 }
 
+// summary is a statement's db.query.summary and span name: "SELECT users",
+// or the operation alone when there is no table.
+func summary(op, table string) string {
+	switch {
+	case table == "" && op == "":
+		return "postgresql"
+	case table == "":
+		return op
+	}
+	return op + " " + table
+}
+
 // stmtSpan records the span of a statement that ran from obs.start to end,
 // and returns the statement's context with that span. Its attributes: the
 // connection's, the operation, table and summary, the parameterised text,
 // the rows a SELECT returned, and on failure the SQLSTATE and error type.
-func (db *DB) stmtSpan(tx *gorm.DB, obs *stmtObs, end time.Time, errType, code string) context.Context {
+func (db *DB) stmtSpan(tx *gorm.DB, obs *stmtObs, op string, end time.Time, errType, code string) context.Context {
+	name := summary(op, obs.table)
 	attrs := make([]attribute.KeyValue, 0, len(db.attrs)+7)
 	attrs = append(attrs, db.attrs...)
-	if obs.op != "" {
-		attrs = append(attrs, tracing.DBOperationName.String(obs.op))
+	if op != "" {
+		attrs = append(attrs, tracing.DBOperationName.String(op))
 	}
 	if obs.table != "" {
-		attrs = append(attrs, tracing.DBCollectionName.String(obs.table), tracing.DBQuerySummary.String(obs.spanName()))
+		attrs = append(attrs, tracing.DBCollectionName.String(obs.table), tracing.DBQuerySummary.String(name))
 	}
 	attrs = append(attrs, tracing.DBQueryText.String(tx.Statement.SQL.String()))
-	if obs.op == "SELECT" && errType == "" && tx.Statement.RowsAffected >= 0 {
+	if op == "SELECT" && errType == "" && tx.Statement.RowsAffected >= 0 {
 		attrs = append(attrs, tracing.DBReturnedRows.Int64(tx.Statement.RowsAffected))
 	}
 	if errType != "" {
@@ -148,7 +167,7 @@ func (db *DB) stmtSpan(tx *gorm.DB, obs *stmtObs, end time.Time, errType, code s
 			attrs = append(attrs, tracing.DBResponseStatusCode.String(code))
 		}
 	}
-	ctx, span := db.stmtTracer.Start(obs.parent, obs.spanName(), trace.WithSpanKind(trace.SpanKindClient),
+	ctx, span := db.stmtTracer.Start(obs.parent, name, trace.WithSpanKind(trace.SpanKindClient),
 		trace.WithTimestamp(obs.start), trace.WithAttributes(attrs...))
 	if errType != "" {
 		span.SetStatus(codes.Error, tx.Error.Error())

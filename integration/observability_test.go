@@ -22,6 +22,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
+	"gorm.io/gorm"
 
 	"github.com/dbkit-go/database/dbkit"
 )
@@ -63,6 +64,8 @@ type observed struct {
 	sampler *startSampler
 	metrics *sdkmetric.ManualReader
 	logs    *logBuffer
+	// telemetry are the options that send to the above, for another Connect.
+	telemetry []dbkit.Option
 }
 
 func newObserved(t *testing.T, cfg dbkit.Config, opts ...dbkit.Option) *observed {
@@ -71,9 +74,8 @@ func newObserved(t *testing.T, cfg dbkit.Config, opts ...dbkit.Option) *observed
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(o.spans), sdktrace.WithSampler(o.sampler))
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(o.metrics))
 	logger := slog.New(slog.NewJSONHandler(o.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	db, err := dbkit.Connect(context.Background(), cfg, append([]dbkit.Option{
-		dbkit.WithMigrations(schema...), dbkit.WithTracerProvider(tp), dbkit.WithMeterProvider(mp), dbkit.WithLogger(logger),
-	}, opts...)...)
+	o.telemetry = []dbkit.Option{dbkit.WithTracerProvider(tp), dbkit.WithMeterProvider(mp), dbkit.WithLogger(logger)}
+	db, err := dbkit.Connect(context.Background(), cfg, append(append([]dbkit.Option{dbkit.WithMigrations(schema...)}, o.telemetry...), opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,6 +124,20 @@ func wantAttrs(t *testing.T, what string, got, want map[string]string) {
 		}
 	}
 }
+
+// auditedUser runs a statement of its own after each insert.
+type auditedUser struct{ User }
+
+func (auditedUser) TableName() string { return "users" }
+
+func (u *auditedUser) AfterCreate(tx *gorm.DB) error { return tx.Exec("SELECT 1").Error }
+
+// refusedUser's hook refuses every row before it is written.
+type refusedUser struct{ User }
+
+func (refusedUser) TableName() string { return "users" }
+
+func (u *refusedUser) BeforeCreate(*gorm.DB) error { return errors.New("refused") }
 
 func TestSpans(t *testing.T) {
 	t.Parallel()
@@ -261,6 +277,55 @@ func TestSpans(t *testing.T) {
 		t.Error("User.Count in the transaction is not a child of its span")
 	}
 
+	// A statement's span is the statement's alone: what a hook runs after
+	// it is a sibling, not a child, and starts after it ended.
+	audited := dbkit.NewBaseDatabase[auditedUser](o.db)
+	if err := audited.Create(ctx, &auditedUser{User{Email: "audited@example.com"}}); err != nil {
+		t.Fatal(err)
+	}
+	kids = o.children(o.span(t, "auditedUser.Create"))
+	if len(kids) != 2 || kids[0].Name() != "INSERT users" || kids[1].Name() != "SELECT" ||
+		kids[1].StartTime().Before(kids[0].EndTime()) {
+		t.Errorf("auditedUser.Create children %v: want INSERT users, then the hook's SELECT after it", names(kids))
+	}
+	// A hook that refuses the row: no statement reached the server, none is recorded.
+	if err := dbkit.NewBaseDatabase[refusedUser](o.db).Create(ctx, &refusedUser{User{Email: "refused@example.com"}}); err == nil {
+		t.Fatal("the hook did not refuse")
+	}
+	if kids := o.children(o.span(t, "refusedUser.Create")); len(kids) != 0 {
+		t.Errorf("a create its hook refused has statement spans %v", names(kids))
+	}
+	// A soft delete is an UPDATE, and its span says so.
+	accounts := dbkit.NewBaseDatabase[Account](o.db)
+	acc := Account{Email: "soft@example.com"}
+	if err := accounts.Create(ctx, &acc); err != nil {
+		t.Fatal(err)
+	}
+	if err := accounts.Delete(ctx, acc.ID); err != nil {
+		t.Fatal(err)
+	}
+	if kids := o.children(o.span(t, "Account.Delete")); len(kids) != 1 || kids[0].Name() != "UPDATE accounts" ||
+		attrs(kids[0])["db.operation.name"] != "UPDATE" {
+		t.Errorf("soft delete statements %v, want UPDATE accounts", names(kids))
+	}
+	// SQL the caller writes names no table, whatever model it ran through.
+	var one int
+	if err := users.Query(ctx).Raw("SELECT 1").Scan(ctx, &one); err != nil {
+		t.Fatal(err)
+	}
+	raw := o.span(t, "SELECT")
+	if _, ok := attrs(raw)["db.collection.name"]; ok || attrs(raw)["db.query.text"] != "SELECT 1" {
+		t.Errorf("raw SELECT 1 span attributes %v: want no collection, the text", attrs(raw))
+	}
+
+	// Every span of Connect, migrations and their statements included, is
+	// in Connect's trace.
+	for _, s := range o.spans.Ended() {
+		if !s.StartTime().After(connect.EndTime()) && s.SpanContext().TraceID() != connect.SpanContext().TraceID() {
+			t.Errorf("span %s, during Connect, is in another trace", s.Name())
+		}
+	}
+
 	// Health and close, with the connection's attributes.
 	if err := o.db.Health(ctx); err != nil {
 		t.Fatal(err)
@@ -275,12 +340,85 @@ func TestSpans(t *testing.T) {
 	}
 }
 
+// point is one metric data point, flattened.
+type point struct {
+	metric, unit string
+	attrs        attribute.Set
+	value        float64 // a sum's value, a histogram's sum
+	count        uint64  // a histogram's count
+}
+
+func collect(t *testing.T, r *sdkmetric.ManualReader) []point {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := r.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	var out []point
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			switch d := m.Data.(type) {
+			case metricdata.Histogram[float64]:
+				for _, p := range d.DataPoints {
+					out = append(out, point{m.Name, m.Unit, p.Attributes, p.Sum, p.Count})
+				}
+			case metricdata.Sum[int64]:
+				for _, p := range d.DataPoints {
+					out = append(out, point{m.Name, m.Unit, p.Attributes, float64(p.Value), 0})
+				}
+			case metricdata.Sum[float64]:
+				for _, p := range d.DataPoints {
+					out = append(out, point{m.Name, m.Unit, p.Attributes, p.Value, 0})
+				}
+			}
+		}
+	}
+	return out
+}
+
+// find returns the points of metric whose attributes include want.
+func find(points []point, metric string, want map[string]string) []point {
+	var out []point
+	for _, p := range points {
+		if p.metric != metric {
+			continue
+		}
+		ok := true
+		for k, v := range want {
+			if got, found := p.attrs.Value(attribute.Key(k)); !found || got.Emit() != v {
+				ok = false
+			}
+		}
+		if ok {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Two pools on one MeterProvider, as in a service with a primary and a
+// replica: each reports under its own name, with its own values, until it
+// is closed; a Connect that fails leaves nothing registered.
 func TestMetrics(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	a := newObserved(t, srv.NewDatabase(t))
-	b := newObserved(t, srv.NewDatabase(t), dbkit.WithPoolName("replica"))
-	users := dbkit.NewBaseDatabase[User](a.db)
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	open := func(cfg dbkit.Config, opts ...dbkit.Option) *dbkit.DB {
+		t.Helper()
+		db, err := dbkit.Connect(ctx, cfg, append([]dbkit.Option{dbkit.WithMeterProvider(mp), dbkit.WithMigrations(schema...)}, opts...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close(context.Background()) })
+		return db
+	}
+	cfgA, cfgB := srv.NewDatabase(t), srv.NewDatabase(t)
+	cfgA.MaxOpenConns, cfgB.MaxOpenConns = 7, 3
+	a, b := open(cfgA), open(cfgB, dbkit.WithPoolName("replica"))
+	poolA := cfgA.Addr() + "/" + cfgA.Database
+
+	users := dbkit.NewBaseDatabase[User](a)
 	u := User{Email: "metrics@example.com"}
 	if err := users.Create(ctx, &u); err != nil {
 		t.Fatal(err)
@@ -289,79 +427,64 @@ func TestMetrics(t *testing.T) {
 	if _, err := users.Get(ctx, u.ID); err != nil {
 		t.Fatal(err)
 	}
-
-	var rm metricdata.ResourceMetrics
-	if err := a.metrics.Collect(ctx, &rm); err != nil {
+	if _, err := dbkit.NewBaseDatabase[User](b).Count(ctx); err != nil {
 		t.Fatal(err)
 	}
-	points := map[string][]attribute.Set{}
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			switch d := m.Data.(type) {
-			case metricdata.Histogram[float64]:
-				for _, p := range d.DataPoints {
-					points[m.Name] = append(points[m.Name], p.Attributes)
-				}
-			case metricdata.Sum[int64]:
-				for _, p := range d.DataPoints {
-					points[m.Name] = append(points[m.Name], p.Attributes)
-				}
-			case metricdata.Sum[float64]:
-				for _, p := range d.DataPoints {
-					points[m.Name] = append(points[m.Name], p.Attributes)
-				}
-			}
-		}
-	}
-	has := func(metric string, want map[string]string) bool {
-		for _, set := range points[metric] {
-			ok := true
-			for k, v := range want {
-				if got, found := set.Value(attribute.Key(k)); !found || got.Emit() != v {
-					ok = false
-				}
-			}
-			if ok {
-				return true
-			}
-		}
-		return false
-	}
+
+	points := collect(t, reader)
 	for _, c := range []struct {
 		metric string
 		want   map[string]string
 	}{
-		{"db.client.operation.duration", map[string]string{"db.system.name": "postgresql", "db.collection.name": "users", "db.operation.name": "INSERT"}},
+		{"db.client.operation.duration", map[string]string{"db.system.name": "postgresql", "db.namespace": cfgA.Database,
+			"db.collection.name": "users", "db.operation.name": "INSERT"}},
 		{"db.client.operation.duration", map[string]string{"db.operation.name": "INSERT", "error.type": "23505"}},
-		{"db.client.operation.duration", map[string]string{"db.operation.name": "SELECT", "db.collection.name": "users"}},
-		{"db.client.connection.count", map[string]string{"db.client.connection.state": "idle", "db.client.connection.pool.name": a.cfg.Addr() + "/" + a.cfg.Database}},
-		{"db.client.connection.count", map[string]string{"db.client.connection.state": "used"}},
-		{"db.client.connection.max", map[string]string{"db.client.connection.pool.name": a.cfg.Addr() + "/" + a.cfg.Database}},
-		{"db.client.connection.idle.max", nil},
-		{"db.client.connection.wait_count", nil},
-		{"db.client.connection.wait_time", nil},
+		{"db.client.operation.duration", map[string]string{"db.operation.name": "SELECT", "db.namespace": cfgB.Database}},
+		{"db.client.connection.count", map[string]string{"db.client.connection.state": "idle", "db.client.connection.pool.name": poolA}},
+		{"db.client.connection.count", map[string]string{"db.client.connection.state": "used", "db.client.connection.pool.name": "replica"}},
+		{"db.client.connection.idle.max", map[string]string{"db.client.connection.pool.name": poolA}},
+		{"db.client.connection.wait_count", map[string]string{"db.client.connection.pool.name": poolA}},
+		{"db.client.connection.wait_time", map[string]string{"db.client.connection.pool.name": "replica"}},
 	} {
-		if !has(c.metric, c.want) {
-			t.Errorf("no %s point with %v; points: %v", c.metric, c.want, points[c.metric])
+		if len(find(points, c.metric, c.want)) == 0 {
+			t.Errorf("no %s point with %v", c.metric, c.want)
 		}
+	}
+	// Values and units: durations in seconds, the pools' own limits.
+	selects := find(points, "db.client.operation.duration", map[string]string{"db.operation.name": "SELECT", "db.namespace": cfgA.Database, "db.collection.name": "users"})
+	if len(selects) != 1 || selects[0].unit != "s" || selects[0].count != 1 || selects[0].value <= 0 || selects[0].value > 10 {
+		t.Errorf("SELECT durations %+v: want one sample of a few milliseconds, in s", selects)
+	}
+	for pool, want := range map[string]float64{poolA: 7, "replica": 3} {
+		if max := find(points, "db.client.connection.max", map[string]string{"db.client.connection.pool.name": pool}); len(max) != 1 || max[0].value != want {
+			t.Errorf("db.client.connection.max of %s: %+v, want one point of %v", pool, max, want)
+		}
+	}
+	var inPool float64
+	for _, p := range find(points, "db.client.connection.count", map[string]string{"db.client.connection.pool.name": poolA}) {
+		inPool += p.value
+	}
+	if inPool < 1 || inPool > 7 {
+		t.Errorf("pool A holds %v connections (idle + used), want 1 to 7", inPool)
 	}
 
-	// The other pool reports on its own provider, under its own name.
-	var rmb metricdata.ResourceMetrics
-	if err := b.metrics.Collect(ctx, &rmb); err != nil {
+	// Closed, a pool stops reporting; a failed Connect never starts.
+	if err := b.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	found := false
-	for _, sm := range rmb.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if s, ok := m.Data.(metricdata.Sum[int64]); ok && m.Name == "db.client.connection.max" {
-				v, _ := s.DataPoints[0].Attributes.Value("db.client.connection.pool.name")
-				found = v.Emit() == "replica"
-			}
+	failing := srv.NewDatabase(t)
+	if _, err := dbkit.Connect(ctx, failing, dbkit.WithMeterProvider(mp), dbkit.WithPoolName("doomed"),
+		dbkit.WithMigrations(dbkit.Migration{ID: "1", Migrate: func(tx *gorm.DB) error { return errors.New("no") }})); err == nil {
+		t.Fatal("Connect with a failing migration succeeded")
+	}
+	points = collect(t, reader)
+	for _, pool := range []string{"replica", "doomed"} {
+		if left := find(points, "db.client.connection.max", map[string]string{"db.client.connection.pool.name": pool}); len(left) > 0 {
+			t.Errorf("pool %s still reports after it closed: %+v", pool, left)
 		}
 	}
-	if !found {
-		t.Error("the second pool's metrics do not carry its name")
+	if len(find(points, "db.client.connection.max", map[string]string{"db.client.connection.pool.name": poolA})) != 1 {
+		t.Error("pool A stopped reporting when another closed")
 	}
 }
 
@@ -389,6 +512,12 @@ func TestLogs(t *testing.T) {
 		}
 		records = append(records, r)
 	}
+	var missingTrace string
+	for _, sp := range o.spans.Ended() {
+		if sp.Name() == "User.Get" && len(sp.Events()) > 0 {
+			missingTrace = sp.SpanContext().TraceID().String()
+		}
+	}
 	var stmt, failed, notFound map[string]any
 	lockLogged := false
 	for _, r := range records {
@@ -402,12 +531,12 @@ func TestLogs(t *testing.T) {
 			}
 		}
 		switch {
+		case r["trace_id"] == missingTrace:
+			notFound = r
 		case r["level"] == "ERROR":
 			failed = r
 		case strings.HasPrefix(sql, "SELECT") && strings.Contains(sql, "LIMIT") && stmt == nil:
 			stmt = r
-		case strings.HasPrefix(sql, "SELECT") && stmt != nil:
-			notFound = r
 		}
 	}
 	if !lockLogged {
@@ -428,8 +557,8 @@ func TestLogs(t *testing.T) {
 	if failed == nil || !strings.Contains(fmt.Sprint(failed["error"]), "23505") || strings.Contains(fmt.Sprint(failed), u.Email) {
 		t.Errorf("failed statement log %v: want ERROR with the SQLSTATE and no value", failed)
 	}
-	if notFound != nil && notFound["level"] == "ERROR" {
-		t.Errorf("a not-found was logged as an error: %v", notFound)
+	if missingTrace == "" || notFound == nil || notFound["level"] != "DEBUG" {
+		t.Errorf("the statement of a Get that found nothing was logged as %v, want at DEBUG", notFound)
 	}
 
 	// Slow statements are WARN.

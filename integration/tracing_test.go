@@ -19,6 +19,7 @@ func TestNothingSecretInTelemetry(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	const marker = "row-value-marker-7f3a"
+	const numMarker = 7193846251
 	password := specialPassword + "-telemetry-marker-91c2"
 	o := newObserved(t, createRole(t, password))
 	users := dbkit.NewBaseDatabase[User](o.db, dbkit.Patchable("name"))
@@ -45,13 +46,21 @@ func TestNothingSecretInTelemetry(t *testing.T) {
 	})
 	calls["delete"] = users.Delete(ctx, u.ID)
 	_, calls["not found"] = users.Get(ctx, u.ID)
+	// Through the escape hatch: an argument pgx cannot encode (its message
+	// quotes it), a server error that quotes it (22P02).
+	_, calls["encode"] = users.Query(ctx).Where("id = ?", numMarker).Find(ctx)
+	calls["cast"] = users.Query(ctx).Exec(ctx, "SELECT ?::int", marker)
+	// A Connect that fails, with the password.
+	wrong := o.cfg
+	wrong.Database = "no_such_database"
+	_, calls["connect"] = dbkit.Connect(ctx, wrong, o.telemetry...)
 	for name, want := range map[string]bool{"create": true, "get": true, "find": true, "count": true, "page": true,
 		"cursor": true, "patch": true, "upsert": true, "tx": true, "delete": true} {
 		if want && calls[name] != nil {
 			t.Errorf("%s: %v", name, calls[name])
 		}
 	}
-	for _, name := range []string{"duplicate", "check", "foreign key", "bad uuid", "create many", "not found"} {
+	for _, name := range []string{"duplicate", "check", "foreign key", "bad uuid", "create many", "not found", "encode", "cast", "connect"} {
 		if calls[name] == nil {
 			t.Errorf("%s succeeded; the test wants it to fail", name)
 		}
@@ -60,7 +69,7 @@ func TestNothingSecretInTelemetry(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	secrets := []string{marker, password, "telemetry-marker-91c2"}
+	secrets := []string{marker, password, "telemetry-marker-91c2", fmt.Sprint(numMarker)}
 	check := func(where, text string) {
 		t.Helper()
 		for _, s := range secrets {

@@ -76,10 +76,11 @@ func (m *Migrator) lock(ctx context.Context, conn *gorm.DB, key int64) error {
 	}
 }
 
-// unlock releases the lock at once, even when ctx has ended. (The pinned
-// connection is closed afterwards, which would release it too.)
-func (m *Migrator) unlock(conn *gorm.DB, key int64) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+// unlock releases the lock at once, even when ctx has ended (its values,
+// the trace among them, are kept). The pinned connection is closed
+// afterwards, which would release it too.
+func (m *Migrator) unlock(ctx context.Context, conn *gorm.DB, key int64) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	var ok bool
 	if err := conn.WithContext(ctx).Raw("SELECT pg_advisory_unlock(?)", key).Scan(&ok).Error; err != nil {

@@ -356,7 +356,7 @@ func (m *Migrator) locked(ctx context.Context, fn func(conn *gorm.DB) error) (er
 		return err
 	}
 	defer func() {
-		if uerr := m.unlock(conn, key); uerr != nil && err == nil {
+		if uerr := m.unlock(ctx, conn, key); uerr != nil && err == nil {
 			err = uerr
 		}
 	}()
