@@ -52,7 +52,7 @@ func StartLocal(ctx context.Context) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp("", "dbkit-pg-")
+	dir, err := os.MkdirTemp(serverParentDir(), "dbkit-pg-")
 	if err != nil {
 		return nil, fmt.Errorf("dbtest: %w", err)
 	}
@@ -144,6 +144,9 @@ func (ls *localServer) start(ctx context.Context, bin string, cred *syscall.Cred
 		"-c", "synchronous_commit=off",
 		"-c", "full_page_writes=off",
 		"-c", "max_connections=300",
+		// Shared memory segments in the data directory go with it, even
+		// when postgres is killed (in /dev/shm they would outlive it).
+		"-c", "dynamic_shared_memory_type=mmap",
 	)
 	cmd.Dir = ls.dir
 	cmd.Stdout, cmd.Stderr = logFile, logFile
@@ -313,10 +316,29 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
+// serverParentDir is where local servers keep their data: DBKIT_PG_TMPDIR
+// if set, else memory (/dev/shm) where it is a tmpfs with room, else the
+// temporary directory.
+func serverParentDir() string {
+	if d := os.Getenv(EnvPGTmpDir); d != "" {
+		return d
+	}
+	if d := memoryDir(); d != "" {
+		return d
+	}
+	return os.TempDir()
+}
+
 // removeStaleDirs removes the directories of local servers whose process is
 // gone (a test binary killed before it could stop its server).
 func removeStaleDirs() {
-	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "dbkit-pg-*"))
+	var dirs []string
+	for _, parent := range []string{os.TempDir(), memoryDir(), os.Getenv(EnvPGTmpDir)} {
+		if parent != "" {
+			found, _ := filepath.Glob(filepath.Join(parent, "dbkit-pg-*"))
+			dirs = append(dirs, found...)
+		}
+	}
 	for _, dir := range dirs {
 		fi, err := os.Stat(dir)
 		if err != nil || time.Since(fi.ModTime()) < time.Minute {

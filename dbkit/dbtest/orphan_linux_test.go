@@ -38,7 +38,7 @@ func TestServerDiesWithTestProcess(t *testing.T) {
 	}
 	line, err := bufio.NewReader(out).ReadString('\n')
 	dir, ready := strings.CutPrefix(strings.TrimSpace(line), "READY ")
-	if err != nil || !ready || !strings.HasPrefix(dir, os.TempDir()) {
+	if err != nil || !ready || !strings.HasPrefix(dir, serverParentDir()) {
 		cmd.Process.Kill()
 		t.Fatalf("helper said %q, %v", line, err)
 	}

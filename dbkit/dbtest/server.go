@@ -30,6 +30,10 @@ const (
 	EnvImage = "DBKIT_TEST_POSTGRES_IMAGE"
 	// EnvPGBin names the directory holding initdb and postgres.
 	EnvPGBin = "DBKIT_PG_BIN"
+	// EnvPGTmpDir names the directory local servers keep their data in;
+	// by default /dev/shm where it is a tmpfs (Linux), else the temporary
+	// directory.
+	EnvPGTmpDir = "DBKIT_PG_TMPDIR"
 )
 
 // Source says where a [Server] comes from.

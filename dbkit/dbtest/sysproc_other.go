@@ -8,3 +8,6 @@ import "syscall"
 // process leaves its server running until the next StartLocal finds its
 // directory stale.
 func setDeathSignal(*syscall.SysProcAttr) {}
+
+// memoryDir is "" outside Linux: servers go to the temporary directory.
+func memoryDir() string { return "" }
