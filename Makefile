@@ -17,23 +17,28 @@ test:
 	set -o pipefail; $(GO) test -race -count=1 -v $(PKGS) 2>&1 \
 	  | grep -Ev '^\s*(=== (RUN|PAUSE|CONT|NAME)|--- PASS: |PASS$$)'
 
-## bench: dbkit vs bare GORM vs raw pgx, and telemetry off vs on, interleaved runs, summarised by benchstat
+## bench: dbkit vs bare GORM vs raw pgx, telemetry off vs on, and dbtest's per-test database, interleaved runs, summarised by benchstat
 ## (see docs/performance.md). BENCH_COUNT runs of every benchmark, 10 by default.
 bench:
 	@mkdir -p .bench
 	$(GO) test -c -o .bench/dbkit.test ./dbkit/
 	$(GO) test -c -o .bench/integration.test ./integration/
+	$(GO) test -c -o .bench/dbtest.test ./dbkit/dbtest/
 	@rm -f bench.txt
 	@for i in $$(seq $(BENCH_COUNT)); do \
 	  echo "bench: run $$i of $(BENCH_COUNT)"; \
 	  (cd dbkit && ../.bench/dbkit.test -test.run '^$$' -test.bench Overhead -test.benchmem) >> bench.txt || exit 1; \
 	  (cd integration && ../.bench/integration.test -test.run '^$$' -test.bench . -test.benchmem) >> bench.txt || exit 1; \
+	  (cd dbkit/dbtest && ../../.bench/dbtest.test -test.run '^$$' -test.bench NewDatabase -test.benchtime 100x) >> bench.txt || exit 1; \
+	  (cd dbkit/dbtest && ../../.bench/dbtest.test -test.run '^$$' -test.bench StartLocal -test.benchtime 5x) >> bench.txt || exit 1; \
 	done
 	$(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da -col '/impl@(gorm dbkit pgx)' bench.txt
 	$(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da -filter '.name:/TelemetryGet/' \
 	  -col '/impl@(off on on_otlp on_otlp_10pc)' bench.txt
 	$(GO) run ./internal/benchratio -base gorm,off bench.txt
-	$(GO) run ./internal/benchratio -base pgx,keyset_first bench.txt
+	$(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da -filter '.name:/NewDatabase|StartLocal/' \
+	  -col '/impl@(template migrate truncate)' bench.txt
+	$(GO) run ./internal/benchratio -base pgx,keyset_first,template bench.txt
 
 ## lint: gofmt and go vet
 lint:

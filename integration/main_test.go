@@ -24,19 +24,12 @@ func TestMain(m *testing.M) {
 
 func run(m *testing.M) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	s, err := dbtest.Start(ctx)
+	s, err := dbtest.Shared(ctx) // the server of the whole "go test ./..." run
 	cancel()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	srv = s
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := srv.Stop(ctx); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-		}
-	}()
 	return m.Run()
 }

@@ -42,7 +42,7 @@ func (f *fakeTB) finish() {
 
 var _ TB = (*testing.T)(nil)
 
-func startLocal(t *testing.T) *Server {
+func startTestServer(t *testing.T) *Server {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -65,7 +65,7 @@ func databaseExists(t *testing.T, s *Server, name string) bool {
 }
 
 func TestLocalServerLifecycle(t *testing.T) {
-	s := startLocal(t)
+	s := startTestServer(t)
 	if s.Source() != SourceLocal {
 		t.Errorf("Source = %q", s.Source())
 	}
@@ -133,7 +133,7 @@ func TestLocalServerLifecycle(t *testing.T) {
 }
 
 func TestNewDatabaseFailsTheTestWhenServerIsGone(t *testing.T) {
-	s := startLocal(t)
+	s := startTestServer(t)
 	s.Stop(context.Background())
 	tb := &fakeTB{name: "TestX"}
 	s.NewDatabase(tb)
@@ -151,7 +151,7 @@ func TestStartRejectsUnknownSource(t *testing.T) {
 }
 
 func TestStartUsesExternalURL(t *testing.T) {
-	s := startLocal(t)
+	s := startTestServer(t)
 	t.Setenv(EnvDatabaseURL, fmt.Sprintf("postgres://postgres:%s@%s/postgres?sslmode=disable", s.admin.Password, s.admin.Addr()))
 	ext, err := Start(context.Background())
 	if err != nil {
@@ -207,7 +207,7 @@ func TestTestcontainersServer(t *testing.T) {
 // A server stopped before a test's cleanup took the test's database with
 // it: the cleanup has nothing to drop and nothing to say.
 func TestDatabaseOfAStoppedServer(t *testing.T) {
-	s := startLocal(t)
+	s := startTestServer(t)
 	tb := &fakeTB{name: "TestStoppedFirst"}
 	s.NewDatabase(tb)
 	if len(tb.fatals) > 0 {

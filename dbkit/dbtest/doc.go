@@ -1,46 +1,52 @@
-// Package dbtest gives tests a real, throwaway PostgreSQL.
-//
-// # The server
-//
-// [Start] returns a [Server] from the first source that works:
-//
-//  1. DBKIT_TEST_DATABASE_URL: an existing server, such as a CI service
-//     container. Start creates databases on it and Stop leaves it running.
-//  2. Testcontainers, when a Docker engine answers: a postgres container
-//     (DBKIT_TEST_POSTGRES_IMAGE, default postgres:15-alpine) on a tmpfs.
-//  3. The local initdb and postgres binaries: a server in a temporary
-//     directory, on a free port of 127.0.0.1, run as the "postgres" user when
-//     the tests run as root. On Linux it dies with the test process.
-//
-// DBKIT_TEST_SERVER=external|docker|local forces a source.
-//
-// Start one server per test binary in TestMain and stop it there:
-//
-//	var srv *dbtest.Server
-//
-//	func TestMain(m *testing.M) {
-//		var err error
-//		srv, err = dbtest.Start(context.Background())
-//		if err != nil {
-//			log.Fatal(err)
-//		}
-//		code := m.Run()
-//		srv.Stop(context.Background())
-//		os.Exit(code)
-//	}
+// Package dbtest gives tests a real, throwaway PostgreSQL: every test a
+// migrated database of its own, in milliseconds, so tests run in parallel
+// against the same SQL, constraints and errors as production.
 //
 // # A database per test
 //
-// [Server.New] gives the calling test a database of its own, connected and
-// migrated, so tests can run with t.Parallel():
-//
 //	func TestUsers(t *testing.T) {
 //		t.Parallel()
-//		db := srv.New(t, dbkit.WithMigrations(migrations...))
-//		users := dbkit.NewBaseDatabase[User](db)
+//		users := dbkit.NewBaseDatabase[User](dbtest.New(t, migrations.All...))
 //		...
 //	}
 //
-// The database is dropped when the test passes. When it fails the database
-// is kept and the test log says how to open it with psql.
+// [New] clones the test's database (CREATE DATABASE ... TEMPLATE) from a
+// template database that the migrations built once, connects to it, and
+// closes the connection when the test ends. The database is dropped when the
+// test passes; when it fails it is kept and the test log says how to open it
+// with psql. [Schema] does the same with a version string, a server or
+// dbkit options of your choice; [NewConfig] returns the configuration only.
+//
+// Templates are found again by a [Fingerprint] of the migration IDs and
+// Schema.Version. Go functions cannot be hashed, so a migration whose code
+// changed under the same ID is not noticed: bump Version when you do that.
+// Test binaries racing to build the same template build it once (an
+// advisory lock), and a template is only used once its migrations
+// succeeded.
+//
+// # The server
+//
+// [New] uses the server of [Shared], found the first time it is needed from
+// the first source that works:
+//
+//  1. DBKIT_TEST_DATABASE_URL: an existing server, such as a CI service
+//     container; dbtest creates and drops databases there and leaves it
+//     running.
+//  2. Testcontainers, when a Docker engine answers: a postgres container
+//     (DBKIT_TEST_POSTGRES_IMAGE, default postgres:15-alpine) with its data
+//     on a tmpfs and durability off, one per test process.
+//  3. The local initdb and postgres binaries: a server in /dev/shm (or
+//     DBKIT_PG_TMPDIR, or the temporary directory), on a free port of
+//     127.0.0.1, run as the "postgres" user when the tests run as root. The
+//     test processes of one "go test ./..." share it: the first starts it
+//     with a watchdog, the others lease it, and the watchdog stops it
+//     DBKIT_TEST_SERVER_IDLE (default 5s) after the last one has exited,
+//     even if killed.
+//
+// DBKIT_TEST_SERVER=external|docker|local forces a source. When none works
+// the error says what each one needed.
+//
+// A test binary may also own a server: [Start] (same sources, a local server
+// of its own that dies with the process on Linux) and [Server.Stop], with
+// databases from [Server.New] or [Server.NewDatabase].
 package dbtest

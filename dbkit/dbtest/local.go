@@ -26,48 +26,61 @@ import (
 // localServer is a postgres process run from the local binaries in a
 // temporary directory.
 type localServer struct {
-	dir     string // temporary directory: data/, the socket, postgres.log
-	cmd     *exec.Cmd
-	exited  chan struct{}
-	waitErr error
+	dir      string // temporary directory: data/, the socket, postgres.log
+	port     int
+	password string // the superuser's
+	cmd      *exec.Cmd
+	exited   chan struct{}
+	waitErr  error
 }
 
 // StartLocal runs initdb and postgres from the local PostgreSQL installation
-// in a new temporary directory, listening on 127.0.0.1 on a free port, with
-// durability off (fsync, synchronous_commit, full_page_writes) since the data
-// is thrown away. When the process runs as root the server runs as the
-// "postgres" system user, as PostgreSQL refuses root.
+// in a new directory under DBKIT_PG_TMPDIR, else /dev/shm where it is a
+// tmpfs with room (cloning a database there costs a tenth of what a disk
+// may take), else the temporary directory. The server listens on 127.0.0.1
+// on a free port, with durability off (fsync, synchronous_commit,
+// full_page_writes) since the data is thrown away. When the process runs as
+// root the server runs as the "postgres" system user, as PostgreSQL refuses
+// root. It is the test process's own: [Shared] gives one to all the test
+// processes of a run.
 //
 // The binaries are looked up in DBKIT_PG_BIN, then on PATH, then in the
 // usual installation directories (/usr/lib/postgresql/*/bin and others).
 // Connections over TCP use SCRAM password authentication; the Unix socket in
-// the temporary directory trusts local users, for psql.
+// the server's directory trusts local users, for psql.
 func StartLocal(ctx context.Context) (*Server, error) {
+	s, _, err := startLocal(ctx)
+	return s, err
+}
+
+// startLocal is StartLocal, also returning the server's process and
+// directory.
+func startLocal(ctx context.Context) (*Server, *localServer, error) {
 	removeStaleDirs()
 	initdb, postgres, err := findBinaries()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	cred, err := serverCredential()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	dir, err := os.MkdirTemp(serverParentDir(), "dbkit-pg-")
 	if err != nil {
-		return nil, fmt.Errorf("dbtest: %w", err)
+		return nil, nil, fmt.Errorf("dbtest: %w", err)
 	}
 	ls := &localServer{dir: dir}
 	cleanup := func() { _ = os.RemoveAll(dir) }
 	if cred != nil {
 		if err := os.Chown(dir, int(cred.Uid), int(cred.Gid)); err != nil {
 			cleanup()
-			return nil, fmt.Errorf("dbtest: %w", err)
+			return nil, nil, fmt.Errorf("dbtest: %w", err)
 		}
 	}
 	password := randomHex(16)
 	if err := ls.initdb(ctx, initdb, cred, password); err != nil {
 		cleanup()
-		return nil, err
+		return nil, nil, err
 	}
 
 	var port int
@@ -81,26 +94,32 @@ func StartLocal(ctx context.Context) (*Server, error) {
 		}
 		if attempt == 3 || ctx.Err() != nil {
 			cleanup()
-			return nil, err
+			return nil, nil, err
 		}
 	}
 
-	s := &Server{
-		source: SourceLocal,
-		admin: dbkit.Config{
-			Host: "127.0.0.1", Port: port, Database: "postgres", User: "postgres",
-			Password: password, SSLMode: "disable", ApplicationName: "dbtest",
-		},
-		stop: ls.stop,
-		hint: func(db string) string {
-			return fmt.Sprintf("psql -h %s -p %d -U postgres %s (while the server runs)", dir, port, db)
-		},
-	}
+	ls.port, ls.password = port, password
+	s := ls.server(ls.stop)
 	if err := s.connectAdmin(ctx); err != nil {
 		_ = ls.stop(context.Background())
-		return nil, err
+		return nil, nil, err
 	}
-	return s, nil
+	return s, ls, nil
+}
+
+// server returns a Server for ls, stopped by stop.
+func (ls *localServer) server(stop func(context.Context) error) *Server {
+	return &Server{
+		source: SourceLocal,
+		admin: dbkit.Config{
+			Host: "127.0.0.1", Port: ls.port, Database: "postgres", User: "postgres",
+			Password: ls.password, SSLMode: "disable", ApplicationName: "dbtest",
+		},
+		stop: stop,
+		hint: func(db string) string {
+			return fmt.Sprintf("psql -h %s -p %d -U postgres %s (while the server runs)", ls.dir, ls.port, db)
+		},
+	}
 }
 
 func (ls *localServer) initdb(ctx context.Context, bin string, cred *syscall.Credential, password string) error {

@@ -34,6 +34,10 @@ const (
 	// by default /dev/shm where it is a tmpfs (Linux), else the temporary
 	// directory.
 	EnvPGTmpDir = "DBKIT_PG_TMPDIR"
+	// EnvServerIdle is how long the local server that [Shared] starts for
+	// the test processes of a run outlives the last of them, as a Go
+	// duration (default 5s).
+	EnvServerIdle = "DBKIT_TEST_SERVER_IDLE"
 )
 
 // Source says where a [Server] comes from.
@@ -71,14 +75,17 @@ type Server struct {
 //
 // DBKIT_TEST_SERVER=external|docker|local forces one. When none works the
 // error says what each source needed.
-func Start(ctx context.Context) (*Server, error) {
+func Start(ctx context.Context) (*Server, error) { return start(ctx, StartLocal) }
+
+// start is Start, with startLocal for the local binaries.
+func start(ctx context.Context, startLocal func(context.Context) (*Server, error)) (*Server, error) {
 	switch Source(os.Getenv(EnvServer)) {
 	case SourceExternal:
 		return Open(ctx, os.Getenv(EnvDatabaseURL))
 	case SourceDocker:
 		return StartContainer(ctx)
 	case SourceLocal:
-		return StartLocal(ctx)
+		return startLocal(ctx)
 	case "":
 	default:
 		return nil, fmt.Errorf("dbtest: %s=%q: want external, docker or local", EnvServer, os.Getenv(EnvServer))
@@ -90,7 +97,7 @@ func Start(ctx context.Context) (*Server, error) {
 	if dockerErr == nil {
 		return StartContainer(ctx)
 	}
-	s, localErr := StartLocal(ctx)
+	s, localErr := startLocal(ctx)
 	if localErr != nil {
 		return nil, fmt.Errorf("dbtest: no PostgreSQL server for tests:\n"+
 			"  - %s is not set (it may name an existing server);\n"+

@@ -65,7 +65,7 @@ func templates(t *testing.T, s *Server) []string {
 }
 
 func TestSchemaGivesEachTestAMigratedDatabase(t *testing.T) {
-	s := startLocal(t)
+	s := startTestServer(t)
 	var runs atomic.Int32
 	schema := Schema{Migrations: counted(&runs), Server: s}
 	ctx := context.Background()
@@ -109,7 +109,7 @@ func TestSchemaGivesEachTestAMigratedDatabase(t *testing.T) {
 // Test binaries racing to build one template build it once; all of them get
 // it.
 func TestTemplateBuiltOnceByRacingServers(t *testing.T) {
-	s := startLocal(t)
+	s := startTestServer(t)
 	var runs atomic.Int32
 	migrations := counted(&runs)
 	var wg sync.WaitGroup
@@ -136,7 +136,7 @@ func TestTemplateBuiltOnceByRacingServers(t *testing.T) {
 // A template whose migrations fail is not left behind to be cloned; once
 // the migration is fixed, the template is built.
 func TestFailedTemplateIsNeverUsed(t *testing.T) {
-	s := startLocal(t)
+	s := startTestServer(t)
 	var runs atomic.Int32
 	migrations := counted(&runs)
 	broken := append(migrations[:1:1], dbkit.Migration{ID: migrations[1].ID, Migrate: func(tx *gorm.DB) error {
@@ -163,7 +163,7 @@ func TestFailedTemplateIsNeverUsed(t *testing.T) {
 // What a builder that died left (a database being built, a renamed one not
 // yet marked a template) is dropped and the template built again.
 func TestTemplateBuildRecoversFromADeadBuilder(t *testing.T) {
-	s := startLocal(t)
+	s := startTestServer(t)
 	var runs atomic.Int32
 	migrations := counted(&runs)
 	name := templatePrefix + Fingerprint(migrations, "")[:16]
@@ -202,7 +202,7 @@ func TestFingerprint(t *testing.T) {
 
 // A Schema whose server cannot be had fails the test with the reason.
 func TestSchemaFailsTheTestWithoutAServer(t *testing.T) {
-	s := startLocal(t)
+	s := startTestServer(t)
 	if err := s.Stop(context.Background()); err != nil {
 		t.Fatal(err)
 	}

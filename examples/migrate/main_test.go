@@ -24,14 +24,12 @@ var srv *dbtest.Server
 
 func TestMain(m *testing.M) {
 	var err error
-	srv, err = dbtest.Start(context.Background())
+	srv, err = dbtest.Shared(context.Background())
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	code := m.Run()
-	srv.Stop(context.Background())
-	os.Exit(code)
+	os.Exit(m.Run())
 }
 
 // databaseURL is the URL of a new database for t.

@@ -25,14 +25,9 @@ type pageJSON struct {
 // TestListUsers drives GET /users as a client would: filters and a sort in
 // the query string, pages followed by their next cursor, bad input refused.
 func TestListUsers(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
-	srv, err := dbtest.Start(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = srv.Stop(context.Background()) }) // after the database's own cleanup
-	db := srv.New(t, dbkit.WithMigrations(migrations.All...))
-	users := dbkit.NewBaseDatabase[User](db)
+	users := dbkit.NewBaseDatabase[User](dbtest.New(t, migrations.All...))
 	seed := make([]User, 25)
 	for i := range seed {
 		name := "Grace"

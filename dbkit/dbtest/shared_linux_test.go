@@ -1,0 +1,210 @@
+package dbtest
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+const envSharedHelper = "DBKIT_TEST_SHARED_HELPER"
+
+// sharedHelper is a test process using the shared server: it prints the
+// server's port, then answers "ping" with a query's outcome until its stdin
+// ends, and exits without stopping anything.
+func sharedHelper() {
+	srv, err := Shared(context.Background())
+	if err != nil {
+		fmt.Println("ERR", strings.ReplaceAll(err.Error(), "\n", " "))
+		os.Exit(1)
+	}
+	fmt.Println("READY", srv.Config().Port)
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() {
+		if err := srv.Exec(context.Background(), "SELECT 1"); err != nil {
+			fmt.Println("ERR", err)
+		} else {
+			fmt.Println("OK")
+		}
+	}
+	os.Exit(0)
+}
+
+type helperProc struct {
+	cmd  *exec.Cmd
+	in   io.WriteCloser
+	out  *bufio.Reader
+	port string
+}
+
+func (h *helperProc) ping(t *testing.T) string {
+	t.Helper()
+	fmt.Fprintln(h.in, "ping")
+	line, _ := h.out.ReadString('\n')
+	return strings.TrimSpace(line)
+}
+
+// Test processes share one local server: the first starts it, the others
+// lease it, it outlives the process that started it, and it stops, leaving
+// no process or file, once the last user has gone, killed or not. A server
+// whose watchdog was killed dies with it and the next process starts
+// another.
+func TestSharedServerAcrossProcesses(t *testing.T) {
+	if os.Getenv(envSharedHelper) == "1" {
+		sharedHelper()
+	}
+	parent, err := os.MkdirTemp("", "dbkit-shared-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(parent) })
+	if err := os.Chmod(parent, 0o755); err != nil { // postgres must reach its directory
+		t.Fatal(err)
+	}
+	env := append(os.Environ(), envSharedHelper+"=1", EnvPGTmpDir+"="+parent,
+		EnvServerIdle+"=300ms", EnvServer+"=local")
+
+	start := func() *helperProc {
+		t.Helper()
+		cmd := exec.Command(os.Args[0], "-test.run=^TestSharedServerAcrossProcesses$")
+		cmd.Env = env
+		in, _ := cmd.StdinPipe()
+		out, _ := cmd.StdoutPipe()
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		h := &helperProc{cmd: cmd, in: in, out: bufio.NewReader(out)}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		line, _ := h.out.ReadString('\n')
+		port, ok := strings.CutPrefix(strings.TrimSpace(line), "READY ")
+		if !ok {
+			t.Fatalf("helper said %q", line)
+		}
+		h.port = port
+		return h
+	}
+	state := func() (sharedState, []int) {
+		t.Helper()
+		files, _ := filepath.Glob(filepath.Join(parent, "dbkit-shared-*.json"))
+		if len(files) != 1 {
+			t.Fatalf("state files: %v", files)
+		}
+		st, err := readState(strings.TrimSuffix(files[0], ".json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, err := os.ReadFile(filepath.Join(st.Dir, "data", "postmaster.pid"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var postmaster int
+		fmt.Sscan(string(raw), &postmaster)
+		procs := append([]int{st.Watchdog, postmaster}, childrenOf(t, postmaster)...)
+		if len(procs) < 3 {
+			t.Fatalf("postmaster %d has no children: not a running server", postmaster)
+		}
+		return st, procs
+	}
+	allGone := func(what string, procs []int, paths ...string) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			var left []string
+			for _, pid := range procs {
+				if processAlive(pid) && !isZombie(pid) {
+					left = append(left, fmt.Sprint("process ", pid))
+				}
+			}
+			for _, p := range paths {
+				if _, err := os.Stat(p); err == nil {
+					left = append(left, p)
+				}
+			}
+			if len(left) == 0 {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: still there after 20s: %v", what, left)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+
+	a := start()
+	st, procs := state()
+	b := start()
+	if b.port != a.port {
+		t.Fatalf("second process got a server on port %s, want the first's (%s)", b.port, a.port)
+	}
+	if err := a.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	a.cmd.Wait()
+	time.Sleep(time.Second) // over three idle times: the server must stay for b
+	if got := b.ping(t); got != "OK" {
+		t.Fatalf("the server is gone while a process still uses it: %s", got)
+	}
+	if st2, _ := state(); st2 != st {
+		t.Fatalf("state changed under a user: %+v, was %+v", st2, st)
+	}
+	b.in.Close() // b exits normally, without Stop
+	b.cmd.Wait()
+	allGone("after the last user exited", procs, st.Dir)
+	if files, _ := filepath.Glob(filepath.Join(parent, "dbkit-shared-*.json")); len(files) != 0 {
+		t.Fatalf("state file left: %v", files)
+	}
+
+	// A watchdog killed outright takes its server with it; the state it
+	// leaves is not used.
+	c := start()
+	st, procs = state()
+	if err := syscall.Kill(st.Watchdog, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	allGone("after the watchdog was killed", procs)
+	d := start()
+	st2, procs2 := state()
+	if st2.Watchdog == st.Watchdog || st2.Dir == st.Dir {
+		t.Fatalf("a process attached to the dead server %+v", st)
+	}
+	if got := d.ping(t); got != "OK" {
+		t.Fatalf("new server: %s", got)
+	}
+	c.cmd.Process.Kill()
+	c.cmd.Wait()
+	d.in.Close()
+	d.cmd.Wait()
+	allGone("after the last user of the second server exited", procs2, st2.Dir)
+}
+
+func TestIdleTimeFromEnv(t *testing.T) {
+	for _, tc := range []struct {
+		value string
+		want  time.Duration
+		ok    bool
+	}{
+		{"", defaultIdle, true},
+		{"300ms", 300 * time.Millisecond, true},
+		{"1h", time.Hour, true},
+		{"0s", 0, true},
+		{"-1s", 0, false},
+		{"5", 0, false},
+		{"soon", 0, false},
+	} {
+		t.Setenv(EnvServerIdle, tc.value)
+		got, err := idleTimeFromEnv()
+		if (err == nil) != tc.ok || (tc.ok && got != tc.want) {
+			t.Errorf("%s=%q: %v, %v; want %v (ok=%v)", EnvServerIdle, tc.value, got, err, tc.want, tc.ok)
+		}
+		if err != nil && !strings.Contains(err.Error(), EnvServerIdle) {
+			t.Errorf("error %q does not name the variable", err)
+		}
+	}
+}

@@ -1,0 +1,6 @@
+//go:build !unix
+
+package dbtest
+
+// startSharedLocal is StartLocal where local servers are not supported.
+var startSharedLocal = StartLocal
