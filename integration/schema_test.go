@@ -7,6 +7,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/dbkit-go/database/dbkit"
+	"github.com/dbkit-go/database/dbkit/dbtest"
 	"github.com/dbkit-go/database/migrate"
 )
 
@@ -157,8 +158,9 @@ var schema = []migrate.Migration{
 	},
 }
 
-// newDB returns a connected, migrated database of the test's own.
-func newDB(t *testing.T, opts ...dbkit.Option) *dbkit.DB {
+// newDB returns a connected, migrated database of the test's own: a clone
+// of the template that schema builds once.
+func newDB(t *testing.T) *dbkit.DB {
 	t.Helper()
-	return srv.New(t, append([]dbkit.Option{dbkit.WithMigrations(schema...)}, opts...)...)
+	return dbtest.Schema{Migrations: schema, Server: srv}.New(t)
 }
