@@ -38,10 +38,10 @@
 //  3. The local initdb and postgres binaries: a server in /dev/shm (or
 //     DBKIT_PG_TMPDIR, or the temporary directory), on a free port of
 //     127.0.0.1, run as the "postgres" user when the tests run as root. The
-//     test processes of one "go test ./..." share it: the first starts it
-//     with a watchdog, the others lease it, and the watchdog stops it
-//     DBKIT_TEST_SERVER_IDLE (default 5s) after the last one has exited,
-//     even if killed.
+//     test processes of a module's "go test ./..." share it: the first
+//     starts it with a watchdog process, the others lease it, and the
+//     watchdog stops it DBKIT_TEST_SERVER_IDLE (default 5s) after the last
+//     one has exited, even if killed.
 //
 // DBKIT_TEST_SERVER=external|docker|local forces a source. When none works
 // the error says what each one needed.

@@ -3,7 +3,6 @@
 package dbtest
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +11,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -162,7 +162,9 @@ func (ls *localServer) start(ctx context.Context, bin string, cred *syscall.Cred
 		"-c", "fsync=off",
 		"-c", "synchronous_commit=off",
 		"-c", "full_page_writes=off",
-		"-c", "max_connections=300",
+		// Every test process of a run shares the server, each with its
+		// tests' pools and an admin pool of 8.
+		"-c", "max_connections=1000",
 		// Shared memory segments in the data directory go with it, even
 		// when postgres is killed (in /dev/shm they would outlive it).
 		"-c", "dynamic_shared_memory_type=mmap",
@@ -171,15 +173,27 @@ func (ls *localServer) start(ctx context.Context, bin string, cred *syscall.Cred
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	setDeathSignal(cmd.SysProcAttr)
-	if err := cmd.Start(); err != nil {
+	started := make(chan error, 1)
+	exited := make(chan struct{})
+	go func() {
+		// The kernel sends the death signal when the thread that started
+		// postgres exits, not the process, and Go ends a thread when a
+		// goroutine locked to it returns: keep this thread until postgres
+		// exits, so that no other goroutine can lock it.
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		ls.waitErr = cmd.Wait()
+		close(exited)
+	}()
+	if err := <-started; err != nil {
 		return fmt.Errorf("dbtest: start postgres: %w", err)
 	}
-	ls.cmd = cmd
-	ls.exited = make(chan struct{})
-	go func() {
-		ls.waitErr = cmd.Wait()
-		close(ls.exited)
-	}()
+	ls.cmd, ls.exited = cmd, exited
 
 	// Ready when a connection gets an answer that is not "starting up".
 	dsn := fmt.Sprintf("host=%s port=%d user=postgres dbname=postgres sslmode=disable connect_timeout=2", ls.dir, port)
@@ -340,6 +354,9 @@ func freePort() (int, error) {
 // temporary directory.
 func serverParentDir() string {
 	if d := os.Getenv(EnvPGTmpDir); d != "" {
+		if abs, err := filepath.Abs(d); err == nil {
+			return abs // initdb runs in the server's directory: a relative path would break
+		}
 		return d
 	}
 	if d := memoryDir(); d != "" {
@@ -363,14 +380,9 @@ func removeStaleDirs() {
 		if err != nil || time.Since(fi.ModTime()) < time.Minute {
 			continue // may still be starting
 		}
-		pidFile, err := os.ReadFile(filepath.Join(dir, "data", "postmaster.pid"))
-		if err == nil {
-			first, _, _ := bytes.Cut(pidFile, []byte("\n"))
-			if pid, err := strconv.Atoi(string(first)); err == nil && processAlive(pid) {
-				continue // still running
-			}
+		if staleServerDir(dir) {
+			_ = os.RemoveAll(dir)
 		}
-		_ = os.RemoveAll(dir)
 	}
 }
 

@@ -64,7 +64,7 @@ type Server struct {
 	stopped  atomic.Bool
 
 	version   int      // server_version_num
-	templates sync.Map // names of the templates known to be ready
+	templates sync.Map // template name → *templateBuild
 }
 
 // Start returns a server for tests, from the first source that works:

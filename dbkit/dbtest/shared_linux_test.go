@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -44,11 +45,70 @@ type helperProc struct {
 	port string
 }
 
+// readLine reads a line of the helper's, failing the test after a minute.
+func (h *helperProc) readLine(t *testing.T) string {
+	t.Helper()
+	line := make(chan string, 1)
+	go func() {
+		s, _ := h.out.ReadString('\n')
+		line <- strings.TrimSpace(s)
+	}()
+	select {
+	case s := <-line:
+		return s
+	case <-time.After(time.Minute):
+		h.cmd.Process.Kill()
+		t.Fatal("the helper said nothing for a minute")
+		return ""
+	}
+}
+
 func (h *helperProc) ping(t *testing.T) string {
 	t.Helper()
 	fmt.Fprintln(h.in, "ping")
-	line, _ := h.out.ReadString('\n')
-	return strings.TrimSpace(line)
+	return h.readLine(t)
+}
+
+// sharedTestDir is a directory for shared servers of the test's own, so that
+// it neither meets nor disturbs the one the other tests use.
+func sharedTestDir(t *testing.T) string {
+	t.Helper()
+	parent, err := os.MkdirTemp("", "dbkit-shared-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(parent, 0o755); err != nil { // postgres must reach its directory
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(parent) })
+	// Registered after RemoveAll, so run before it: should the test fail
+	// with a server up, stop it rather than pull its directory away.
+	t.Cleanup(func() {
+		files, _ := filepath.Glob(filepath.Join(parent, "dbkit-*", "shared-*.json"))
+		for _, f := range files {
+			if st, err := readState(strings.TrimSuffix(f, ".json")); err == nil {
+				syscall.Kill(st.Watchdog, syscall.SIGTERM)
+				for i := 0; i < 200 && processAlive(st.Watchdog) && !isZombie(st.Watchdog); i++ {
+					time.Sleep(50 * time.Millisecond)
+				}
+			}
+		}
+	})
+	return parent
+}
+
+// sharedStateIn returns the state of the one shared server under parent.
+func sharedStateIn(t *testing.T, parent string) sharedState {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(parent, "dbkit-*", "shared-*.json"))
+	if len(files) != 1 {
+		t.Fatalf("state files: %v", files)
+	}
+	st, err := readState(strings.TrimSuffix(files[0], ".json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
 }
 
 // Test processes share one local server: the first starts it, the others
@@ -60,14 +120,7 @@ func TestSharedServerAcrossProcesses(t *testing.T) {
 	if os.Getenv(envSharedHelper) == "1" {
 		sharedHelper()
 	}
-	parent, err := os.MkdirTemp("", "dbkit-shared-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(parent) })
-	if err := os.Chmod(parent, 0o755); err != nil { // postgres must reach its directory
-		t.Fatal(err)
-	}
+	parent := sharedTestDir(t)
 	env := append(os.Environ(), envSharedHelper+"=1", EnvPGTmpDir+"="+parent,
 		EnvServerIdle+"=300ms", EnvServer+"=local")
 
@@ -75,15 +128,21 @@ func TestSharedServerAcrossProcesses(t *testing.T) {
 		t.Helper()
 		cmd := exec.Command(os.Args[0], "-test.run=^TestSharedServerAcrossProcesses$")
 		cmd.Env = env
-		in, _ := cmd.StdinPipe()
-		out, _ := cmd.StdoutPipe()
+		in, err := cmd.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
 		h := &helperProc{cmd: cmd, in: in, out: bufio.NewReader(out)}
 		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-		line, _ := h.out.ReadString('\n')
-		port, ok := strings.CutPrefix(strings.TrimSpace(line), "READY ")
+		line := h.readLine(t)
+		port, ok := strings.CutPrefix(line, "READY ")
 		if !ok {
 			t.Fatalf("helper said %q", line)
 		}
@@ -92,14 +151,7 @@ func TestSharedServerAcrossProcesses(t *testing.T) {
 	}
 	state := func() (sharedState, []int) {
 		t.Helper()
-		files, _ := filepath.Glob(filepath.Join(parent, "dbkit-shared-*.json"))
-		if len(files) != 1 {
-			t.Fatalf("state files: %v", files)
-		}
-		st, err := readState(strings.TrimSuffix(files[0], ".json"))
-		if err != nil {
-			t.Fatal(err)
-		}
+		st := sharedStateIn(t, parent)
 		raw, err := os.ReadFile(filepath.Join(st.Dir, "data", "postmaster.pid"))
 		if err != nil {
 			t.Fatal(err)
@@ -157,12 +209,12 @@ func TestSharedServerAcrossProcesses(t *testing.T) {
 	b.in.Close() // b exits normally, without Stop
 	b.cmd.Wait()
 	allGone("after the last user exited", procs, st.Dir)
-	if files, _ := filepath.Glob(filepath.Join(parent, "dbkit-shared-*.json")); len(files) != 0 {
+	if files, _ := filepath.Glob(filepath.Join(parent, "dbkit-*", "shared-*.json")); len(files) != 0 {
 		t.Fatalf("state file left: %v", files)
 	}
 
 	// A watchdog killed outright takes its server with it; the state it
-	// leaves is not used.
+	// leaves is not used, and its directory is removed by the next start.
 	c := start()
 	st, procs = state()
 	if err := syscall.Kill(st.Watchdog, syscall.SIGKILL); err != nil {
@@ -176,6 +228,9 @@ func TestSharedServerAcrossProcesses(t *testing.T) {
 	}
 	if got := d.ping(t); got != "OK" {
 		t.Fatalf("new server: %s", got)
+	}
+	if _, err := os.Stat(st.Dir); err == nil {
+		t.Errorf("the dead server's directory %s is still there", st.Dir)
 	}
 	c.cmd.Process.Kill()
 	c.cmd.Wait()
@@ -206,5 +261,64 @@ func TestIdleTimeFromEnv(t *testing.T) {
 		if err != nil && !strings.Contains(err.Error(), EnvServerIdle) {
 			t.Errorf("error %q does not name the variable", err)
 		}
+	}
+}
+
+// Attaching races with the watchdog's idle stop: with no idle time, every
+// release may stop the server while another caller attaches. Each attach
+// must get a working server, sequentially and concurrently, and nothing is
+// left at the end.
+func TestSharedServerAttachRacesIdleStop(t *testing.T) {
+	parent := sharedTestDir(t)
+	t.Setenv(EnvPGTmpDir, parent) // inherited by the watchdogs started here
+	t.Setenv(EnvServerIdle, "0s")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var mu sync.Mutex
+	servers := map[string]bool{}
+	attach := func() error {
+		s, err := startSharedLocal(ctx)
+		if err != nil {
+			return err
+		}
+		defer s.Stop(ctx) // releases the lease only
+		mu.Lock()
+		servers[s.hint("")] = true
+		mu.Unlock()
+		return s.Exec(ctx, "SELECT 1")
+	}
+	for i := range 8 {
+		if err := attach(); err != nil {
+			t.Fatalf("sequential attach %d: %v", i, err)
+		}
+		// The watchdog looks every 100 ms: some attaches find the server
+		// up, some stopping, some gone.
+		time.Sleep(time.Duration(i%3) * 70 * time.Millisecond)
+	}
+	for round := range 3 {
+		errs := make(chan error, 6)
+		for range 6 {
+			go func() { errs <- attach() }()
+		}
+		for range 6 {
+			if err := <-errs; err != nil {
+				t.Fatalf("round %d: concurrent attach: %v", round, err)
+			}
+		}
+	}
+	if len(servers) < 3 {
+		t.Errorf("%d servers for 26 attaches: the idle stop did not race with attaching", len(servers))
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		left, _ := filepath.Glob(filepath.Join(parent, "dbkit-pg-*"))
+		states, _ := filepath.Glob(filepath.Join(parent, "dbkit-*", "shared-*.json"))
+		if len(left)+len(states) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("left after the last release: %v %v", left, states)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

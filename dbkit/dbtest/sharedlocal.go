@@ -3,6 +3,7 @@
 package dbtest
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -13,9 +14,12 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // One local server for a whole "go test ./..." run.
@@ -23,58 +27,129 @@ import (
 // go test runs the test binaries of several packages at once. Each would
 // start a server of its own; instead the first one starts a watchdog process
 // (the test binary run again, in the mode this file's init selects) that
-// runs the server, and every test binary that needs a server leases it:
+// runs the server, and every test binary that needs a server leases it.
+// The rendezvous is a directory of the user's own, mode 0700
+// (<DBKIT_PG_TMPDIR or the temporary directory>/dbkit-<uid>), holding for
+// each module and set of binaries:
 //
-//   - <base>.lock serialises attaching to, starting and stopping the server;
-//   - <base>.json, the state, names the watchdog, the directory, the port
-//     and the superuser's password (mode 0600, in a directory of the user's);
-//   - <dir>/users.lock holds one shared flock per test process using the
-//     server, which the kernel releases when the process ends, however it
-//     ends.
+//   - <base>.lock, which serialises attaching to, starting and stopping the
+//     server;
+//   - <base>.json, the state: the server's directory, port, superuser
+//     password and idle time, and the watchdog's pid;
+//   - <base>.log, the watchdog's standard error.
 //
-// The watchdog stops the server when it has had no user for DBKIT_TEST_SERVER_IDLE
-// (default 5s), taking <base>.lock first so that no process attaches while it
-// stops. postgres runs as the watchdog's child and, on Linux, dies with it.
+// In the server's directory, the watchdog holds an exclusive flock on
+// watchdog.lock for as long as it lives, and every test process using the
+// server holds a shared flock on users.lock. The kernel releases both when
+// their process ends, however it ends. The watchdog stops the server when
+// users.lock has been free for the idle time (DBKIT_TEST_SERVER_IDLE of the
+// process that started it, default 5s), holding <base>.lock so that no
+// process attaches meanwhile. postgres runs as the watchdog's child and, on
+// Linux, dies with it.
 
 // envWatchdog, set only by dbtest for the process it starts, makes that
 // process the watchdog of the shared server whose files start with its value.
 const envWatchdog = "DBKIT_DBTEST_WATCHDOG"
 
+// sharedProtocol is part of the rendezvous name: dbtest versions that do
+// not speak the same protocol do not meet.
+const sharedProtocol = "1"
+
 // defaultIdle is how long a shared local server outlives its last user.
 const defaultIdle = 5 * time.Second
 
 // init turns the process into a watchdog when, and only when, dbtest started
-// it as one; otherwise it does nothing.
+// it as one (the variable set and the report pipe open as fd 3); otherwise
+// it does nothing.
 func init() {
-	if base := os.Getenv(envWatchdog); base != "" {
+	if base := os.Getenv(envWatchdog); base != "" && isPipe(3) {
 		os.Exit(runWatchdog(base))
 	}
 }
 
-// sharedState is the content of <base>.json.
-type sharedState struct {
-	Watchdog int    `json:"watchdog"` // pid
-	Dir      string `json:"dir"`
-	Port     int    `json:"port"`
-	Password string `json:"password"`
+func isPipe(fd int) bool {
+	var st unix.Stat_t
+	return unix.Fstat(fd, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFIFO
 }
 
-// sharedBase is the path, without extension, of the lock and state files of
-// the shared server of this user and these binaries.
-func sharedBase(initdb string) string {
-	sum := sha256.Sum256([]byte(initdb))
-	return filepath.Join(serverParentDir(), fmt.Sprintf("dbkit-shared-%d-%x", os.Getuid(), sum[:4]))
+// sharedState is the content of <base>.json.
+type sharedState struct {
+	Watchdog int           `json:"watchdog"` // its pid, for people
+	Dir      string        `json:"dir"`
+	Port     int           `json:"port"`
+	Password string        `json:"password"`
+	Idle     time.Duration `json:"idle"`
+}
+
+// sharedBase is the path, without extension, of the lock, state and log
+// files of the shared server of this user, module and binaries. Servers are
+// not shared between modules: their templates could clash.
+func sharedBase(initdb string) (string, error) {
+	parent := os.TempDir()
+	if d := os.Getenv(EnvPGTmpDir); d != "" {
+		parent = d
+	}
+	parent, err := filepath.Abs(parent)
+	if err != nil {
+		return "", err
+	}
+	dir := filepath.Join(parent, fmt.Sprintf("dbkit-%d", os.Getuid()))
+	if err := privateDir(dir); err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256([]byte(sharedProtocol + "\x00" + initdb + "\x00" + moduleRoot()))
+	return filepath.Join(dir, fmt.Sprintf("shared-%x", sum[:8])), nil
+}
+
+// privateDir creates dir, mode 0700, if it does not exist, and checks that
+// it is a directory of this user's that nobody else can write to: the
+// state file in it holds a password, and is trusted.
+func privateDir(dir string) error {
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return err
+	}
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !fi.IsDir() || !ok || int(st.Uid) != os.Getuid() || fi.Mode().Perm()&0o077 != 0 {
+		return fmt.Errorf("%s must be a directory of user %d's, mode 0700 (it is %v): remove it, or set %s",
+			dir, os.Getuid(), fi.Mode(), EnvPGTmpDir)
+	}
+	return nil
+}
+
+// moduleRoot is the directory of the go.mod above the working directory
+// (go test runs a package's tests in its directory), or the working
+// directory.
+func moduleRoot() string {
+	wd, err := os.Getwd()
+	if err != nil {
+		return ""
+	}
+	for dir := wd; ; dir = filepath.Dir(dir) {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		if filepath.Dir(dir) == dir {
+			return wd
+		}
+	}
 }
 
 // startSharedLocal returns the local server shared by the test processes of
-// this user, starting it (with its watchdog) if none runs. The returned
-// Server holds a lease on it until Stop or the end of the process.
+// this user and module, starting it (with its watchdog) if none runs. The
+// returned Server holds a lease on it until Stop or the end of the process.
 func startSharedLocal(ctx context.Context) (*Server, error) {
 	initdb, _, err := findBinaries()
 	if err != nil {
 		return nil, err
 	}
-	base := sharedBase(initdb)
+	base, err := sharedBase(initdb)
+	if err != nil {
+		return nil, fmt.Errorf("dbtest: shared server: %w", err)
+	}
 	lock, err := flockFile(ctx, base+".lock", syscall.LOCK_EX)
 	if err != nil {
 		return nil, fmt.Errorf("dbtest: shared server: %w", err)
@@ -84,12 +159,22 @@ func startSharedLocal(ctx context.Context) (*Server, error) {
 	if err == nil {
 		return s, nil
 	}
-	// None, or a stale one: its watchdog stops it when it sees no user.
+	// None, or a dead one: forget it. (A live watchdog whose server did not
+	// answer stops it when it sees no user.)
+	if st, err := readState(base); err == nil && !watchdogAlive(st.Dir) {
+		if staleServerDir(st.Dir) {
+			_ = os.RemoveAll(st.Dir)
+		}
+	}
 	_ = os.Remove(base + ".json")
 	if err := startWatchdog(ctx, base); err != nil {
 		return nil, err
 	}
-	return attachShared(ctx, base)
+	s, err = attachShared(ctx, base)
+	if err != nil {
+		return nil, fmt.Errorf("dbtest: shared server started, but: %w", err)
+	}
+	return s, nil
 }
 
 // attachShared leases the server that <base>.json names and connects to it.
@@ -99,18 +184,22 @@ func attachShared(ctx context.Context, base string) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !processAlive(st.Watchdog) {
-		return nil, fmt.Errorf("watchdog %d is gone", st.Watchdog)
+	if !watchdogAlive(st.Dir) {
+		return nil, fmt.Errorf("the watchdog of %s is gone", st.Dir)
 	}
-	lease, err := flockFile(ctx, filepath.Join(st.Dir, "users.lock"), syscall.LOCK_SH)
+	lease, err := os.OpenFile(filepath.Join(st.Dir, "users.lock"), os.O_RDWR, 0)
 	if err != nil {
 		return nil, err
+	}
+	if err := syscall.Flock(int(lease.Fd()), syscall.LOCK_SH); err != nil {
+		lease.Close()
+		return nil, fmt.Errorf("lease %s: %w", lease.Name(), err)
 	}
 	ls := &localServer{dir: st.Dir, port: st.Port, password: st.Password}
 	s := ls.server(func(context.Context) error { return lease.Close() })
 	s.hint = func(db string) string {
-		return fmt.Sprintf("psql -h %s -p %d -U postgres %s (until the shared server stops, %s after the "+
-			"run's last test process; %s=1h keeps it longer)", st.Dir, st.Port, db, idleTime(), EnvServerIdle)
+		return fmt.Sprintf("psql -h %s -p %d -U postgres %s (until the shared server stops, %v after the "+
+			"run's last test process; start the run with %s=1h to keep it longer)", st.Dir, st.Port, db, st.Idle, EnvServerIdle)
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -119,6 +208,16 @@ func attachShared(ctx context.Context, base string) (*Server, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// watchdogAlive reports whether a process holds dir's watchdog.lock.
+func watchdogAlive(dir string) bool {
+	f, err := os.Open(filepath.Join(dir, "watchdog.lock"))
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	return errors.Is(syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB), syscall.EWOULDBLOCK)
 }
 
 func readState(base string) (sharedState, error) {
@@ -134,59 +233,94 @@ func readState(base string) (sharedState, error) {
 }
 
 // startWatchdog starts the watchdog of base and waits until its server
-// accepts connections or it fails. The caller holds <base>.lock.
+// accepts connections, or it fails. The caller holds <base>.lock.
 func startWatchdog(ctx context.Context, base string) error {
 	exe, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("dbtest: shared server: %w", err)
 	}
+	logFile, err := os.OpenFile(base+".log", os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("dbtest: shared server: %w", err)
+	}
+	defer logFile.Close()
 	r, w, err := os.Pipe()
 	if err != nil {
 		return fmt.Errorf("dbtest: shared server: %w", err)
 	}
 	defer r.Close()
-	// -test.run=^$: should the binary not become a watchdog, it runs no test.
-	cmd := exec.Command(exe, "-test.run=^$")
-	cmd.Env = append(os.Environ(), envWatchdog+"="+base)
-	cmd.ExtraFiles = []*os.File{w} // fd 3: the report
-	// A session of its own: Ctrl-C on go test ends the test processes, whose
-	// leases end, and the watchdog then stops the server in order.
-	// Standard streams are /dev/null, or go test would wait for it to exit.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	cmd := &exec.Cmd{
+		Path: exe,
+		// A name for ps; -test.run=^$ should the binary not become a watchdog.
+		Args: []string{"dbkit-dbtest-watchdog", "-test.run=^$"},
+		Env:  append(os.Environ(), envWatchdog+"="+base),
+		Dir:  "/",
+		// Standard output is /dev/null, or go test would wait for the
+		// watchdog to exit.
+		Stderr:     logFile,
+		ExtraFiles: []*os.File{w}, // fd 3: the report
+		// A session of its own: Ctrl-C on go test ends the test processes,
+		// whose leases end, and the watchdog then stops the server in order.
+		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
+	}
 	err = cmd.Start()
 	w.Close()
 	if err != nil {
 		return fmt.Errorf("dbtest: shared server: start watchdog: %w", err)
 	}
-	go func() { _ = cmd.Wait() }() // reap it if it exits before this process
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }() // reaps it if it exits before this process
 
 	deadline := time.Now().Add(2 * time.Minute)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
 	_ = r.SetReadDeadline(deadline)
+	stop := context.AfterFunc(ctx, func() { _ = r.SetReadDeadline(time.Now()) })
 	report, err := io.ReadAll(r)
+	stop()
+	msg := string(report)
 	switch {
 	case err != nil:
 		_ = cmd.Process.Kill()
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
 		return fmt.Errorf("dbtest: shared server: waiting for the watchdog: %w", err)
-	case string(report) != "ok":
-		return fmt.Errorf("dbtest: shared server: %s", strings.TrimPrefix(string(report), "error: "))
+	case msg == "ok":
+		return nil
+	case msg == "":
+		var status error
+		select {
+		case status = <-exited:
+		case <-time.After(5 * time.Second):
+			status = errors.New("still running")
+		}
+		log, _ := os.ReadFile(base + ".log")
+		return fmt.Errorf("dbtest: shared server: the watchdog process ended (%v) before its server was ready; %s.log:\n%s",
+			status, base, tail(log, 20))
+	case strings.HasPrefix(msg, "dbtest:"):
+		return errors.New(msg)
+	default:
+		return fmt.Errorf("dbtest: shared server: %s", msg)
 	}
-	return nil
 }
 
 // runWatchdog runs the shared server of base until it has had no user for
-// the idle time, and returns the process's exit code.
+// the idle time, or its directory is gone, or a signal asks it to stop, and
+// returns the process's exit code.
 func runWatchdog(base string) int {
-	// fd 3 must not reach postgres, or the report would not end until it does.
+	// Nothing this process inherited may reach postgres or outlive the
+	// test process: fd 3 is closed on exec, and descriptors the test process
+	// inherited without close-on-exec (a CI script's pipe, make's jobserver)
+	// are closed here. The Go runtime's own all have close-on-exec set.
 	syscall.CloseOnExec(3)
+	closeInheritedFiles()
+	_ = os.Unsetenv(envWatchdog)
 	report := os.NewFile(3, "report")
 	fail := func(err error) int {
-		if report != nil {
-			fmt.Fprintf(report, "error: %v", err)
-			report.Close()
-		}
+		fmt.Fprint(report, err)
+		report.Close()
 		return 1
 	}
 	idle, err := idleTimeFromEnv()
@@ -207,12 +341,20 @@ func runWatchdog(base string) int {
 		defer cancel()
 		_ = s.Stop(ctx)
 	}
-	users := filepath.Join(ls.dir, "users.lock")
-	st := sharedState{Watchdog: os.Getpid(), Dir: ls.dir, Port: ls.port, Password: ls.password}
-	if err := os.WriteFile(users, nil, 0o600); err != nil {
+	self, err := flockFile(context.Background(), filepath.Join(ls.dir, "watchdog.lock"), syscall.LOCK_EX|syscall.LOCK_NB)
+	if err != nil {
 		stop()
 		return fail(err)
 	}
+	defer self.Close()
+	usersPath := filepath.Join(ls.dir, "users.lock")
+	users, err := os.OpenFile(usersPath, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		stop()
+		return fail(err)
+	}
+	defer users.Close()
+	st := sharedState{Watchdog: os.Getpid(), Dir: ls.dir, Port: ls.port, Password: ls.password, Idle: idle}
 	if err := writeState(base, st); err != nil {
 		stop()
 		return fail(err)
@@ -220,20 +362,37 @@ func runWatchdog(base string) int {
 	fmt.Fprint(report, "ok")
 	report.Close()
 
+	// shutdown stops the server; lock is <base>.lock if the caller holds
+	// it, else it is taken (within a few seconds) so that no process
+	// attaches to the stopping server.
+	shutdown := func(lock *os.File) {
+		if lock == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			lock, _ = flockFile(ctx, base+".lock", syscall.LOCK_EX)
+			cancel()
+		}
+		removeStateOf(base, st)
+		stop()
+		if lock != nil {
+			lock.Close()
+		}
+	}
 	var idleSince time.Time
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		select {
-		case <-ls.exited: // postgres died: forget it
-			removeStateOf(base, st)
-			stop()
+		case <-ls.exited: // postgres died
+			shutdown(nil)
 			return 1
 		case <-stopSignals:
-			removeStateOf(base, st)
-			stop()
+			shutdown(nil)
 			return 0
 		case <-tick.C:
+		}
+		if !sameFile(usersPath, users) { // the directory was removed under the server
+			shutdown(nil)
+			return 1
 		}
 		if !unused(users) {
 			idleSince = time.Time{}
@@ -251,17 +410,51 @@ func runWatchdog(base string) int {
 		if err != nil {
 			continue
 		}
-		held, err := flockFile(context.Background(), users, syscall.LOCK_EX|syscall.LOCK_NB)
-		if err != nil {
+		if err := syscall.Flock(int(users.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 			lock.Close()
 			idleSince = time.Time{}
 			continue
 		}
-		removeStateOf(base, st)
-		stop()
-		held.Close()
-		lock.Close()
+		shutdown(lock)
 		return 0
+	}
+}
+
+// unused reports whether no process holds a lease on users.
+func unused(users *os.File) bool {
+	fd := int(users.Fd())
+	if syscall.Flock(fd, syscall.LOCK_EX|syscall.LOCK_NB) != nil {
+		return false
+	}
+	_ = syscall.Flock(fd, syscall.LOCK_UN)
+	return true
+}
+
+// sameFile reports whether path still names the open file f.
+func sameFile(path string, f *os.File) bool {
+	a, err1 := os.Stat(path)
+	b, err2 := f.Stat()
+	return err1 == nil && err2 == nil && os.SameFile(a, b)
+}
+
+// closeInheritedFiles closes the descriptors above 3 that lack close-on-exec.
+func closeInheritedFiles() {
+	dir := "/dev/fd"
+	if _, err := os.Stat("/proc/self/fd"); err == nil {
+		dir = "/proc/self/fd"
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil || fd <= 3 {
+			continue
+		}
+		if flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err == nil && flags&unix.FD_CLOEXEC == 0 {
+			_ = unix.Close(fd)
+		}
 	}
 }
 
@@ -273,27 +466,9 @@ func idleTimeFromEnv() (time.Duration, error) {
 	}
 	d, err := time.ParseDuration(v)
 	if err != nil || d < 0 {
-		return 0, fmt.Errorf("%s=%q: want a duration such as 5s or 1h", EnvServerIdle, v)
+		return 0, fmt.Errorf("dbtest: %s=%q: want a duration such as 5s or 1h", EnvServerIdle, v)
 	}
 	return d, nil
-}
-
-// idleTime is the idle time, as written for people.
-func idleTime() string {
-	if d, err := idleTimeFromEnv(); err == nil {
-		return d.String()
-	}
-	return defaultIdle.String()
-}
-
-// unused reports whether no process holds a lease in users.lock.
-func unused(users string) bool {
-	f, err := flockFile(context.Background(), users, syscall.LOCK_EX|syscall.LOCK_NB)
-	if err != nil {
-		return false
-	}
-	f.Close()
-	return true
 }
 
 // writeState writes <base>.json atomically, readable by its owner only.
@@ -304,9 +479,14 @@ func writeState(base string, st sharedState) error {
 	}
 	tmp := fmt.Sprintf("%s.%d.tmp", base, os.Getpid())
 	if err := os.WriteFile(tmp, raw, 0o600); err != nil {
+		_ = os.Remove(tmp)
 		return err
 	}
-	return os.Rename(tmp, base+".json")
+	if err := os.Rename(tmp, base+".json"); err != nil {
+		_ = os.Remove(tmp)
+		return err
+	}
+	return nil
 }
 
 // removeStateOf removes <base>.json if it still describes st (a process
@@ -317,9 +497,21 @@ func removeStateOf(base string, st sharedState) {
 	}
 }
 
+// staleServerDir reports whether the server of dir is not running: no
+// postmaster.pid, or one naming a process that is gone.
+func staleServerDir(dir string) bool {
+	pidFile, err := os.ReadFile(filepath.Join(dir, "data", "postmaster.pid"))
+	if err != nil {
+		return !errors.Is(err, os.ErrPermission)
+	}
+	first, _, _ := bytes.Cut(pidFile, []byte("\n"))
+	pid, err := strconv.Atoi(string(first))
+	return err != nil || !processAlive(pid)
+}
+
 // flockFile opens (creating) path and takes the flock how; without
-// LOCK_NB it waits, polling, until it gets it or ctx ends.
-// Closing the file releases the lock; so does the end of the process.
+// LOCK_NB it waits, polling, until it gets it or ctx ends. Closing the file
+// releases the lock; so does the end of the process.
 func flockFile(ctx context.Context, path string, how int) (*os.File, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {

@@ -43,9 +43,11 @@ type Schema struct {
 	// Server is where the databases are created; nil means the shared server
 	// of [Shared].
 	Server *Server
-	// Options are given to dbkit.Connect by [Schema.New]: a logger, a tracer
-	// provider... The database is migrated already: WithMigrations is not
-	// needed.
+	// Options are given to dbkit.Connect by [Schema.New] (a logger, a
+	// tracer provider...) and when the template is built (where
+	// WithMigrateOptions matters). The database is migrated already:
+	// WithMigrations is not needed. Options are not part of the
+	// fingerprint: see [Server.Template].
 	Options []dbkit.Option
 }
 
@@ -92,7 +94,7 @@ func (sc Schema) NewConfig(t TB) dbkit.Config {
 			return dbkit.Config{}
 		}
 	}
-	template, err := s.Template(ctx, sc.Migrations, sc.Version)
+	template, err := s.Template(ctx, sc.Migrations, sc.Version, sc.Options...)
 	if err != nil {
 		t.Fatalf("%v", err)
 		return dbkit.Config{}
@@ -134,25 +136,61 @@ func migrationIDs(migrations []dbkit.Migration) []string {
 const templatePrefix = "dbtest_tpl_"
 
 // Template returns the name of the template database that migrations and
-// version build, building it if this server has none yet. Building is
-// serialised by an advisory lock, so that test binaries racing to build
-// the same template build it once; a template is marked as one only once
-// its migrations succeeded, so a half-built one is never cloned. Templates
-// stay on the server (a server dbtest started goes away with them).
-func (s *Server) Template(ctx context.Context, migrations []dbkit.Migration, version string) (string, error) {
+// version build, building it if this server has none yet, with
+// dbkit.Connect, WithMigrations(migrations...) and opts (migrate options,
+// for example). Building is serialised by an advisory lock, so that test
+// binaries racing to build the same template build it once; a template is
+// marked as one only once its migrations succeeded, so a half-built one is
+// never cloned. A build that failed is not tried again by this process: the
+// tests asking for it get its error. Templates stay on the server (a server
+// dbtest started goes away with them).
+//
+// opts are not part of the template's fingerprint: schemas with the same
+// migrations but options that change what migrating does (another
+// migrations table) need different versions.
+func (s *Server) Template(ctx context.Context, migrations []dbkit.Migration, version string, opts ...dbkit.Option) (string, error) {
 	fp := Fingerprint(migrations, version)
 	name := templatePrefix + fp[:16]
-	if _, ok := s.templates.Load(name); ok {
-		return name, nil
+	b := &templateBuild{done: make(chan struct{})}
+	if prev, loaded := s.templates.LoadOrStore(name, b); loaded {
+		b = prev.(*templateBuild)
+		select {
+		case <-b.done:
+			return name, b.err
+		case <-ctx.Done():
+			return "", fmt.Errorf("dbtest: template %s: %w", name, ctx.Err())
+		}
 	}
+	b.err = s.template(ctx, name, fp, migrations, opts)
+	if b.err != nil && ctx.Err() != nil {
+		s.templates.Delete(name) // this caller ran out of time: let the next one try
+	}
+	close(b.done)
+	if b.err != nil {
+		return "", b.err
+	}
+	return name, nil
+}
+
+// templateBuild is a build of a template by this process: done is closed
+// when it ends, err is its outcome.
+type templateBuild struct {
+	done chan struct{}
+	err  error
+}
+
+// template makes template name ready on the server, building it if no
+// process did.
+func (s *Server) template(ctx context.Context, name, fp string, migrations []dbkit.Migration, opts []dbkit.Option) error {
 	conn, err := s.pool.Conn(ctx)
 	if err != nil {
-		return "", fmt.Errorf("dbtest: template: %w", err)
+		return fmt.Errorf("dbtest: template %s: %w", name, err)
 	}
 	defer conn.Close()
-	key := int64(binary.BigEndian.Uint64([]byte(fp[:8]))) // the fingerprint is hex: any 8 bytes of it do
+	raw, _ := hex.DecodeString(fp[:16]) // the fingerprint is hex
+	key := int64(binary.BigEndian.Uint64(raw))
 	if _, err := conn.ExecContext(ctx, "SELECT pg_advisory_lock($1)", key); err != nil {
-		return "", fmt.Errorf("dbtest: template %s: lock: %w", name, err)
+		return fmt.Errorf("dbtest: template %s: lock: %w", name, err)
 	}
 	defer func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -161,13 +199,12 @@ func (s *Server) Template(ctx context.Context, migrations []dbkit.Migration, ver
 	}()
 	ready, err := s.prepareTemplate(ctx, conn, name)
 	if err == nil && !ready {
-		err = s.buildTemplate(ctx, conn, name, migrations)
+		err = s.buildTemplate(ctx, conn, name, migrations, opts)
 	}
 	if err != nil {
-		return "", fmt.Errorf("dbtest: template %s: %w", name, err)
+		return fmt.Errorf("dbtest: template %s: %w", name, err)
 	}
-	s.templates.Store(name, struct{}{})
-	return name, nil
+	return nil
 }
 
 // prepareTemplate reports whether template name is ready and, if it is not,
@@ -208,7 +245,7 @@ func (s *Server) prepareTemplate(ctx context.Context, conn *sql.Conn, name strin
 
 // buildTemplate migrates a database of a temporary name, then renames it
 // name and marks it a template that accepts no connections.
-func (s *Server) buildTemplate(ctx context.Context, conn *sql.Conn, name string, migrations []dbkit.Migration) error {
+func (s *Server) buildTemplate(ctx context.Context, conn *sql.Conn, name string, migrations []dbkit.Migration, opts []dbkit.Option) error {
 	build := name + "_build_" + randomHex(4)
 	if _, err := conn.ExecContext(ctx, "CREATE DATABASE "+quote(build)); err != nil {
 		return err
@@ -216,9 +253,9 @@ func (s *Server) buildTemplate(ctx context.Context, conn *sql.Conn, name string,
 	err := func() error {
 		cfg := s.admin
 		cfg.Database = build
-		db, err := dbkit.Connect(ctx, cfg, dbkit.WithMigrations(migrations...))
+		db, err := dbkit.Connect(ctx, cfg, append(slices.Clip(opts), dbkit.WithMigrations(migrations...))...)
 		if err != nil {
-			return fmt.Errorf("migrate: %w", err)
+			return err // it says "migrate" and which migration failed
 		}
 		return db.Close(ctx)
 	}()

@@ -2,6 +2,7 @@ package dbtest
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -10,6 +11,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/dbkit-go/database/dbkit"
+	"github.com/dbkit-go/database/migrate"
 )
 
 // counted are two migrations that count how often they run.
@@ -133,24 +135,38 @@ func TestTemplateBuiltOnceByRacingServers(t *testing.T) {
 	}
 }
 
-// A template whose migrations fail is not left behind to be cloned; once
-// the migration is fixed, the template is built.
+// A template whose migrations fail is built once per process, its error
+// given to every test that asks for it, and not left behind to be cloned;
+// once the migration is fixed (a new test process), the template is built.
 func TestFailedTemplateIsNeverUsed(t *testing.T) {
 	s := startTestServer(t)
-	var runs atomic.Int32
+	var runs, failures atomic.Int32
 	migrations := counted(&runs)
 	broken := append(migrations[:1:1], dbkit.Migration{ID: migrations[1].ID, Migrate: func(tx *gorm.DB) error {
+		failures.Add(1)
 		return tx.Exec(`CREATE INDEX users_created_at ON missing_table (created_at)`).Error
 	}})
-	_, err := s.Template(context.Background(), broken, "")
-	if err == nil || !strings.Contains(err.Error(), migrations[1].ID) {
-		t.Fatalf("Template with a failing migration: %v, want an error naming it", err)
+	var wg sync.WaitGroup
+	tbs := make([]*fakeTB, 6)
+	for i := range tbs {
+		tbs[i] = &fakeTB{name: fmt.Sprintf("TestBroken%d", i)}
+		wg.Go(func() { Schema{Migrations: broken, Server: s}.New(tbs[i]) })
+	}
+	wg.Wait()
+	for i, tb := range tbs {
+		if len(tb.fatals) != 1 || !strings.Contains(tb.fatals[0], migrations[1].ID) ||
+			!strings.Contains(tb.fatals[0], "missing_table") || strings.Contains(tb.fatals[0], "migrate: migrate:") {
+			t.Errorf("test %d: fatals %q, want one naming the migration and its error once", i, tb.fatals)
+		}
+	}
+	if n := failures.Load(); n != 1 {
+		t.Errorf("the failing migration ran %d times for 6 tests in one process, want 1", n)
 	}
 	if got := templates(t, s); len(got) != 0 {
 		t.Fatalf("a failed build left %v", got)
 	}
 	tb := &fakeTB{name: "TestAfterFix"}
-	db := Schema{Migrations: migrations, Server: s}.New(tb)
+	db := Schema{Migrations: migrations, Server: reopen(t, s)}.New(tb)
 	if db == nil {
 		t.Fatal(tb.fatals)
 	}
@@ -181,6 +197,27 @@ func TestTemplateBuildRecoversFromADeadBuilder(t *testing.T) {
 	}
 	if left := templates(t, s); len(left) != 1 || left[0] != name {
 		t.Errorf("databases %v, want only the template", left)
+	}
+}
+
+// The template is built with the Schema's options: a migrations table of
+// another name is where the clones find their migrations recorded.
+func TestTemplateBuiltWithSchemaOptions(t *testing.T) {
+	s := startTestServer(t)
+	var runs atomic.Int32
+	sc := Schema{Migrations: counted(&runs), Version: "own-table", Server: s,
+		Options: []dbkit.Option{dbkit.WithMigrateOptions(migrate.WithTableName("schema_history"))}}
+	tb := &fakeTB{name: "TestOwnTable"}
+	db := sc.New(tb)
+	if db == nil {
+		t.Fatal(tb.fatals)
+	}
+	defer tb.finish()
+	ctx := context.Background()
+	var n int
+	err := dbkit.NewBaseDatabase[account](db).Query(ctx).Raw("SELECT count(*) FROM schema_history").Scan(ctx, &n)
+	if err != nil || n != 2 {
+		t.Errorf("schema_history holds %d rows (%v), want the 2 migrations", n, err)
 	}
 }
 
