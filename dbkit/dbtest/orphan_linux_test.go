@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -120,4 +121,30 @@ func statOf(pid int) (ppid int, state string) {
 func isZombie(pid int) bool {
 	_, state := statOf(pid)
 	return state == "" || state == "Z"
+}
+
+// The death signal follows the thread that started postgres: a server
+// started from a goroutine that locked its thread and returned (Go then ends
+// the thread) must keep running.
+func TestServerOutlivesTheThreadThatStartedIt(t *testing.T) {
+	started := make(chan *Server, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		s, err := StartLocal(context.Background())
+		if err != nil {
+			t.Error(err)
+		}
+		started <- s
+	}()
+	s := <-started
+	if s == nil {
+		t.FailNow()
+	}
+	t.Cleanup(func() { s.Stop(context.Background()) })
+	time.Sleep(500 * time.Millisecond)
+	for i := range 3 {
+		if err := s.Exec(context.Background(), "SELECT 1"); err != nil {
+			t.Fatalf("query %d after the starting thread ended: %v", i, err)
+		}
+	}
 }
