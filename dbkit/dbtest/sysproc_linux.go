@@ -12,8 +12,8 @@ import (
 func setDeathSignal(attr *syscall.SysProcAttr) { attr.Pdeathsig = syscall.SIGQUIT }
 
 // memoryDir is /dev/shm when it is a writable tmpfs with room for a server:
-// a database cloned there costs 10 ms where a virtual disk may take 100 ms
-// creating its few hundred files.
+// a database cloned there costs about 10 ms where a virtual disk may take
+// 100 ms creating its few hundred files.
 func memoryDir() string {
 	const dir, room = "/dev/shm", 512 << 20
 	var st unix.Statfs_t
