@@ -1,3 +1,5 @@
+//go:build unix && !solaris
+
 package dbtest
 
 import (

@@ -1,8 +1,9 @@
-//go:build unix
+//go:build unix && !solaris
 
 package dbtest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -28,7 +29,8 @@ import (
 type localServer struct {
 	dir      string // temporary directory: data/, the socket, postgres.log
 	port     int
-	password string // the superuser's
+	password string   // the superuser's
+	owner    *os.File // holds owner.lock while the server is this process's
 	cmd      *exec.Cmd
 	exited   chan struct{}
 	waitErr  error
@@ -69,8 +71,18 @@ func startLocal(ctx context.Context) (*Server, *localServer, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("dbtest: %w", err)
 	}
-	ls := &localServer{dir: dir}
-	cleanup := func() { _ = os.RemoveAll(dir) }
+	// The owner's lock says the directory is in use: a directory whose lock
+	// is free is stale, whether or not its postgres still runs.
+	owner, err := flockFile(ctx, filepath.Join(dir, "owner.lock"), syscall.LOCK_EX|syscall.LOCK_NB)
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, nil, fmt.Errorf("dbtest: %w", err)
+	}
+	ls := &localServer{dir: dir, owner: owner}
+	cleanup := func() {
+		_ = os.RemoveAll(dir)
+		owner.Close()
+	}
 	if cred != nil {
 		if err := os.Chown(dir, int(cred.Uid), int(cred.Gid)); err != nil {
 			cleanup()
@@ -139,7 +151,9 @@ func (ls *localServer) initdb(ctx context.Context, bin string, cred *syscall.Cre
 		"--auth-host=scram-sha-256", "--auth-local=trust",
 		"-E", "UTF8", "--locale=C", "--no-sync")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	setDeathSignal(cmd.SysProcAttr)
 	cmd.Dir = ls.dir
+	cmd.Env = serverEnv()
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("dbtest: initdb: %w\n%s", err, tail(out, 20))
 	}
@@ -164,12 +178,13 @@ func (ls *localServer) start(ctx context.Context, bin string, cred *syscall.Cred
 		"-c", "full_page_writes=off",
 		// Every test process of a run shares the server, each with its
 		// tests' pools and an admin pool of 8.
-		"-c", "max_connections=1000",
+		"-c", "max_connections="+strconv.Itoa(maxConnections),
 		// Shared memory segments in the data directory go with it, even
 		// when postgres is killed (in /dev/shm they would outlive it).
 		"-c", "dynamic_shared_memory_type=mmap",
 	)
 	cmd.Dir = ls.dir
+	cmd.Env = serverEnv()
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	setDeathSignal(cmd.SysProcAttr)
@@ -226,6 +241,9 @@ func (ls *localServer) stop(ctx context.Context) error {
 	err := ls.terminate(ctx)
 	if rmErr := os.RemoveAll(ls.dir); rmErr != nil && err == nil {
 		err = fmt.Errorf("dbtest: %w", rmErr)
+	}
+	if ls.owner != nil {
+		ls.owner.Close()
 	}
 	return err
 }
@@ -349,6 +367,18 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
+// serverEnv is the environment of initdb and postgres: not the test
+// process's, whose secrets (CI tokens, DBKIT_TEST_DATABASE_URL) any process
+// of the postgres user could read in /proc, and whose PG* variables would
+// change what they do.
+func serverEnv() []string {
+	env := []string{"PATH=" + os.Getenv("PATH"), "LC_ALL=C"}
+	if tz, ok := os.LookupEnv("TZ"); ok {
+		env = append(env, "TZ="+tz)
+	}
+	return env
+}
+
 // serverParentDir is where local servers keep their data: DBKIT_PG_TMPDIR
 // if set, else memory (/dev/shm) where it is a tmpfs with room, else the
 // temporary directory.
@@ -365,25 +395,66 @@ func serverParentDir() string {
 	return os.TempDir()
 }
 
-// removeStaleDirs removes the directories of local servers whose process is
-// gone (a test binary killed before it could stop its server).
+// removeStaleDirs removes the directories of local servers whose owner is
+// gone (a test binary or watchdog killed before it could stop its server).
+// Where the kernel did not stop such a server with its owner (outside
+// Linux), postgres shuts itself down within a minute of its directory going.
 func removeStaleDirs() {
 	var dirs []string
-	for _, parent := range []string{os.TempDir(), memoryDir(), os.Getenv(EnvPGTmpDir)} {
+	for _, parent := range []string{os.TempDir(), memoryDir(), serverParentDir()} {
 		if parent != "" {
 			found, _ := filepath.Glob(filepath.Join(parent, "dbkit-pg-*"))
 			dirs = append(dirs, found...)
 		}
 	}
-	for _, dir := range dirs {
+	for _, dir := range slices.Compact(slices.Sorted(slices.Values(dirs))) {
 		fi, err := os.Stat(dir)
-		if err != nil || time.Since(fi.ModTime()) < time.Minute {
-			continue // may still be starting
+		if err != nil || time.Since(fi.ModTime()) < 10*time.Second {
+			continue // may be starting, its lock not taken yet
 		}
 		if staleServerDir(dir) {
 			_ = os.RemoveAll(dir)
 		}
 	}
+}
+
+// ownerAlive reports whether a process holds dir's owner.lock.
+func ownerAlive(dir string) bool {
+	f, err := os.OpenFile(filepath.Join(dir, "owner.lock"), os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	return errors.Is(syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB), syscall.EWOULDBLOCK)
+}
+
+// staleServerDir reports whether the server directory dir is nobody's: its
+// owner.lock is free, or it has none (a server of an older dbtest) and the
+// postgres of its postmaster.pid is gone. A directory of another user's is
+// never stale.
+func staleServerDir(dir string) bool {
+	lock := filepath.Join(dir, "owner.lock")
+	if _, err := os.Lstat(lock); err == nil {
+		return accessible(lock) && !ownerAlive(dir)
+	}
+	pidFile, err := os.ReadFile(filepath.Join(dir, "data", "postmaster.pid"))
+	if err != nil {
+		return !errors.Is(err, os.ErrPermission)
+	}
+	first, _, _ := bytes.Cut(pidFile, []byte("\n"))
+	pid, err := strconv.Atoi(string(first))
+	return err != nil || !processAlive(pid)
+}
+
+// accessible reports whether this process may open path (ownerAlive reads
+// a lock it cannot open as free).
+func accessible(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	f.Close()
+	return true
 }
 
 func processAlive(pid int) bool {

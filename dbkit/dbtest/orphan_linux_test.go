@@ -65,6 +65,9 @@ func TestServerDiesWithTestProcess(t *testing.T) {
 	}
 	_ = cmd.Wait()
 
+	if !staleServerDir(dir) {
+		t.Errorf("the killed process's server directory is not seen as stale")
+	}
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		alive := 0
@@ -146,5 +149,30 @@ func TestServerOutlivesTheThreadThatStartedIt(t *testing.T) {
 		if err := s.Exec(context.Background(), "SELECT 1"); err != nil {
 			t.Fatalf("query %d after the starting thread ended: %v", i, err)
 		}
+	}
+}
+
+// postgres and initdb do not get the test process's environment: its
+// secrets would be readable by any process of the postgres user.
+func TestServerDoesNotInheritTheEnvironment(t *testing.T) {
+	const marker = "dbkit-env-marker-5518"
+	t.Setenv("DBKIT_TEST_SECRET", marker)
+	t.Setenv("PGOPTIONS", "-c search_path="+marker)
+	s := startTestServer(t)
+	raw, err := os.ReadFile(filepath.Join(strings.Fields(s.hint("x"))[2], "data", "postmaster.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var postmaster int
+	fmt.Sscan(string(raw), &postmaster)
+	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", postmaster))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(env), marker) {
+		t.Errorf("postgres's environment holds the test process's: %q", env)
+	}
+	if !strings.Contains(string(env), "PATH=") {
+		t.Errorf("postgres's environment %q has no PATH: not the server's", env)
 	}
 }

@@ -7,9 +7,9 @@ import (
 
 // shared is the server of [Shared]: one per test process.
 var shared struct {
-	once sync.Once
-	srv  *Server
-	err  error
+	mu  sync.Mutex
+	srv *Server
+	err error
 }
 
 // Shared returns the server the tests of this process share, found the
@@ -20,8 +20,16 @@ var shared struct {
 // exited, however it exited. A container is removed by Testcontainers' reaper when
 // the process ends; an external server is left running. Do not Stop it:
 // the process's tests would lose it. A failure to start is returned to
-// every caller.
+// every caller, unless it was ctx's end: the next caller tries again.
 func Shared(ctx context.Context) (*Server, error) {
-	shared.once.Do(func() { shared.srv, shared.err = start(ctx, startSharedLocal) })
+	shared.mu.Lock()
+	defer shared.mu.Unlock()
+	if shared.srv == nil && shared.err == nil {
+		srv, err := start(ctx, startSharedLocal)
+		if err != nil && ctx.Err() != nil {
+			return nil, err
+		}
+		shared.srv, shared.err = srv, err
+	}
 	return shared.srv, shared.err
 }

@@ -3,6 +3,7 @@ package dbtest
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -270,7 +271,14 @@ func TestIdleTimeFromEnv(t *testing.T) {
 // left at the end.
 func TestSharedServerAttachRacesIdleStop(t *testing.T) {
 	parent := sharedTestDir(t)
-	t.Setenv(EnvPGTmpDir, parent) // inherited by the watchdogs started here
+	wd, _ := os.Getwd()
+	rel, err := filepath.Rel(wd, parent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Inherited by the watchdogs started here; relative, as a user may
+	// write it (the watchdog runs in another directory).
+	t.Setenv(EnvPGTmpDir, rel)
 	t.Setenv(EnvServerIdle, "0s")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -320,5 +328,36 @@ func TestSharedServerAttachRacesIdleStop(t *testing.T) {
 			t.Fatalf("left after the last release: %v %v", left, states)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// A caller whose ctx has ended gets its error and leaves a healthy shared
+// server alone: the others keep using it.
+func TestSharedServerSurvivesACancelledCaller(t *testing.T) {
+	parent := sharedTestDir(t)
+	t.Setenv(EnvPGTmpDir, parent)
+	t.Setenv(EnvServerIdle, "10s")
+	ctx := context.Background()
+	s, err := startSharedLocal(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop(ctx)
+	before := sharedStateIn(t, parent)
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := startSharedLocal(cancelled); !errors.Is(err, context.Canceled) {
+		t.Fatalf("attach with a cancelled ctx: %v, want context.Canceled", err)
+	}
+	if after := sharedStateIn(t, parent); after != before {
+		t.Fatalf("a cancelled caller replaced the server: %+v, was %+v", after, before)
+	}
+	again, err := startSharedLocal(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Stop(ctx)
+	if again.Config().Port != s.Config().Port {
+		t.Errorf("next caller got port %d, want the running server's %d", again.Config().Port, s.Config().Port)
 	}
 }

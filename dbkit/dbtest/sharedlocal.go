@@ -1,9 +1,8 @@
-//go:build unix
+//go:build unix && !solaris
 
 package dbtest
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -14,7 +13,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -39,7 +37,7 @@ import (
 //   - <base>.log, the watchdog's standard error.
 //
 // In the server's directory, the watchdog holds an exclusive flock on
-// watchdog.lock for as long as it lives, and every test process using the
+// owner.lock for as long as it lives, and every test process using the
 // server holds a shared flock on users.lock. The kernel releases both when
 // their process ends, however it ends. The watchdog stops the server when
 // users.lock has been free for the idle time (DBKIT_TEST_SERVER_IDLE of the
@@ -159,12 +157,15 @@ func startSharedLocal(ctx context.Context) (*Server, error) {
 	if err == nil {
 		return s, nil
 	}
-	// None, or a dead one: forget it. (A live watchdog whose server did not
-	// answer stops it when it sees no user.)
-	if st, err := readState(base); err == nil && !watchdogAlive(st.Dir) {
-		if staleServerDir(st.Dir) {
-			_ = os.RemoveAll(st.Dir)
-		}
+	if ctx.Err() != nil {
+		return nil, fmt.Errorf("dbtest: shared server: %w", ctx.Err())
+	}
+	// None, or a dead one: forget it. A dead watchdog's directory goes (its
+	// postgres died with it, or shuts down within a minute of the directory
+	// going); a live watchdog whose server did not answer stops it when it
+	// sees no user.
+	if st, err := readState(base); err == nil && !ownerAlive(st.Dir) {
+		_ = os.RemoveAll(st.Dir)
 	}
 	_ = os.Remove(base + ".json")
 	if err := startWatchdog(ctx, base); err != nil {
@@ -184,10 +185,10 @@ func attachShared(ctx context.Context, base string) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !watchdogAlive(st.Dir) {
+	if !ownerAlive(st.Dir) {
 		return nil, fmt.Errorf("the watchdog of %s is gone", st.Dir)
 	}
-	lease, err := os.OpenFile(filepath.Join(st.Dir, "users.lock"), os.O_RDWR, 0)
+	lease, err := os.OpenFile(filepath.Join(st.Dir, "users.lock"), os.O_RDWR|syscall.O_NOFOLLOW, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -208,16 +209,6 @@ func attachShared(ctx context.Context, base string) (*Server, error) {
 		return nil, err
 	}
 	return s, nil
-}
-
-// watchdogAlive reports whether a process holds dir's watchdog.lock.
-func watchdogAlive(dir string) bool {
-	f, err := os.Open(filepath.Join(dir, "watchdog.lock"))
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	return errors.Is(syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB), syscall.EWOULDBLOCK)
 }
 
 func readState(base string) (sharedState, error) {
@@ -253,7 +244,7 @@ func startWatchdog(ctx context.Context, base string) error {
 		Path: exe,
 		// A name for ps; -test.run=^$ should the binary not become a watchdog.
 		Args: []string{"dbkit-dbtest-watchdog", "-test.run=^$"},
-		Env:  append(os.Environ(), envWatchdog+"="+base),
+		Env:  append(absolutePaths(os.Environ()), envWatchdog+"="+base),
 		Dir:  "/",
 		// Standard output is /dev/null, or go test would wait for the
 		// watchdog to exit.
@@ -282,7 +273,9 @@ func startWatchdog(ctx context.Context, base string) error {
 	msg := string(report)
 	switch {
 	case err != nil:
-		_ = cmd.Process.Kill()
+		// SIGTERM: the watchdog stops what it started (initdb, postgres)
+		// and removes its directory.
+		_ = cmd.Process.Signal(syscall.SIGTERM)
 		if ctx.Err() != nil {
 			err = ctx.Err()
 		}
@@ -304,6 +297,23 @@ func startWatchdog(ctx context.Context, base string) error {
 	default:
 		return fmt.Errorf("dbtest: shared server: %s", msg)
 	}
+}
+
+// absolutePaths returns env with the variables naming directories made
+// absolute: the watchdog runs in /, the test process in its package.
+func absolutePaths(env []string) []string {
+	out := make([]string, 0, len(env))
+	for _, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		switch k {
+		case EnvPGTmpDir, EnvPGBin, "TMPDIR":
+			if abs, err := filepath.Abs(v); err == nil && v != "" {
+				kv = k + "=" + abs
+			}
+		}
+		out = append(out, kv)
+	}
+	return out
 }
 
 // runWatchdog runs the shared server of base until it has had no user for
@@ -330,8 +340,12 @@ func runWatchdog(base string) int {
 	stopSignals := make(chan os.Signal, 1)
 	signal.Notify(stopSignals, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	// A signal while the server starts stops initdb or postgres, and the
+	// start cleans up after itself.
+	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	ctx, cancelTimeout := context.WithTimeout(ctx, 2*time.Minute)
 	s, ls, err := startLocal(ctx)
+	cancelTimeout()
 	cancel()
 	if err != nil {
 		return fail(err)
@@ -341,14 +355,8 @@ func runWatchdog(base string) int {
 		defer cancel()
 		_ = s.Stop(ctx)
 	}
-	self, err := flockFile(context.Background(), filepath.Join(ls.dir, "watchdog.lock"), syscall.LOCK_EX|syscall.LOCK_NB)
-	if err != nil {
-		stop()
-		return fail(err)
-	}
-	defer self.Close()
 	usersPath := filepath.Join(ls.dir, "users.lock")
-	users, err := os.OpenFile(usersPath, os.O_RDWR|os.O_CREATE, 0o600)
+	users, err := os.OpenFile(usersPath, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		stop()
 		return fail(err)
@@ -439,19 +447,14 @@ func sameFile(path string, f *os.File) bool {
 
 // closeInheritedFiles closes the descriptors above 3 that lack close-on-exec.
 func closeInheritedFiles() {
-	dir := "/dev/fd"
-	if _, err := os.Stat("/proc/self/fd"); err == nil {
-		dir = "/proc/self/fd"
+	var lim unix.Rlimit
+	limit := 1024
+	if unix.Getrlimit(unix.RLIMIT_NOFILE, &lim) == nil && lim.Cur < 1<<16 {
+		limit = int(lim.Cur)
+	} else if lim.Cur >= 1<<16 {
+		limit = 1 << 16
 	}
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return
-	}
-	for _, e := range entries {
-		fd, err := strconv.Atoi(e.Name())
-		if err != nil || fd <= 3 {
-			continue
-		}
+	for fd := 4; fd < limit; fd++ {
 		if flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err == nil && flags&unix.FD_CLOEXEC == 0 {
 			_ = unix.Close(fd)
 		}
@@ -497,23 +500,11 @@ func removeStateOf(base string, st sharedState) {
 	}
 }
 
-// staleServerDir reports whether the server of dir is not running: no
-// postmaster.pid, or one naming a process that is gone.
-func staleServerDir(dir string) bool {
-	pidFile, err := os.ReadFile(filepath.Join(dir, "data", "postmaster.pid"))
-	if err != nil {
-		return !errors.Is(err, os.ErrPermission)
-	}
-	first, _, _ := bytes.Cut(pidFile, []byte("\n"))
-	pid, err := strconv.Atoi(string(first))
-	return err != nil || !processAlive(pid)
-}
-
 // flockFile opens (creating) path and takes the flock how; without
 // LOCK_NB it waits, polling, until it gets it or ctx ends. Closing the file
 // releases the lock; so does the end of the process.
 func flockFile(ctx context.Context, path string, how int) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return nil, err
 	}

@@ -23,3 +23,6 @@ func memoryDir() string {
 	}
 	return dir
 }
+
+// maxConnections of a local server: every test process of a run shares it.
+const maxConnections = 1000

@@ -11,3 +11,7 @@ func setDeathSignal(*syscall.SysProcAttr) {}
 
 // memoryDir is "" outside Linux: servers go to the temporary directory.
 func memoryDir() string { return "" }
+
+// maxConnections of a local server: PostgreSQL's default, which the System V
+// semaphore limits of macOS and the BSDs allow.
+const maxConnections = 100

@@ -151,32 +151,54 @@ const templatePrefix = "dbtest_tpl_"
 func (s *Server) Template(ctx context.Context, migrations []dbkit.Migration, version string, opts ...dbkit.Option) (string, error) {
 	fp := Fingerprint(migrations, version)
 	name := templatePrefix + fp[:16]
-	b := &templateBuild{done: make(chan struct{})}
-	if prev, loaded := s.templates.LoadOrStore(name, b); loaded {
+	for {
+		b := &templateBuild{done: make(chan struct{})}
+		prev, loaded := s.templates.LoadOrStore(name, b)
+		if !loaded {
+			if err := s.build(ctx, b, name, fp, migrations, opts); err != nil {
+				return "", err
+			}
+			return name, nil
+		}
 		b = prev.(*templateBuild)
 		select {
 		case <-b.done:
-			return name, b.err
 		case <-ctx.Done():
 			return "", fmt.Errorf("dbtest: template %s: %w", name, ctx.Err())
 		}
+		if b.retry {
+			continue // the builder gave up (its ctx ended, or its goroutine exited): try again
+		}
+		if b.err != nil {
+			return "", b.err
+		}
+		return name, nil
 	}
-	b.err = s.template(ctx, name, fp, migrations, opts)
-	if b.err != nil && ctx.Err() != nil {
-		s.templates.Delete(name) // this caller ran out of time: let the next one try
-	}
-	close(b.done)
-	if b.err != nil {
-		return "", b.err
-	}
-	return name, nil
 }
 
 // templateBuild is a build of a template by this process: done is closed
-// when it ends, err is its outcome.
+// when it ends; err is its outcome, retry is set when it ended without one.
 type templateBuild struct {
-	done chan struct{}
-	err  error
+	done  chan struct{}
+	err   error
+	retry bool
+}
+
+// build runs the build b of template name.
+func (s *Server) build(ctx context.Context, b *templateBuild, name, fp string, migrations []dbkit.Migration, opts []dbkit.Option) error {
+	ended := false
+	defer func() {
+		// A build that did not end (a migration called runtime.Goexit, as
+		// t.FailNow does) or ended with its ctx must not stay cached.
+		if !ended || (b.err != nil && ctx.Err() != nil) {
+			b.retry = true
+			s.templates.Delete(name)
+		}
+		close(b.done)
+	}()
+	b.err = s.template(ctx, name, fp, migrations, opts)
+	ended = true
+	return b.err
 }
 
 // template makes template name ready on the server, building it if no

@@ -1,12 +1,16 @@
+//go:build unix && !solaris
+
 package dbtest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"gorm.io/gorm"
 
@@ -197,6 +201,34 @@ func TestTemplateBuildRecoversFromADeadBuilder(t *testing.T) {
 	}
 	if left := templates(t, s); len(left) != 1 || left[0] != name {
 		t.Errorf("databases %v, want only the template", left)
+	}
+}
+
+// A build abandoned because its caller's ctx ended is not the answer for
+// the callers waiting on it: they build the template themselves.
+func TestTemplateWaiterOutlivesAnImpatientBuilder(t *testing.T) {
+	s := startTestServer(t)
+	var runs atomic.Int32
+	slow := append(counted(&runs), dbkit.Migration{ID: "202611260902_slow", Migrate: func(tx *gorm.DB) error {
+		return tx.Exec("SELECT pg_sleep(1)").Error
+	}})
+	impatient, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	first := make(chan error, 1)
+	go func() {
+		_, err := s.Template(impatient, slow, "")
+		first <- err
+	}()
+	time.Sleep(100 * time.Millisecond) // the impatient one builds; this one waits on it
+	name, err := s.Template(context.Background(), slow, "")
+	if err != nil {
+		t.Fatalf("patient caller: %v", err)
+	}
+	if err := <-first; !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("impatient caller: %v, want context.DeadlineExceeded", err)
+	}
+	if got := templates(t, s); len(got) != 1 || got[0] != name {
+		t.Errorf("templates %v, want [%s]", got, name)
 	}
 }
 
