@@ -40,10 +40,11 @@ bench:
 	  -col '/impl@(template migrate truncate)' bench.txt
 	$(GO) run ./internal/benchratio -base pgx,keyset_first,template bench.txt
 
-## lint: gofmt and go vet
+## lint: gofmt, go vet, and golangci-lint (.golangci.yml: errcheck, govet, ineffassign, staticcheck, unused)
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+	$(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0 run $(PKGS)
 
 ## cover: coverage of every package by every test
 cover:

@@ -455,7 +455,7 @@ func renderings(t *testing.T, c Config) map[string]string {
 		"%v":            fmt.Sprintf("%v", c),
 		"%+v":           fmt.Sprintf("%+v", c),
 		"%#v":           fmt.Sprintf("%#v", c),
-		"%s":            fmt.Sprintf("%s", c),
+		"%s":            fmt.Sprintf("%s", c), //nolint:staticcheck // the %s verb is what is tested
 		"%q":            fmt.Sprintf("%q", c),
 		"pointer %v":    fmt.Sprintf("%v", &c),
 		"pointer %+v":   fmt.Sprintf("%+v", &c),

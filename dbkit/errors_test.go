@@ -24,7 +24,7 @@ func TestErrNotFoundMatchesGORM(t *testing.T) {
 	if !errors.Is(fmt.Errorf("get user: %w", ErrNotFound), gorm.ErrRecordNotFound) {
 		t.Error("wrapped ErrNotFound does not match gorm.ErrRecordNotFound")
 	}
-	if errors.Is(gorm.ErrRecordNotFound, ErrNotFound) {
+	if errors.Is(gorm.ErrRecordNotFound, ErrNotFound) { //nolint:staticcheck // reversed on purpose: GORM's error must not match ours
 		t.Error("gorm.ErrRecordNotFound matches ErrNotFound without translation")
 	}
 	if ErrNotFound.Error() != "record not found" {
@@ -76,7 +76,7 @@ func TestTranslateConstraintViolations(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			for _, db := range []*DB{nil, {}} {
 				in := fmt.Errorf("create: %w", tt.pg)
-				err := db.translate(nil, in)
+				err := db.translate(context.Background(), in)
 
 				var ce *ConstraintError
 				if !errors.As(err, &ce) {
@@ -135,20 +135,20 @@ func TestTranslatePassesOtherErrorsThrough(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			for _, db := range []*DB{nil, {}} {
-				if got := db.translate(nil, tt.in); got != tt.in {
+				if got := db.translate(context.Background(), tt.in); got != tt.in {
 					t.Errorf("translate(%v) = %v, want it unchanged", tt.in, got)
 				}
 			}
 		})
 	}
-	if got := (*DB)(nil).translate(nil, nil); got != nil {
+	if got := (*DB)(nil).translate(context.Background(), nil); got != nil {
 		t.Errorf("translate(nil) = %v", got)
 	}
 }
 
 func TestTranslateNotFound(t *testing.T) {
 	for _, in := range []error{gorm.ErrRecordNotFound, fmt.Errorf("first: %w", gorm.ErrRecordNotFound)} {
-		got := (*DB)(nil).translate(nil, in)
+		got := (*DB)(nil).translate(context.Background(), in)
 		if got != ErrNotFound {
 			t.Errorf("translate(%v) = %v, want ErrNotFound", in, got)
 		}
@@ -163,24 +163,24 @@ func TestTranslateAfterClose(t *testing.T) {
 	db.closed.Store(true)
 	driverErr := errors.New("sql: database is closed")
 
-	got := db.translate(nil, driverErr)
+	got := db.translate(context.Background(), driverErr)
 	if !errors.Is(got, ErrClosed) || !errors.Is(got, driverErr) {
 		t.Errorf("translate after Close = %v, want ErrClosed wrapping the driver error", got)
 	}
 	for _, in := range []error{context.Canceled, context.DeadlineExceeded, fmt.Errorf("q: %w", context.Canceled)} {
-		if got := db.translate(nil, in); got != in {
+		if got := db.translate(context.Background(), in); got != in {
 			t.Errorf("translate(%v) after Close = %v, want it unchanged", in, got)
 		}
 	}
 	// A constraint violation is still a constraint violation.
-	if got := db.translate(nil, &pgconn.PgError{Code: "23505"}); !errors.Is(got, ErrDuplicate) || errors.Is(got, ErrClosed) {
+	if got := db.translate(context.Background(), &pgconn.PgError{Code: "23505"}); !errors.Is(got, ErrDuplicate) || errors.Is(got, ErrClosed) {
 		t.Errorf("translate(23505) after Close = %v", got)
 	}
-	if got := db.translate(nil, gorm.ErrRecordNotFound); got != ErrNotFound {
+	if got := db.translate(context.Background(), gorm.ErrRecordNotFound); got != ErrNotFound {
 		t.Errorf("translate(not found) after Close = %v", got)
 	}
 	// A nil DB is not closed.
-	if got := (*DB)(nil).translate(nil, driverErr); got != driverErr {
+	if got := (*DB)(nil).translate(context.Background(), driverErr); got != driverErr {
 		t.Errorf("nil DB translate = %v, want unchanged", got)
 	}
 }

@@ -58,7 +58,11 @@ func RunMigrateCommand(ctx context.Context, args []string, stdout, stderr io.Wri
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	defer db.Close(context.Background())
+	defer func() {
+		if err := db.Close(context.Background()); err != nil {
+			fmt.Fprintln(stderr, err)
+		}
+	}()
 	err = cmd.Run(ctx, db.gorm, migrations, stdout, append([]migrate.Option{migrate.WithLogger(logger)}, opts...)...)
 	var usage *migrate.UsageError
 	switch {

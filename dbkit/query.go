@@ -175,12 +175,12 @@ func ForUpdate() QueryOption { return lockOption{strength: clause.LockingStrengt
 // transaction ends; other readers may share the lock. It needs a transaction.
 func ForShare() QueryOption { return lockOption{strength: clause.LockingStrengthShare} }
 
-// SkipLocked, with ForUpdate or ForShare, skips the rows another
-// transaction has locked instead of waiting for them: the way N workers
-// claim jobs from one table without blocking each other.
+// SkipLocked makes ForUpdate or ForShare skip the rows another transaction
+// has locked instead of waiting for them: the way N workers claim jobs from
+// one table without blocking each other.
 func SkipLocked() QueryOption { return lockOption{wait: clause.LockingOptionsSkipLocked} }
 
-// NoWait, with ForUpdate or ForShare, fails at once (SQLSTATE 55P03) rather
+// NoWait makes ForUpdate or ForShare fail at once (SQLSTATE 55P03) rather
 // than wait for a row another transaction has locked.
 func NoWait() QueryOption { return lockOption{wait: clause.LockingOptionsNoWait} }
 

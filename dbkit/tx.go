@@ -196,7 +196,7 @@ func (db *DB) runTx(ctx context.Context, fn func(ctx context.Context) error, o t
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	base := db.gorm.Session(&gorm.Session{NewDB: true, Context: ctx})
 	base.Statement.ConnPool = conn
 	return base.Transaction(func(tx *gorm.DB) error {

@@ -168,7 +168,7 @@ func (b *BaseDatabase[T]) copyFrom(ctx context.Context, items []T) error {
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	return conn.Raw(copyRows)
 }
 

@@ -51,7 +51,7 @@ func (s *startSampler) at(name string) map[string]string {
 	defer s.mu.Unlock()
 	out := map[string]string{}
 	for _, kv := range s.seen[name] {
-		out[string(kv.Key)] = kv.Value.Emit()
+		out[string(kv.Key)] = kv.Value.String()
 	}
 	return out
 }
@@ -111,7 +111,7 @@ func (o *observed) children(parent sdktrace.ReadOnlySpan) []sdktrace.ReadOnlySpa
 func attrs(s sdktrace.ReadOnlySpan) map[string]string {
 	out := map[string]string{}
 	for _, kv := range s.Attributes() {
-		out[string(kv.Key)] = kv.Value.Emit()
+		out[string(kv.Key)] = kv.Value.String()
 	}
 	return out
 }
@@ -267,7 +267,7 @@ func TestSpans(t *testing.T) {
 	} else {
 		retry := map[string]string{}
 		for _, kv := range tx.Events()[0].Attributes {
-			retry[string(kv.Key)] = kv.Value.Emit()
+			retry[string(kv.Key)] = kv.Value.String()
 		}
 		wantAttrs(t, "retry event", retry, map[string]string{"dbkit.tx.attempt": "2", "error.type": "40001"})
 	}
@@ -385,7 +385,7 @@ func find(points []point, metric string, want map[string]string) []point {
 		}
 		ok := true
 		for k, v := range want {
-			if got, found := p.attrs.Value(attribute.Key(k)); !found || got.Emit() != v {
+			if got, found := p.attrs.Value(attribute.Key(k)); !found || got.String() != v {
 				ok = false
 			}
 		}

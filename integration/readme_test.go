@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -68,7 +67,10 @@ func TestREADMEQuickstart(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	goBin, err := exec.LookPath("go") // go test puts the go command that runs it first on PATH
+	if err != nil {
+		t.Fatal(err)
+	}
 	cmd := exec.CommandContext(ctx, goBin, "run", "./"+filepath.Base(dir))
 	cmd.Dir = ".."
 	cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL)

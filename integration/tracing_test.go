@@ -106,12 +106,3 @@ func names(spans []sdktrace.ReadOnlySpan) []string {
 	}
 	return out
 }
-
-func attr(s sdktrace.ReadOnlySpan, key string) string {
-	for _, a := range s.Attributes() {
-		if string(a.Key) == key {
-			return a.Value.Emit()
-		}
-	}
-	return ""
-}

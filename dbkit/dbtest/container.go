@@ -32,7 +32,7 @@ func DockerAvailable(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("%w: %v", errNoDocker, err)
 	}
-	defer provider.Close()
+	defer func() { _ = provider.Close() }()
 	if err := provider.Health(ctx); err != nil {
 		return fmt.Errorf("%w: %v", errNoDocker, err)
 	}

@@ -81,7 +81,7 @@ func startLocal(ctx context.Context) (*Server, *localServer, error) {
 	ls := &localServer{dir: dir, owner: owner}
 	cleanup := func() {
 		_ = os.RemoveAll(dir)
-		owner.Close()
+		_ = owner.Close()
 	}
 	if cred != nil {
 		if err := os.Chown(dir, int(cred.Uid), int(cred.Gid)); err != nil {
@@ -139,7 +139,7 @@ func (ls *localServer) initdb(ctx context.Context, bin string, cred *syscall.Cre
 	if err := os.WriteFile(pwfile, []byte(password+"\n"), 0o600); err != nil {
 		return fmt.Errorf("dbtest: %w", err)
 	}
-	defer os.Remove(pwfile)
+	defer func() { _ = os.Remove(pwfile) }()
 	if cred != nil {
 		if err := os.Chown(pwfile, int(cred.Uid), int(cred.Gid)); err != nil {
 			return fmt.Errorf("dbtest: %w", err)
@@ -167,7 +167,7 @@ func (ls *localServer) start(ctx context.Context, bin string, cred *syscall.Cred
 	if err != nil {
 		return fmt.Errorf("dbtest: %w", err)
 	}
-	defer logFile.Close()
+	defer func() { _ = logFile.Close() }()
 	cmd := exec.Command(bin,
 		"-D", filepath.Join(ls.dir, "data"),
 		"-p", strconv.Itoa(port),
@@ -243,7 +243,7 @@ func (ls *localServer) stop(ctx context.Context) error {
 		err = fmt.Errorf("dbtest: %w", rmErr)
 	}
 	if ls.owner != nil {
-		ls.owner.Close()
+		_ = ls.owner.Close()
 	}
 	return err
 }
@@ -363,7 +363,7 @@ func freePort() (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("dbtest: find a free port: %w", err)
 	}
-	defer l.Close()
+	defer func() { _ = l.Close() }()
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
@@ -424,7 +424,7 @@ func ownerAlive(dir string) bool {
 	if err != nil {
 		return false
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	return errors.Is(syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB), syscall.EWOULDBLOCK)
 }
 
@@ -453,7 +453,7 @@ func accessible(path string) bool {
 	if err != nil {
 		return false
 	}
-	f.Close()
+	_ = f.Close()
 	return true
 }
 

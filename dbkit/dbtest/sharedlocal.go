@@ -152,7 +152,7 @@ func startSharedLocal(ctx context.Context) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dbtest: shared server: %w", err)
 	}
-	defer lock.Close()
+	defer func() { _ = lock.Close() }()
 	s, err := attachShared(ctx, base)
 	if err == nil {
 		return s, nil
@@ -193,7 +193,7 @@ func attachShared(ctx context.Context, base string) (*Server, error) {
 		return nil, err
 	}
 	if err := syscall.Flock(int(lease.Fd()), syscall.LOCK_SH); err != nil {
-		lease.Close()
+		_ = lease.Close()
 		return nil, fmt.Errorf("lease %s: %w", lease.Name(), err)
 	}
 	ls := &localServer{dir: st.Dir, port: st.Port, password: st.Password}
@@ -205,7 +205,7 @@ func attachShared(ctx context.Context, base string) (*Server, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := s.connectAdmin(ctx); err != nil {
-		lease.Close()
+		_ = lease.Close()
 		return nil, err
 	}
 	return s, nil
@@ -234,12 +234,12 @@ func startWatchdog(ctx context.Context, base string) error {
 	if err != nil {
 		return fmt.Errorf("dbtest: shared server: %w", err)
 	}
-	defer logFile.Close()
+	defer func() { _ = logFile.Close() }()
 	r, w, err := os.Pipe()
 	if err != nil {
 		return fmt.Errorf("dbtest: shared server: %w", err)
 	}
-	defer r.Close()
+	defer func() { _ = r.Close() }()
 	cmd := &exec.Cmd{
 		Path: exe,
 		// A name for ps; -test.run=^$ should the binary not become a watchdog.
@@ -255,7 +255,7 @@ func startWatchdog(ctx context.Context, base string) error {
 		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
 	}
 	err = cmd.Start()
-	w.Close()
+	_ = w.Close()
 	if err != nil {
 		return fmt.Errorf("dbtest: shared server: start watchdog: %w", err)
 	}
@@ -330,7 +330,7 @@ func runWatchdog(base string) int {
 	report := os.NewFile(3, "report")
 	fail := func(err error) int {
 		fmt.Fprint(report, err)
-		report.Close()
+		_ = report.Close()
 		return 1
 	}
 	idle, err := idleTimeFromEnv()
@@ -361,14 +361,14 @@ func runWatchdog(base string) int {
 		stop()
 		return fail(err)
 	}
-	defer users.Close()
+	defer func() { _ = users.Close() }()
 	st := sharedState{Watchdog: os.Getpid(), Dir: ls.dir, Port: ls.port, Password: ls.password, Idle: idle}
 	if err := writeState(base, st); err != nil {
 		stop()
 		return fail(err)
 	}
 	fmt.Fprint(report, "ok")
-	report.Close()
+	_ = report.Close()
 
 	// shutdown stops the server; lock is <base>.lock if the caller holds
 	// it, else it is taken (within a few seconds) so that no process
@@ -382,7 +382,7 @@ func runWatchdog(base string) int {
 		removeStateOf(base, st)
 		stop()
 		if lock != nil {
-			lock.Close()
+			_ = lock.Close()
 		}
 	}
 	var idleSince time.Time
@@ -419,7 +419,7 @@ func runWatchdog(base string) int {
 			continue
 		}
 		if err := syscall.Flock(int(users.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-			lock.Close()
+			_ = lock.Close()
 			idleSince = time.Time{}
 			continue
 		}
@@ -514,12 +514,12 @@ func flockFile(ctx context.Context, path string, how int) (*os.File, error) {
 			return f, nil
 		}
 		if !errors.Is(err, syscall.EWOULDBLOCK) || how&syscall.LOCK_NB != 0 {
-			f.Close()
+			_ = f.Close()
 			return nil, fmt.Errorf("lock %s: %w", path, err)
 		}
 		select {
 		case <-ctx.Done():
-			f.Close()
+			_ = f.Close()
 			return nil, fmt.Errorf("lock %s: %w", path, ctx.Err())
 		case <-time.After(10 * time.Millisecond):
 		}

@@ -208,7 +208,7 @@ func (s *Server) template(ctx context.Context, name, fp string, migrations []dbk
 	if err != nil {
 		return fmt.Errorf("dbtest: template %s: %w", name, err)
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	raw, _ := hex.DecodeString(fp[:16]) // the fingerprint is hex
 	key := int64(binary.BigEndian.Uint64(raw))
 	if _, err := conn.ExecContext(ctx, "SELECT pg_advisory_lock($1)", key); err != nil {
@@ -249,7 +249,7 @@ func (s *Server) prepareTemplate(ctx context.Context, conn *sql.Conn, name strin
 	for rows.Next() {
 		var db string
 		if err := rows.Scan(&db); err != nil {
-			rows.Close()
+			_ = rows.Close()
 			return false, err
 		}
 		leftovers = append(leftovers, db)

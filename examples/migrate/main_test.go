@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -45,7 +44,11 @@ func databaseURL(t *testing.T) (string, dbkit.Config) {
 // os.Args, exit status, stdout and stderr.
 func TestBinary(t *testing.T) {
 	bin := filepath.Join(t.TempDir(), "migrate")
-	build := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", bin, ".")
+	goBin, err := exec.LookPath("go") // go test puts the go command that runs it first on PATH
+	if err != nil {
+		t.Fatal(err)
+	}
+	build := exec.Command(goBin, "build", "-o", bin, ".")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}

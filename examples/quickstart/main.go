@@ -75,7 +75,11 @@ func run(ctx context.Context, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer db.Close(context.Background())
+	defer func() {
+		if err := db.Close(context.Background()); err != nil {
+			fmt.Fprintln(os.Stderr, "quickstart: close:", err)
+		}
+	}()
 	say("connect", "database %q on %s as %s in %v; migrations applied: %d %v",
 		cfg.Database, cfg.Addr(), cfg.User, since(start), len(applied), applied)
 
@@ -157,7 +161,7 @@ func printTree(w io.Writer, spans []sdktrace.ReadOnlySpan, parent trace.SpanID, 
 		line := fmt.Sprintf("%s%-*s %9v", indent, 44-len(indent), s.Name(), s.EndTime().Sub(s.StartTime()).Round(time.Microsecond))
 		for _, a := range s.Attributes() {
 			if a.Key == tracing.ErrorType {
-				line += "  error.type=" + a.Value.Emit()
+				line += "  error.type=" + a.Value.String()
 			}
 		}
 		for _, e := range s.Events() {

@@ -94,7 +94,11 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer db.Close(context.Background())
+	defer func() {
+		if err := db.Close(context.Background()); err != nil {
+			log.Print(err)
+		}
+	}()
 
 	mux := http.NewServeMux()
 	mux.Handle("GET /users", listUsers(dbkit.NewBaseDatabase[User](db)))

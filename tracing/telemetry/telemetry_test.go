@@ -22,7 +22,7 @@ func TestSetupFromEnvironment(t *testing.T) {
 	}
 	attrs := map[attribute.Key]string{}
 	for _, kv := range tel.Resource.Attributes() {
-		attrs[kv.Key] = kv.Value.Emit()
+		attrs[kv.Key] = kv.Value.String()
 	}
 	if attrs["service.name"] != "orders-api" || attrs["deployment.environment.name"] != "staging" {
 		t.Errorf("resource %v: want the service name and attributes of the environment", attrs)
