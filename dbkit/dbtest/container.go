@@ -90,9 +90,8 @@ func StartContainer(ctx context.Context) (*Server, error) {
 		stop: func(context.Context) error { return testcontainers.TerminateContainer(ctr) },
 	}
 	s.hint = func(db string) string {
-		cfg := s.admin
-		cfg.Database = db
-		return fmt.Sprintf("psql %q (password: see the container's POSTGRES_PASSWORD; while the container runs)", cfg.String())
+		return fmt.Sprintf("psql %q (password: see the container's POSTGRES_PASSWORD; while the container runs)",
+			s.configFor(db).String())
 	}
 	if err := s.connectAdmin(ctx); err != nil {
 		_ = testcontainers.TerminateContainer(ctr)

@@ -418,14 +418,22 @@ func removeStaleDirs() {
 	}
 }
 
-// ownerAlive reports whether a process holds dir's owner.lock.
-func ownerAlive(dir string) bool {
+// ownerLock reports whether a process holds dir's owner.lock; the error
+// says the lock could not be opened (there is none, or it is another
+// user's).
+func ownerLock(dir string) (held bool, err error) {
 	f, err := os.OpenFile(filepath.Join(dir, "owner.lock"), os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	if err != nil {
-		return false
+		return false, err
 	}
 	defer func() { _ = f.Close() }()
-	return errors.Is(syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB), syscall.EWOULDBLOCK)
+	return errors.Is(syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB), syscall.EWOULDBLOCK), nil
+}
+
+// ownerAlive reports whether a process holds dir's owner.lock.
+func ownerAlive(dir string) bool {
+	held, _ := ownerLock(dir)
+	return held
 }
 
 // staleServerDir reports whether the server directory dir is nobody's: its
@@ -433,9 +441,12 @@ func ownerAlive(dir string) bool {
 // postgres of its postmaster.pid is gone. A directory of another user's is
 // never stale.
 func staleServerDir(dir string) bool {
-	lock := filepath.Join(dir, "owner.lock")
-	if _, err := os.Lstat(lock); err == nil {
-		return accessible(lock) && !ownerAlive(dir)
+	held, err := ownerLock(dir)
+	if err == nil {
+		return !held
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return false
 	}
 	pidFile, err := os.ReadFile(filepath.Join(dir, "data", "postmaster.pid"))
 	if err != nil {
@@ -444,17 +455,6 @@ func staleServerDir(dir string) bool {
 	first, _, _ := bytes.Cut(pidFile, []byte("\n"))
 	pid, err := strconv.Atoi(string(first))
 	return err != nil || !processAlive(pid)
-}
-
-// accessible reports whether this process may open path (ownerAlive reads
-// a lock it cannot open as free).
-func accessible(path string) bool {
-	f, err := os.Open(path)
-	if err != nil {
-		return false
-	}
-	_ = f.Close()
-	return true
 }
 
 func processAlive(pid int) bool {

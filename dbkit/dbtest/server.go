@@ -118,11 +118,7 @@ func Open(ctx context.Context, url string) (*Server, error) {
 		return nil, fmt.Errorf("dbtest: %s: %w", EnvDatabaseURL, err)
 	}
 	s := &Server{source: SourceExternal, admin: cfg, stop: func(context.Context) error { return nil }}
-	s.hint = func(db string) string {
-		c := s.admin
-		c.Database = db
-		return fmt.Sprintf("psql %q", c.String())
-	}
+	s.hint = func(db string) string { return fmt.Sprintf("psql %q", s.configFor(db).String()) }
 	if err := s.connectAdmin(ctx); err != nil {
 		return nil, err
 	}
@@ -171,17 +167,22 @@ func (s *Server) Exec(ctx context.Context, query string, args ...any) error {
 // CreateDatabase creates an empty database named name and returns the
 // configuration to connect to it as the superuser.
 func (s *Server) CreateDatabase(ctx context.Context, name string) (dbkit.Config, error) {
-	if err := s.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+	if err := s.Exec(ctx, "CREATE DATABASE "+quote(name)); err != nil {
 		return dbkit.Config{}, fmt.Errorf("dbtest: create database %q: %w", name, err)
 	}
+	return s.configFor(name), nil
+}
+
+// configFor is the superuser's configuration for database name.
+func (s *Server) configFor(name string) dbkit.Config {
 	cfg := s.admin
 	cfg.Database = name
-	return cfg, nil
+	return cfg
 }
 
 // DropDatabase drops database name, disconnecting its sessions first.
 func (s *Server) DropDatabase(ctx context.Context, name string) error {
-	if err := s.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
+	if err := s.Exec(ctx, "DROP DATABASE IF EXISTS "+quote(name)+" WITH (FORCE)"); err != nil {
 		return fmt.Errorf("dbtest: drop database %q: %w", name, err)
 	}
 	return nil

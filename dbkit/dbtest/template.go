@@ -273,9 +273,7 @@ func (s *Server) buildTemplate(ctx context.Context, conn *sql.Conn, name string,
 		return err
 	}
 	err := func() error {
-		cfg := s.admin
-		cfg.Database = build
-		db, err := dbkit.Connect(ctx, cfg, append(slices.Clip(opts), dbkit.WithMigrations(migrations...))...)
+		db, err := dbkit.Connect(ctx, s.configFor(build), append(slices.Clip(opts), dbkit.WithMigrations(migrations...))...)
 		if err != nil {
 			return err // it says "migrate" and which migration failed
 		}
@@ -306,9 +304,7 @@ func (s *Server) CreateDatabaseFrom(ctx context.Context, name, template string) 
 	if err := s.Exec(ctx, stmt); err != nil {
 		return dbkit.Config{}, fmt.Errorf("dbtest: create database %q from %q: %w", name, template, err)
 	}
-	cfg := s.admin
-	cfg.Database = name
-	return cfg, nil
+	return s.configFor(name), nil
 }
 
 // dropDatabase drops db, ending its sessions; a template is unmarked first,
