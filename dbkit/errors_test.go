@@ -461,3 +461,17 @@ func TestEncodeErrorsWithholdTheValue(t *testing.T) {
 		t.Errorf("an unrelated error became %v", got)
 	}
 }
+
+// compile resolves conds and opts against s, as a repository of the model
+// does: the tests' way into compileQuery.
+func compile(s *schema.Schema, model string, conds []Condition, opts []QueryOption) (compiled, error) {
+	all := make([]QueryOption, 0, len(conds)+len(opts))
+	for _, c := range conds {
+		all = append(all, c)
+	}
+	r, err := newFieldResolver(model, s, nil)
+	if err != nil {
+		return compiled{}, err
+	}
+	return compileQuery(r, append(all, opts...))
+}

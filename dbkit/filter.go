@@ -143,9 +143,10 @@ func FiltersFromQuery(q url.Values, skip ...string) ([]Filter, error) {
 
 // fieldResolver finds the fields input may name.
 type fieldResolver struct {
-	model  string
-	schema *schema.Schema
-	byName map[string]*schema.Field // column, JSON and Go names of the fields input may name
+	model     string
+	schema    *schema.Schema
+	byName    map[string]*schema.Field // column, JSON and Go names of the fields input may name
+	deletedAt *schema.Field            // the SoftDelete column, nil without one
 }
 
 // newFieldResolver indexes the fields of s that input may name: every
@@ -153,7 +154,7 @@ type fieldResolver struct {
 // tagged json:"-" or dbkit:"nofilter". A non-empty allow list (see
 // InputFields) narrows that to the fields it names.
 func newFieldResolver(model string, s *schema.Schema, allow []string) (*fieldResolver, error) {
-	r := &fieldResolver{model: model, schema: s, byName: map[string]*schema.Field{}}
+	r := &fieldResolver{model: model, schema: s, byName: map[string]*schema.Field{}, deletedAt: softDeleteField(s)}
 	var allowed map[*schema.Field]bool
 	if len(allow) > 0 {
 		allowed = map[*schema.Field]bool{}
@@ -318,9 +319,10 @@ func anyOf(exprs ...clause.Expression) clause.Expression {
 
 // escapeLike makes s match itself in a LIKE pattern (backslash is
 // PostgreSQL's default escape character).
-func escapeLike(s string) string {
-	return strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(s)
-}
+func escapeLike(s string) string { return likeEscaper.Replace(s) }
+
+// likeEscaper escapes LIKE's wildcards and its escape character.
+var likeEscaper = strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
 
 func (r *fieldResolver) convertList(field *schema.Field, v any) ([]any, error) {
 	var items []any

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/url"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -91,13 +92,8 @@ func TestFiltersFromQuery(t *testing.T) {
 		{Field: "id", Op: OpIn, Value: []any{"a", "b"}},
 		{Field: "name", Op: OpEq, Value: "Ada"},
 	}
-	if len(got) != len(want) {
-		t.Fatalf("got %+v, want %+v", got, want)
-	}
-	for i := range want {
-		if got[i].Field != want[i].Field || got[i].Op != want[i].Op {
-			t.Errorf("filter %d = %+v, want %+v", i, got[i], want[i])
-		}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got %#v,\nwant %#v", got, want)
 	}
 	for _, bad := range []string{"age[between]=1", "age[gte=1", "[eq]=1"} {
 		q, _ := url.ParseQuery(bad)

@@ -111,23 +111,30 @@ func assignID(tx *gorm.DB, v reflect.Value) {
 	if v.Kind() != reflect.Struct || !v.CanAddr() {
 		return
 	}
-	mb, ok := v.Addr().Interface().(modelBase)
-	if !ok {
-		return
+	if mb, ok := v.Addr().Interface().(modelBase); ok {
+		if _, err := prepareNew(mb); err != nil {
+			_ = tx.AddError(err)
+		}
 	}
+}
+
+// prepareNew gives a row about to be inserted what dbkit assigns: Version 1
+// to a Versioned model, a UUIDv7 to a zero ID. It returns the row's Model:
+// nil when *Model is embedded by pointer and unset.
+func prepareNew(mb modelBase) (*Model, error) {
 	if vb, ok := mb.(versionedBase); ok {
 		if v := vb.versioned(); v != nil && v.Version == 0 {
 			v.Version = 1
 		}
 	}
-	m := mb.base() // nil when *Model is embedded by pointer and unset
+	m := mb.base()
 	if m == nil || m.ID != uuid.Nil {
-		return
+		return m, nil
 	}
 	id, err := newID()
 	if err != nil {
-		_ = tx.AddError(err)
-		return
+		return m, err
 	}
 	m.ID = id
+	return m, nil
 }

@@ -266,7 +266,7 @@ func (b *BaseDatabase[T]) checkCursorSort(q compiled) error {
 		}
 		switch k := indirect(t); {
 		case k == timeType, k == uuidType:
-		case k.Kind() >= reflect.Int && k.Kind() <= reflect.Float64 && k.Kind() != reflect.Uintptr, k.Kind() == reflect.String, k.Kind() == reflect.Bool:
+		case isNumber(k.Kind()), k.Kind() == reflect.String, k.Kind() == reflect.Bool:
 		default:
 			return fmt.Errorf("%w: %s.%s cannot sort cursor pages: a %s cannot be a cursor key", ErrInvalid, b.model, f.Name, k)
 		}

@@ -223,20 +223,6 @@ func (c compiled) forCount() compiled {
 	return compiled{where: c.where, unscoped: c.unscoped}
 }
 
-// compile resolves field names against s. It reports the first problem as
-// an error wrapping ErrInvalid.
-func compile(s *schema.Schema, model string, conds []Condition, opts []QueryOption) (compiled, error) {
-	all := make([]QueryOption, 0, len(conds)+len(opts))
-	for _, c := range conds {
-		all = append(all, c)
-	}
-	r, err := newFieldResolver(model, s, nil)
-	if err != nil {
-		return compiled{}, err
-	}
-	return compileQuery(r, append(all, opts...))
-}
-
 // compileQuery resolves every field of opts: conditions and orders from code
 // against the whole schema, filters and sorts from input against the fields
 // input may name. Nothing reaches SQL that was not checked here.
@@ -321,7 +307,7 @@ func (r *fieldResolver) compileScope(c *compiled, q query) error {
 		c.unscoped = true
 	}
 	if q.onlyDeleted {
-		f := softDeleteField(r.schema)
+		f := r.deletedAt
 		if f == nil {
 			return fmt.Errorf("%w: %s has no soft delete: OnlyDeleted does not apply", ErrInvalid, r.model)
 		}

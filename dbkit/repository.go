@@ -391,7 +391,8 @@ func (b *BaseDatabase[T]) Patch(ctx context.Context, id uuid.UUID, fields map[st
 		return out, fmt.Errorf("dbkit: %s.Patch: %w", b.model, err)
 	}
 	ctx, span := b.start(ctx, b.names.patch)
-	// Built by GORM (which adds updated_at), run with RETURNING * into out.
+	// Built by GORM (updated_at is in set: GORM adds it to no map update
+	// when hooks are skipped), run with RETURNING * into out.
 	stmt := b.conn(ctx).Session(&gorm.Session{DryRun: true, SkipHooks: true}).Model(new(T)).
 		Clauses(clause.Returning{}).Where(clause.Eq{Column: b.pk, Value: id}).Updates(set).Statement
 	if stmt.Error != nil {
@@ -511,7 +512,7 @@ func (b *BaseDatabase[T]) Restore(ctx context.Context, id uuid.UUID) error {
 	if b.err != nil {
 		return b.err
 	}
-	f := softDeleteField(b.schema)
+	f := b.fields.deletedAt
 	if f == nil {
 		return b.invalid("Restore", "%s has no soft delete", b.model)
 	}

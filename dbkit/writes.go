@@ -109,22 +109,18 @@ func (b *BaseDatabase[T]) CreateMany(ctx context.Context, items []T) error {
 func (b *BaseDatabase[T]) copyFrom(ctx context.Context, items []T) error {
 	now := now()
 	for i := range items {
-		m := any(&items[i]).(modelBase).base()
-		if m.ID == uuid.Nil {
-			id, err := newID()
-			if err != nil {
-				return err
-			}
-			m.ID = id
+		m, err := prepareNew(any(&items[i]).(modelBase))
+		if err != nil {
+			return err
+		}
+		if m == nil {
+			return fmt.Errorf("%w: item %d: its embedded *dbkit.Model is nil", ErrInvalid, i)
 		}
 		if m.CreatedAt.IsZero() {
 			m.CreatedAt = now
 		}
 		if m.UpdatedAt.IsZero() {
 			m.UpdatedAt = now
-		}
-		if vb, ok := any(&items[i]).(versionedBase); ok && vb.versioned().Version == 0 {
-			vb.versioned().Version = 1
 		}
 	}
 	// Rows are made as pgx encodes them, into one buffer it copies from.
@@ -235,7 +231,7 @@ func (b *BaseDatabase[T]) upsert(ctx context.Context, op, spanName string, items
 	// is a dry run) but run by us, so that the returned rows can be matched
 	// to the items.
 	onConflict := clause.OnConflict{Columns: keys, DoUpdates: clause.AssignmentColumns(updates)}
-	if f := softDeleteField(b.schema); f != nil {
+	if f := b.fields.deletedAt; f != nil {
 		onConflict.TargetWhere = clause.Where{Exprs: []clause.Expression{
 			clause.Expr{SQL: "? IS NULL", Vars: []any{clause.Column{Name: f.DBName}}}}}
 	}
