@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"strings"
@@ -141,7 +142,8 @@ func TestConcurrentMigratorsGoroutines(t *testing.T) {
 func TestConcurrentMigratorsProcesses(t *testing.T) {
 	t.Parallel()
 	cfg := srv.NewDatabase(t)
-	dsn := fmt.Sprintf("postgres://%s:%s@%s/%s?sslmode=disable", cfg.User, cfg.Password, cfg.Addr(), cfg.Database)
+	dsn := (&url.URL{Scheme: "postgres", User: url.UserPassword(cfg.User, cfg.Password), Host: cfg.Addr(),
+		Path: "/" + cfg.Database, RawQuery: "sslmode=disable"}).String()
 	const processes = 8
 	cmds := make([]*exec.Cmd, processes)
 	outs := make([]*logBuffer, processes)

@@ -217,7 +217,9 @@ func TestCommandKeepsTheServiceOptions(t *testing.T) {
 	if !slices.Equal(tables, []string{"schema_changes"}) {
 		t.Errorf("tables = %v, want the service's schema_changes only", tables)
 	}
-	cmd, _ = migrate.ParseCommand([]string{"-table", "other_changes", "status"})
+	if cmd, err = migrate.ParseCommand([]string{"-table", "other_changes", "status"}); err != nil {
+		t.Fatal(err)
+	}
 	out.Reset()
 	if err := cmd.Run(ctx, db, reversible("a1"), &out, migrate.WithTableName("schema_changes")); err != nil {
 		t.Fatal(err)

@@ -298,8 +298,8 @@ func TestUpdate(t *testing.T) {
 	if !errors.Is(err, dbkit.ErrNotFound) {
 		t.Fatalf("Update(deleted row) = %v, want ErrNotFound", err)
 	}
-	if n, _ := users.Count(ctx); n != 0 {
-		t.Fatalf("Update of a deleted row inserted it again (%d rows)", n)
+	if n, err := users.Count(ctx); err != nil || n != 0 {
+		t.Fatalf("Count after Update of a deleted row = %d, %v; want 0 (not inserted again)", n, err)
 	}
 }
 

@@ -37,8 +37,8 @@ func TestSoftDelete(t *testing.T) {
 	if err != nil || !got.DeletedAt.Valid {
 		t.Fatalf("Get(WithDeleted) = %+v, %v; want the row with DeletedAt set", got, err)
 	}
-	if n, _ := accounts.Count(ctx); n != 0 {
-		t.Errorf("Count() = %d, want 0 live accounts", n)
+	if n, err := accounts.Count(ctx); err != nil || n != 0 {
+		t.Errorf("Count() = %d, %v; want 0 live accounts", n, err)
 	}
 	if n, _ := accounts.Count(ctx, dbkit.OnlyDeleted()); n != 1 {
 		t.Errorf("Count(OnlyDeleted) = %d, want 1", n)
@@ -72,8 +72,8 @@ func TestSoftDelete(t *testing.T) {
 	if err := accounts.HardDelete(ctx, a.ID); err != nil {
 		t.Fatal(err)
 	}
-	if n, _ := accounts.Count(ctx, dbkit.WithDeleted()); n != 0 {
-		t.Errorf("after HardDelete: %d rows, want none", n)
+	if n, err := accounts.Count(ctx, dbkit.WithDeleted()); err != nil || n != 0 {
+		t.Errorf("after HardDelete: %d rows, %v; want none", n, err)
 	}
 
 	users := dbkit.NewBaseDatabase[User](newDB(t))

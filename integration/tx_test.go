@@ -31,8 +31,8 @@ func TestInTxCommitsAcrossRepositories(t *testing.T) {
 			t.Errorf("inside the transaction: Exists = %v, %v", ok, err)
 		}
 		// Outside: not yet.
-		if ok, _ := users.Exists(context.Background(), dbkit.Eq("email", "tx@example.com")); ok {
-			t.Error("an uncommitted row is visible outside the transaction")
+		if ok, err := users.Exists(context.Background(), dbkit.Eq("email", "tx@example.com")); err != nil || ok {
+			t.Errorf("outside the transaction: Exists = %v, %v; want false: an uncommitted row is not visible", ok, err)
 		}
 		var n int64
 		if err := users.Query(ctx).Raw("SELECT count(*) FROM users").Scan(ctx, &n); err != nil || n != 1 {

@@ -48,22 +48,26 @@ func TestCreateManyWithCopy(t *testing.T) {
 	if !errors.As(err, &ce) || !errors.Is(err, dbkit.ErrDuplicate) || ce.Constraint != "users_email_key" {
 		t.Fatalf("CreateMany(duplicate) = %v, want ErrDuplicate on users_email_key", err)
 	}
-	if ok, _ := users.Exists(ctx, dbkit.Eq("email", "new1@example.com")); ok {
-		t.Error("a row of the failed COPY was written")
+	if ok, err := users.Exists(ctx, dbkit.Eq("email", "new1@example.com")); err != nil || ok {
+		t.Errorf("Exists(a row of the failed COPY) = %v, %v; want false", ok, err)
 	}
 
 	// In a transaction that rolls back, nothing stays.
-	_ = db.InTx(ctx, func(ctx context.Context) error {
+	rollBack := errors.New("roll back")
+	err = db.InTx(ctx, func(ctx context.Context) error {
 		if err := users.CreateMany(ctx, []User{{Email: "tx1@example.com"}, {Email: "tx2@example.com"}}); err != nil {
 			t.Fatal(err)
 		}
-		if n, _ := users.Count(ctx, dbkit.Filter{Field: "email", Op: dbkit.OpLike, Value: "tx"}); n != 2 {
-			t.Errorf("inside the transaction: %d rows, want 2", n)
+		if n, err := users.Count(ctx, dbkit.Filter{Field: "email", Op: dbkit.OpLike, Value: "tx"}); err != nil || n != 2 {
+			t.Errorf("inside the transaction: %d rows, %v; want 2", n, err)
 		}
-		return errors.New("roll back")
+		return rollBack
 	})
-	if n, _ := users.Count(ctx, dbkit.Filter{Field: "email", Op: dbkit.OpLike, Value: "tx"}); n != 0 {
-		t.Errorf("after rollback: %d rows of the COPY stayed", n)
+	if !errors.Is(err, rollBack) {
+		t.Errorf("InTx = %v, want fn's error", err)
+	}
+	if n, err := users.Count(ctx, dbkit.Filter{Field: "email", Op: dbkit.OpLike, Value: "tx"}); err != nil || n != 0 {
+		t.Errorf("after rollback: %d rows of the COPY stayed (%v)", n, err)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"testing"
 
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/codes"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -38,9 +39,18 @@ func TestEnd(t *testing.T) {
 }
 
 func TestNilProviderIsNoop(t *testing.T) {
+	// A global provider that records: nil must not fall back to it.
+	rec := tracetest.NewSpanRecorder()
+	global := otel.GetTracerProvider()
+	otel.SetTracerProvider(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)))
+	t.Cleanup(func() { otel.SetTracerProvider(global) })
+
 	_, span := SessionTracer(nil).Start(context.Background(), SpanConnect)
 	if span.IsRecording() {
 		t.Error("a nil provider must not record")
 	}
 	End(span, errors.New("x"), nil)
+	if n := len(rec.Ended()); n != 0 {
+		t.Errorf("the global provider recorded %d spans for a nil provider", n)
+	}
 }
