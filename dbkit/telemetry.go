@@ -25,9 +25,6 @@ type stmtObs struct {
 	table  string          // db.collection.name, "" for SQL the caller wrote
 	op     string          // the operation of the callback chain, when the SQL does not say
 	parent context.Context // the statement's context, without the stmtObs
-	// dryRun: GORM builds the statement and does not run it (dbkit builds
-	// some so). It gets no span, metric or log.
-	dryRun bool
 }
 
 type stmtObsKey struct{}
@@ -89,10 +86,15 @@ type registrar interface {
 	Register(name string, fn func(*gorm.DB)) error
 }
 
-// stmtStart notes when a statement starts and on which table.
+// stmtStart notes when a statement starts and on which table. A dry run
+// (GORM builds the statement and does not run it; dbkit builds some so)
+// gets no span, metric or log.
 func (db *DB) stmtStart(tx *gorm.DB, op string) {
+	if tx.DryRun {
+		return
+	}
 	ctx := tx.Statement.Context
-	obs := &stmtObs{op: op, table: tx.Statement.Table, parent: ctx, dryRun: tx.DryRun}
+	obs := &stmtObs{op: op, table: tx.Statement.Table, parent: ctx}
 	// SQL given before the statement runs is the caller's (Raw, Exec): the
 	// model it was run through does not say which table it reads.
 	if tx.Statement.SQL.Len() > 0 && ctx.Value(ownSQLKey{}) == nil {
@@ -111,7 +113,7 @@ func (db *DB) stmtEnd(tx *gorm.DB) {
 		return
 	}
 	tx.Statement.Context = obs.parent
-	if obs.dryRun || tx.Statement.SQL.Len() == 0 {
+	if tx.Statement.SQL.Len() == 0 {
 		return
 	}
 	end := time.Now()

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/go-gormigrate/gormigrate/v2"
+	"github.com/jackc/pgx/v5"
 	"go.opentelemetry.io/otel/trace"
 	"gorm.io/gorm"
 
@@ -537,13 +538,7 @@ func ids(migs []Migration) []string {
 }
 
 // quoteIdent quotes a possibly schema-qualified identifier.
-func quoteIdent(name string) string {
-	parts := strings.Split(name, ".")
-	for i, p := range parts {
-		parts[i] = `"` + strings.ReplaceAll(p, `"`, `""`) + `"`
-	}
-	return strings.Join(parts, ".")
-}
+func quoteIdent(name string) string { return pgx.Identifier(strings.Split(name, ".")).Sanitize() }
 
 // Up validates migrations and applies those not yet applied to db; see
 // [Migrator.Up].

@@ -17,18 +17,12 @@ type applied struct {
 // readApplied returns the recorded migrations in ID order, or none when the
 // table does not exist yet.
 func (m *Migrator) readApplied(ctx context.Context, db *gorm.DB) ([]applied, error) {
-	var exists bool
-	if err := db.WithContext(ctx).Raw("SELECT to_regclass(?) IS NOT NULL", quoteIdent(m.table)).Scan(&exists).Error; err != nil {
+	exists, hasAppliedAt, err := m.tableState(ctx, db)
+	if err != nil {
 		return nil, fmt.Errorf("migrate: look for table %s: %w", m.table, err)
 	}
 	if !exists {
 		return nil, nil
-	}
-	var hasAppliedAt bool
-	if err := db.WithContext(ctx).Raw(`SELECT EXISTS (SELECT 1 FROM pg_attribute
-		WHERE attrelid = to_regclass(?) AND attname = 'applied_at' AND NOT attisdropped)`, quoteIdent(m.table)).
-		Scan(&hasAppliedAt).Error; err != nil {
-		return nil, fmt.Errorf("migrate: read table %s: %w", m.table, err)
 	}
 	cols := "id, NULL::timestamptz AS applied_at" // a gormigrate table not yet adopted
 	if hasAppliedAt {
@@ -51,16 +45,23 @@ func (m *Migrator) readApplied(ctx context.Context, db *gorm.DB) ([]applied, err
 	return out, nil
 }
 
+// tableState reports, in one round trip, whether the table exists and
+// whether it has applied_at (a table gormigrate created has not).
+func (m *Migrator) tableState(ctx context.Context, db *gorm.DB) (exists, hasAppliedAt bool, err error) {
+	table := quoteIdent(m.table)
+	err = db.WithContext(ctx).Raw(`SELECT to_regclass(?) IS NOT NULL, EXISTS (SELECT 1 FROM pg_attribute
+		WHERE attrelid = to_regclass(?) AND attname = 'applied_at' AND NOT attisdropped)`, table, table).
+		Row().Scan(&exists, &hasAppliedAt)
+	return exists, hasAppliedAt, err
+}
+
 // ensureTable creates the table, or adds applied_at to a table gormigrate
 // created. It runs under the lock (concurrent CREATE TABLE IF NOT EXISTS can
 // fail in PostgreSQL), and only changes what is missing: an ALTER TABLE
 // waits behind any open reader of the table, and every reader behind it.
 func (m *Migrator) ensureTable(ctx context.Context, db *gorm.DB) error {
 	table := quoteIdent(m.table)
-	var exists, hasAppliedAt bool
-	err := db.WithContext(ctx).Raw(`SELECT to_regclass(?) IS NOT NULL, EXISTS (SELECT 1 FROM pg_attribute
-		WHERE attrelid = to_regclass(?) AND attname = 'applied_at' AND NOT attisdropped)`, table, table).
-		Row().Scan(&exists, &hasAppliedAt)
+	exists, hasAppliedAt, err := m.tableState(ctx, db)
 	switch {
 	case err != nil:
 	case !exists:
