@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 	"gorm.io/gorm"
 
@@ -218,7 +219,7 @@ func errorType(err error) (errType, sqlstate string) {
 	case errors.Is(err, context.DeadlineExceeded):
 		return "timeout", ""
 	}
-	return "_OTHER", ""
+	return semconv.ErrorTypeOther.Value.AsString(), ""
 }
 
 // firstKeyword is the SQL's first word, upper-cased, or fallback.
@@ -262,8 +263,8 @@ func (db *DB) setupMetrics(mp metric.MeterProvider) error {
 		return fmt.Errorf("dbkit: metrics: %w", err)
 	}
 	pool := attribute.NewSet(tracing.PoolName.String(db.poolName))
-	idle := metric.WithAttributes(tracing.PoolName.String(db.poolName), tracing.ConnectionState.String("idle"))
-	used := metric.WithAttributes(tracing.PoolName.String(db.poolName), tracing.ConnectionState.String("used"))
+	idle := metric.WithAttributes(tracing.PoolName.String(db.poolName), semconv.DBClientConnectionStateIdle)
+	used := metric.WithAttributes(tracing.PoolName.String(db.poolName), semconv.DBClientConnectionStateUsed)
 	db.poolReg, err = meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		st := db.sql.Stats()
 		o.ObserveInt64(count, int64(st.Idle), idle)

@@ -3,6 +3,7 @@ package tracing
 import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 )
@@ -26,23 +27,22 @@ const (
 	SpanMigration = "DatabaseSession.Migration" // one per migration applied or rolled back
 )
 
-// Attribute keys, following the stable OpenTelemetry database semantic
-// conventions (semconv 1.33 and later) where one exists, and prefixed
-// "dbkit." where dbkit adds its own.
+// Attribute keys: those of the stable OpenTelemetry database semantic
+// conventions, from the semconv package, and dbkit's own, prefixed "dbkit.".
 const (
-	DBSystemName         = attribute.Key("db.system.name")
-	DBNamespace          = attribute.Key("db.namespace")
-	DBCollectionName     = attribute.Key("db.collection.name")
-	DBOperationName      = attribute.Key("db.operation.name")
-	DBQuerySummary       = attribute.Key("db.query.summary")
-	DBQueryText          = attribute.Key("db.query.text")
-	DBResponseStatusCode = attribute.Key("db.response.status_code")
-	DBReturnedRows       = attribute.Key("db.response.returned_rows")
-	ErrorType            = attribute.Key("error.type")
-	ServerAddress        = attribute.Key("server.address")
-	ServerPort           = attribute.Key("server.port")
-	PoolName             = attribute.Key("db.client.connection.pool.name")
-	ConnectionState      = attribute.Key("db.client.connection.state")
+	DBSystemName         = semconv.DBSystemNameKey
+	DBNamespace          = semconv.DBNamespaceKey
+	DBCollectionName     = semconv.DBCollectionNameKey
+	DBOperationName      = semconv.DBOperationNameKey
+	DBQuerySummary       = semconv.DBQuerySummaryKey
+	DBQueryText          = semconv.DBQueryTextKey
+	DBResponseStatusCode = semconv.DBResponseStatusCodeKey
+	DBReturnedRows       = semconv.DBResponseReturnedRowsKey
+	ErrorType            = semconv.ErrorTypeKey
+	ServerAddress        = semconv.ServerAddressKey
+	ServerPort           = semconv.ServerPortKey
+	PoolName             = semconv.DBClientConnectionPoolNameKey
+	ConnectionState      = semconv.DBClientConnectionStateKey
 	Model                = attribute.Key("dbkit.model")
 	PageSize             = attribute.Key("dbkit.page.size")
 	MigrationID          = attribute.Key("dbkit.migration.id")
@@ -68,7 +68,7 @@ const (
 const ScopeName = "github.com/dbkit-go/database"
 
 // PostgreSQL is the db.system.name of every dbkit span.
-var PostgreSQL = DBSystemName.String("postgresql")
+var PostgreSQL = semconv.DBSystemNamePostgreSQL
 
 // EventNotFound is the event recorded on a span whose operation found no row:
 // not finding a row is an answer, not an error, so the span status stays unset.
