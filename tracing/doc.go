@@ -5,10 +5,12 @@
 //
 // A session tracer named [SessionTracerName] ("DatabaseSession") carries the
 // spans of a connection's life: [SpanConnect], [SpanHealth], [SpanMigrate]
-// and [SpanClose]. Each model has a tracer of its own, named after the model
-// ([ModelTracer]), whose spans are named "Model.Operation" ([SpanName]), for
-// example "User.Get". SQL statements get CLIENT spans from the tracer named
-// [ScopeName] ([StatementTracer]), named by their db.query.summary ("SELECT
+// with one [SpanMigration] per migration applied or rolled back, [SpanClose],
+// and [SpanTx] for each transaction dbkit's InTx runs. Each model has a
+// tracer of its own, named after the model ([ModelTracer]), whose spans are
+// named "Model.Operation" ([SpanName]), for example "User.Get". SQL
+// statements get CLIENT spans from the tracer named [ScopeName]
+// ([StatementTracer]), named by their db.query.summary ("SELECT
 // users"), children of the repository span, with every attribute set at
 // their start and their text parameterised, never with values.
 //

@@ -1,7 +1,7 @@
 // Command rest serves a list of users over HTTP, with filters, sorting and
 // cursor pagination taken straight from the query string:
 //
-//	GET /users?name[ilike]=ada&age[gte]=18&sort=-created_at&size=20
+//	GET /users?name[ilike]=ada&created_at[gte]=2026-01-01T00:00:00Z&sort=-created_at&size=20
 //	GET /users?...&cursor=<next from the previous page>
 //
 // Everything in the query string is checked by dbkit before any SQL is
