@@ -8,7 +8,12 @@
 // sent; a bad field, operator, value, sort or cursor is a 400 whose message
 // names the problem, never the value.
 //
-//	DATABASE_URL=postgres://app:secret@localhost:5432/app go run ./examples/rest
+//	DATABASE_URL=postgres://app:secret@localhost:5432/app CURSOR_KEY=$(openssl rand -hex 32) go run ./examples/rest
+//
+// CURSOR_KEY authenticates the cursors handed to clients (at least 32
+// bytes; the same on every replica). Without it dbkit derives a key from
+// the database name and logs a warning: cursors cannot be altered, but one
+// could be forged.
 package main
 
 import (
@@ -90,7 +95,13 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	db, err := dbkit.Connect(ctx, cfg, dbkit.WithMigrations(migrations.All...))
+	opts := []dbkit.Option{dbkit.WithMigrations(migrations.All...)}
+	if key := os.Getenv("CURSOR_KEY"); key != "" {
+		// The same secret on every replica, so that a cursor made by one is
+		// good on the others, and no client can make one of its own.
+		opts = append(opts, dbkit.WithCursorKey([]byte(key)))
+	}
+	db, err := dbkit.Connect(ctx, cfg, opts...)
 	if err != nil {
 		log.Fatal(err)
 	}
