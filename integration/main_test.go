@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dbkit-go/database/dbkit"
 	"github.com/dbkit-go/database/dbkit/dbtest"
 )
 
@@ -32,4 +33,27 @@ func run(m *testing.M) int {
 	}
 	srv = s
 	return m.Run()
+}
+
+// openDB connects to cfg with opts, ending the test on failure; the
+// connection is closed when the test ends.
+func openDB(t *testing.T, cfg dbkit.Config, opts ...dbkit.Option) *dbkit.DB {
+	t.Helper()
+	db, err := dbkit.Connect(context.Background(), cfg, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close(context.Background()) })
+	return db
+}
+
+// migrateDB applies migrations to cfg's database on a connection of its
+// own, closed at once, ending the test on failure.
+func migrateDB(t *testing.T, cfg dbkit.Config, migrations ...dbkit.Migration) {
+	t.Helper()
+	db, err := dbkit.Connect(context.Background(), cfg, dbkit.WithMigrations(migrations...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = db.Close(context.Background())
 }

@@ -274,12 +274,8 @@ func TestConnectCheckOnly(t *testing.T) {
 	if !errors.Is(err, migrate.ErrPending) || !errors.As(err, &pe) || !slices.Equal(pe.IDs, []string{"a1", "b2"}) {
 		t.Fatalf("Connect(check) = %v, want a PendingError for a1, b2", err)
 	}
-	db, err := dbkit.Connect(ctx, cfg, dbkit.WithMigrations(migs...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	db.Close(ctx)
-	db, err = dbkit.Connect(ctx, cfg, dbkit.WithMigrationCheck(migs...))
+	migrateDB(t, cfg, migs...)
+	db, err := dbkit.Connect(ctx, cfg, dbkit.WithMigrationCheck(migs...))
 	if err != nil {
 		t.Fatalf("Connect(check) after migrating: %v", err)
 	}

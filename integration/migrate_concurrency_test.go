@@ -244,15 +244,11 @@ func TestLockTimeoutNamesTheHolder(t *testing.T) {
 func TestUpToDateReplicaDoesNotWaitForTheLock(t *testing.T) {
 	t.Parallel()
 	cfg := srv.NewDatabase(t)
-	db, err := dbkit.Connect(context.Background(), cfg, dbkit.WithMigrations(racing...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	db.Close(context.Background())
+	migrateDB(t, cfg, racing...)
 
 	holdLock(t, cfg, "long-migration")
 	start := time.Now()
-	db, err = dbkit.Connect(context.Background(), cfg, dbkit.WithMigrations(racing...),
+	db, err := dbkit.Connect(context.Background(), cfg, dbkit.WithMigrations(racing...),
 		dbkit.WithMigrateOptions(migrate.WithLockTimeout(10*time.Second)))
 	if err != nil {
 		t.Fatal(err)

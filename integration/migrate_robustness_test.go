@@ -38,11 +38,7 @@ func TestOpenReaderOfRecordsDoesNotBlock(t *testing.T) {
 	ctx := context.Background()
 	cfg := srv.NewDatabase(t)
 	migs := reversible("a1")
-	db, err := dbkit.Connect(ctx, cfg, dbkit.WithMigrations(migs...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	db.Close(ctx)
+	migrateDB(t, cfg, migs...)
 
 	reader, err := pgx.Connect(ctx, cfg.DSN())
 	if err != nil {
@@ -128,11 +124,7 @@ func TestUpToDateReplicaStartsDuringALongMigration(t *testing.T) {
 	ctx := context.Background()
 	cfg := srv.NewDatabase(t)
 	old := reversible("a1")
-	db, err := dbkit.Connect(ctx, cfg, dbkit.WithMigrations(old...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	db.Close(ctx)
+	migrateDB(t, cfg, old...)
 
 	running := make(chan struct{})
 	long := append(reversible("a1"), migrate.Migration{ID: "b2_long", Migrate: func(tx *gorm.DB) error {
@@ -149,11 +141,7 @@ func TestUpToDateReplicaStartsDuringALongMigration(t *testing.T) {
 	}()
 	<-running
 	start := time.Now()
-	db, err = dbkit.Connect(ctx, cfg, dbkit.WithMigrations(old...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	db.Close(ctx)
+	migrateDB(t, cfg, old...)
 	if took := time.Since(start); took > time.Second {
 		t.Errorf("the up-to-date replica took %v: it waited for the long migration", took)
 	}

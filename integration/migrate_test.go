@@ -62,11 +62,7 @@ func TestMigrationsAppliedOnceInIDOrder(t *testing.T) {
 	}
 
 	// A new migration added later runs alone.
-	db, err := dbkit.Connect(ctx, cfg, dbkit.WithMigrations(counting("0001_a", "0002_b", "0003_c", "0004_d")...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close(ctx)
+	db := openDB(t, cfg, dbkit.WithMigrations(counting("0001_a", "0002_b", "0003_c", "0004_d")...))
 	if got := migrationLog(t, db); !slices.Equal(got, []string{"0001_a", "0002_b", "0003_c", "0004_d"}) {
 		t.Fatalf("after adding 0004_d: %v", got)
 	}
@@ -99,11 +95,7 @@ func TestFailingMigrationNamesItsIDAndLeavesNothingHalfDone(t *testing.T) {
 	}
 
 	// Inspect with a connection that applies nothing.
-	db, err := dbkit.Connect(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close(ctx)
+	db := openDB(t, cfg)
 	q := dbkit.NewBaseDatabase[User](db).Query(ctx)
 	var tables []string
 	if err := q.Raw(`SELECT tablename FROM pg_tables WHERE tablename = 'half_done'`).Scan(ctx, &tables); err != nil {
@@ -125,11 +117,7 @@ func TestFailingMigrationNamesItsIDAndLeavesNothingHalfDone(t *testing.T) {
 
 	// Fixed code: the next start applies the rest.
 	fixed := counting("0001_a", "0002_half", "0003_after")
-	db2, err := dbkit.Connect(ctx, cfg, dbkit.WithMigrations(fixed...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db2.Close(ctx)
+	db2 := openDB(t, cfg, dbkit.WithMigrations(fixed...))
 	if got := migrationLog(t, db2); !slices.Equal(got, []string{"0001_a", "0002_half", "0003_after"}) {
 		t.Errorf("after the fix: %v", got)
 	}
