@@ -56,6 +56,24 @@ func startTestServer(t *testing.T) *Server {
 	return s
 }
 
+// serverDir is the directory of a local server s (its hint is "psql -h
+// <dir> ...").
+func serverDir(s *Server) string { return strings.Fields(s.hint("x"))[2] }
+
+// postmasterPID is the pid in the postmaster.pid of the server in dir.
+func postmasterPID(t *testing.T, dir string) int {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(dir, "data", "postmaster.pid"))
+	if err != nil {
+		t.Fatalf("no postmaster.pid in %s: %v", dir, err)
+	}
+	var pid int
+	if _, err := fmt.Sscan(string(raw), &pid); err != nil {
+		t.Fatalf("postmaster.pid in %s: %v", dir, err)
+	}
+	return pid
+}
+
 func databaseExists(t *testing.T, s *Server, name string) bool {
 	t.Helper()
 	var n int
@@ -71,14 +89,8 @@ func TestLocalServerLifecycle(t *testing.T) {
 	if s.Source() != SourceLocal {
 		t.Errorf("Source = %q", s.Source())
 	}
-	dir := strings.Fields(s.hint("x"))[2] // psql -h <dir> ...
-	pidFile := filepath.Join(dir, "data", "postmaster.pid")
-	raw, err := os.ReadFile(pidFile)
-	if err != nil {
-		t.Fatalf("no postmaster.pid in %s: %v", dir, err)
-	}
-	var pid int
-	fmt.Sscan(string(raw), &pid)
+	dir := serverDir(s)
+	pid := postmasterPID(t, dir)
 	if !processAlive(pid) {
 		t.Fatalf("postgres pid %d is not running", pid)
 	}

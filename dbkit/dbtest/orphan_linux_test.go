@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -37,6 +36,7 @@ func TestServerDiesWithTestProcess(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() }) // on an early failure
 	line, err := bufio.NewReader(out).ReadString('\n')
 	dir, ready := strings.CutPrefix(strings.TrimSpace(line), "READY ")
 	if err != nil || !ready || !strings.HasPrefix(dir, serverParentDir()) {
@@ -48,13 +48,7 @@ func TestServerDiesWithTestProcess(t *testing.T) {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	// The helper's server: its postmaster, from postmaster.pid, and the
 	// processes the postmaster started (other tests' servers are left out).
-	raw, err := os.ReadFile(filepath.Join(dir, "data", "postmaster.pid"))
-	if err != nil {
-		cmd.Process.Kill()
-		t.Fatal(err)
-	}
-	var postmaster int
-	fmt.Sscan(string(raw), &postmaster)
+	postmaster := postmasterPID(t, dir)
 	started := append([]int{postmaster}, childrenOf(t, postmaster)...)
 	if len(started) < 2 {
 		cmd.Process.Kill()
@@ -68,19 +62,31 @@ func TestServerDiesWithTestProcess(t *testing.T) {
 	if !staleServerDir(dir) {
 		t.Errorf("the killed process's server directory is not seen as stale")
 	}
-	deadline := time.Now().Add(15 * time.Second)
+	waitGone(t, "after the test process was killed", started)
+}
+
+// waitGone waits up to 20 s for the processes procs to end and the files
+// paths to go, and fails the test with what is left.
+func waitGone(t *testing.T, what string, procs []int, paths ...string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
 	for {
-		alive := 0
-		for _, pid := range started {
+		var left []string
+		for _, pid := range procs {
 			if processAlive(pid) && !isZombie(pid) {
-				alive++
+				left = append(left, fmt.Sprint("process ", pid))
 			}
 		}
-		if alive == 0 {
+		for _, p := range paths {
+			if _, err := os.Stat(p); err == nil {
+				left = append(left, p)
+			}
+		}
+		if len(left) == 0 {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d postgres processes outlived the killed test process", alive)
+			t.Fatalf("%s: still there after 20s: %v", what, left)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -159,13 +165,7 @@ func TestServerDoesNotInheritTheEnvironment(t *testing.T) {
 	t.Setenv("DBKIT_TEST_SECRET", marker)
 	t.Setenv("PGOPTIONS", "-c search_path="+marker)
 	s := startTestServer(t)
-	raw, err := os.ReadFile(filepath.Join(strings.Fields(s.hint("x"))[2], "data", "postmaster.pid"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var postmaster int
-	fmt.Sscan(string(raw), &postmaster)
-	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", postmaster))
+	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", postmasterPID(t, serverDir(s))))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -153,41 +153,12 @@ func TestSharedServerAcrossProcesses(t *testing.T) {
 	state := func() (sharedState, []int) {
 		t.Helper()
 		st := sharedStateIn(t, parent)
-		raw, err := os.ReadFile(filepath.Join(st.Dir, "data", "postmaster.pid"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var postmaster int
-		fmt.Sscan(string(raw), &postmaster)
+		postmaster := postmasterPID(t, st.Dir)
 		procs := append([]int{st.Watchdog, postmaster}, childrenOf(t, postmaster)...)
 		if len(procs) < 3 {
 			t.Fatalf("postmaster %d has no children: not a running server", postmaster)
 		}
 		return st, procs
-	}
-	allGone := func(what string, procs []int, paths ...string) {
-		t.Helper()
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			var left []string
-			for _, pid := range procs {
-				if processAlive(pid) && !isZombie(pid) {
-					left = append(left, fmt.Sprint("process ", pid))
-				}
-			}
-			for _, p := range paths {
-				if _, err := os.Stat(p); err == nil {
-					left = append(left, p)
-				}
-			}
-			if len(left) == 0 {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: still there after 20s: %v", what, left)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
 	}
 
 	a := start()
@@ -209,7 +180,7 @@ func TestSharedServerAcrossProcesses(t *testing.T) {
 	}
 	b.in.Close() // b exits normally, without Stop
 	b.cmd.Wait()
-	allGone("after the last user exited", procs, st.Dir)
+	waitGone(t, "after the last user exited", procs, st.Dir)
 	if files, _ := filepath.Glob(filepath.Join(parent, "dbkit-*", "shared-*.json")); len(files) != 0 {
 		t.Fatalf("state file left: %v", files)
 	}
@@ -221,7 +192,7 @@ func TestSharedServerAcrossProcesses(t *testing.T) {
 	if err := syscall.Kill(st.Watchdog, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	allGone("after the watchdog was killed", procs)
+	waitGone(t, "after the watchdog was killed", procs)
 	d := start()
 	st2, procs2 := state()
 	if st2.Watchdog == st.Watchdog || st2.Dir == st.Dir {
@@ -237,7 +208,7 @@ func TestSharedServerAcrossProcesses(t *testing.T) {
 	c.cmd.Wait()
 	d.in.Close()
 	d.cmd.Wait()
-	allGone("after the last user of the second server exited", procs2, st2.Dir)
+	waitGone(t, "after the last user of the second server exited", procs2, st2.Dir)
 }
 
 func TestIdleTimeFromEnv(t *testing.T) {
