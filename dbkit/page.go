@@ -124,10 +124,7 @@ func (b *BaseDatabase[T]) pageSize(size int) (int, error) {
 // compilePaged compiles opts for a paginated query: no Limit of its own, and
 // the primary key as the order when none is given.
 func (b *BaseDatabase[T]) compilePaged(ctx context.Context, opts []QueryOption) (compiled, error) {
-	q, err := compileQuery(b.fields, opts)
-	if err == nil && q.lock != nil && b.db.txFrom(ctx) == nil {
-		err = ErrNoTx
-	}
+	q, err := b.compileIn(ctx, opts)
 	if err != nil {
 		return q, err
 	}
@@ -135,9 +132,8 @@ func (b *BaseDatabase[T]) compilePaged(ctx context.Context, opts []QueryOption) 
 		return q, fmt.Errorf("%w: Limit does not go with pages: set the page size", ErrInvalid)
 	}
 	if len(q.order) == 0 {
-		pk := b.schema.PrioritizedPrimaryField
-		q.order = []clause.OrderByColumn{{Column: clause.Column{Table: clause.CurrentTable, Name: pk.DBName}}}
-		q.sortFields = []*schema.Field{pk}
+		q.order = []clause.OrderByColumn{{Column: b.pk}}
+		q.sortFields = []*schema.Field{b.schema.PrioritizedPrimaryField}
 	}
 	return q, nil
 }

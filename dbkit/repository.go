@@ -228,14 +228,21 @@ func (b *BaseDatabase[T]) Get(ctx context.Context, id uuid.UUID, opts ...QueryOp
 // compileFor compiles opts for operation op and checks what depends on
 // ctx: a row lock needs ctx to carry a transaction.
 func (b *BaseDatabase[T]) compileFor(ctx context.Context, op string, opts []QueryOption) (compiled, error) {
-	q, err := compileQuery(b.fields, opts)
-	if err == nil && q.lock != nil && b.db.txFrom(ctx) == nil {
-		err = ErrNoTx
-	}
+	q, err := b.compileIn(ctx, opts)
 	if err != nil {
 		return q, fmt.Errorf("dbkit: %s.%s: %w", b.model, op, err)
 	}
 	return q, nil
+}
+
+// compileIn compiles opts and checks that a row lock has a transaction in
+// ctx to live in.
+func (b *BaseDatabase[T]) compileIn(ctx context.Context, opts []QueryOption) (compiled, error) {
+	q, err := compileQuery(b.fields, opts)
+	if err == nil && q.lock != nil && b.db.txFrom(ctx) == nil {
+		err = ErrNoTx
+	}
+	return q, err
 }
 
 // scoped applies q to a fresh statement on ctx's connection: conditions,

@@ -254,14 +254,19 @@ func (b *BaseDatabase[T]) upsert(ctx context.Context, op, spanName string, items
 	// An inserted row comes back with the ID the item was given; a row that
 	// existed comes back with its own, and is found by its key.
 	byID := make(map[uuid.UUID]*T, len(returned))
-	byKey := make(map[string]*T, len(returned))
 	for i := range returned {
 		byID[any(&returned[i]).(modelBase).base().ID] = &returned[i]
-		byKey[b.keyOf(ctx, &returned[i], keys)] = &returned[i]
 	}
+	var byKey map[string]*T // built the first time an item is not found by ID
 	for i := range items {
 		row, ok := byID[any(&items[i]).(modelBase).base().ID]
 		if !ok {
+			if byKey == nil {
+				byKey = make(map[string]*T, len(returned))
+				for j := range returned {
+					byKey[b.keyOf(ctx, &returned[j], keys)] = &returned[j]
+				}
+			}
 			row, ok = byKey[b.keyOf(ctx, &items[i], keys)]
 		}
 		if !ok {
