@@ -128,3 +128,27 @@ func TestOptionsApplyInOrder(t *testing.T) {
 		t.Errorf("New = %+v, %v", m, err)
 	}
 }
+
+// Usage is a constant written by hand: it must name every flag
+// ParseCommand reads, with the defaults the package uses.
+func TestUsageMatchesTheFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"-lock-timeout", "5m", "status"},
+		{"-allow-out-of-order", "status"},
+		{"-reject-unknown", "status"},
+		{"-table", "x", "status"},
+	} {
+		if _, err := ParseCommand(args); err != nil {
+			t.Errorf("ParseCommand(%q) = %v", args, err)
+		}
+		if !strings.Contains(Usage, "\n  "+args[0]+" ") {
+			t.Errorf("Usage does not list %s", args[0])
+		}
+	}
+	if DefaultLockTimeout != time.Minute || !strings.Contains(Usage, "(default 1m)") {
+		t.Errorf("Usage's lock timeout default does not say DefaultLockTimeout (%v)", DefaultLockTimeout)
+	}
+	if !strings.Contains(Usage, "(default "+DefaultTableName+")") {
+		t.Errorf("Usage's table default does not say DefaultTableName (%s)", DefaultTableName)
+	}
+}
