@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"slices"
@@ -67,10 +66,8 @@ func run(ctx context.Context, w io.Writer) error {
 
 	// Connect: validate, wait for the server, SELECT 1, migrate.
 	start := time.Now()
-	var applied []string
 	db, err := dbkit.Connect(ctx, cfg,
 		dbkit.WithMigrations(migrations.All...),
-		dbkit.WithLogger(slog.New(migrationRecorder{&applied})),
 		dbkit.WithTracerProvider(tp))
 	if err != nil {
 		return err
@@ -80,6 +77,7 @@ func run(ctx context.Context, w io.Writer) error {
 			fmt.Fprintln(os.Stderr, "quickstart: close:", err)
 		}
 	}()
+	applied := appliedMigrations(spans.Ended())
 	say("connect", "database %q on %s as %s in %v; migrations applied: %d %v",
 		cfg.Database, cfg.Addr(), cfg.User, since(start), len(applied), applied)
 
@@ -210,21 +208,19 @@ func server(ctx context.Context, say func(step, format string, args ...any)) (db
 
 func since(t time.Time) time.Duration { return time.Since(t).Round(time.Millisecond) }
 
-// migrationRecorder is a slog.Handler that keeps the IDs of applied
-// migrations from dbkit's log records and drops everything else.
-type migrationRecorder struct{ ids *[]string }
-
-func (m migrationRecorder) Enabled(context.Context, slog.Level) bool { return true }
-func (m migrationRecorder) WithAttrs([]slog.Attr) slog.Handler       { return m }
-func (m migrationRecorder) WithGroup(string) slog.Handler            { return m }
-func (m migrationRecorder) Handle(_ context.Context, r slog.Record) error {
-	if r.Message == "migration applied" {
-		r.Attrs(func(a slog.Attr) bool {
-			if a.Key == "id" {
-				*m.ids = append(*m.ids, a.Value.String())
+// appliedMigrations are the IDs of the migrations Connect applied, from
+// their spans (one per migration, ended in the order they ran).
+func appliedMigrations(spans []sdktrace.ReadOnlySpan) []string {
+	var ids []string
+	for _, s := range spans {
+		if s.Name() != tracing.SpanMigration {
+			continue
+		}
+		for _, a := range s.Attributes() {
+			if a.Key == tracing.MigrationID {
+				ids = append(ids, a.Value.AsString())
 			}
-			return true
-		})
+		}
 	}
-	return nil
+	return ids
 }
