@@ -170,13 +170,18 @@ func newFieldResolver(model string, s *schema.Schema, allow []string) (*fieldRes
 		if f.DBName == "" || !f.Readable || hiddenField(s.ModelType, f) || allowed != nil && !allowed[f] {
 			continue
 		}
-		r.byName[f.DBName] = f
-		r.byName[f.Name] = f
-		if jsonName := jsonName(f.StructField); jsonName != "" {
-			r.byName[jsonName] = f
-		}
+		indexField(r.byName, f)
 	}
 	return r, nil
+}
+
+// indexField files f in m under its column, Go and JSON names: the names
+// input may give it.
+func indexField(m map[string]*schema.Field, f *schema.Field) {
+	m[f.DBName], m[f.Name] = f, f
+	if n := jsonName(f.StructField); n != "" && n != "-" {
+		m[n] = f
+	}
 }
 
 // hiddenField reports whether f, or any struct on its embedding path, is

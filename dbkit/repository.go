@@ -427,10 +427,7 @@ func patchableFields(model string, s *schema.Schema, allow []string) (map[string
 			f.Name == "Version" || !f.Updatable {
 			return fmt.Errorf("%s.%s cannot be patchable", model, f.Name)
 		}
-		out[f.DBName], out[f.Name] = f, f
-		if n := jsonName(f.StructField); n != "" && n != "-" {
-			out[n] = f
-		}
+		indexField(out, f)
 		return nil
 	}
 	for _, name := range allow {
