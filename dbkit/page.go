@@ -349,26 +349,35 @@ func sortFingerprint(table string, q compiled) string {
 	return b.String()
 }
 
+// fieldKeyText renders the value of f in the struct rv as keyText does;
+// null reports a nil pointer or a nil value (SQL NULL).
+func fieldKeyText(ctx context.Context, f *schema.Field, rv reflect.Value) (text string, null bool, err error) {
+	v, _ := f.ValueOf(ctx, rv)
+	if pv := reflect.ValueOf(v); pv.Kind() == reflect.Pointer {
+		if pv.IsNil() {
+			return "", true, nil
+		}
+		v = pv.Elem().Interface()
+	}
+	if v == nil {
+		return "", true, nil
+	}
+	text, err = keyText(v)
+	return text, false, err
+}
+
 // encodeCursor makes the cursor of row's position in q's sort.
 func (b *BaseDatabase[T]) encodeCursor(ctx context.Context, q compiled, row *T, before bool) (string, error) {
 	rv := reflect.ValueOf(row).Elem()
 	c := cursor{Sort: sortFingerprint(b.schema.Table, q), Before: before, Raw: make([]*string, len(q.sortFields))}
 	for i, f := range q.sortFields {
-		v, _ := f.ValueOf(ctx, rv)
-		if pv := reflect.ValueOf(v); pv.Kind() == reflect.Pointer {
-			if pv.IsNil() {
-				continue // NULL
-			}
-			v = pv.Elem().Interface()
-		}
-		if v == nil {
-			continue
-		}
-		s, err := keyText(v)
+		s, null, err := fieldKeyText(ctx, f, rv)
 		if err != nil {
 			return "", fmt.Errorf("%w: cursor key %s: %w", ErrInvalid, f.Name, err)
 		}
-		c.Raw[i] = &s
+		if !null {
+			c.Raw[i] = &s
+		}
 	}
 	payload, err := json.Marshal(c)
 	if err != nil {

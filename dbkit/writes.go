@@ -324,17 +324,15 @@ func (b *BaseDatabase[T]) keyOf(ctx context.Context, row *T, keys []clause.Colum
 	rv := reflect.ValueOf(row).Elem()
 	var sb strings.Builder
 	for _, k := range keys {
-		v, _ := b.schema.LookUpField(k.Name).ValueOf(ctx, rv)
-		if pv := reflect.ValueOf(v); pv.Kind() == reflect.Pointer {
-			if pv.IsNil() {
-				sb.WriteString("\x01NULL\x00")
-				continue
-			}
-			v = pv.Elem().Interface()
-		}
-		text, err := keyText(v)
-		if err != nil {
-			text = fmt.Sprintf("%#v", v)
+		f := b.schema.LookUpField(k.Name)
+		text, null, err := fieldKeyText(ctx, f, rv)
+		switch {
+		case null:
+			sb.WriteString("\x01NULL\x00")
+			continue
+		case err != nil: // a type keyText does not know: its Go syntax still tells rows apart
+			v, _ := f.ValueOf(ctx, rv)
+			text = fmt.Sprintf("%#v", reflect.Indirect(reflect.ValueOf(v)).Interface())
 		}
 		sb.WriteString(text)
 		sb.WriteByte(0)
