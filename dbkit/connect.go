@@ -77,8 +77,9 @@ type DB struct {
 //  3. A health check, SELECT 1.
 //  4. The migrations given with [WithMigrations], if any.
 //
-// GORM is set up with error translation, no default transaction around
-// single statements, and no logger of its own. Every statement is observed
+// GORM is set up with error translation, a transaction (or, inside one, a
+// savepoint) around exactly the writes that can run more than one statement
+// or a hook (see [BaseDatabase.Create]), and no logger of its own. Every statement is observed
 // by dbkit, without its parameter values: a span with [WithTracerProvider],
 // a duration with [WithMeterProvider], a log record with [WithLogger].
 func Connect(ctx context.Context, cfg Config, opts ...Option) (*DB, error) {
@@ -191,18 +192,18 @@ func (db *DB) openGorm(pool gorm.ConnPool, o options) error {
 	}
 	var err error
 	db.gorm, err = gorm.Open(postgres.New(postgres.Config{Conn: pool}), &gorm.Config{
-		SkipDefaultTransaction: true,
-		TranslateError:         true,
-		Logger:                 gl,
-		NowFunc:                now,
-		DisableAutomaticPing:   true,
+		TranslateError:       true,
+		Logger:               logger.Discard, // gl once the callbacks are in: GORM logs their replacement
+		NowFunc:              now,
+		DisableAutomaticPing: true,
 	})
 	if err != nil {
 		return fmt.Errorf("dbkit: open gorm: %w", err)
 	}
-	if err := db.registerCallbacks(); err != nil {
+	if err := errors.Join(registerAtomicWrites(db.gorm), db.registerCallbacks()); err != nil {
 		return fmt.Errorf("dbkit: register callbacks: %w", err)
 	}
+	db.gorm.Logger = gl
 	if err := db.setupMetrics(o.meterProvider); err != nil {
 		return err
 	}

@@ -194,7 +194,9 @@ func (b *BaseDatabase[T]) invalid(op, format string, args ...any) error {
 
 // Create inserts *v. It assigns v.ID (a UUIDv7) when it is zero, and
 // CreatedAt and UpdatedAt when they are zero. Associations are saved as GORM
-// saves them. Errors: a *[ConstraintError] matching [ErrDuplicate],
+// saves them. When hooks or associations make it more than one statement,
+// all of it runs in a transaction (in a savepoint inside [DB.InTx]): a
+// failing hook or association leaves no row behind. Errors: a *[ConstraintError] matching [ErrDuplicate],
 // [ErrForeignKey], [ErrCheck] or [ErrNotNull]; [ErrInvalid] for a nil v.
 func (b *BaseDatabase[T]) Create(ctx context.Context, v *T) error {
 	if b.err != nil {

@@ -1,0 +1,215 @@
+package dbkit
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"reflect"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/schema"
+)
+
+// Writes are all-or-nothing. GORM wraps every Create, Update and Delete in a
+// transaction unless told not to; dbkit replaces GORM's two transaction
+// callbacks with ones that open a transaction only when the write can run
+// more than one statement or a hook that can fail: a model with hooks, or
+// associations that will be saved (or, for a delete, deleted). A plain
+// single-statement write pays no BEGIN and COMMIT, being atomic anyway.
+// Inside a transaction (InTx, or a hook's own statements) such a write runs
+// in a savepoint instead, so that a failed write leaves nothing behind and
+// the transaction can go on.
+
+// writeKind is the GORM processor a write runs in.
+type writeKind uint8
+
+const (
+	writeCreate writeKind = iota
+	writeUpdate
+	writeDelete
+)
+
+// writeSavepoint is the savepoint of a write inside a transaction. A hook's
+// nested write reuses the name: PostgreSQL resolves a name to the newest
+// savepoint, and nested writes end before the write around them.
+const writeSavepoint = "dbkit_write"
+
+// writeTx is what beginWrite started for one statement, found by endWrite.
+type writeTx struct {
+	pool gorm.ConnPool // the statement's pool before the write
+	tx   *sql.Tx       // nil: a savepoint in the transaction pool is
+	stop func() bool   // stops the rollback armed for when ctx ends
+}
+
+// registerAtomicWrites replaces GORM's default-transaction callbacks. It is
+// called while GORM's logger still discards, since Replace logs at INFO.
+func registerAtomicWrites(g *gorm.DB) error {
+	cb := g.Callback()
+	return errors.Join(
+		cb.Create().Replace("gorm:begin_transaction", func(tx *gorm.DB) { beginWrite(tx, writeCreate) }),
+		cb.Create().Replace("gorm:commit_or_rollback_transaction", endWrite),
+		cb.Update().Replace("gorm:begin_transaction", func(tx *gorm.DB) { beginWrite(tx, writeUpdate) }),
+		cb.Update().Replace("gorm:commit_or_rollback_transaction", endWrite),
+		cb.Delete().Replace("gorm:begin_transaction", func(tx *gorm.DB) { beginWrite(tx, writeDelete) }),
+		cb.Delete().Replace("gorm:commit_or_rollback_transaction", endWrite),
+	)
+}
+
+// beginWrite starts the transaction or savepoint of a write that needs one.
+func beginWrite(tx *gorm.DB, kind writeKind) {
+	stmt := tx.Statement
+	if tx.Error != nil || tx.SkipDefaultTransaction || tx.DryRun || !needsTx(stmt, kind) {
+		return
+	}
+	ctx := stmt.Context
+	if _, inTx := stmt.ConnPool.(gorm.TxCommitter); inTx {
+		if _, err := stmt.ConnPool.ExecContext(ctx, "SAVEPOINT "+writeSavepoint); err != nil {
+			_ = tx.AddError(err)
+			return
+		}
+		stmt.Settings.Store(stmt, &writeTx{pool: stmt.ConnPool})
+		return
+	}
+	beginner, ok := stmt.ConnPool.(gorm.TxBeginner)
+	if !ok {
+		return // a pool GORM cannot begin on: it would not have either
+	}
+	sqlTx, stop, err := beginTx(ctx, beginner, nil)
+	if err != nil {
+		_ = tx.AddError(err)
+		return
+	}
+	stmt.Settings.Store(stmt, &writeTx{pool: stmt.ConnPool, tx: sqlTx, stop: stop})
+	stmt.ConnPool = sqlTx
+}
+
+// endWrite commits what beginWrite started, or rolls it back when the write
+// failed.
+func endWrite(tx *gorm.DB) {
+	stmt := tx.Statement
+	v, ok := stmt.Settings.LoadAndDelete(stmt)
+	if !ok {
+		return
+	}
+	w := v.(*writeTx)
+	stmt.ConnPool = w.pool
+	// The end runs even when ctx has ended: a rollback must still happen.
+	ctx := context.WithoutCancel(stmt.Context)
+	if w.tx == nil {
+		end := "RELEASE SAVEPOINT " + writeSavepoint
+		if tx.Error != nil {
+			end = "ROLLBACK TO SAVEPOINT " + writeSavepoint + "; " + end
+		}
+		if _, err := w.pool.ExecContext(ctx, end); err != nil {
+			_ = tx.AddError(fmt.Errorf("dbkit: end the write's savepoint: %w", err))
+		}
+		return
+	}
+	w.stop()
+	if tx.Error != nil {
+		_ = w.tx.Rollback()
+		return
+	}
+	if err := w.tx.Commit(); err != nil {
+		if errors.Is(err, sql.ErrTxDone) && stmt.Context.Err() != nil {
+			// ctx ended after the last statement: the armed rollback ran.
+			err = fmt.Errorf("%w: the write was rolled back", stmt.Context.Err())
+		}
+		_ = tx.AddError(err)
+	}
+}
+
+// beginTx begins a transaction whose rollback works after ctx has ended.
+// database/sql ties a transaction to the ctx it was begun with and rolls it
+// back when that ctx ends, but pgx then sends the ROLLBACK with the ended
+// ctx, which fails and closes the connection: one reconnect per cancelled
+// transaction. Here the transaction is begun without ctx's cancellation and
+// rolled back, on a live ctx, by a func armed for when ctx ends (a caller
+// that panics between statements leaves nothing open); the caller calls
+// stop once it commits or rolls back itself. Statements still run with ctx,
+// so ending it cancels the one running.
+func beginTx(ctx context.Context, beginner gorm.TxBeginner, opts *sql.TxOptions) (*sql.Tx, func() bool, error) {
+	sqlTx, err := beginner.BeginTx(context.WithoutCancel(ctx), opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	stop := context.AfterFunc(ctx, func() { _ = sqlTx.Rollback() })
+	return sqlTx, stop, nil
+}
+
+// needsTx reports whether a write can run more than one statement or a hook
+// that can fail.
+func needsTx(stmt *gorm.Statement, kind writeKind) bool {
+	s := stmt.Schema
+	if s == nil {
+		return false
+	}
+	if !stmt.SkipHooks {
+		switch kind {
+		case writeCreate:
+			if s.BeforeSave || s.BeforeCreate || s.AfterCreate || s.AfterSave {
+				return true
+			}
+		case writeUpdate:
+			if s.BeforeSave || s.BeforeUpdate || s.AfterUpdate || s.AfterSave {
+				return true
+			}
+		case writeDelete:
+			if s.BeforeDelete || s.AfterDelete {
+				return true
+			}
+		}
+	}
+	r := &s.Relationships
+	if len(r.BelongsTo)+len(r.HasOne)+len(r.HasMany)+len(r.Many2Many) == 0 {
+		// (A join table's schema has Relations but none of these: GORM
+		// saves no association of it.)
+		return false
+	}
+	if kind == writeDelete {
+		// GORM deletes associations only when they are selected.
+		return len(stmt.Selects) > 0
+	}
+	return savesAssociations(stmt, kind == writeCreate)
+}
+
+// savesAssociations reports whether GORM will write an association of the
+// statement's value: one neither omitted nor left out by Select, whose field
+// is set. It goes through the relationships as GORM's association callbacks
+// do.
+func savesAssociations(stmt *gorm.Statement, create bool) bool {
+	selected, restricted := stmt.SelectAndOmitColumns(create, !create)
+	rv := reflect.Indirect(stmt.ReflectValue)
+	r := &stmt.Schema.Relationships
+	for _, rels := range [...][]*schema.Relationship{r.BelongsTo, r.HasOne, r.HasMany, r.Many2Many} {
+		for _, rel := range rels {
+			if v, ok := selected[rel.Name]; (ok && !v) || (!ok && restricted) {
+				continue
+			}
+			if relationSet(stmt.Context, rel, rv) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// relationSet reports whether the relation's field is set in rv, a struct or
+// a slice or array of them; anything else counts as set.
+func relationSet(ctx context.Context, rel *schema.Relationship, rv reflect.Value) bool {
+	switch rv.Kind() {
+	case reflect.Struct:
+		_, zero := rel.Field.ValueOf(ctx, rv)
+		return !zero
+	case reflect.Slice, reflect.Array:
+		for i := range rv.Len() {
+			if relationSet(ctx, rel, reflect.Indirect(rv.Index(i))) {
+				return true
+			}
+		}
+		return false
+	default:
+		return true
+	}
+}
