@@ -233,6 +233,12 @@ func proxy(t *testing.T, listen, target string) {
 		t.Errorf("proxy: %v", err)
 		return
 	}
+	forward(t, l, target, nil)
+}
+
+// forward forwards the connections l accepts to target until the test ends,
+// giving sent (when not nil) what each client sends, as it goes.
+func forward(t *testing.T, l net.Listener, target string, sent func(p []byte)) {
 	t.Cleanup(func() { l.Close() })
 	for {
 		c, err := l.Accept()
@@ -246,11 +252,20 @@ func proxy(t *testing.T, listen, target string) {
 				return
 			}
 			defer s.Close()
-			go io.Copy(s, c)
-			io.Copy(c, s)
+			go io.Copy(c, s)
+			var w io.Writer = s
+			if sent != nil {
+				w = io.MultiWriter(writerFunc(sent), s)
+			}
+			io.Copy(w, c)
 		}()
 	}
 }
+
+// writerFunc is an io.Writer that hands what is written to a func.
+type writerFunc func(p []byte)
+
+func (f writerFunc) Write(p []byte) (int, error) { f(p); return len(p), nil }
 
 func TestConnectRejectsInvalidConfigBeforeDialing(t *testing.T) {
 	t.Parallel()
