@@ -24,10 +24,15 @@ const (
 	DefaultMaxOpenConns    = 10
 	DefaultConnMaxLifetime = 30 * time.Minute
 	DefaultConnMaxIdleTime = 5 * time.Minute
+	DefaultQueryExecMode   = "cache_statement" // pgx's own default
 )
 
 // SSLModes lists the values libpq accepts for sslmode, weakest first.
 var SSLModes = []string{"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
+
+// QueryExecModes lists the values pgx v5 accepts for default_query_exec_mode,
+// in the order of pgx's QueryExecMode constants. See [Config.QueryExecMode].
+var QueryExecModes = []string{"cache_statement", "cache_describe", "describe_exec", "exec", "simple_protocol"}
 
 const redacted = "[REDACTED]"
 
@@ -35,8 +40,9 @@ const redacted = "[REDACTED]"
 //
 // Zero values mean "use the default": Port 5432, SSLMode "prefer",
 // ConnectTimeout 30s, MaxOpenConns 10, MaxIdleConns equal to MaxOpenConns,
-// ConnMaxLifetime 30m, ConnMaxIdleTime 5m. Negative values are invalid,
-// except MaxIdleConns -1, which keeps no connection idle.
+// ConnMaxLifetime 30m, ConnMaxIdleTime 5m, QueryExecMode "cache_statement".
+// Negative values are invalid, except MaxIdleConns -1, which keeps no
+// connection idle.
 //
 // A Config never shows its password: [Config.String], [Config.LogValue],
 // [Config.GoString], [Config.MarshalJSON] and [ConfigError] all redact it.
@@ -64,6 +70,14 @@ type Config struct {
 	MaxIdleConns    int           `validate:"min=-1"` // at most MaxOpenConns; -1 keeps none idle
 	ConnMaxLifetime time.Duration `validate:"min=1s"`
 	ConnMaxIdleTime time.Duration `validate:"min=1s"`
+
+	// QueryExecMode is how pgx sends each statement, under pgx's own name
+	// (default_query_exec_mode in a URL): one of [QueryExecModes]. Empty
+	// means pgx's default, "cache_statement": named prepared statements
+	// cached per connection. Behind PgBouncer in transaction pooling mode
+	// without prepared statement support, use "exec" or "simple_protocol".
+	// docs/configuration.md says what each mode costs and when to pick it.
+	QueryExecMode string `validate:"oneof=cache_statement cache_describe describe_exec exec simple_protocol"`
 }
 
 // WithDefaults returns a copy of c with every zero-valued setting replaced by
@@ -89,6 +103,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.ConnMaxIdleTime == 0 {
 		c.ConnMaxIdleTime = DefaultConnMaxIdleTime
+	}
+	if c.QueryExecMode == "" {
+		c.QueryExecMode = DefaultQueryExecMode
 	}
 	return c
 }
@@ -201,6 +218,10 @@ func (e *ConfigError) Has(field string) bool {
 // DSN returns the libpq keyword/value connection string for c, defaults
 // applied, every value quoted so that any character is safe, including in
 // the password. It contains the password: do not log it.
+//
+// A QueryExecMode other than pgx's default is written as pgx's
+// default_query_exec_mode, which pgx reads and libpq does not know; pgx's
+// default is left out, so that such a DSN also suits psql and libpq.
 func (c Config) DSN() string {
 	d := c.WithDefaults()
 	var b strings.Builder
@@ -239,6 +260,9 @@ func (c Config) DSN() string {
 		kv("application_name", d.ApplicationName)
 	}
 	kv("connect_timeout", strconv.Itoa(dialTimeoutSeconds(d.ConnectTimeout)))
+	if d.QueryExecMode != DefaultQueryExecMode {
+		kv("default_query_exec_mode", d.QueryExecMode)
+	}
 	return b.String()
 }
 
@@ -273,6 +297,9 @@ func (c Config) String() string {
 	if d.ApplicationName != "" {
 		q.Set("application_name", d.ApplicationName)
 	}
+	if d.QueryExecMode != DefaultQueryExecMode {
+		q.Set("default_query_exec_mode", d.QueryExecMode)
+	}
 	u.RawQuery = q.Encode()
 	// url.URL would percent-encode the brackets of the redaction marker.
 	userinfo := url.User(d.User).String()
@@ -303,6 +330,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("connect_timeout", d.ConnectTimeout),
 		slog.Int("max_open_conns", d.MaxOpenConns),
 		slog.Int("max_idle_conns", d.MaxIdleConns),
+		slog.String("default_query_exec_mode", d.QueryExecMode),
 	)
 	return slog.GroupValue(attrs...)
 }

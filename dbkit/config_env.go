@@ -17,7 +17,9 @@ import (
 // read. Otherwise libpq's variables are used: PGHOST (default "localhost"),
 // PGPORT, PGDATABASE (default: the user name), PGUSER (default: the OS user),
 // PGPASSWORD, PGSSLMODE, PGSSLROOTCERT, PGSSLCERT, PGSSLKEY, PGAPPNAME and
-// PGCONNECT_TIMEOUT (seconds).
+// PGCONNECT_TIMEOUT (seconds). pgx has no variable for its query exec mode,
+// and neither has dbkit: set it in DATABASE_URL
+// (default_query_exec_mode=exec) or in the returned Config.
 //
 // Every problem found is reported in one *[ConfigError]; none of them
 // contains the password.
@@ -71,9 +73,10 @@ func configFromEnv(getenv func(string) string) (Config, error) {
 // characters must be percent-encoded in the URL. Recognised query
 // parameters: host and port (a Unix socket directory in host is allowed),
 // sslmode, sslrootcert, sslcert, sslkey, application_name, connect_timeout
-// (seconds), and pgxpool's pool_max_conns, pool_max_idle_conns,
-// pool_max_conn_lifetime and pool_max_conn_idle_time (Go durations such as
-// "30m"). An unknown parameter is an error rather than silently dropped.
+// (seconds), pgx's default_query_exec_mode ([Config.QueryExecMode]), and
+// pgxpool's pool_max_conns, pool_max_idle_conns, pool_max_conn_lifetime and
+// pool_max_conn_idle_time (Go durations such as "30m"). An unknown
+// parameter is an error rather than silently dropped.
 //
 // The result is validated; errors never contain the password.
 func ParseURL(raw string) (Config, error) {
@@ -136,6 +139,8 @@ func ParseURL(raw string) (Config, error) {
 			c.SSLKey = v
 		case "application_name":
 			c.ApplicationName = v
+		case "default_query_exec_mode":
+			c.QueryExecMode = v
 		case "connect_timeout":
 			c.ConnectTimeout = p.seconds("ConnectTimeout", "connect_timeout", v)
 		case "pool_max_conns":

@@ -71,6 +71,11 @@ func TestParseURL(t *testing.T) {
 			want: Config{Host: "db", Database: "orders", User: "app", Password: "p&w"},
 		},
 		{
+			name: "pgx's query exec mode",
+			raw:  "postgres://app@pgbouncer:6432/orders?default_query_exec_mode=exec",
+			want: Config{Host: "pgbouncer", Port: 6432, Database: "orders", User: "app", QueryExecMode: "exec"},
+		},
+		{
 			name: "last value of a repeated parameter wins",
 			raw:  "postgres://app@db/orders?sslmode=disable&sslmode=require",
 			want: Config{Host: "db", Database: "orders", User: "app", SSLMode: "require"},
@@ -112,6 +117,16 @@ func TestParseURLErrors(t *testing.T) {
 		{name: "bad lifetime", raw: "postgres://app@db/orders?pool_max_conn_lifetime=forever", fields: []string{"ConnMaxLifetime"}},
 		{name: "negative idle time", raw: "postgres://app@db/orders?pool_max_conn_idle_time=-1m", fields: []string{"ConnMaxIdleTime"}},
 		{name: "idle above open", raw: "postgres://app@db/orders?pool_max_conns=2&pool_max_idle_conns=3", fields: []string{"MaxIdleConns"}},
+		{
+			name: "bad default_query_exec_mode", raw: "postgres://app:" + pw + "@db/orders?default_query_exec_mode=prepared",
+			fields: []string{"QueryExecMode"}, contains: []string{"cache_statement, cache_describe, describe_exec, exec, simple_protocol"},
+		},
+		{
+			// The value is never repeated: it may be a password pasted in the wrong place.
+			name: "default_query_exec_mode holding a secret", raw: "postgres://app@db/orders?default_query_exec_mode=" + pw,
+			fields: []string{"QueryExecMode"},
+		},
+		{name: "pgx's cache capacities are not Config fields", raw: "postgres://app@db/orders?statement_cache_capacity=0", fields: []string{"URL"}},
 		{name: "missing user and database", raw: "postgres://db", fields: []string{"User", "Database"}},
 		{
 			name:   "all problems at once",
@@ -164,6 +179,15 @@ func TestParseURLErrors(t *testing.T) {
 				seen[f.Field] = true
 			}
 		})
+	}
+}
+
+func TestParseURLEveryQueryExecMode(t *testing.T) {
+	for _, mode := range QueryExecModes {
+		c, err := ParseURL("postgres://app@db/orders?default_query_exec_mode=" + mode)
+		if err != nil || c.QueryExecMode != mode {
+			t.Errorf("default_query_exec_mode=%s: ParseURL = %+v, %v", mode, c, err)
+		}
 	}
 }
 
@@ -221,6 +245,13 @@ func TestConfigFromEnv(t *testing.T) {
 				"PGSSLMODE": "disable",
 			},
 			want: Config{Host: "db.internal", Port: 6432, Database: "orders", User: "app", Password: "pw", SSLMode: "require"},
+		},
+		{
+			name: "query exec mode from DATABASE_URL",
+			env: map[string]string{
+				"DATABASE_URL": "postgres://app@pgbouncer:6432/orders?default_query_exec_mode=simple_protocol",
+			},
+			want: Config{Host: "pgbouncer", Port: 6432, Database: "orders", User: "app", QueryExecMode: "simple_protocol"},
 		},
 		{
 			name: "every PG variable",

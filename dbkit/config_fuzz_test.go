@@ -4,6 +4,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // FuzzDSNRoundTrip checks that any password, user and database survive
@@ -33,9 +35,12 @@ func FuzzDSNRoundTrip(f *testing.F) {
 }
 
 // FuzzParseURL checks that ParseURL never panics, always fails with a
-// *ConfigError that does not contain the password, and that a parsed
-// Config's String form shows [REDACTED] instead of the password.
+// *ConfigError that does not contain the password, that pgx accepts the DSN
+// of whatever ParseURL accepts and reads the same query exec mode from it,
+// and that a parsed Config's String form shows [REDACTED] instead of the
+// password.
 func FuzzParseURL(f *testing.F) {
+	clearPGEnv(f)
 	for _, s := range []string{
 		"postgres://app:s3cr3t@db.internal:5432/orders?sslmode=require",
 		"postgresql://app@db/orders?connect_timeout=5&pool_max_conns=4&pool_max_idle_conns=2",
@@ -50,6 +55,11 @@ func FuzzParseURL(f *testing.F) {
 		"postgres://app@[::1]:5433/orders",
 		"postgres://app@db/orders?unknown=1",
 		"postgres://app@db/orders?pool_max_conn_lifetime=1h&pool_max_conn_idle_time=-1m",
+		"postgres://app@pgbouncer:6432/orders?default_query_exec_mode=exec",
+		"postgres://app@db/orders?default_query_exec_mode=simple_protocol&default_query_exec_mode=cache_describe",
+		"postgres://app@db/orders?default_query_exec_mode=simple%20protocol",
+		"postgres://app@db/orders?default_query_exec_mode=",
+		"postgres://app@db/orders?statement_cache_capacity=0",
 		"mysql://app:pw@db/orders",
 		"postgres://u:" + "\x00\x7f" + "@h/db",
 		"",
@@ -76,6 +86,18 @@ func FuzzParseURL(f *testing.F) {
 		}
 		if err := c.Validate(); err != nil {
 			t.Errorf("ParseURL(%q) = %#v that fails Validate: %v", raw, c, err)
+		}
+		// pgx reads the certificate files while parsing; they are not the
+		// point here.
+		if c.SSLRootCert == "" && c.SSLCert == "" && c.SSLKey == "" {
+			cc, err := pgx.ParseConfig(c.DSN())
+			if err != nil {
+				t.Fatalf("ParseURL(%q) accepted what pgx refuses: %v", raw, err)
+			}
+			// pgx's String names its modes with spaces where the URL has '_'.
+			if got := strings.ReplaceAll(cc.DefaultQueryExecMode.String(), " ", "_"); got != c.WithDefaults().QueryExecMode {
+				t.Errorf("ParseURL(%q): QueryExecMode %q reached pgx as %q", raw, c.QueryExecMode, got)
+			}
 		}
 		if c.Password == "" {
 			return

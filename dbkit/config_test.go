@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
@@ -122,6 +123,8 @@ func TestConfigValidateReportsEveryInvalidField(t *testing.T) {
 			name: "negative open conns", cfg: withCfg(func(c *Config) { c.MaxOpenConns = -1 }),
 			want: []string{"MaxOpenConns"}, nofull: true,
 		},
+		{name: "unknown query exec mode", cfg: withCfg(func(c *Config) { c.QueryExecMode = "prepare" }), want: []string{"QueryExecMode"}, rules: map[string]string{"QueryExecMode": "oneof"}},
+		{name: "query exec mode in pgx's String form", cfg: withCfg(func(c *Config) { c.QueryExecMode = "simple protocol" }), want: []string{"QueryExecMode"}},
 		{name: "missing CA file", cfg: withCfg(func(c *Config) { c.SSLRootCert = missing }), want: []string{"SSLRootCert"}, rules: map[string]string{"SSLRootCert": "file"}},
 		{name: "missing cert and key", cfg: withCfg(func(c *Config) { c.SSLCert, c.SSLKey = missing, missing }), want: []string{"SSLCert", "SSLKey"}},
 		{
@@ -215,6 +218,11 @@ func TestConfigValidateAccepts(t *testing.T) {
 			t.Errorf("SSLMode %q: Validate() = %v, want nil", mode, err)
 		}
 	}
+	for _, mode := range append([]string{""}, QueryExecModes...) {
+		if err := withCfg(func(c *Config) { c.QueryExecMode = mode }).Validate(); err != nil {
+			t.Errorf("QueryExecMode %q: Validate() = %v, want nil", mode, err)
+		}
+	}
 }
 
 // PostgreSQL's identifier limit (NAMEDATALEN-1) is 63 bytes, not 63
@@ -243,6 +251,7 @@ func TestConfigWithDefaults(t *testing.T) {
 		Port: DefaultPort, SSLMode: DefaultSSLMode, ConnectTimeout: DefaultConnectTimeout,
 		MaxOpenConns: DefaultMaxOpenConns, MaxIdleConns: DefaultMaxOpenConns,
 		ConnMaxLifetime: DefaultConnMaxLifetime, ConnMaxIdleTime: DefaultConnMaxIdleTime,
+		QueryExecMode: DefaultQueryExecMode,
 	}
 	if d != want {
 		t.Errorf("WithDefaults() = %#v\nwant %#v", configFields(d), configFields(want))
@@ -271,6 +280,7 @@ func TestConfigErrorNeverContainsValues(t *testing.T) {
 			ApplicationName: strings.Repeat(secretMarker, 5),
 			SSLRootCert:     "/nonexistent/" + secretMarker,
 			Port:            70000,
+			QueryExecMode:   secretMarker,
 		},
 		{Host: "h", Database: "d", User: "u", Password: secretMarker + "\x00" + secretMarker},
 		{Password: secretMarker, MaxOpenConns: 1, MaxIdleConns: 2},
@@ -418,6 +428,45 @@ func TestConfigDSNSSLModeAndTimeout(t *testing.T) {
 	}
 }
 
+// Connect builds pgx's settings with pgx.ParseConfig(cfg.DSN()), so the DSN
+// is what makes QueryExecMode take effect.
+func TestConfigDSNQueryExecModeReachesPgx(t *testing.T) {
+	clearPGEnv(t)
+	want := map[string]pgx.QueryExecMode{
+		"":                pgx.QueryExecModeCacheStatement, // pgx's default
+		"cache_statement": pgx.QueryExecModeCacheStatement,
+		"cache_describe":  pgx.QueryExecModeCacheDescribe,
+		"describe_exec":   pgx.QueryExecModeDescribeExec,
+		"exec":            pgx.QueryExecModeExec,
+		"simple_protocol": pgx.QueryExecModeSimpleProtocol,
+	}
+	if len(want) != len(QueryExecModes)+1 {
+		t.Fatalf("QueryExecModes = %v; the test covers %d modes", QueryExecModes, len(want)-1)
+	}
+	for mode, wantMode := range want {
+		c := withCfg(func(c *Config) { c.QueryExecMode = mode; c.Password = "it's" })
+		cc, err := pgx.ParseConfig(c.DSN())
+		if err != nil {
+			t.Errorf("QueryExecMode %q: pgx.ParseConfig(DSN) = %v", mode, err)
+			continue
+		}
+		if cc.DefaultQueryExecMode != wantMode {
+			t.Errorf("QueryExecMode %q: pgx DefaultQueryExecMode = %v, want %v", mode, cc.DefaultQueryExecMode, wantMode)
+		}
+		// pgx takes it out of the parameters it sends to the server.
+		if _, ok := cc.RuntimeParams["default_query_exec_mode"]; ok {
+			t.Errorf("QueryExecMode %q: default_query_exec_mode left in RuntimeParams", mode)
+		}
+	}
+	// pgx's default is not written, so that the DSN stays one libpq,
+	// psql and lib/pq accept: they do not know pgx's keyword.
+	for _, mode := range []string{"", DefaultQueryExecMode} {
+		if dsn := withCfg(func(c *Config) { c.QueryExecMode = mode }).DSN(); strings.Contains(dsn, "default_query_exec_mode") {
+			t.Errorf("QueryExecMode %q: DSN %q names pgx's default", mode, dsn)
+		}
+	}
+}
+
 func TestConfigAddr(t *testing.T) {
 	tests := []struct {
 		host string
@@ -543,6 +592,7 @@ func TestConfigRedactionShowsWhetherPasswordIsSet(t *testing.T) {
 		"host": "db.internal", "port": float64(5432), "database": "app", "user": "app",
 		"sslmode": "prefer", "password": redacted, "application_name": "api",
 		"max_open_conns": float64(10), "max_idle_conns": float64(10),
+		"default_query_exec_mode": DefaultQueryExecMode,
 	}
 	for k, v := range want {
 		if rec.DB[k] != v {
@@ -611,6 +661,24 @@ func TestConfigStringIsRedactedURL(t *testing.T) {
 			},
 		},
 		{
+			name: "query exec mode",
+			cfg:  withCfg(func(c *Config) { c.QueryExecMode = "exec"; c.Password = secretMarker }),
+			check: func(t *testing.T, u *url.URL) {
+				if got := u.Query().Get("default_query_exec_mode"); got != "exec" {
+					t.Errorf("default_query_exec_mode = %q, want exec", got)
+				}
+			},
+		},
+		{
+			name: "pgx's default query exec mode is not shown",
+			cfg:  withCfg(func(c *Config) { c.QueryExecMode = DefaultQueryExecMode }),
+			check: func(t *testing.T, u *url.URL) {
+				if u.Query().Has("default_query_exec_mode") {
+					t.Errorf("URL %s shows the default query exec mode", u)
+				}
+			},
+		},
+		{
 			name: "awkward user and database",
 			cfg:  withCfg(func(c *Config) { c.User = "a@b:c"; c.Database = "d/b?x#y"; c.Password = "x" }),
 			check: func(t *testing.T, u *url.URL) {
@@ -643,7 +711,8 @@ func TestConfigStringIsRedactedURL(t *testing.T) {
 			if want.Password != "" {
 				want.Password = redacted
 			}
-			if back.Host != want.Host || back.Database != want.Database || back.User != want.User || back.Password != want.Password {
+			if back.Host != want.Host || back.Database != want.Database || back.User != want.User || back.Password != want.Password ||
+				back.WithDefaults().QueryExecMode != want.WithDefaults().QueryExecMode {
 				t.Errorf("ParseURL(String()) = %#v, want %#v", back, want)
 			}
 		})

@@ -47,19 +47,22 @@ func ExampleConfig_String() {
 	fmt.Printf("%#v\n", cfg)
 	// Output:
 	// postgres://app:[REDACTED]@db.internal:5432/orders?sslmode=require
-	// dbkit.Config{Host:"db.internal", Port:0, Database:"orders", User:"app", Password:"[REDACTED]", SSLMode:"require", SSLRootCert:"", SSLCert:"", SSLKey:"", ApplicationName:"", ConnectTimeout:0, MaxOpenConns:0, MaxIdleConns:0, ConnMaxLifetime:0, ConnMaxIdleTime:0}
+	// dbkit.Config{Host:"db.internal", Port:0, Database:"orders", User:"app", Password:"[REDACTED]", SSLMode:"require", SSLRootCert:"", SSLCert:"", SSLKey:"", ApplicationName:"", ConnectTimeout:0, MaxOpenConns:0, MaxIdleConns:0, ConnMaxLifetime:0, ConnMaxIdleTime:0, QueryExecMode:""}
 }
 
 func ExampleParseURL() {
 	// Reserved characters in the password are percent-encoded: "p@ss:word".
+	// PgBouncer in transaction pooling mode keeps no named prepared
+	// statements, hence pgx's default_query_exec_mode=exec.
 	cfg, err := dbkit.ParseURL("postgres://app:p%40ss%3Aword@db.internal:6432/orders" +
-		"?sslmode=verify-full&connect_timeout=5&pool_max_conns=20&pool_max_conn_lifetime=1h")
+		"?sslmode=verify-full&connect_timeout=5&pool_max_conns=20&pool_max_conn_lifetime=1h" +
+		"&default_query_exec_mode=exec")
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
 	fmt.Println(cfg.Host, cfg.Port, cfg.Database, cfg.User, cfg.Password == "p@ss:word")
-	fmt.Println(cfg.SSLMode, cfg.ConnectTimeout, cfg.MaxOpenConns, cfg.ConnMaxLifetime)
+	fmt.Println(cfg.SSLMode, cfg.ConnectTimeout, cfg.MaxOpenConns, cfg.ConnMaxLifetime, cfg.QueryExecMode)
 
 	// Errors name what is wrong but never repeat the password.
 	_, err = dbkit.ParseURL("postgres://app:50%off@db.internal/orders")
@@ -68,7 +71,7 @@ func ExampleParseURL() {
 	fmt.Println(err)
 	// Output:
 	// db.internal 6432 orders app true
-	// verify-full 5s 20 1h0m0s
+	// verify-full 5s 20 1h0m0s exec
 	// dbkit: invalid config: URL has a malformed user or password: percent-encode reserved characters (@ : / ? # % and spaces) in them
 	// dbkit: invalid config: URL has unknown parameters "sslmod"
 }
