@@ -2,7 +2,6 @@ package dbkit
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"reflect"
@@ -38,8 +37,7 @@ const writeSavepoint = "dbkit_write"
 // writeTx is what beginWrite started for one statement, found by endWrite.
 type writeTx struct {
 	pool gorm.ConnPool // the statement's pool before the write
-	tx   *sql.Tx       // nil: a savepoint in the transaction pool is
-	stop func() bool   // stops the rollback armed for when ctx ends
+	tx   *liveTx       // nil: a savepoint in the transaction pool is
 }
 
 // registerAtomicWrites replaces GORM's default-transaction callbacks. It is
@@ -75,13 +73,13 @@ func beginWrite(tx *gorm.DB, kind writeKind) {
 	if !ok {
 		return // a pool GORM cannot begin on: it would not have either
 	}
-	sqlTx, stop, err := beginTx(ctx, beginner, nil)
+	ltx, err := beginTx(ctx, beginner, nil)
 	if err != nil {
 		_ = tx.AddError(err)
 		return
 	}
-	stmt.Settings.Store(stmt, &writeTx{pool: stmt.ConnPool, tx: sqlTx, stop: stop})
-	stmt.ConnPool = sqlTx
+	stmt.Settings.Store(stmt, &writeTx{pool: stmt.ConnPool, tx: ltx})
+	stmt.ConnPool = ltx.Tx
 }
 
 // endWrite commits what beginWrite started, or rolls it back when the write
@@ -106,36 +104,13 @@ func endWrite(tx *gorm.DB) {
 		}
 		return
 	}
-	w.stop()
 	if tx.Error != nil {
-		_ = w.tx.Rollback()
+		_ = w.tx.rollback()
 		return
 	}
-	if err := w.tx.Commit(); err != nil {
-		if errors.Is(err, sql.ErrTxDone) && stmt.Context.Err() != nil {
-			// ctx ended after the last statement: the armed rollback ran.
-			err = fmt.Errorf("%w: the write was rolled back", stmt.Context.Err())
-		}
+	if err := w.tx.commit(stmt.Context); err != nil {
 		_ = tx.AddError(err)
 	}
-}
-
-// beginTx begins a transaction whose rollback works after ctx has ended.
-// database/sql ties a transaction to the ctx it was begun with and rolls it
-// back when that ctx ends, but pgx then sends the ROLLBACK with the ended
-// ctx, which fails and closes the connection: one reconnect per cancelled
-// transaction. Here the transaction is begun without ctx's cancellation and
-// rolled back, on a live ctx, by a func armed for when ctx ends (a caller
-// that panics between statements leaves nothing open); the caller calls
-// stop once it commits or rolls back itself. Statements still run with ctx,
-// so ending it cancels the one running.
-func beginTx(ctx context.Context, beginner gorm.TxBeginner, opts *sql.TxOptions) (*sql.Tx, func() bool, error) {
-	sqlTx, err := beginner.BeginTx(context.WithoutCancel(ctx), opts)
-	if err != nil {
-		return nil, nil, err
-	}
-	stop := context.AfterFunc(ctx, func() { _ = sqlTx.Rollback() })
-	return sqlTx, stop, nil
 }
 
 // needsTx reports whether a write can run more than one statement or a hook

@@ -39,6 +39,11 @@ var (
 
 	// ErrClosed reports a call on a [DB] after [DB.Close].
 	ErrClosed = errors.New("database is closed")
+
+	// ErrCommitUnknown reports a transaction whose ctx ended while its COMMIT
+	// was on its way: it may or may not have been committed, and retrying it
+	// could apply it twice. It also matches ctx.Err().
+	ErrCommitUnknown = errors.New("ctx ended during COMMIT: the transaction may or may not be committed")
 )
 
 // proxyError is a sentinel that also matches another library's sentinel, the

@@ -102,6 +102,12 @@ func (db *DB) txStateFrom(ctx context.Context) *txState {
 // options are ignored there (the outer transaction decides them). A ctx
 // carrying a transaction of another DB is ignored.
 //
+// When ctx ends, the running statement is cancelled on the server, the
+// transaction is rolled back on its connection (which the pool keeps) and
+// InTx returns an error matching ctx.Err(): nothing is committed, also when
+// fn returned nil. If ctx ends while COMMIT is on its way, the error also
+// matches [ErrCommitUnknown]: the transaction may have been committed.
+//
 // With [RetrySerializationFailures], a serialization failure or deadlock
 // anywhere in the transaction (commit included) runs fn again from the
 // start, in a new transaction; the last error is returned when the attempts
@@ -186,22 +192,41 @@ func (db *DB) inSavepoint(ctx context.Context, parent *txState, fn func(ctx cont
 	return nil
 }
 
-// runTx runs one attempt: a transaction on a connection pinned for it.
-func (db *DB) runTx(ctx context.Context, fn func(ctx context.Context) error, o txOptions) error {
-	var txOpts []*sql.TxOptions
+// runTx runs one attempt: a transaction on a connection pinned for it. The
+// transaction is a [liveTx]: when ctx ends it is rolled back on its own
+// connection, which the pool keeps, and the error matches ctx.Err().
+func (db *DB) runTx(ctx context.Context, fn func(ctx context.Context) error, o txOptions) (err error) {
+	var txOpts *sql.TxOptions
 	if o.isolation != sql.LevelDefault || o.readOnly {
-		txOpts = append(txOpts, &sql.TxOptions{Isolation: o.isolation, ReadOnly: o.readOnly})
+		txOpts = &sql.TxOptions{Isolation: o.isolation, ReadOnly: o.readOnly}
 	}
 	conn, err := db.sql.Conn(ctx)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = conn.Close() }()
-	base := db.gorm.Session(&gorm.Session{NewDB: true, Context: ctx})
-	base.Statement.ConnPool = conn
-	return base.Transaction(func(tx *gorm.DB) error {
-		return fn(context.WithValue(ctx, txKey{}, &txState{db: db, tx: tx, conn: conn}))
-	}, txOpts...)
+	ltx, err := beginTx(ctx, conn, txOpts)
+	if err != nil {
+		return err
+	}
+	tx := db.gorm.Session(&gorm.Session{NewDB: true, Context: ctx})
+	tx.Statement.ConnPool = ltx.Tx
+	panicked := true
+	defer func() {
+		if panicked {
+			_ = ltx.rollback() // the panic goes on
+		}
+	}()
+	err = fn(context.WithValue(ctx, txKey{}, &txState{db: db, tx: tx, conn: conn}))
+	panicked = false
+	if err != nil {
+		_ = ltx.rollback()
+		if ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
+			err = fmt.Errorf("dbkit: rolled back: %w: %w", context.Cause(ctx), err)
+		}
+		return err
+	}
+	return ltx.commit(ctx)
 }
 
 func (db *DB) startTxSpan(ctx context.Context, o txOptions) (context.Context, trace.Span) {
