@@ -37,6 +37,8 @@ import (
 type DB struct {
 	gorm   *gorm.DB
 	sql    *sql.DB
+	pool   *pool  // what GORM, InTx and COPY run on: sql, until Close begins
+	conns  conns  // the pool's connections, for Close to cut
 	cfg    Config // defaults applied
 	logger *slog.Logger
 	// stmtLog logs every statement (WithLogger), at WARN past slowQuery.
@@ -61,8 +63,6 @@ type DB struct {
 
 	closed    atomic.Bool
 	closeOnce sync.Once
-	closeDone chan struct{}
-	closeErr  error
 }
 
 // Connect validates cfg, opens a connection pool to PostgreSQL through GORM
@@ -129,7 +129,6 @@ func newDB(cfg Config, o options) *DB {
 		traced:    o.tracerProvider != nil,
 		poolName:  o.poolName,
 		cursorKey: o.cursorKey,
-		closeDone: make(chan struct{}),
 	}
 	if db.poolName == "" {
 		db.poolName = cfg.Addr() + "/" + cfg.Database
@@ -164,7 +163,11 @@ func (db *DB) open(ctx context.Context, o options) error {
 	connCfg.BuildContextWatcherHandler = func(c *pgconn.PgConn) ctxwatch.Handler {
 		return &pgconn.CancelRequestContextWatcherHandler{Conn: c, DeadlineDelay: 2 * time.Second}
 	}
-	db.sql = stdlib.OpenDB(*connCfg, stdlib.OptionAfterConnect(scanTimestamptzInUTC))
+	connCfg.AfterNetConnect = db.conns.track
+	db.sql = stdlib.OpenDB(*connCfg, stdlib.OptionAfterConnect(func(ctx context.Context, c *pgx.Conn) error {
+		db.conns.ready(c.PgConn())
+		return scanTimestamptzInUTC(ctx, c)
+	}))
 	db.sql.SetMaxOpenConns(db.cfg.MaxOpenConns)
 	db.sql.SetMaxIdleConns(db.cfg.MaxIdleConns)
 	db.sql.SetConnMaxLifetime(db.cfg.ConnMaxLifetime)
@@ -176,9 +179,10 @@ func (db *DB) open(ctx context.Context, o options) error {
 	return db.openGorm(db.sql, o)
 }
 
-// openGorm sets GORM up on pool: dbkit's settings, its callbacks and its
-// telemetry.
-func (db *DB) openGorm(pool gorm.ConnPool, o options) error {
+// openGorm sets GORM up on sqlDB: dbkit's pool around it, settings,
+// callbacks and telemetry.
+func (db *DB) openGorm(sqlDB *sql.DB, o options) error {
+	db.pool = newPool(db, sqlDB)
 	gl := o.gormLogger
 	if gl == nil {
 		gl = logger.Discard
@@ -191,7 +195,7 @@ func (db *DB) openGorm(pool gorm.ConnPool, o options) error {
 		}
 	}
 	var err error
-	db.gorm, err = gorm.Open(postgres.New(postgres.Config{Conn: pool}), &gorm.Config{
+	db.gorm, err = gorm.Open(postgres.New(postgres.Config{Conn: db.pool}), &gorm.Config{
 		TranslateError:       true,
 		Logger:               logger.Discard, // gl once the callbacks are in: GORM logs their replacement
 		NowFunc:              now,
@@ -221,7 +225,7 @@ func (db *DB) registerCallbacks() error {
 	cb := db.gorm.Callback()
 	translate := func(tx *gorm.DB) {
 		if tx.Error != nil {
-			tx.Error = translateDriver(tx.Statement.Context, tx.Error)
+			tx.Error = db.closedError(translateDriver(tx.Statement.Context, tx.Error))
 		}
 	}
 	return errors.Join(
@@ -372,16 +376,26 @@ func (db *DB) Health(ctx context.Context) error {
 
 func (db *DB) health(ctx context.Context) error {
 	var one int
-	if err := db.sql.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
+	if err := db.pool.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
 		return fmt.Errorf("dbkit: health check of %s database %q: %w", db.cfg.Addr(), db.cfg.Database, db.translate(ctx, err))
 	}
 	return nil
 }
 
-// Close stops new queries, waits for running ones to finish and closes every
-// connection. If ctx ends first Close returns its error while the pool keeps
-// closing in the background. Calling Close again returns nil. Every call on
-// the DB or its repositories after Close fails with [ErrClosed].
+// Close closes the DB, gracefully:
+//
+//  1. New work stops at once: every call on the DB, its repositories and
+//     GORM through them fails with [ErrClosed], even while Close waits.
+//  2. Close waits for the statements and transactions already running,
+//     until they end or ctx does.
+//  3. If ctx ends first, what still runs is cut: PostgreSQL is asked to
+//     cancel each statement, and the connections are closed, which rolls
+//     back the transactions left (their callers get errors matching
+//     ErrClosed). Close then returns an error matching ctx.Err() that says
+//     how many it cut.
+//
+// The connections are closed before Close returns. Calling Close again
+// returns nil.
 func (db *DB) Close(ctx context.Context) error {
 	first := false
 	db.closeOnce.Do(func() {
@@ -390,27 +404,47 @@ func (db *DB) Close(ctx context.Context) error {
 		if db.poolReg != nil {
 			_ = db.poolReg.Unregister()
 		}
-		go func() {
-			db.closeErr = db.sql.Close()
-			close(db.closeDone)
-		}()
 	})
 	if !first {
 		return nil
 	}
 	_, span := db.tracer.Start(ctx, tracing.SpanClose, trace.WithAttributes(db.attrs...))
-	var err error
-	select {
-	case <-db.closeDone:
-		err = db.closeErr
-	case <-ctx.Done():
-		err = fmt.Errorf("dbkit: close %s: %w", db.cfg.Addr(), ctx.Err())
+	err := db.drain(ctx)
+	if cerr := db.sql.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("dbkit: close %s: %w", db.cfg.Addr(), cerr)
 	}
 	tracing.End(span, err, nil)
 	if err == nil {
 		db.logger.LogAttrs(ctx, slog.LevelDebug, "dbkit: database closed", slog.String("addr", db.cfg.Addr()), slog.String("database", db.cfg.Database))
 	}
 	return err
+}
+
+// cutGrace bounds the cancel requests Close sends after its ctx ended.
+const cutGrace = 2 * time.Second
+
+// drain waits until nothing runs on the pool: no call under way in it and no
+// connection in use (a statement, its rows, a transaction). When ctx ends
+// first, it cuts what runs and says how much.
+func (db *DB) drain(ctx context.Context) error {
+	idle := func() bool { return db.pool.active.Load() == 0 && db.sql.Stats().InUse == 0 }
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for !idle() {
+		select {
+		case <-tick.C:
+			continue
+		case <-ctx.Done():
+		}
+		running := db.sql.Stats().InUse
+		grace, cancel := context.WithTimeout(context.WithoutCancel(ctx), cutGrace)
+		db.conns.cut(grace)
+		cancel()
+		db.logger.LogAttrs(ctx, slog.LevelWarn, "dbkit: close cut the work still running",
+			slog.String("addr", db.cfg.Addr()), slog.Int("cut", running))
+		return fmt.Errorf("dbkit: close %s: %w: cut %d statement(s) or transaction(s) still running", db.cfg.Addr(), ctx.Err(), running)
+	}
+	return nil
 }
 
 // Stats returns the connection pool's statistics.

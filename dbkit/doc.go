@@ -12,8 +12,9 @@
 //
 // [Connect] validates the Config, opens a pool, waits for the server (retrying
 // while it starts), checks it with SELECT 1 and applies the migrations given
-// with [WithMigrations]. [DB.Health] is a readiness check; [DB.Close] shuts
-// the pool down gracefully and may be called more than once.
+// with [WithMigrations]. [DB.Health] is a readiness check; [DB.Close] refuses
+// new work at once, waits for what runs until its ctx ends, then cuts the
+// rest; it may be called more than once.
 //
 //	db, err := dbkit.Connect(ctx, cfg, dbkit.WithMigrations(migrations...))
 //	if err != nil {
@@ -59,7 +60,8 @@
 // gorm.ErrRecordNotFound), [ErrInvalid], [ErrClosed], and the constraint
 // kinds [ErrDuplicate], [ErrForeignKey], [ErrCheck], [ErrNotNull] and
 // [ErrExclusion], carried by a *[ConstraintError] that names the constraint,
-// table and column. They are mapped from PostgreSQL's SQLSTATE codes, never
+// table and column. Inside transactions: [ErrSchemaChanged] (retried by
+// [RetrySerializationFailures]) and [ErrCommitUnknown]. They are mapped from PostgreSQL's SQLSTATE codes, never
 // from error text. Connection failures are a *[ConnectError].
 //
 // # Tracing

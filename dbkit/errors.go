@@ -40,6 +40,13 @@ var (
 	// ErrClosed reports a call on a [DB] after [DB.Close].
 	ErrClosed = errors.New("database is closed")
 
+	// ErrSchemaChanged reports a statement inside a transaction that met a
+	// prepared statement made stale by a schema change (SQLSTATE 0A000,
+	// "cached plan must not change result type"): the transaction is aborted,
+	// and running it again works. [RetrySerializationFailures] retries it.
+	// Outside a transaction dbkit runs such a statement again by itself.
+	ErrSchemaChanged = errors.New("schema changed under a prepared statement: run the transaction again")
+
 	// ErrCommitUnknown reports a transaction whose ctx ended while its COMMIT
 	// was on its way: it may or may not have been committed, and retrying it
 	// could apply it twice. It also matches ctx.Err().
@@ -139,7 +146,13 @@ func (db *DB) translate(ctx context.Context, err error) error {
 	if t := translateDriver(ctx, err); t != err {
 		return t
 	}
-	if db != nil && db.closed.Load() && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+	return db.closedError(err)
+}
+
+// closedError makes err, of a statement that failed after Close began (Close
+// cut it), match ErrClosed, unless its own ctx ended.
+func (db *DB) closedError(err error) error {
+	if db != nil && db.closed.Load() && !errors.Is(err, ErrClosed) && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("%w: %w", ErrClosed, err)
 	}
 	return err
@@ -169,8 +182,11 @@ func translateDriver(ctx context.Context, err error) error {
 	if ctx != nil && ctx.Err() != nil && pgErr.Code == codeQueryCanceled && !errors.Is(err, ctx.Err()) {
 		err = fmt.Errorf("%w: %w", ctx.Err(), err)
 	}
-	if errors.As(err, &ce) || errors.As(err, &withheld) {
+	if errors.As(err, &ce) || errors.As(err, &withheld) || errors.Is(err, ErrSchemaChanged) {
 		return err
+	}
+	if stalePlan(err) {
+		return fmt.Errorf("%w: %w", ErrSchemaChanged, err)
 	}
 	if kind := constraintKind(pgErr.Code); kind != nil {
 		return &ConstraintError{

@@ -562,8 +562,8 @@ func (b *BaseDatabase[T]) Query(ctx context.Context) gorm.Interface[T] {
 	tx := b.conn(ctx)
 	if b.err != nil {
 		_ = tx.AddError(b.err)
-	} else if b.db.closed.Load() {
-		_ = tx.AddError(fmt.Errorf("dbkit: %s.Query: %w", b.model, ErrClosed))
 	}
+	// After Close, the pool itself answers ErrClosed, to Row too (a GORM
+	// statement with an error already set would give Row a nil *sql.Row).
 	return gorm.G[T](tx)
 }

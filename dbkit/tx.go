@@ -50,7 +50,8 @@ func ReadOnly() TxOption { return func(o *txOptions) { o.readOnly = true } }
 
 // RetrySerializationFailures runs the whole function again, up to attempts
 // times in all, when the transaction fails with a serialization failure
-// (SQLSTATE 40001) or a deadlock (40P01), after a jittered exponential
+// (SQLSTATE 40001), a deadlock (40P01) or a statement made stale by a schema
+// change ([ErrSchemaChanged]), after a jittered exponential
 // backoff (10 ms doubling, at most 1 s). The function must be safe to run
 // again: no side effects outside the transaction.
 func RetrySerializationFailures(attempts int) TxOption {
@@ -200,7 +201,7 @@ func (db *DB) runTx(ctx context.Context, fn func(ctx context.Context) error, o t
 	if o.isolation != sql.LevelDefault || o.readOnly {
 		txOpts = &sql.TxOptions{Isolation: o.isolation, ReadOnly: o.readOnly}
 	}
-	conn, err := db.sql.Conn(ctx)
+	conn, err := db.pool.conn(ctx)
 	if err != nil {
 		return err
 	}
@@ -240,10 +241,11 @@ func (db *DB) startTxSpan(ctx context.Context, o txOptions) (context.Context, tr
 	return db.tracer.Start(ctx, tracing.SpanTx, trace.WithAttributes(attrs...))
 }
 
-// retryableTx reports a serialization failure or a deadlock.
+// retryableTx reports a serialization failure, a deadlock, or a statement
+// made stale by a schema change.
 func retryableTx(err error) bool {
 	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && (pgErr.Code == codeSerializationFailure || pgErr.Code == codeDeadlockDetected)
+	return errors.As(err, &pgErr) && (pgErr.Code == codeSerializationFailure || pgErr.Code == codeDeadlockDetected || stalePlan(err))
 }
 
 func sqlState(err error) string {

@@ -160,7 +160,7 @@ func (b *BaseDatabase[T]) copyFrom(ctx context.Context, items []T) error {
 	if st := b.db.txStateFrom(ctx); st != nil {
 		return st.conn.Raw(copyRows)
 	}
-	conn, err := b.db.sql.Conn(ctx)
+	conn, err := b.db.pool.conn(ctx)
 	if err != nil {
 		return err
 	}

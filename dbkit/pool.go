@@ -1,0 +1,250 @@
+package dbkit
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"gorm.io/gorm"
+)
+
+// codeCachedPlanChanged is SQLSTATE 0A000 (feature_not_supported), which
+// PostgreSQL reports, as "cached plan must not change result type", when a
+// prepared statement's result columns changed under it: a column was added
+// to a table a cached SELECT * reads.
+const codeCachedPlanChanged = "0A000"
+
+// pool is the connection pool dbkit gives GORM: the *sql.DB, with two
+// guarantees added to every statement run outside a transaction, the
+// repository's and the escape hatch's alike:
+//
+//   - After [DB.Close] has begun, nothing new starts: every call fails with
+//     [ErrClosed], even while the statements already running are waited for.
+//   - A statement that meets a prepared statement made stale by a schema
+//     change (SQLSTATE 0A000) runs again, once, with pgx's describe_exec
+//     mode, which prepares nothing: a rolling deploy's new column does not
+//     fail one call per pooled connection of the old replicas. It had not
+//     run: PostgreSQL refuses the stale plan before executing it.
+//
+// Inside a transaction the first statement error aborts the transaction,
+// so there the error is [ErrSchemaChanged] instead, which InTx's retry
+// understands.
+type pool struct {
+	db     *DB
+	open   *sql.DB
+	active atomic.Int64 // calls under way, which Close waits for
+
+	closedOnce sync.Once
+	closed     *sql.DB // what QueryRow runs on after Close: every connection refused
+}
+
+var (
+	_ gorm.ConnPool       = (*pool)(nil)
+	_ gorm.TxBeginner     = (*pool)(nil)
+	_ gorm.GetDBConnector = (*pool)(nil)
+)
+
+func newPool(db *DB, open *sql.DB) *pool { return &pool{db: db, open: open} }
+
+// errPoolClosed is what a call on the pool gets once Close has begun.
+var errPoolClosed = fmt.Errorf("dbkit: %w", ErrClosed)
+
+// enter counts a call under way and returns the pool to run it on, or nil
+// once Close has begun. The call ends with leave. Close sets closed before it
+// waits, and a call is counted before it looks: none can start on the open
+// pool unseen once Close waits.
+func (p *pool) enter() *sql.DB {
+	p.active.Add(1)
+	if p.db.closed.Load() {
+		return nil
+	}
+	return p.open
+}
+
+func (p *pool) leave() { p.active.Add(-1) }
+
+func (p *pool) PrepareContext(ctx context.Context, query string) (*sql.Stmt, error) {
+	defer p.leave()
+	db := p.enter()
+	if db == nil {
+		return nil, errPoolClosed
+	}
+	return db.PrepareContext(ctx, query)
+}
+
+func (p *pool) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	defer p.leave()
+	db := p.enter()
+	if db == nil {
+		return nil, errPoolClosed
+	}
+	res, err := db.ExecContext(ctx, query, args...)
+	if stalePlan(err) {
+		res, err = db.ExecContext(ctx, query, describeExec(args)...)
+	}
+	return res, err
+}
+
+func (p *pool) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	defer p.leave()
+	db := p.enter()
+	if db == nil {
+		return nil, errPoolClosed
+	}
+	rows, err := db.QueryContext(ctx, query, args...)
+	if stalePlan(err) {
+		rows, err = db.QueryContext(ctx, query, describeExec(args)...)
+	}
+	return rows, err
+}
+
+func (p *pool) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	defer p.leave()
+	db := p.enter()
+	if db == nil {
+		// A *sql.Row's error can only come from a pool: one whose every
+		// connection fails with ErrClosed, made at the first need (its
+		// opener goroutine then lives as long as the process).
+		p.closedOnce.Do(func() { p.closed = sql.OpenDB(closedConnector{}) })
+		return p.closed.QueryRowContext(ctx, query, args...)
+	}
+	row := db.QueryRowContext(ctx, query, args...)
+	if stalePlan(row.Err()) {
+		row = db.QueryRowContext(ctx, query, describeExec(args)...)
+	}
+	return row
+}
+
+// BeginTx begins a transaction of GORM's (Begin, Transaction).
+func (p *pool) BeginTx(ctx context.Context, opts *sql.TxOptions) (*sql.Tx, error) {
+	defer p.leave()
+	db := p.enter()
+	if db == nil {
+		return nil, errPoolClosed
+	}
+	return db.BeginTx(ctx, opts)
+}
+
+// conn pins a connection, for InTx and COPY.
+func (p *pool) conn(ctx context.Context) (*sql.Conn, error) {
+	defer p.leave()
+	db := p.enter()
+	if db == nil {
+		return nil, errPoolClosed
+	}
+	return db.Conn(ctx)
+}
+
+// GetDBConn gives GORM's DB() the pool (migrate pins its connection there).
+// Work started on it directly is not counted: Close waits for it only while
+// it holds a connection.
+func (p *pool) GetDBConn() (*sql.DB, error) {
+	defer p.leave()
+	db := p.enter()
+	if db == nil {
+		return nil, errPoolClosed
+	}
+	return db, nil
+}
+
+// stalePlan reports PostgreSQL's refusal to run a prepared statement whose
+// result columns a schema change altered: SQLSTATE 0A000, which is
+// feature_not_supported in general, raised by RevalidateCachedQuery (the
+// message, "cached plan must not change result type", may be translated;
+// the routine's name is not).
+func stalePlan(err error) bool {
+	var pgErr *pgconn.PgError
+	return err != nil && errors.As(err, &pgErr) && pgErr.Code == codeCachedPlanChanged && pgErr.Routine == "RevalidateCachedQuery"
+}
+
+// describeExec returns args for a statement run once in pgx's describe_exec
+// mode, which pgx (through database/sql too) takes as a first argument.
+func describeExec(args []any) []any {
+	return append([]any{pgx.QueryExecModeDescribeExec}, args...)
+}
+
+// closedConnector is the connector of a pool that refuses every connection
+// with ErrClosed: what a QueryRow on a closed DB runs on, so that it fails
+// with dbkit's error and not database/sql's "sql: database is closed".
+type closedConnector struct{}
+
+func (closedConnector) Connect(context.Context) (driver.Conn, error) { return nil, errPoolClosed }
+
+func (closedConnector) Driver() driver.Driver { return closedDriver{} }
+
+type closedDriver struct{}
+
+func (closedDriver) Open(string) (driver.Conn, error) { return nil, errPoolClosed }
+
+// conns tracks the pool's open connections, so that Close can cut what still
+// runs when its ctx ends: a cancel request to each connection's server
+// process, then the connection's socket closed.
+type conns struct {
+	mu sync.Mutex
+	m  map[*trackedConn]struct{}
+}
+
+// trackedConn is a pool connection's socket, known to conns until closed.
+type trackedConn struct {
+	net.Conn
+	set  *conns
+	pg   *pgconn.PgConn // set once the connection is up
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() {
+		c.set.mu.Lock()
+		delete(c.set.m, c)
+		c.set.mu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
+// track is pgconn's AfterNetConnect: it wraps every new connection's socket.
+func (s *conns) track(_ context.Context, _ *pgconn.Config, c net.Conn) (net.Conn, error) {
+	tc := &trackedConn{Conn: c, set: s}
+	s.mu.Lock()
+	if s.m == nil {
+		s.m = make(map[*trackedConn]struct{})
+	}
+	s.m[tc] = struct{}{}
+	s.mu.Unlock()
+	return tc, nil
+}
+
+// ready is called once a connection is up: its cancel key is now known.
+func (s *conns) ready(pg *pgconn.PgConn) {
+	if tc, ok := pg.Conn().(*trackedConn); ok {
+		s.mu.Lock()
+		tc.pg = pg
+		s.mu.Unlock()
+	}
+}
+
+// cut asks the server to cancel whatever each open connection runs, then
+// closes their sockets: statements and transactions still running end at
+// once, on the server too. ctx bounds the cancel requests.
+func (s *conns) cut(ctx context.Context) {
+	s.mu.Lock()
+	open := make([]*trackedConn, 0, len(s.m))
+	var wg sync.WaitGroup
+	for c := range s.m {
+		open = append(open, c)
+		if pg := c.pg; pg != nil {
+			wg.Go(func() { _ = pg.CancelRequest(ctx) })
+		}
+	}
+	s.mu.Unlock()
+	wg.Wait()
+	for _, c := range open {
+		_ = c.Close()
+	}
+}
