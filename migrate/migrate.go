@@ -348,7 +348,7 @@ func (m *Migrator) locked(ctx context.Context, fn func(conn *gorm.DB) error) (er
 		_ = sqlConn.Close()
 	}()
 	conn := m.db.Session(&gorm.Session{NewDB: true, Context: ctx})
-	conn.Statement.ConnPool = sqlConn
+	conn.Statement.ConnPool = pin(sqlConn)
 	key, err := m.lockKey(ctx, conn)
 	if err != nil {
 		return err
