@@ -42,20 +42,28 @@ var racing = func() []migrate.Migration {
 }()
 
 // envMigratorHelper makes the test binary a one-shot migrator (see TestMain):
-// the value is the DSN to migrate.
-const envMigratorHelper = "DBKIT_TEST_MIGRATOR_DSN"
+// the value is the DSN to migrate. envMigratorSet names the migrations it
+// applies: the racing ones unless it says "stuck" (see stuckMigrations).
+const (
+	envMigratorHelper = "DBKIT_TEST_MIGRATOR_DSN"
+	envMigratorSet    = "DBKIT_TEST_MIGRATOR_SET"
+)
 
 // runMigratorHelper is the whole life of a helper process: connect with the
-// racing migrations, report, exit.
+// migrations envMigratorSet names, report, exit.
 func runMigratorHelper(dsn string) int {
 	cfg, err := dbkit.ParseURL(dsn)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	migs := racing
+	if os.Getenv(envMigratorSet) == "stuck" {
+		migs, cfg.ApplicationName = stuckMigrations(stuckSeconds), stuckAppName
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	db, err := dbkit.Connect(ctx, cfg, dbkit.WithMigrations(racing...))
+	db, err := dbkit.Connect(ctx, cfg, dbkit.WithMigrations(migs...))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -142,16 +150,11 @@ func TestConcurrentMigratorsGoroutines(t *testing.T) {
 func TestConcurrentMigratorsProcesses(t *testing.T) {
 	t.Parallel()
 	cfg := srv.NewDatabase(t)
-	dsn := (&url.URL{Scheme: "postgres", User: url.UserPassword(cfg.User, cfg.Password), Host: cfg.Addr(),
-		Path: "/" + cfg.Database, RawQuery: "sslmode=disable"}).String()
 	const processes = 8
 	cmds := make([]*exec.Cmd, processes)
 	outs := make([]*logBuffer, processes)
 	for i := range cmds {
-		cmds[i] = exec.Command(os.Args[0], "-test.run=^$")
-		cmds[i].Env = append(os.Environ(), envMigratorHelper+"="+dsn)
-		outs[i] = &logBuffer{}
-		cmds[i].Stdout, cmds[i].Stderr = outs[i], outs[i]
+		cmds[i], outs[i] = migratorProcess(cfg, "racing")
 	}
 	for i, c := range cmds {
 		if err := c.Start(); err != nil {
@@ -164,6 +167,19 @@ func TestConcurrentMigratorsProcesses(t *testing.T) {
 		}
 	}
 	checkRacingOutcome(t, cfg)
+}
+
+// migratorProcess returns a command that runs this test binary as a
+// migrator of cfg's database applying the migration set named set (see
+// runMigratorHelper), and the buffer its output goes to.
+func migratorProcess(cfg dbkit.Config, set string) (*exec.Cmd, *logBuffer) {
+	dsn := (&url.URL{Scheme: "postgres", User: url.UserPassword(cfg.User, cfg.Password), Host: cfg.Addr(),
+		Path: "/" + cfg.Database, RawQuery: "sslmode=disable"}).String()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), envMigratorHelper+"="+dsn, envMigratorSet+"="+set)
+	out := &logBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	return cmd, out
 }
 
 // With a pool of one connection, the migrator must not wait for a second

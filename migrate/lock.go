@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"hash/fnv"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -33,6 +34,47 @@ func (m *Migrator) lockKey(ctx context.Context, conn *gorm.DB) (int64, error) {
 		table = schema + "." + table
 	}
 	return LockKey(table), nil
+}
+
+// How soon the server notices that the migrator holding the lock is gone.
+// A backend running a statement does not read from its client, so by
+// default it finds out that the client died (and releases the lock) only
+// when the statement ends. client_connection_check_interval (PostgreSQL 14
+// and later, on servers whose platform can report a closed socket, as
+// Linux can) makes it check the socket this often while it runs a
+// statement: a killed process's socket is closed by its kernel at once. TCP
+// keepalives cover a host or network that vanished without closing
+// anything: the server gives up on a silent client after about idle +
+// interval × count seconds.
+const (
+	clientCheckInterval = "1s"
+	keepalivesIdle      = "5"
+	keepalivesInterval  = "2"
+	keepalivesCount     = "3"
+)
+
+// watchClient sets up the pinned session so that the server notices within
+// seconds that this migrator died, and ends its session, its transaction
+// and its lock. These are session settings any user may change; the pinned
+// connection is closed after the run, so they do not reach the pool. A
+// server that refuses them (an older or another platform) is only logged:
+// the migrator works without them, as it did before.
+func (m *Migrator) watchClient(ctx context.Context, conn *gorm.DB) error {
+	err := conn.WithContext(ctx).Exec(`SELECT set_config('tcp_keepalives_idle', ?, false),
+		set_config('tcp_keepalives_interval', ?, false), set_config('tcp_keepalives_count', ?, false)`,
+		keepalivesIdle, keepalivesInterval, keepalivesCount).Error
+	if err == nil {
+		err = conn.WithContext(ctx).Exec(`SELECT CASE WHEN current_setting('server_version_num')::int >= 140000
+			THEN set_config('client_connection_check_interval', ?, false) END`, clientCheckInterval).Error
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("migrate: set up the migration connection: %w", ctx.Err())
+		}
+		m.logger.WarnContext(ctx, "the server may not notice soon that this migrator died: setting up the connection failed",
+			slog.String("error", err.Error()))
+	}
+	return nil
 }
 
 // lock takes the session-level advisory lock on conn, the pinned connection

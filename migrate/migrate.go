@@ -329,11 +329,13 @@ func cut(migs []Migration, target string) []Migration {
 	return migs[:i]
 }
 
-// locked runs fn on one pinned connection holding the migration lock. The
-// connection is closed afterwards rather than returned to the pool: whatever
-// happened (a lock granted just as ctx ended, an unlock that failed, a
-// migration that changed a session setting), nothing of the run can outlive
-// it in a connection the application will use.
+// locked runs fn on one pinned connection holding the migration lock, set
+// up so that the server notices soon when this process dies (see
+// watchClient). The connection is closed afterwards rather than returned to
+// the pool: whatever happened (a lock granted just as ctx ended, an unlock
+// that failed, a migration that changed a session setting, the settings of
+// watchClient), nothing of the run can outlive it in a connection the
+// application will use.
 func (m *Migrator) locked(ctx context.Context, fn func(conn *gorm.DB) error) (err error) {
 	sqlDB, err := m.db.DB()
 	if err != nil {
@@ -349,6 +351,9 @@ func (m *Migrator) locked(ctx context.Context, fn func(conn *gorm.DB) error) (er
 	}()
 	conn := m.db.Session(&gorm.Session{NewDB: true, Context: ctx})
 	conn.Statement.ConnPool = pin(sqlConn)
+	if err := m.watchClient(ctx, conn); err != nil {
+		return err
+	}
 	key, err := m.lockKey(ctx, conn)
 	if err != nil {
 		return err
