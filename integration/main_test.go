@@ -5,6 +5,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"os"
 	"testing"
 	"time"
@@ -56,4 +57,11 @@ func migrateDB(t *testing.T, cfg dbkit.Config, migrations ...dbkit.Migration) {
 		t.Fatal(err)
 	}
 	_ = db.Close(context.Background())
+}
+
+// databaseURL is the postgres:// URL of cfg's database, password included,
+// for a process the test starts.
+func databaseURL(cfg dbkit.Config) string {
+	return (&url.URL{Scheme: "postgres", User: url.UserPassword(cfg.User, cfg.Password), Host: cfg.Addr(),
+		Path: "/" + cfg.Database, RawQuery: "sslmode=disable"}).String()
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
 	"os/exec"
 	"strings"
@@ -173,10 +172,8 @@ func TestConcurrentMigratorsProcesses(t *testing.T) {
 // migrator of cfg's database applying the migration set named set (see
 // runMigratorHelper), and the buffer its output goes to.
 func migratorProcess(cfg dbkit.Config, set string) (*exec.Cmd, *logBuffer) {
-	dsn := (&url.URL{Scheme: "postgres", User: url.UserPassword(cfg.User, cfg.Password), Host: cfg.Addr(),
-		Path: "/" + cfg.Database, RawQuery: "sslmode=disable"}).String()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), envMigratorHelper+"="+dsn, envMigratorSet+"="+set)
+	cmd.Env = append(os.Environ(), envMigratorHelper+"="+databaseURL(cfg), envMigratorSet+"="+set)
 	out := &logBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	return cmd, out

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -60,10 +59,7 @@ func TestREADMEQuickstart(t *testing.T) {
 	}
 
 	cfg := srv.NewDatabase(t)
-	dbURL := (&url.URL{
-		Scheme: "postgres", User: url.UserPassword(cfg.User, cfg.Password),
-		Host: cfg.Addr(), Path: "/" + cfg.Database, RawQuery: "sslmode=disable",
-	}).String()
+	dbURL := databaseURL(cfg)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()

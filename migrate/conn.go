@@ -3,6 +3,7 @@ package migrate
 import (
 	"context"
 	"database/sql"
+	"sync"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
@@ -25,9 +26,16 @@ import (
 // pgx reads the mode from the first argument, which database/sql passes
 // through since pgx's driver accepts any argument. Other drivers get the
 // statements as they are.
+//
+// It also keeps, while asked to, the text of the statements sent: the
+// statements of a NoTransaction migration, for invalidIndexes.
 type pinnedConn struct {
 	conn *sql.Conn
 	mode []any // prepended to every statement's arguments: nothing, or the pgx exec mode
+
+	mu      sync.Mutex
+	logging bool
+	log     []string
 }
 
 // pin wraps conn, choosing the exec mode its driver connection needs.
@@ -52,7 +60,34 @@ var (
 	_ gorm.TxCommitter      = (*pinnedTx)(nil)
 )
 
-func (p *pinnedConn) args(args []any) []any {
+// startLog starts keeping the text of the statements sent; stop stops it
+// and returns them.
+func (p *pinnedConn) startLog() (stop func() []string) {
+	p.mu.Lock()
+	p.logging, p.log = true, nil
+	p.mu.Unlock()
+	return func() []string {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		log := p.log
+		p.logging, p.log = false, nil
+		return log
+	}
+}
+
+// sent notes query if statements are being kept.
+func (p *pinnedConn) sent(query string) {
+	p.mu.Lock()
+	if p.logging {
+		p.log = append(p.log, query)
+	}
+	p.mu.Unlock()
+}
+
+// args returns the arguments of query as they go to the driver, noting
+// query on the way.
+func (p *pinnedConn) args(query string, args []any) []any {
+	p.sent(query)
 	if p.mode == nil {
 		return args
 	}
@@ -60,19 +95,20 @@ func (p *pinnedConn) args(args []any) []any {
 }
 
 func (p *pinnedConn) PrepareContext(ctx context.Context, query string) (*sql.Stmt, error) {
+	p.sent(query)
 	return p.conn.PrepareContext(ctx, query)
 }
 
 func (p *pinnedConn) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	return p.conn.ExecContext(ctx, query, p.args(args)...)
+	return p.conn.ExecContext(ctx, query, p.args(query, args)...)
 }
 
 func (p *pinnedConn) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
-	return p.conn.QueryContext(ctx, query, p.args(args)...)
+	return p.conn.QueryContext(ctx, query, p.args(query, args)...)
 }
 
 func (p *pinnedConn) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
-	return p.conn.QueryRowContext(ctx, query, p.args(args)...)
+	return p.conn.QueryRowContext(ctx, query, p.args(query, args)...)
 }
 
 // BeginTx gives GORM's Transaction a transaction whose statements go out as
@@ -92,19 +128,20 @@ type pinnedTx struct {
 }
 
 func (t *pinnedTx) PrepareContext(ctx context.Context, query string) (*sql.Stmt, error) {
+	t.p.sent(query)
 	return t.tx.PrepareContext(ctx, query)
 }
 
 func (t *pinnedTx) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	return t.tx.ExecContext(ctx, query, t.p.args(args)...)
+	return t.tx.ExecContext(ctx, query, t.p.args(query, args)...)
 }
 
 func (t *pinnedTx) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
-	return t.tx.QueryContext(ctx, query, t.p.args(args)...)
+	return t.tx.QueryContext(ctx, query, t.p.args(query, args)...)
 }
 
 func (t *pinnedTx) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
-	return t.tx.QueryRowContext(ctx, query, t.p.args(args)...)
+	return t.tx.QueryRowContext(ctx, query, t.p.args(query, args)...)
 }
 
 func (t *pinnedTx) Commit() error   { return t.tx.Commit() }

@@ -29,6 +29,8 @@
 //  3. Under the lock it reads again, then applies each pending migration in
 //     its own transaction together with its record. A failing one is rolled
 //     back, later ones do not run, and the error is a *[Error] naming it.
+//     A NoTransaction migration that leaves an invalid index behind is not
+//     recorded either (*[InvalidIndexError]).
 //
 // Everything under the lock runs on the pinned connection, so a pool of one
 // connection does not deadlock. dbkit.Connect does this when given

@@ -19,6 +19,10 @@ var (
 	// ErrUnknownID: an ID given to a command, or one to roll back, is not
 	// among the migrations of this code.
 	ErrUnknownID = errors.New("migrate: unknown migration ID")
+	// ErrInvalidIndex: a NoTransaction migration left an invalid index
+	// behind, and was not recorded. The error is a *InvalidIndexError,
+	// inside the *Error of the migration.
+	ErrInvalidIndex = errors.New("migrate: migration left an invalid index")
 )
 
 // Error reports the migration that failed, applying it (OpUp) or rolling it
@@ -118,3 +122,22 @@ func (e *PendingError) Error() string {
 }
 
 func (e *PendingError) Is(target error) bool { return target == ErrPending }
+
+// InvalidIndexError reports the invalid indexes (pg_index.indisvalid false)
+// a NoTransaction migration left behind: indexes invalid after it that were
+// not before, and indexes invalid before and after it that it named in a
+// statement (an IF NOT EXISTS that skipped over one, say). The migration is
+// not recorded. A failed CREATE INDEX CONCURRENTLY leaves such an index;
+// it enforces nothing, and must be dropped (DROP INDEX CONCURRENTLY) before
+// it is built again. It matches ErrInvalidIndex.
+type InvalidIndexError struct {
+	Indexes []string // as PostgreSQL names them: schema-qualified unless on the search path
+}
+
+func (e *InvalidIndexError) Error() string {
+	return fmt.Sprintf("migrate: the migration left %d invalid index(es) behind: %s "+
+		"(a failed CREATE INDEX CONCURRENTLY leaves one, which IF NOT EXISTS then skips; "+
+		"drop it with DROP INDEX CONCURRENTLY before building it again)", len(e.Indexes), strings.Join(e.Indexes, ", "))
+}
+
+func (e *InvalidIndexError) Is(target error) bool { return target == ErrInvalidIndex }

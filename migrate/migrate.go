@@ -41,7 +41,11 @@ type Migration struct {
 	// NoTransaction runs Migrate and Rollback outside a transaction, for
 	// statements PostgreSQL refuses inside one, such as CREATE INDEX
 	// CONCURRENTLY. If such a migration fails halfway, what it did stays:
-	// keep it to one statement, written to be re-run (IF NOT EXISTS).
+	// write it to be re-run, one statement per Exec (a failed CREATE INDEX
+	// CONCURRENTLY leaves an invalid index: DROP INDEX CONCURRENTLY IF
+	// EXISTS before building it again). A NoTransaction migration that
+	// leaves an invalid index behind is not recorded: Up fails with a
+	// *[InvalidIndexError].
 	NoTransaction bool
 }
 
@@ -372,9 +376,17 @@ func (m *Migrator) locked(ctx context.Context, fn func(conn *gorm.DB) error) (er
 // apply runs one migration and records it, in a transaction unless the
 // migration opts out. gormigrate does the running and the recording. A panic
 // in the migration rolls it back and becomes its error.
+//
+// A NoTransaction migration that leaves an invalid index behind fails with a
+// *InvalidIndexError and is not recorded (see refusingInvalidIndexes).
 func (m *Migrator) apply(ctx context.Context, conn *gorm.DB, mig Migration) error {
+	migrate := recovering(mig.Migrate)
+	if mig.NoTransaction {
+		p, _ := conn.Statement.ConnPool.(*pinnedConn) // always, under the lock
+		migrate = refusingInvalidIndexes(p, migrate)
+	}
 	return m.step(ctx, conn, mig, OpUp, func(tx *gorm.DB) error {
-		g := gormigrate.New(tx, m.gormigrateOptions(), []*gormigrate.Migration{{ID: mig.ID, Migrate: recovering(mig.Migrate), Rollback: mig.Rollback}})
+		g := gormigrate.New(tx, m.gormigrateOptions(), []*gormigrate.Migration{{ID: mig.ID, Migrate: migrate, Rollback: mig.Rollback}})
 		return g.Migrate()
 	})
 }

@@ -27,11 +27,16 @@ var All = []dbkit.Migration{
 	},
 	{
 		// CREATE INDEX CONCURRENTLY does not block writes, and PostgreSQL
-		// refuses to run it inside a transaction.
+		// refuses to run it inside a transaction. A failed attempt leaves
+		// an invalid index of this name, which IF NOT EXISTS would skip:
+		// drop it first (docs/migrations.md).
 		ID:            "202611260901_index_users_name",
 		NoTransaction: true,
 		Migrate: func(tx *gorm.DB) error {
-			return tx.Exec(`CREATE INDEX CONCURRENTLY IF NOT EXISTS users_name_idx ON users (name)`).Error
+			if err := tx.Exec(`DROP INDEX CONCURRENTLY IF EXISTS users_name_idx`).Error; err != nil {
+				return err
+			}
+			return tx.Exec(`CREATE INDEX CONCURRENTLY users_name_idx ON users (name)`).Error
 		},
 		Rollback: func(tx *gorm.DB) error {
 			return tx.Exec(`DROP INDEX CONCURRENTLY IF EXISTS users_name_idx`).Error

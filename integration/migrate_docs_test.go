@@ -1,0 +1,161 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// docMigrations returns the ```go blocks of docs/migrations.md that follow a
+// "<!-- docs-test: migration -->" line: each a migrate.Migration literal
+// without its type.
+func docMigrations(t *testing.T) []string {
+	t.Helper()
+	doc, err := os.ReadFile("../docs/migrations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var blocks []string
+	rest := string(doc)
+	for {
+		var ok bool
+		if _, rest, ok = strings.Cut(rest, "<!-- docs-test: migration -->\n```go\n"); !ok {
+			break
+		}
+		var block string
+		if block, rest, ok = strings.Cut(rest, "```"); !ok {
+			t.Fatal("docs/migrations.md: unterminated ```go block")
+		}
+		blocks = append(blocks, strings.TrimSpace(block))
+	}
+	if len(blocks) == 0 {
+		t.Fatal(`docs/migrations.md has no "<!-- docs-test: migration -->" block`)
+	}
+	return blocks
+}
+
+// docProgram is a migration command made of the docs' migrations: it
+// applies to DATABASE_URL those whose IDs are its arguments.
+const docProgram = `package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+
+	"gorm.io/gorm"
+
+	"github.com/dbkit-go/database/dbkit"
+	"github.com/dbkit-go/database/migrate"
+)
+
+var (
+	_ *gorm.DB
+	_ migrate.Option
+)
+
+var docMigrations = []dbkit.Migration{
+%s}
+
+func main() {
+	var chosen []dbkit.Migration
+	for _, m := range docMigrations {
+		if slices.Contains(os.Args[1:], m.ID) {
+			chosen = append(chosen, m)
+		}
+	}
+	ctx := context.Background()
+	cfg, err := dbkit.ParseURL(os.Getenv("DATABASE_URL"))
+	if err == nil {
+		var db *dbkit.DB
+		if db, err = dbkit.Connect(ctx, cfg, dbkit.WithMigrations(chosen...)); err == nil {
+			err = db.Close(ctx)
+		}
+	}
+	if err != nil {
+		fmt.Println(err)
+		os.Exit(1)
+	}
+}
+`
+
+// buildDocProgram compiles docProgram with the docs' migrations and returns
+// a function running it on cfg's database with args, which returns its
+// output and exit error.
+func buildDocProgram(t *testing.T) func(dbURL string, args ...string) (string, error) {
+	t.Helper()
+	code := strings.Replace(docProgram, "%s", strings.Join(docMigrations(t), ",\n")+",\n", 1)
+	dir, err := os.MkdirTemp("..", "_docs_test_") // inside the module, ignored by ./...
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(code), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	goBin, err := exec.LookPath("go") // go test puts the go command that runs it first on PATH
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin, err := filepath.Abs(filepath.Join(dir, "prog"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	build := exec.CommandContext(ctx, goBin, "build", "-o", bin, "./"+filepath.Base(dir))
+	build.Dir = ".."
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("the migrations of docs/migrations.md do not compile: %v\n%s\n%s", err, out, code)
+	}
+	return func(dbURL string, args ...string) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, bin, args...)
+		cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		err := cmd.Run()
+		return out.String(), err
+	}
+}
+
+// The migrations of docs/migrations.md compile, and do what the doc says.
+func TestMigrationsDocSamples(t *testing.T) {
+	t.Parallel()
+	run := buildDocProgram(t)
+
+	t.Run("concurrent index recipe", func(t *testing.T) {
+		t.Parallel()
+		db, cfg := gormFor(t)
+		const id = "202611260901_users_email_lower_key"
+		if err := db.Exec(`CREATE TABLE users (email text NOT NULL);
+			INSERT INTO users VALUES ('ada@example.com'), ('ADA@example.com')`).Error; err != nil {
+			t.Fatal(err)
+		}
+		if out, err := run(databaseURL(cfg), id); err == nil || !strings.Contains(out, "23505") {
+			t.Fatalf("on duplicates: %v\n%s\nwant the duplicate key error", err, out)
+		}
+		if exists, valid := indexValid(t, db, "users_email_lower_key"); !exists || valid {
+			t.Fatalf("after the failure the index exists=%v valid=%v, want an invalid one", exists, valid)
+		}
+		if err := db.Exec(`DELETE FROM users WHERE email = 'ADA@example.com'`).Error; err != nil {
+			t.Fatal(err)
+		}
+		if out, err := run(databaseURL(cfg), id); err != nil {
+			t.Fatalf("retry after fixing the data: %v\n%s", err, out)
+		}
+		if exists, valid := indexValid(t, db, "users_email_lower_key"); !exists || !valid {
+			t.Errorf("after the retry the index exists=%v valid=%v, want a valid one", exists, valid)
+		}
+		if err := db.Exec(`INSERT INTO users VALUES ('ADA@example.com')`).Error; err == nil {
+			t.Error("a duplicate was inserted: the unique index is not enforced")
+		}
+	})
+}
