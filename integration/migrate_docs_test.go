@@ -158,4 +158,19 @@ func TestMigrationsDocSamples(t *testing.T) {
 			t.Error("a duplicate was inserted: the unique index is not enforced")
 		}
 	})
+
+	t.Run("checksums", func(t *testing.T) {
+		t.Parallel()
+		db, cfg := gormFor(t)
+		if out, err := run(databaseURL(cfg), "202611260902_create_orders", "202611260903_orders_by_user"); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		var rows []struct{ ID, Checksum string }
+		if err := db.Raw(`SELECT id, checksum FROM dbkit_migrations ORDER BY id`).Scan(&rows).Error; err != nil {
+			t.Fatal(err)
+		}
+		if len(rows) != 2 || len(rows[0].Checksum) != 64 || rows[1].Checksum != "1" {
+			t.Errorf("records = %+v, want the SQL migration with a SHA-256 and the Go one with 1", rows)
+		}
+	})
 }

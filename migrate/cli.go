@@ -22,7 +22,7 @@ commands:
   up          apply every pending migration
   down [N]    roll back the last N applied migrations (default 1)
   to ID       apply or roll back migrations until ID is the last applied
-  status      list every migration: applied (with when), pending, unknown
+  status      list every migration: applied (with when, and whether changed since), pending, unknown
   plan        list the migrations up would apply, without applying them
 
 flags:
@@ -189,11 +189,14 @@ func report(out io.Writer, verb string, ids []string, err error) {
 	}
 }
 
-// WriteStatus writes st as a table, with a summary line.
+// WriteStatus writes st as a table, with a summary line. An applied
+// migration whose code changed since (ChecksumMismatch) shows as "applied,
+// changed", and the summary counts them when there are any.
 func WriteStatus(out io.Writer, st []MigrationStatus) error {
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tSTATE\tAPPLIED AT")
 	counts := map[State]int{}
+	changed := 0
 	for _, s := range st {
 		counts[s.State]++
 		at := ""
@@ -204,11 +207,19 @@ func WriteStatus(out io.Writer, st []MigrationStatus) error {
 		if s.State == Unknown {
 			state += " (not in this binary)"
 		}
+		if s.ChecksumMismatch {
+			state += ", changed"
+			changed++
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\n", s.ID, state, strings.TrimSpace(at))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	_, err := fmt.Fprintf(out, "%d applied, %d pending, %d unknown\n", counts[Applied], counts[Pending], counts[Unknown])
+	summary := fmt.Sprintf("%d applied, %d pending, %d unknown", counts[Applied], counts[Pending], counts[Unknown])
+	if changed > 0 {
+		summary += fmt.Sprintf(", %d changed since applied", changed)
+	}
+	_, err := fmt.Fprintln(out, summary)
 	return err
 }

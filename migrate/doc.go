@@ -36,10 +36,18 @@
 // connection does not deadlock. dbkit.Connect does this when given
 // dbkit.WithMigrations.
 //
+// # Checksums
+//
+// A migration may carry a Checksum, recorded when it is applied: a version
+// its author bumps, or, for migrations made by [SQL], the SHA-256 of their
+// SQL. [Migrator.Up], [Migrator.Check] and [Migrator.Plan] refuse to run
+// when an applied migration's code no longer has the recorded checksum
+// (*[ChecksumError], or a warning with [WarnOnChecksumMismatch]).
+//
 // # Status, plan, rollback
 //
-// [Migrator.Status] lists applied (with when), pending and unknown
-// migrations; [Migrator.Plan] lists what Up would apply; [Migrator.Check]
+// [Migrator.Status] lists applied (with when, and whether changed since),
+// pending and unknown migrations; [Migrator.Plan] lists what Up would apply; [Migrator.Check]
 // fails with a *[PendingError] when something is not applied.
 // [Migrator.Down], [Migrator.DownTo] and [Migrator.To] roll back, each
 // migration in its own transaction with the removal of its record, and

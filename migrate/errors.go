@@ -23,6 +23,10 @@ var (
 	// behind, and was not recorded. The error is a *InvalidIndexError,
 	// inside the *Error of the migration.
 	ErrInvalidIndex = errors.New("migrate: migration left an invalid index")
+	// ErrChecksumMismatch: applied migrations were edited since: their
+	// code's Checksum differs from the recorded one. The error is a
+	// *ChecksumError listing them.
+	ErrChecksumMismatch = errors.New("migrate: applied migration changed")
 )
 
 // Error reports the migration that failed, applying it (OpUp) or rolling it
@@ -141,3 +145,33 @@ func (e *InvalidIndexError) Error() string {
 }
 
 func (e *InvalidIndexError) Is(target error) bool { return target == ErrInvalidIndex }
+
+// ChecksumMismatch is an applied migration whose code has changed: the
+// checksum recorded when it was applied, and the one of the code now.
+type ChecksumMismatch struct {
+	ID       string
+	Recorded string
+	Code     string
+}
+
+// ChecksumError lists every applied migration whose code's Checksum differs
+// from the recorded one; nothing was applied. It matches
+// ErrChecksumMismatch.
+type ChecksumError struct {
+	Mismatches []ChecksumMismatch
+}
+
+func (e *ChecksumError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "migrate: %d applied migration(s) changed since they were applied:", len(e.Mismatches))
+	for i, c := range e.Mismatches {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, " %q (checksum recorded %q, in the code %q)", c.ID, c.Recorded, c.Code)
+	}
+	b.WriteString(": restore them and put the change in a new migration, or, if the change is harmless, record the new checksum")
+	return b.String()
+}
+
+func (e *ChecksumError) Is(target error) bool { return target == ErrChecksumMismatch }

@@ -38,3 +38,14 @@ func ExampleParseCommand() {
 	// down 2 <nil>
 	// migrate: unknown command "sideways"
 }
+
+// SQL makes a migration of SQL text whose Checksum is the SHA-256 of its
+// up SQL: editing that SQL once the migration is applied is noticed.
+func ExampleSQL() {
+	m := migrate.SQL("202611260900_create_users", `CREATE TABLE users (id uuid PRIMARY KEY)`, `DROP TABLE users`)
+	fmt.Println(m.ID, m.Checksum, m.Rollback != nil)
+	fmt.Println(migrate.SQL("202611260901_drop_legacy", `DROP TABLE legacy`, "").Rollback == nil)
+	// Output:
+	// 202611260900_create_users fd64552918fed8c0499d085c247466622197e55475ad3551e7fd72a65b30327b true
+	// true
+}

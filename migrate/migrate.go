@@ -47,6 +47,14 @@ type Migration struct {
 	// leaves an invalid index behind is not recorded: Up fails with a
 	// *[InvalidIndexError].
 	NoTransaction bool
+	// Checksum identifies what Migrate does, so that a migration edited
+	// after it was applied is noticed: a version the author bumps whenever
+	// Migrate changes ("2"), or, for migrations made by [SQL], the SHA-256
+	// of their SQL. It is recorded when the migration is applied; when the
+	// recorded checksum and the code's differ, Up, Check and Plan fail with
+	// a *[ChecksumError] (or log it, with [WarnOnChecksumMismatch]). An empty
+	// Checksum is never compared.
+	Checksum string
 }
 
 // Migrator applies, lists and rolls back a set of migrations on one
@@ -61,6 +69,7 @@ type Migrator struct {
 	lockTimeout     time.Duration
 	allowOutOfOrder bool
 	rejectUnknown   bool
+	warnOnChecksum  bool
 	tracer          trace.Tracer // nil: no spans
 }
 
@@ -165,6 +174,12 @@ type MigrationStatus struct {
 	ID        string
 	State     State
 	AppliedAt time.Time // zero unless recorded (and zero for rows of an unadopted gormigrate table)
+	// Checksum is the one recorded when the migration was applied ("" if
+	// none was). ChecksumMismatch is set when the code's Migration has a
+	// different, non-empty one: the migration was edited after it was
+	// applied.
+	Checksum         string
+	ChecksumMismatch bool
 }
 
 // Status lists every migration, known or recorded, in ID order, with its
@@ -179,16 +194,17 @@ func (m *Migrator) Status(ctx context.Context) ([]MigrationStatus, error) {
 
 func (m *Migrator) status(done []applied) []MigrationStatus {
 	out := make([]MigrationStatus, 0, len(m.migrations)+len(done))
-	recorded := make(map[string]time.Time, len(done))
+	recorded := make(map[string]applied, len(done))
 	for _, a := range done {
-		recorded[a.ID] = a.AppliedAt
+		recorded[a.ID] = a
 		if _, known := m.byID[a.ID]; !known {
-			out = append(out, MigrationStatus{ID: a.ID, State: Unknown, AppliedAt: a.AppliedAt})
+			out = append(out, MigrationStatus{ID: a.ID, State: Unknown, AppliedAt: a.AppliedAt, Checksum: a.Checksum})
 		}
 	}
 	for _, mig := range m.migrations {
-		if at, ok := recorded[mig.ID]; ok {
-			out = append(out, MigrationStatus{ID: mig.ID, State: Applied, AppliedAt: at})
+		if a, ok := recorded[mig.ID]; ok {
+			out = append(out, MigrationStatus{ID: mig.ID, State: Applied, AppliedAt: a.AppliedAt, Checksum: a.Checksum,
+				ChecksumMismatch: a.Checksum != "" && mig.Checksum != "" && a.Checksum != mig.Checksum})
 		} else {
 			out = append(out, MigrationStatus{ID: mig.ID, State: Pending})
 		}
@@ -228,11 +244,15 @@ func (m *Migrator) plan(done []applied) ([]Migration, error) {
 }
 
 // Plan returns the IDs Up would apply now, in order, without applying them
-// and without taking the lock. It fails as Up would on out-of-order or
-// (with RejectUnknown) unknown migrations.
+// and without taking the lock. It fails as Up would on applied migrations
+// that changed (a *[ChecksumError]), and on out-of-order or (with
+// RejectUnknown) unknown migrations.
 func (m *Migrator) Plan(ctx context.Context) ([]string, error) {
 	done, err := m.readApplied(ctx, m.db)
 	if err != nil {
+		return nil, err
+	}
+	if err := m.verifyChecksums(ctx, done, true); err != nil {
 		return nil, err
 	}
 	pending, err := m.plan(done)
@@ -241,10 +261,14 @@ func (m *Migrator) Plan(ctx context.Context) ([]string, error) {
 
 // Check returns a *[PendingError] when migrations are not applied, without
 // applying them: for services that migrate in a separate job and must not
-// start on an old schema.
+// start on an old schema. It returns a *[ChecksumError] first when applied
+// migrations changed since.
 func (m *Migrator) Check(ctx context.Context) error {
 	done, err := m.readApplied(ctx, m.db)
 	if err != nil {
+		return err
+	}
+	if err := m.verifyChecksums(ctx, done, true); err != nil {
 		return err
 	}
 	if pending, err := m.plan(done); err != nil {
@@ -266,6 +290,11 @@ func (m *Migrator) Check(ctx context.Context) error {
 //
 // When a migration fails, its transaction is rolled back, nothing is recorded
 // for it, later ones do not run, and the error is a *[Error] naming it.
+//
+// Before applying anything, it compares the checksums of the applied
+// migrations with their code's (see Migration.Checksum) and fails with a
+// *[ChecksumError] listing every one that changed, also when nothing is
+// pending.
 func (m *Migrator) Up(ctx context.Context) ([]string, error) {
 	return m.upTo(ctx, "")
 }
@@ -277,20 +306,25 @@ func (m *Migrator) upTo(ctx context.Context, target string) ([]string, error) {
 		return nil, err
 	}
 	m.logUnknown(ctx, done)
+	if err := m.verifyChecksums(ctx, done, true); err != nil {
+		return nil, err
+	}
 	pending, err := m.plan(done)
 	if err != nil || len(cut(pending, target)) == 0 {
 		return nil, err
 	}
 	var applied []string
 	err = m.locked(ctx, func(conn *gorm.DB) (err error) {
-		applied, err = m.upToLocked(ctx, conn, target)
+		applied, err = m.upToLocked(ctx, conn, target, false)
 		return err
 	})
 	return applied, err
 }
 
-// upToLocked applies, under the lock, what is pending up to target.
-func (m *Migrator) upToLocked(ctx context.Context, conn *gorm.DB, target string) ([]string, error) {
+// upToLocked applies, under the lock, what is pending up to target, after
+// checking the applied migrations' checksums again (logging mismatches if
+// warn) and recording those missing.
+func (m *Migrator) upToLocked(ctx context.Context, conn *gorm.DB, target string, warn bool) ([]string, error) {
 	if err := m.ensureTable(ctx, conn); err != nil {
 		return nil, err
 	}
@@ -298,8 +332,14 @@ func (m *Migrator) upToLocked(ctx context.Context, conn *gorm.DB, target string)
 	if err != nil {
 		return nil, err
 	}
+	if err := m.verifyChecksums(ctx, done, warn); err != nil {
+		return nil, err
+	}
 	pending, err := m.plan(done)
 	if err != nil {
+		return nil, err
+	}
+	if err := m.adoptChecksums(ctx, conn, done); err != nil {
 		return nil, err
 	}
 	var applied []string
@@ -387,7 +427,10 @@ func (m *Migrator) apply(ctx context.Context, conn *gorm.DB, mig Migration) erro
 	}
 	return m.step(ctx, conn, mig, OpUp, func(tx *gorm.DB) error {
 		g := gormigrate.New(tx, m.gormigrateOptions(), []*gormigrate.Migration{{ID: mig.ID, Migrate: migrate, Rollback: mig.Rollback}})
-		return g.Migrate()
+		if err := g.Migrate(); err != nil {
+			return err
+		}
+		return m.recordChecksum(tx, mig)
 	})
 }
 
@@ -469,7 +512,7 @@ func (m *Migrator) To(ctx context.Context, id string) (applied, rolledBack []str
 	}
 	err = m.locked(ctx, func(conn *gorm.DB) error {
 		var err error
-		if applied, err = m.upToLocked(ctx, conn, id); err != nil {
+		if applied, err = m.upToLocked(ctx, conn, id, true); err != nil {
 			return err
 		}
 		rolledBack, err = m.downLocked(ctx, conn, after(id))

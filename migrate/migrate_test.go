@@ -152,3 +152,36 @@ func TestUsageMatchesTheFlags(t *testing.T) {
 		t.Errorf("Usage's table default does not say DefaultTableName (%s)", DefaultTableName)
 	}
 }
+
+func TestChecksumErrorListsEveryMismatch(t *testing.T) {
+	err := error(&ChecksumError{Mismatches: []ChecksumMismatch{{ID: "a1", Recorded: "1", Code: "2"}, {ID: "b2", Recorded: "x", Code: "y"}}})
+	if !errors.Is(err, ErrChecksumMismatch) {
+		t.Error("a ChecksumError does not match ErrChecksumMismatch")
+	}
+	for _, want := range []string{"2 applied migration(s) changed", `"a1" (checksum recorded "1", in the code "2")`, `"b2"`} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("message %q does not contain %q", err, want)
+		}
+	}
+}
+
+func TestWriteStatusShowsChangedMigrations(t *testing.T) {
+	var b strings.Builder
+	err := WriteStatus(&b, []MigrationStatus{
+		{ID: "a1", State: Applied, Checksum: "1", ChecksumMismatch: true},
+		{ID: "b2", State: Applied, Checksum: "1"},
+		{ID: "c3", State: Pending},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	if len(lines) != 5 || !strings.Contains(lines[1], "a1  applied, changed") || strings.Contains(lines[2], "changed") ||
+		lines[4] != "2 applied, 1 pending, 0 unknown, 1 changed since applied" {
+		t.Errorf("status:\n%s", b.String())
+	}
+	b.Reset()
+	if err := WriteStatus(&b, []MigrationStatus{{ID: "a1", State: Applied}}); err != nil || !strings.HasSuffix(b.String(), "1 applied, 0 pending, 0 unknown\n") {
+		t.Errorf("without changes the summary is %q, %v", b.String(), err)
+	}
+}

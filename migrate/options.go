@@ -35,6 +35,11 @@ func AllowOutOfOrder() Option { return func(m *Migrator) { m.allowOutOfOrder = t
 // By default Status reports them, Up logs them at WARN and goes on.
 func RejectUnknown() Option { return func(m *Migrator) { m.rejectUnknown = true } }
 
+// WarnOnChecksumMismatch makes Up, Check and Plan log applied migrations
+// whose code changed (see Migration.Checksum) at WARN and go on, instead of
+// failing with a *[ChecksumError].
+func WarnOnChecksumMismatch() Option { return func(m *Migrator) { m.warnOnChecksum = true } }
+
 // WithTracerProvider records a span per migration applied or rolled back
 // (DatabaseSession.Migration, with its ID), as a child of ctx's span.
 func WithTracerProvider(tp trace.TracerProvider) Option {

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -28,17 +29,18 @@ import (
 //		...
 //	}
 //
-// The template is found again by a fingerprint of the migration IDs and
-// Version. dbtest cannot see inside a migration, because Go functions cannot
-// be hashed: when you change what a migration does without changing its ID
-// (you should not, once it has run anywhere but on your machine), bump
+// The template is found again by a fingerprint of the migration IDs, their
+// checksums and Version. dbtest cannot see inside a migration, because Go
+// functions cannot be hashed: when you change what a migration does without
+// changing its ID (you should not, once it has run anywhere but on your
+// machine), change its Checksum (migrate.SQL does it for SQL text) or bump
 // Version, or tests keep getting databases built by the old code.
 type Schema struct {
 	// Migrations build the template, in the order dbkit.Connect applies
 	// them (by ID).
 	Migrations []dbkit.Migration
 	// Version is part of the fingerprint: bump it when migrations change
-	// without a change of ID.
+	// without a change of ID or checksum.
 	Version string
 	// Server is where the databases are created; nil means the shared server
 	// of [Shared].
@@ -105,8 +107,8 @@ func (sc Schema) NewConfig(t TB) dbkit.Config {
 }
 
 // Fingerprint identifies the template of migrations and version: the hex
-// SHA-256 of the version and the migration IDs in the order they are
-// applied, each prefixed with its length.
+// SHA-256 of the version, then the ID and Checksum of each migration in the
+// order they are applied, each prefixed with its length.
 func Fingerprint(migrations []dbkit.Migration, version string) string {
 	h := sha256.New()
 	field := func(s string) {
@@ -114,22 +116,14 @@ func Fingerprint(migrations []dbkit.Migration, version string) string {
 		h.Write([]byte(s))
 	}
 	field(version)
-	for _, id := range migrationIDs(migrations) {
-		field(id)
-	}
-	return hex.EncodeToString(h.Sum(nil))
-}
-
-// migrationIDs are the IDs of migrations in the order they are applied.
-func migrationIDs(migrations []dbkit.Migration) []string {
-	ids := make([]string, len(migrations))
-	for i, m := range migrations {
-		ids[i] = m.ID
-	}
 	// dbkit applies migrations by ID; sorting here makes the order the
 	// slice was written in irrelevant to the fingerprint.
-	slices.Sort(ids)
-	return ids
+	sorted := slices.SortedFunc(slices.Values(migrations), func(a, b dbkit.Migration) int { return strings.Compare(a.ID, b.ID) })
+	for _, m := range sorted {
+		field(m.ID)
+		field(m.Checksum)
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // templatePrefix starts the name of every template dbtest builds.

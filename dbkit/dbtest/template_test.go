@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -266,6 +267,16 @@ func TestFingerprint(t *testing.T) {
 		t.Error("dropping a migration did not change the fingerprint")
 	case Fingerprint([]dbkit.Migration{{ID: "a\x00b"}}, "") == Fingerprint([]dbkit.Migration{{ID: "a"}, {ID: "b"}}, ""):
 		t.Error("IDs are not separated in the fingerprint")
+	}
+	// A migration edited under the same ID is noticed when it carries a
+	// checksum (migrate.SQL gives it one).
+	edited := slices.Clone(m)
+	edited[0].Checksum = "2"
+	if Fingerprint(edited, "") == Fingerprint(m, "") {
+		t.Error("a changed checksum did not change the fingerprint")
+	}
+	if Fingerprint([]dbkit.Migration{{ID: "a", Checksum: "b"}}, "") == Fingerprint([]dbkit.Migration{{ID: "a"}, {ID: "b"}}, "") {
+		t.Error("checksums are not separated from IDs in the fingerprint")
 	}
 }
 
