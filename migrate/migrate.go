@@ -420,13 +420,13 @@ func (m *Migrator) locked(ctx context.Context, fn func(conn *gorm.DB) error) (er
 // A NoTransaction migration that leaves an invalid index behind fails with a
 // *InvalidIndexError and is not recorded (see refusingInvalidIndexes).
 func (m *Migrator) apply(ctx context.Context, conn *gorm.DB, mig Migration) error {
-	migrate := recovering(mig.Migrate)
+	up := recovering(mig.Migrate)
 	if mig.NoTransaction {
 		p, _ := conn.Statement.ConnPool.(*pinnedConn) // always, under the lock
-		migrate = refusingInvalidIndexes(p, migrate)
+		up = refusingInvalidIndexes(p, up)
 	}
 	return m.step(ctx, conn, mig, OpUp, func(tx *gorm.DB) error {
-		g := gormigrate.New(tx, m.gormigrateOptions(), []*gormigrate.Migration{{ID: mig.ID, Migrate: migrate, Rollback: mig.Rollback}})
+		g := gormigrate.New(tx, m.gormigrateOptions(), []*gormigrate.Migration{{ID: mig.ID, Migrate: up, Rollback: mig.Rollback}})
 		if err := g.Migrate(); err != nil {
 			return err
 		}
