@@ -36,8 +36,10 @@ const writeSavepoint = "dbkit_write"
 
 // writeTx is what beginWrite started for one statement, found by endWrite.
 type writeTx struct {
-	pool gorm.ConnPool // the statement's pool before the write
-	tx   *liveTx       // nil: a savepoint in the transaction pool is
+	pool  gorm.ConnPool    // the statement's pool before the write
+	tx    *liveTx          // begun on a database/sql pool or connection
+	other gorm.TxCommitter // begun by another pool (migrate's pinned connection)
+	// Neither: a savepoint in the transaction the pool is.
 }
 
 // registerAtomicWrites replaces GORM's default-transaction callbacks. It is
@@ -69,17 +71,30 @@ func beginWrite(tx *gorm.DB, kind writeKind) {
 		stmt.Settings.Store(stmt, &writeTx{pool: stmt.ConnPool})
 		return
 	}
-	beginner, ok := stmt.ConnPool.(gorm.TxBeginner)
-	if !ok {
-		return // a pool GORM cannot begin on: it would not have either
+	switch beginner := stmt.ConnPool.(type) {
+	case gorm.TxBeginner:
+		ltx, err := beginTx(ctx, beginner, nil)
+		if err != nil {
+			_ = tx.AddError(err)
+			return
+		}
+		stmt.Settings.Store(stmt, &writeTx{pool: stmt.ConnPool, tx: ltx})
+		stmt.ConnPool = ltx.Tx
+	case gorm.ConnPoolBeginner:
+		p, err := beginner.BeginTx(ctx, nil)
+		if err != nil {
+			_ = tx.AddError(err)
+			return
+		}
+		committer, ok := p.(gorm.TxCommitter)
+		if !ok {
+			_ = tx.AddError(fmt.Errorf("dbkit: %T began a transaction that cannot commit", beginner))
+			return
+		}
+		stmt.Settings.Store(stmt, &writeTx{pool: stmt.ConnPool, other: committer})
+		stmt.ConnPool = p
 	}
-	ltx, err := beginTx(ctx, beginner, nil)
-	if err != nil {
-		_ = tx.AddError(err)
-		return
-	}
-	stmt.Settings.Store(stmt, &writeTx{pool: stmt.ConnPool, tx: ltx})
-	stmt.ConnPool = ltx.Tx
+	// Any other pool: GORM could not begin on it either.
 }
 
 // endWrite commits what beginWrite started, or rolls it back when the write
@@ -94,6 +109,14 @@ func endWrite(tx *gorm.DB) {
 	stmt.ConnPool = w.pool
 	// The end runs even when ctx has ended: a rollback must still happen.
 	ctx := context.WithoutCancel(stmt.Context)
+	if w.other != nil {
+		if tx.Error != nil {
+			_ = w.other.Rollback()
+		} else if err := w.other.Commit(); err != nil {
+			_ = tx.AddError(err)
+		}
+		return
+	}
 	if w.tx == nil {
 		end := "RELEASE SAVEPOINT " + writeSavepoint
 		if tx.Error != nil {

@@ -160,8 +160,15 @@ func (p *pool) GetDBConn() (*sql.DB, error) {
 // message, "cached plan must not change result type", may be translated;
 // the routine's name is not).
 func stalePlan(err error) bool {
+	return err != nil && stalePlanError(err)
+}
+
+// stalePlanError is stalePlan's test of an error. It is apart so that the
+// PgError errors.As needs, which escapes, is allocated only when there is
+// an error.
+func stalePlanError(err error) bool {
 	var pgErr *pgconn.PgError
-	return err != nil && errors.As(err, &pgErr) && pgErr.Code == codeCachedPlanChanged && pgErr.Routine == "RevalidateCachedQuery"
+	return errors.As(err, &pgErr) && pgErr.Code == codeCachedPlanChanged && pgErr.Routine == "RevalidateCachedQuery"
 }
 
 // describeExec returns args for a statement run once in pgx's describe_exec

@@ -276,3 +276,21 @@ func countingProxy(t *testing.T, target string, word []byte, n *atomic.Int64) (s
 	addr := l.Addr().(*net.TCPAddr)
 	return addr.IP.String(), addr.Port
 }
+
+// TestWriteInNoTransactionMigrationIsAtomic: a write with hooks inside a
+// NoTransaction migration (on the migrator's pinned connection) is still
+// all-or-nothing.
+func TestWriteInNoTransactionMigrationIsAtomic(t *testing.T) {
+	t.Parallel()
+	cfg := dbtest.Schema{Migrations: atomicSchema, Server: srv}.NewConfig(t)
+	seed := dbkit.Migration{ID: "002_seed", NoTransaction: true, Migrate: func(tx *gorm.DB) error {
+		return tx.Create(&Audited{Name: "seeded"}).Error
+	}}
+	_, err := dbkit.Connect(failAfter(context.Background(), "create"), cfg, dbkit.WithMigrations(append(atomicSchema, seed)...))
+	if !errors.Is(err, errAfterHook) {
+		t.Fatalf("Connect = %v, want the migration's AfterCreate error", err)
+	}
+	if n := count(t, openDB(t, cfg), "auditeds"); n != 0 {
+		t.Fatalf("%d rows after the migration's write failed, want 0", n)
+	}
+}

@@ -35,11 +35,13 @@ import (
 const seedRows = 1000
 
 type benchEnv struct {
-	cfg   dbkit.Config
-	users *dbkit.BaseDatabase[User]
-	gorm  *gorm.DB
-	pool  *pgxpool.Pool
-	ids   []uuid.UUID
+	cfg       dbkit.Config
+	users     *dbkit.BaseDatabase[User]
+	customers *dbkit.BaseDatabase[Customer]
+	gorm      *gorm.DB // SkipDefaultTransaction, as dbkit for one statement
+	gormTx    *gorm.DB // GORM's default: a transaction around every write
+	pool      *pgxpool.Pool
+	ids       []uuid.UUID
 }
 
 // benchSetup builds the shared environment once per test binary; the
@@ -81,21 +83,13 @@ func newBenchEnv() (*benchEnv, error) {
 	if err != nil {
 		return nil, err
 	}
-	env := &benchEnv{cfg: cfg, users: dbkit.NewBaseDatabase[User](db)}
-
-	env.gorm, err = gorm.Open(postgres.New(postgres.Config{DSN: cfg.DSN()}), &gorm.Config{
-		SkipDefaultTransaction: true, // as dbkit: no transaction around one statement
-		Logger:                 logger.Discard,
-	})
-	if err != nil {
+	env := &benchEnv{cfg: cfg, users: dbkit.NewBaseDatabase[User](db), customers: dbkit.NewBaseDatabase[Customer](db)}
+	if env.gorm, err = openGorm(cfg, true); err != nil { // as dbkit: no transaction around one statement
 		return nil, err
 	}
-	sqlDB, err := env.gorm.DB()
-	if err != nil {
+	if env.gormTx, err = openGorm(cfg, false); err != nil {
 		return nil, err
 	}
-	sqlDB.SetMaxOpenConns(cfg.MaxOpenConns)
-	sqlDB.SetMaxIdleConns(cfg.MaxOpenConns)
 
 	poolCfg, err := pgxpool.ParseConfig(cfg.DSN())
 	if err != nil {
@@ -117,6 +111,24 @@ func newBenchEnv() (*benchEnv, error) {
 		env.ids = append(env.ids, u.ID)
 	}
 	return env, nil
+}
+
+// openGorm opens bare GORM on cfg with the benchmarks' pool size.
+func openGorm(cfg dbkit.Config, skipDefaultTransaction bool) (*gorm.DB, error) {
+	g, err := gorm.Open(postgres.New(postgres.Config{DSN: cfg.DSN()}), &gorm.Config{
+		SkipDefaultTransaction: skipDefaultTransaction,
+		Logger:                 logger.Discard,
+	})
+	if err != nil {
+		return nil, err
+	}
+	sqlDB, err := g.DB()
+	if err != nil {
+		return nil, err
+	}
+	sqlDB.SetMaxOpenConns(cfg.MaxOpenConns)
+	sqlDB.SetMaxIdleConns(cfg.MaxOpenConns)
+	return g, nil
 }
 
 // shuffled returns s in a random order, so that no implementation always
@@ -232,6 +244,54 @@ func BenchmarkCreate(b *testing.B) {
 			for b.Loop() {
 				u := newUser(impl.name)
 				if err := impl.create(&u); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkCreateWithOrders creates a user with two orders: three INSERTs,
+// all-or-nothing. Bare GORM runs them in its default transaction (impl=gorm);
+// so does dbkit (a transaction only where a write has more than one
+// statement); impl=gorm_notx is GORM with SkipDefaultTransaction, which
+// dbkit used to be: no BEGIN and COMMIT, and no atomicity either.
+func BenchmarkCreateWithOrders(b *testing.B) {
+	env := benchSetup(b)
+	ctx := context.Background()
+	var seq int
+	run := time.Now().UnixNano()
+	newCustomer := func(impl string) Customer {
+		seq++
+		return Customer{
+			User:   User{Email: impl + "-orders-" + strconv.FormatInt(run, 36) + "-" + strconv.Itoa(seq) + "@example.com", Name: "Bench", Age: 42},
+			Orders: []Order{{Amount: 1}, {Amount: 2}},
+		}
+	}
+	gormCreate := func(g *gorm.DB) func(c *Customer) error {
+		return func(c *Customer) error {
+			c.ID = uuid.Must(uuid.NewV7()) // bare GORM does not assign dbkit's IDs
+			for i := range c.Orders {
+				c.Orders[i].ID = uuid.Must(uuid.NewV7())
+			}
+			return gorm.G[Customer](g).Create(ctx, c)
+		}
+	}
+	impls := []struct {
+		name   string
+		create func(c *Customer) error
+	}{
+		{"gorm", gormCreate(env.gormTx)},
+		{"gorm_notx", gormCreate(env.gorm)},
+		{"dbkit", func(c *Customer) error { return env.customers.Create(ctx, c) }},
+	}
+	for _, impl := range shuffled(impls) {
+		b.Run("impl="+impl.name, func(b *testing.B) {
+			b.ReportAllocs()
+			defer clientCPU(b)()
+			for b.Loop() {
+				c := newCustomer(impl.name)
+				if err := impl.create(&c); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -17,9 +17,10 @@
 // with psql. [Schema] does the same with a version string, a server or
 // dbkit options of your choice; [NewConfig] returns the configuration only.
 //
-// Templates are found again by a [Fingerprint] of the migration IDs and
-// Schema.Version. Go functions cannot be hashed, so a migration whose code
-// changed under the same ID is not noticed: bump Version when you do that.
+// Templates are found again by a [Fingerprint] of the migration IDs, their
+// checksums and Schema.Version. Go functions cannot be hashed, so a
+// migration whose code changed under the same ID and checksum is not
+// noticed: bump its checksum (or Version) when you do that.
 // Test binaries racing to build the same template build it once (an
 // advisory lock), and a template is only used once its migrations
 // succeeded.
