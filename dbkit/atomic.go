@@ -64,7 +64,10 @@ func beginWrite(tx *gorm.DB, kind writeKind) {
 	}
 	ctx := stmt.Context
 	if _, inTx := stmt.ConnPool.(gorm.TxCommitter); inTx {
-		if _, err := stmt.ConnPool.ExecContext(ctx, "SAVEPOINT "+writeSavepoint); err != nil {
+		if tx.DisableNestedTransaction {
+			return // GORM saving a write's associations, inside the write's own transaction
+		}
+		if err := savepointExec(ctx, stmt.ConnPool, "SAVEPOINT "+writeSavepoint); err != nil {
 			_ = tx.AddError(err)
 			return
 		}
@@ -107,33 +110,52 @@ func endWrite(tx *gorm.DB) {
 	}
 	w := v.(*writeTx)
 	stmt.ConnPool = w.pool
-	// The end runs even when ctx has ended: a rollback must still happen.
-	ctx := context.WithoutCancel(stmt.Context)
-	if w.other != nil {
+	ctx := stmt.Context
+	var err error
+	switch {
+	case w.other != nil:
 		if tx.Error != nil {
 			_ = w.other.Rollback()
-		} else if err := w.other.Commit(); err != nil {
-			_ = tx.AddError(err)
+		} else {
+			err = w.other.Commit()
 		}
-		return
-	}
-	if w.tx == nil {
+	case w.tx == nil:
 		end := "RELEASE SAVEPOINT " + writeSavepoint
 		if tx.Error != nil {
 			end = "ROLLBACK TO SAVEPOINT " + writeSavepoint + "; " + end
 		}
-		if _, err := w.pool.ExecContext(ctx, end); err != nil {
-			_ = tx.AddError(fmt.Errorf("dbkit: end the write's savepoint: %w", err))
+		if err = savepointExec(ctx, w.pool, end); err != nil {
+			err = fmt.Errorf("dbkit: end the write's savepoint: %w", err)
 		}
-		return
-	}
-	if tx.Error != nil {
+	case tx.Error != nil:
 		_ = w.tx.rollback()
-		return
+	default:
+		err = w.tx.commit(ctx)
 	}
-	if err := w.tx.commit(stmt.Context); err != nil {
-		_ = tx.AddError(err)
+	if err != nil {
+		// Joined, not AddError: GORM's would keep only the text of the
+		// error the write already had.
+		err = translateDriver(ctx, err)
+		if tx.Error != nil {
+			err = errors.Join(tx.Error, err)
+		}
+		tx.Error = err
 	}
+}
+
+// savepointExec runs a savepoint statement on a transaction. A rollback to
+// a savepoint must happen even after ctx ended, so these statements run
+// without ctx's cancellation, within rollbackTimeout; when they fail
+// because ctx ended (the transaction was rolled back meanwhile), the error
+// says so.
+func savepointExec(ctx context.Context, pool gorm.ConnPool, sql string) error {
+	live, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackTimeout)
+	defer cancel()
+	_, err := pool.ExecContext(live, sql)
+	if err != nil && ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
+		err = fmt.Errorf("%w: %w", ctxError(ctx), err)
+	}
+	return err
 }
 
 // needsTx reports whether a write can run more than one statement or a hook

@@ -61,7 +61,8 @@ type DB struct {
 	tracer           trace.Tracer // session tracer
 	attrs            []attribute.KeyValue
 
-	closed    atomic.Bool
+	closed    atomic.Bool // Close has begun: no new work
+	ended     atomic.Bool // Close has cut what ran, or closed the pool: errors now are its doing
 	closeOnce sync.Once
 }
 
@@ -388,14 +389,14 @@ func (db *DB) health(ctx context.Context) error {
 //     GORM through them fails with [ErrClosed], even while Close waits.
 //  2. Close waits for the statements and transactions already running,
 //     until they end or ctx does.
-//  3. If ctx ends first, what still runs is cut: PostgreSQL is asked to
-//     cancel each statement, and the connections are closed, which rolls
-//     back the transactions left (their callers get errors matching
-//     ErrClosed). Close then returns an error matching ctx.Err() that says
-//     how many it cut.
+//  3. If ctx ends first, what still runs is cut: the pool is closed (calls
+//     waiting for a connection fail), PostgreSQL is asked to cancel each
+//     statement, and the connections are closed, which rolls back the
+//     transactions left; their callers get errors matching ErrClosed.
+//     Close then returns an error matching ctx.Err() that says how many
+//     statements or transactions it cut.
 //
-// The connections are closed before Close returns. Calling Close again
-// returns nil.
+// Calling Close again returns nil.
 func (db *DB) Close(ctx context.Context) error {
 	first := false
 	db.closeOnce.Do(func() {
@@ -410,6 +411,7 @@ func (db *DB) Close(ctx context.Context) error {
 	}
 	_, span := db.tracer.Start(ctx, tracing.SpanClose, trace.WithAttributes(db.attrs...))
 	err := db.drain(ctx)
+	db.ended.Store(true)
 	if cerr := db.sql.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("dbkit: close %s: %w", db.cfg.Addr(), cerr)
 	}
@@ -436,7 +438,12 @@ func (db *DB) drain(ctx context.Context) error {
 			continue
 		case <-ctx.Done():
 		}
+		// Close the pool first: calls still waiting for a connection fail
+		// (with ErrClosed) instead of getting one the cut frees. Then cancel
+		// what runs and close the connections it runs on.
 		running := db.sql.Stats().InUse
+		db.ended.Store(true)
+		_ = db.sql.Close()
 		grace, cancel := context.WithTimeout(context.WithoutCancel(ctx), cutGrace)
 		db.conns.cut(grace)
 		cancel()

@@ -149,10 +149,12 @@ func (db *DB) translate(ctx context.Context, err error) error {
 	return db.closedError(err)
 }
 
-// closedError makes err, of a statement that failed after Close began (Close
-// cut it), match ErrClosed, unless its own ctx ended.
+// closedError makes err match ErrClosed when Close caused it: a statement
+// Close cut, a call that waited for a connection of a pool Close closed.
+// Errors of work Close waits for are left alone, and so are those of a
+// statement whose own ctx ended.
 func (db *DB) closedError(err error) error {
-	if db != nil && db.closed.Load() && !errors.Is(err, ErrClosed) && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+	if db != nil && db.ended.Load() && !errors.Is(err, ErrClosed) && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("%w: %w", ErrClosed, err)
 	}
 	return err

@@ -163,6 +163,11 @@ func TestTranslateAfterClose(t *testing.T) {
 	db.closed.Store(true)
 	driverErr := errors.New("sql: database is closed")
 
+	// While Close waits, the work it waits for fails for reasons of its own.
+	if got := db.translate(context.Background(), driverErr); got != driverErr {
+		t.Errorf("translate while Close waits = %v, want it unchanged", got)
+	}
+	db.ended.Store(true) // Close cut what ran, or closed the pool
 	got := db.translate(context.Background(), driverErr)
 	if !errors.Is(got, ErrClosed) || !errors.Is(got, driverErr) {
 		t.Errorf("translate after Close = %v, want ErrClosed wrapping the driver error", got)

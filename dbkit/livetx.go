@@ -31,34 +31,55 @@ type liveTx struct {
 	*sql.Tx
 	cancel context.CancelFunc // ends the transaction's own ctx
 	disarm func() bool        // stops the rollback armed for when ctx ends
-	end    sync.Once          // the commit or rollback; the others wait for it
+	end    once               // the commit or rollback; the others wait for it
 }
 
-// beginTx begins a liveTx for ctx on beginner.
+// beginTx begins a liveTx for ctx on beginner. Waiting for a connection
+// and BEGIN itself end with ctx, as any statement does.
 func beginTx(ctx context.Context, beginner gorm.TxBeginner, opts *sql.TxOptions) (*liveTx, error) {
+	if ctx.Err() != nil {
+		return nil, ctxError(ctx)
+	}
+	// Should ctx end between BEGIN's success and the end of this call,
+	// database/sql rolls back on the ended ctx and the connection is lost:
+	// a window of one round trip.
 	own, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stopBegin := context.AfterFunc(ctx, cancel)
 	sqlTx, err := beginner.BeginTx(own, opts)
+	if !stopBegin() { // ctx ended while beginning: database/sql rolls back what began
+		cancel()
+		if err == nil {
+			_ = sqlTx.Rollback()
+		}
+		return nil, ctxError(ctx)
+	}
 	if err != nil {
 		cancel()
 		return nil, err
 	}
 	t := &liveTx{Tx: sqlTx, cancel: cancel}
-	t.disarm = context.AfterFunc(ctx, func() { _ = t.rollback() })
+	// If ctx has ended already, AfterFunc runs this at once, in a goroutine
+	// of its own: it must not read t.disarm, which is not set yet.
+	t.disarm = context.AfterFunc(ctx, func() { _ = t.end.Do(t.roll) })
 	return t, nil
 }
 
-// rollback rolls the transaction back, within rollbackTimeout, unless it has
-// ended already (sql.ErrTxDone); a rollback under way is waited for.
-func (t *liveTx) rollback() error {
-	t.disarm()
-	err := sql.ErrTxDone
-	t.end.Do(func() {
-		timer := time.AfterFunc(rollbackTimeout, t.cancel)
-		err = t.Tx.Rollback()
+// roll rolls the transaction back within rollbackTimeout, on its own ctx,
+// which it then ends. It is the body of t.end.
+func (t *liveTx) roll() error {
+	timer := time.AfterFunc(rollbackTimeout, t.cancel)
+	defer func() {
 		timer.Stop()
 		t.cancel()
-	})
-	return err
+	}()
+	return t.Rollback()
+}
+
+// rollback rolls the transaction back, unless it has ended already
+// (sql.ErrTxDone); a rollback under way is waited for.
+func (t *liveTx) rollback() error {
+	t.disarm()
+	return t.end.Do(t.roll)
 }
 
 // commit commits the transaction unless ctx has ended, in which case it
@@ -68,17 +89,42 @@ func (t *liveTx) rollback() error {
 func (t *liveTx) commit(ctx context.Context) error {
 	if !t.disarm() || ctx.Err() != nil {
 		_ = t.rollback()
-		return fmt.Errorf("dbkit: rolled back, not committed: %w", context.Cause(ctx))
+		return fmt.Errorf("dbkit: rolled back, not committed: %w", ctxError(ctx))
 	}
-	err := sql.ErrTxDone
-	t.end.Do(func() {
+	err := t.end.Do(func() error {
 		stop := context.AfterFunc(ctx, t.cancel)
-		err = t.Tx.Commit()
-		stop()
-		t.cancel()
+		defer func() {
+			stop()
+			t.cancel()
+		}()
+		return t.Commit()
 	})
 	if err != nil && ctx.Err() != nil {
-		return fmt.Errorf("%w: %w (%w)", ErrCommitUnknown, context.Cause(ctx), err)
+		return fmt.Errorf("%w: %w (%w)", ErrCommitUnknown, ctxError(ctx), err)
+	}
+	return err
+}
+
+// once runs the first func given to Do, and gives every caller its error;
+// later callers wait for it to return, and get sql.ErrTxDone.
+type once struct {
+	o sync.Once
+}
+
+// Do runs f if no func ran before.
+func (o *once) Do(f func() error) error {
+	err := sql.ErrTxDone
+	o.o.Do(func() { err = f() })
+	return err
+}
+
+// ctxError is why ctx ended: ctx.Err(), and the cause given to
+// context.WithCancelCause or WithTimeoutCause when there is one, so that
+// errors.Is matches both.
+func ctxError(ctx context.Context) error {
+	err := ctx.Err()
+	if cause := context.Cause(ctx); cause != nil && cause != err {
+		return fmt.Errorf("%w: %w", err, cause)
 	}
 	return err
 }

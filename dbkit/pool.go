@@ -40,9 +40,6 @@ type pool struct {
 	db     *DB
 	open   *sql.DB
 	active atomic.Int64 // calls under way, which Close waits for
-
-	closedOnce sync.Once
-	closed     *sql.DB // what QueryRow runs on after Close: every connection refused
 }
 
 var (
@@ -86,7 +83,10 @@ func (p *pool) ExecContext(ctx context.Context, query string, args ...any) (sql.
 		return nil, errPoolClosed
 	}
 	res, err := db.ExecContext(ctx, query, args...)
-	if stalePlan(err) {
+	// Without arguments pgx uses the simple protocol, which prepares
+	// nothing: a 0A000 there comes from an EXECUTE of the caller's own, and
+	// the statements before it in the string may have run.
+	if len(args) > 0 && stalePlan(err) {
 		res, err = db.ExecContext(ctx, query, describeExec(args)...)
 	}
 	return res, err
@@ -109,11 +109,8 @@ func (p *pool) QueryRowContext(ctx context.Context, query string, args ...any) *
 	defer p.leave()
 	db := p.enter()
 	if db == nil {
-		// A *sql.Row's error can only come from a pool: one whose every
-		// connection fails with ErrClosed, made at the first need (its
-		// opener goroutine then lives as long as the process).
-		p.closedOnce.Do(func() { p.closed = sql.OpenDB(closedConnector{}) })
-		return p.closed.QueryRowContext(ctx, query, args...)
+		// A *sql.Row's error can only come from a pool.
+		return closedPool().QueryRowContext(ctx, query, args...)
 	}
 	row := db.QueryRowContext(ctx, query, args...)
 	if stalePlan(row.Err()) {
@@ -176,6 +173,12 @@ func stalePlanError(err error) bool {
 func describeExec(args []any) []any {
 	return append([]any{pgx.QueryExecModeDescribeExec}, args...)
 }
+
+// closedPool is a pool whose every connection fails with ErrClosed. It is
+// made at the first need and shared by every closed DB of the process: it
+// holds no state, only database/sql's opener goroutine, which one per
+// closed DB would leak.
+var closedPool = sync.OnceValue(func() *sql.DB { return sql.OpenDB(closedConnector{}) })
 
 // closedConnector is the connector of a pool that refuses every connection
 // with ErrClosed: what a QueryRow on a closed DB runs on, so that it fails

@@ -166,10 +166,13 @@ func (db *DB) InTx(ctx context.Context, fn func(ctx context.Context) error, opts
 // fn's: a transaction in which they fail is aborted and the outer InTx must
 // know.
 func (db *DB) inSavepoint(ctx context.Context, parent *txState, fn func(ctx context.Context) error) (err error) {
+	if ctx.Err() != nil {
+		return ctxError(ctx)
+	}
 	child := &txState{db: db, tx: parent.tx, conn: parent.conn, depth: parent.depth + 1}
 	name := "dbkit_sp_" + strconv.Itoa(child.depth)
 	exec := func(sql string) error {
-		return parent.tx.Session(&gorm.Session{NewDB: true, Context: context.WithoutCancel(ctx)}).Exec(sql).Error
+		return savepointExec(ctx, parent.tx.Statement.ConnPool, sql)
 	}
 	if err := exec("SAVEPOINT " + name); err != nil {
 		return db.translate(ctx, err)
@@ -184,6 +187,9 @@ func (db *DB) inSavepoint(ctx context.Context, parent *txState, fn func(ctx cont
 	}()
 	err = fn(context.WithValue(ctx, txKey{}, child))
 	panicked = false
+	if err == nil && ctx.Err() != nil {
+		err = fmt.Errorf("dbkit: rolled back to the savepoint: %w", ctxError(ctx))
+	}
 	if err != nil {
 		return err
 	}
@@ -223,7 +229,7 @@ func (db *DB) runTx(ctx context.Context, fn func(ctx context.Context) error, o t
 	if err != nil {
 		_ = ltx.rollback()
 		if ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
-			err = fmt.Errorf("dbkit: rolled back: %w: %w", context.Cause(ctx), err)
+			err = fmt.Errorf("dbkit: rolled back: %w: %w", ctxError(ctx), err)
 		}
 		return err
 	}

@@ -294,3 +294,22 @@ func TestWriteInNoTransactionMigrationIsAtomic(t *testing.T) {
 		t.Fatalf("%d rows after the migration's write failed, want 0", n)
 	}
 }
+
+// TestCreateInBatchesIsAtomic: GORM's CreateInBatches of three batches,
+// the last of which breaks a CHECK, writes nothing.
+func TestCreateInBatchesIsAtomic(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := newAtomicDB(t)
+	b := Buyer{Name: "batches"}
+	if err := dbkit.NewBaseDatabase[Buyer](db).Create(ctx, &b); err != nil {
+		t.Fatal(err)
+	}
+	items := []Purchase{{BuyerID: b.ID, Amount: 1}, {BuyerID: b.ID, Amount: 2}, {BuyerID: b.ID, Amount: 3}, {BuyerID: b.ID, Amount: 4}, {BuyerID: b.ID, Amount: -5}}
+	if err := dbkit.NewBaseDatabase[Purchase](db).Query(ctx).CreateInBatches(ctx, &items, 2); !errors.Is(err, dbkit.ErrCheck) {
+		t.Fatalf("CreateInBatches = %v, want ErrCheck", err)
+	}
+	if n := count(t, db, "purchases"); n != 0 {
+		t.Fatalf("%d purchases after the failed CreateInBatches, want 0", n)
+	}
+}

@@ -41,9 +41,9 @@ func othersRunning(t *testing.T, watcher *dbkit.DB) int {
 // waitInUse waits until n of db's connections are in use.
 func waitInUse(t *testing.T, db *dbkit.DB, n int) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); db.Stats().InUse < n; time.Sleep(5 * time.Millisecond) {
+	for deadline := time.Now().Add(30 * time.Second); db.Stats().InUse < n; time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d connections in use after 10 s, want %d", db.Stats().InUse, n)
+			t.Fatalf("%d connections in use after 30 s, want %d", db.Stats().InUse, n)
 		}
 	}
 }
@@ -72,15 +72,57 @@ func assertClosedForNewWork(t *testing.T, db *dbkit.DB) {
 	}
 }
 
+// holdLockUntil takes the advisory lock key on a connection of db and holds
+// it until release is closed; statements that take it shared wait till then.
+func holdLockUntil(t *testing.T, db *dbkit.DB, key int, release <-chan struct{}) {
+	t.Helper()
+	held := make(chan error, 1)
+	go func() {
+		err := db.InTx(context.Background(), func(ctx context.Context) error {
+			if err := dbkit.NewBaseDatabase[User](db).Query(ctx).Exec(ctx, "SELECT pg_advisory_xact_lock(?)", key); err != nil {
+				return err
+			}
+			held <- nil
+			<-release
+			return nil
+		})
+		if err != nil {
+			held <- err
+		}
+	}()
+	if err := <-held; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitClosed waits until Close has begun: db refuses new work.
+func waitClosed(t *testing.T, db *dbkit.DB) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+		err := db.Health(ctx) // waits for a connection until Close begins
+		cancel()
+		if errors.Is(err, dbkit.ErrClosed) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Close has not begun after 10 s: Health = %v", err)
+		}
+	}
+}
+
 // TestCloseWaitsForRunningWork: 50 statements and a transaction are running
-// when Close is called; Close refuses new work at once, returns only once
-// they have all finished, and none of them fails.
+// when Close is called; Close refuses new work at once, the transaction can
+// still run its next statement and commit, and Close returns only once they
+// have all finished, none of them failed.
 func TestCloseWaitsForRunningWork(t *testing.T) {
 	t.Parallel()
-	const n = 50
-	db, _ := twoDBs(t, n+1)
+	const n, lock = 50, 4242
+	db, watcher := twoDBs(t, n+1)
 	users := dbkit.NewBaseDatabase[User](db)
 	ctx := context.Background()
+	release, txGo := make(chan struct{}), make(chan struct{})
+	holdLockUntil(t, watcher, lock, release)
 
 	var (
 		wg       sync.WaitGroup
@@ -99,7 +141,7 @@ func TestCloseWaitsForRunningWork(t *testing.T) {
 	for range n {
 		wg.Go(func() {
 			var one int
-			finish(users.Query(ctx).Raw("SELECT 1 FROM pg_sleep(0.5)").Scan(ctx, &one))
+			finish(users.Query(ctx).Raw("SELECT 1 FROM pg_advisory_xact_lock_shared(?)", lock).Scan(ctx, &one))
 		})
 	}
 	wg.Go(func() {
@@ -107,16 +149,18 @@ func TestCloseWaitsForRunningWork(t *testing.T) {
 			if err := users.Create(ctx, &User{Email: "during-close@example.com"}); err != nil {
 				return err
 			}
-			time.Sleep(300 * time.Millisecond) // Close begins meanwhile
-			return users.Query(ctx).Exec(ctx, "SELECT pg_sleep(0.3)")
+			<-txGo // Close has begun
+			return users.Query(ctx).Exec(ctx, "SELECT pg_advisory_xact_lock_shared(?)", lock)
 		}))
 	})
 	waitInUse(t, db, n+1)
 
 	closed := make(chan error, 1)
 	go func() { closed <- db.Close(ctx) }()
-	time.Sleep(50 * time.Millisecond) // Close has begun
+	waitClosed(t, db)
 	assertClosedForNewWork(t, db)
+	close(txGo)
+	close(release)
 	err := <-closed
 	returned := time.Now()
 	wg.Wait()
@@ -131,6 +175,9 @@ func TestCloseWaitsForRunningWork(t *testing.T) {
 	}
 	if db.Stats().OpenConnections != 0 {
 		t.Errorf("%d connections open after Close", db.Stats().OpenConnections)
+	}
+	if ok, err := dbkit.NewBaseDatabase[User](watcher).Exists(ctx, dbkit.Eq("email", "during-close@example.com")); err != nil || !ok {
+		t.Errorf("the transaction running at Close: committed = %v, %v; want committed", ok, err)
 	}
 }
 

@@ -101,3 +101,19 @@ func TestMigrationsReadAfterTheyAlter(t *testing.T) {
 		}
 	})
 }
+
+// TestMigrationsReachThePool: tx.DB() works in a migration, in a
+// transaction or not, as it did when GORM saw database/sql's own types.
+func TestMigrationsReachThePool(t *testing.T) {
+	t.Parallel()
+	reach := func(tx *gorm.DB) error {
+		sqlDB, err := tx.DB()
+		if err != nil {
+			return err
+		}
+		return sqlDB.PingContext(tx.Statement.Context)
+	}
+	migrateDB(t, srv.NewDatabase(t),
+		dbkit.Migration{ID: "0001_in_tx", Migrate: reach},
+		dbkit.Migration{ID: "0002_no_tx", NoTransaction: true, Migrate: reach})
+}

@@ -33,7 +33,6 @@ func TestReadsSurviveAConcurrentSchemaChange(t *testing.T) {
 	if err := users.Create(ctx, &u); err != nil {
 		t.Fatal(err)
 	}
-	// Prepare the statements on every connection: hold all of them at once.
 	reads := func() []error {
 		var (
 			wg   sync.WaitGroup
@@ -53,9 +52,30 @@ func TestReadsSurviveAConcurrentSchemaChange(t *testing.T) {
 		wg.Wait()
 		return errs
 	}
-	reads()
-	if service.Stats().OpenConnections != conns {
-		t.Fatalf("%d connections open, want all %d warmed", service.Stats().OpenConnections, conns)
+	// Prepare the statements on every connection: a transaction on each,
+	// all held at once (statements prepared in a transaction stay).
+	var ready sync.WaitGroup
+	ready.Add(conns)
+	hold := make(chan struct{})
+	warmed := make(chan error, conns)
+	for range conns {
+		go func() {
+			warmed <- service.InTx(ctx, func(ctx context.Context) error {
+				_, err1 := users.Find(ctx)
+				_, err2 := users.Get(ctx, u.ID)
+				_, err3 := users.Query(ctx).Where("email = ?", u.Email).First(ctx)
+				ready.Done()
+				<-hold
+				return errors.Join(err1, err2, err3)
+			})
+		}()
+	}
+	ready.Wait()
+	close(hold)
+	for range conns {
+		if err := <-warmed; err != nil {
+			t.Fatal(err)
+		}
 	}
 	addColumn(t, migrator, "nickname")
 	for i, err := range reads() {

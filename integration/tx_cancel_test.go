@@ -67,8 +67,8 @@ func TestInTxCancelledKeepsTheConnection(t *testing.T) {
 	if reconnects > 0 {
 		t.Errorf("the pool's connection was replaced %d times: cancelled transactions threw it away", reconnects)
 	}
-	if n, err := users.Count(context.Background()); err != nil || n != 0 {
-		t.Errorf("%d users after %d cancelled transactions (%v), want 0", n, n, err)
+	if left, err := users.Count(context.Background()); err != nil || left != 0 {
+		t.Errorf("%d users after %d cancelled transactions (%v), want 0", left, n, err)
 	}
 }
 
@@ -98,5 +98,46 @@ func TestInTxDeadlineDuringAStatement(t *testing.T) {
 	}
 	if n, err := users.Count(context.Background()); err != nil || n != 0 {
 		t.Errorf("%d users (%v), want 0", n, err)
+	}
+}
+
+// TestCancelledWritesAndSavepoints: a write with associations (a
+// transaction, or a savepoint inside InTx) and a nested InTx, called with a
+// ctx that has ended, fail with an error matching ctx.Err(), write nothing
+// and keep the connection.
+func TestCancelledWritesAndSavepoints(t *testing.T) {
+	t.Parallel()
+	cfg := dbtest.Schema{Migrations: atomicSchema, Server: srv}.NewConfig(t)
+	cfg.MaxOpenConns = 1
+	db := openDB(t, cfg)
+	buyers := dbkit.NewBaseDatabase[Buyer](db)
+	pid := backendPID(t, db)
+	buyer := func() *Buyer { return &Buyer{Name: "late", Purchases: []Purchase{{Amount: 1}, {Amount: 2}}} }
+
+	ended, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := buyers.Create(ended, buyer()); !errors.Is(err, context.Canceled) {
+		t.Errorf("Create with an ended ctx = %v, want context.Canceled", err)
+	}
+	for name, inner := range map[string]func(ctx context.Context) error{
+		"write":     func(ctx context.Context) error { return buyers.Create(ctx, buyer()) },
+		"savepoint": func(ctx context.Context) error { return db.InTx(ctx, func(context.Context) error { return nil }) },
+	} {
+		ctx, cancel := context.WithCancel(context.Background())
+		var innerErr error
+		err := db.InTx(ctx, func(ctx context.Context) error {
+			cancel()
+			innerErr = inner(ctx)
+			return innerErr
+		})
+		if !errors.Is(innerErr, context.Canceled) || !errors.Is(err, context.Canceled) {
+			t.Errorf("%s in a transaction whose ctx ended = %v (InTx: %v), want context.Canceled", name, innerErr, err)
+		}
+	}
+	if got := backendPID(t, db); got != pid {
+		t.Errorf("the pool's connection was replaced (backend %d, then %d)", pid, got)
+	}
+	if n := count(t, db, "buyers"); n != 0 {
+		t.Errorf("%d buyers written with ended ctxs, want 0", n)
 	}
 }

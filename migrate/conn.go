@@ -30,6 +30,7 @@ import (
 // It also keeps, while asked to, the text of the statements sent: the
 // statements of a NoTransaction migration, for invalidIndexes.
 type pinnedConn struct {
+	db   *sql.DB // the pool conn is from, for GORM's DB()
 	conn *sql.Conn
 	mode []any // prepended to every statement's arguments: nothing, or the pgx exec mode
 
@@ -38,9 +39,10 @@ type pinnedConn struct {
 	log     []string
 }
 
-// pin wraps conn, choosing the exec mode its driver connection needs.
-func pin(conn *sql.Conn) *pinnedConn {
-	p := &pinnedConn{conn: conn}
+// pin wraps conn, from db, choosing the exec mode its driver connection
+// needs.
+func pin(db *sql.DB, conn *sql.Conn) *pinnedConn {
+	p := &pinnedConn{db: db, conn: conn}
 	_ = conn.Raw(func(dc any) error {
 		if c, ok := dc.(*stdlib.Conn); ok {
 			switch c.Conn().Config().DefaultQueryExecMode {
@@ -56,9 +58,18 @@ func pin(conn *sql.Conn) *pinnedConn {
 var (
 	_ gorm.ConnPool         = (*pinnedConn)(nil)
 	_ gorm.ConnPoolBeginner = (*pinnedConn)(nil)
+	_ gorm.GetDBConnector   = (*pinnedConn)(nil)
 	_ gorm.ConnPool         = (*pinnedTx)(nil)
 	_ gorm.TxCommitter      = (*pinnedTx)(nil)
+	_ gorm.GetDBConnector   = (*pinnedTx)(nil)
 )
+
+// GetDBConn gives a migration's tx.DB() the pool, as GORM does for a
+// *sql.Conn or *sql.Tx.
+func (p *pinnedConn) GetDBConn() (*sql.DB, error) { return p.db, nil }
+
+// GetDBConn gives a migration's tx.DB() the pool.
+func (t *pinnedTx) GetDBConn() (*sql.DB, error) { return t.p.db, nil }
 
 // startLog starts keeping the text of the statements sent; stop stops it
 // and returns them.

@@ -24,7 +24,10 @@ func invalidIndexes(ctx context.Context, db *gorm.DB) ([]invalidIndex, error) {
 	var out []invalidIndex
 	err := db.WithContext(ctx).Raw(`SELECT i.indexrelid::bigint AS oid, c.relname AS name, i.indexrelid::regclass::text AS ref
 		FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
-		WHERE NOT i.indisvalid AND c.relkind = 'i' ORDER BY 3`).Scan(&out).Error
+		WHERE NOT i.indisvalid AND c.relkind = 'i'
+		  AND NOT EXISTS (SELECT 1 FROM pg_stat_progress_create_index p
+		                  WHERE p.index_relid = i.indexrelid AND p.pid <> pg_backend_pid())
+		ORDER BY 3`).Scan(&out).Error
 	if err != nil {
 		return nil, fmt.Errorf("migrate: list invalid indexes: %w", err)
 	}

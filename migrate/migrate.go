@@ -394,7 +394,7 @@ func (m *Migrator) locked(ctx context.Context, fn func(conn *gorm.DB) error) (er
 		_ = sqlConn.Close()
 	}()
 	conn := m.db.Session(&gorm.Session{NewDB: true, Context: ctx})
-	conn.Statement.ConnPool = pin(sqlConn)
+	conn.Statement.ConnPool = pin(sqlDB, sqlConn)
 	if err := m.watchClient(ctx, conn); err != nil {
 		return err
 	}

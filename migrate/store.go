@@ -105,12 +105,20 @@ func (m *Migrator) ensureTable(ctx context.Context, db *gorm.DB) error {
 }
 
 // recordChecksum records mig's checksum, if it has one, in its record,
-// which tx has just inserted.
+// which tx has just inserted. Outside a transaction (NoTransaction) the
+// migration is applied and recorded already when this fails: the failure is
+// logged, and the next Up records the checksum as it does for records
+// without one.
 func (m *Migrator) recordChecksum(tx *gorm.DB, mig Migration) error {
 	if mig.Checksum == "" {
 		return nil
 	}
 	if err := tx.Exec(`UPDATE `+quoteIdent(m.table)+` SET checksum = ? WHERE id = ?`, mig.Checksum, mig.ID).Error; err != nil {
+		if mig.NoTransaction {
+			m.logger.WarnContext(tx.Statement.Context, "migration applied, but recording its checksum failed: the next run records it",
+				slog.String("id", mig.ID), slog.String("error", err.Error()))
+			return nil
+		}
 		return fmt.Errorf("migrate: record the checksum: %w", err)
 	}
 	return nil
