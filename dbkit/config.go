@@ -25,6 +25,7 @@ const (
 	DefaultConnMaxLifetime = 30 * time.Minute
 	DefaultConnMaxIdleTime = 5 * time.Minute
 	DefaultQueryExecMode   = "cache_statement" // pgx's own default
+	DefaultDeadPeerTimeout = 30 * time.Second
 )
 
 // SSLModes lists the values libpq accepts for sslmode, weakest first.
@@ -40,7 +41,8 @@ const redacted = "[REDACTED]"
 //
 // Zero values mean "use the default": Port 5432, SSLMode "prefer",
 // ConnectTimeout 30s, MaxOpenConns 10, MaxIdleConns equal to MaxOpenConns,
-// ConnMaxLifetime 30m, ConnMaxIdleTime 5m, QueryExecMode "cache_statement".
+// ConnMaxLifetime 30m, ConnMaxIdleTime 5m, QueryExecMode "cache_statement",
+// DeadPeerTimeout 30s, and no server-side timeouts.
 // Negative values are invalid, except MaxIdleConns -1, which keeps no
 // connection idle.
 //
@@ -78,6 +80,26 @@ type Config struct {
 	// without prepared statement support, use "exec" or "simple_protocol".
 	// docs/configuration.md says what each mode costs and when to pick it.
 	QueryExecMode string `validate:"oneof=cache_statement cache_describe describe_exec exec simple_protocol"`
+
+	// Limits the server enforces on every session of the pool, sent when
+	// the session starts (libpq's options): StatementTimeout ends a
+	// statement that runs longer (statement_timeout, SQLSTATE 57014),
+	// LockTimeout one that waits longer for a lock (lock_timeout, 55P03),
+	// IdleInTransactionTimeout a session left idle inside a transaction
+	// longer (idle_in_transaction_session_timeout, 25P03): the transaction
+	// is rolled back and the connection closed. Zero keeps the server's
+	// setting (none, unless its configuration sets one). They are rounded
+	// down to whole milliseconds; under a millisecond is invalid.
+	StatementTimeout         time.Duration `validate:"eq=0|min=1ms"`
+	LockTimeout              time.Duration `validate:"eq=0|min=1ms"`
+	IdleInTransactionTimeout time.Duration `validate:"eq=0|min=1ms"`
+
+	// DeadPeerTimeout bounds how long a connection whose server vanished
+	// (a host that died, a network that dropped, no FIN) goes on blocking a
+	// call that has no deadline: TCP keepalive probes start after half of
+	// it and give up by its end, and data unacknowledged for that long
+	// drops the connection (TCP_USER_TIMEOUT, Linux only). Default 30s.
+	DeadPeerTimeout time.Duration `validate:"min=1s"`
 }
 
 // WithDefaults returns a copy of c with every zero-valued setting replaced by
@@ -106,6 +128,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.QueryExecMode == "" {
 		c.QueryExecMode = DefaultQueryExecMode
+	}
+	if c.DeadPeerTimeout == 0 {
+		c.DeadPeerTimeout = DefaultDeadPeerTimeout
 	}
 	return c
 }
@@ -263,6 +288,31 @@ func (c Config) DSN() string {
 	if d.QueryExecMode != DefaultQueryExecMode {
 		kv("default_query_exec_mode", d.QueryExecMode)
 	}
+	if opts := d.serverOptions(); opts != "" {
+		kv("options", opts)
+	}
+	return b.String()
+}
+
+// serverOptions are the session settings of the server-side limits, as
+// libpq's options parameter carries them ("-c statement_timeout=5000").
+func (c Config) serverOptions() string {
+	var b strings.Builder
+	for _, o := range []struct {
+		name string
+		d    time.Duration
+	}{
+		{"statement_timeout", c.StatementTimeout},
+		{"lock_timeout", c.LockTimeout},
+		{"idle_in_transaction_session_timeout", c.IdleInTransactionTimeout},
+	} {
+		if o.d > 0 {
+			if b.Len() > 0 {
+				b.WriteByte(' ')
+			}
+			fmt.Fprintf(&b, "-c %s=%d", o.name, o.d.Milliseconds())
+		}
+	}
 	return b.String()
 }
 
@@ -331,7 +381,16 @@ func (c Config) LogValue() slog.Value {
 		slog.Int("max_open_conns", d.MaxOpenConns),
 		slog.Int("max_idle_conns", d.MaxIdleConns),
 		slog.String("default_query_exec_mode", d.QueryExecMode),
+		slog.Duration("dead_peer_timeout", d.DeadPeerTimeout),
 	)
+	for _, a := range []struct {
+		key string
+		d   time.Duration
+	}{{"statement_timeout", d.StatementTimeout}, {"lock_timeout", d.LockTimeout}, {"idle_in_transaction_timeout", d.IdleInTransactionTimeout}} {
+		if a.d > 0 {
+			attrs = append(attrs, slog.Duration(a.key, a.d))
+		}
+	}
 	return slog.GroupValue(attrs...)
 }
 

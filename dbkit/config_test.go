@@ -251,7 +251,7 @@ func TestConfigWithDefaults(t *testing.T) {
 		Port: DefaultPort, SSLMode: DefaultSSLMode, ConnectTimeout: DefaultConnectTimeout,
 		MaxOpenConns: DefaultMaxOpenConns, MaxIdleConns: DefaultMaxOpenConns,
 		ConnMaxLifetime: DefaultConnMaxLifetime, ConnMaxIdleTime: DefaultConnMaxIdleTime,
-		QueryExecMode: DefaultQueryExecMode,
+		QueryExecMode: DefaultQueryExecMode, DeadPeerTimeout: DefaultDeadPeerTimeout,
 	}
 	if d != want {
 		t.Errorf("WithDefaults() = %#v\nwant %#v", configFields(d), configFields(want))
@@ -748,4 +748,36 @@ func TestConfigMaxIdleConnsMinusOneMeansNone(t *testing.T) {
 	if got := c.WithDefaults().MaxIdleConns; got != -1 {
 		t.Errorf("WithDefaults kept MaxIdleConns %d, want -1", got)
 	}
+}
+
+func TestConfigServerLimits(t *testing.T) {
+	c := validConfig()
+	c.StatementTimeout, c.LockTimeout, c.IdleInTransactionTimeout = 5*time.Second, 1500*time.Millisecond, time.Minute
+	cfg, err := pgx.ParseConfig(c.DSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := cfg.RuntimeParams["options"], "-c statement_timeout=5000 -c lock_timeout=1500 -c idle_in_transaction_session_timeout=60000"; got != want {
+		t.Errorf("options = %q, want %q", got, want)
+	}
+	if _, ok := pgxRuntimeOptions(validConfig()); ok {
+		t.Error("a Config without limits sends options")
+	}
+	for _, bad := range []time.Duration{-time.Second, time.Microsecond} {
+		c := validConfig()
+		c.StatementTimeout = bad
+		if cerr := requireConfigError(t, c.Validate()); !cerr.Has("StatementTimeout") {
+			t.Errorf("StatementTimeout %v: fields %v, want it reported", bad, fieldNames(cerr))
+		}
+	}
+}
+
+// pgxRuntimeOptions returns the options pgx sends for c, if any.
+func pgxRuntimeOptions(c Config) (string, bool) {
+	cfg, err := pgx.ParseConfig(c.DSN())
+	if err != nil {
+		return "", false
+	}
+	o, ok := cfg.RuntimeParams["options"]
+	return o, ok
 }

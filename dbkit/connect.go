@@ -35,12 +35,14 @@ import (
 // connections shared by every [BaseDatabase] made from it. It is safe for
 // concurrent use. Close it with [DB.Close] when the service stops.
 type DB struct {
-	gorm   *gorm.DB
-	sql    *sql.DB
-	pool   *pool  // what GORM, InTx and COPY run on: sql, until Close begins
-	conns  conns  // the pool's connections, for Close to cut
-	cfg    Config // defaults applied
-	logger *slog.Logger
+	gorm *gorm.DB
+	sql  *sql.DB
+	pool *pool // what GORM, InTx and COPY run on: sql, until Close begins
+	// healthDB is Health's own pool of one connection.
+	healthDB *sql.DB
+	conns    conns  // the pool's connections, for Close to cut
+	cfg      Config // defaults applied
+	logger   *slog.Logger
 	// stmtLog logs every statement (WithLogger), at WARN past slowQuery.
 	stmtLog   *slog.Logger
 	slowQuery time.Duration
@@ -112,6 +114,7 @@ func Connect(ctx context.Context, cfg Config, opts ...Option) (*DB, error) {
 		}
 		if db.sql != nil {
 			_ = db.sql.Close()
+			_ = db.healthDB.Close()
 		}
 		return nil, err
 	}
@@ -162,17 +165,25 @@ func (db *DB) open(ctx context.Context, o options) error {
 	// socket, which leaves the query running on the server. If the server
 	// does not answer within 2 s the connection is closed after all.
 	connCfg.BuildContextWatcherHandler = func(c *pgconn.PgConn) ctxwatch.Handler {
-		return &pgconn.CancelRequestContextWatcherHandler{Conn: c, DeadlineDelay: 2 * time.Second}
+		return &pgconn.CancelRequestContextWatcherHandler{Conn: c, DeadlineDelay: cancelGrace}
 	}
+	connCfg.DialFunc = dialer(db.cfg.DeadPeerTimeout)
 	connCfg.AfterNetConnect = db.conns.track
-	db.sql = stdlib.OpenDB(*connCfg, stdlib.OptionAfterConnect(func(ctx context.Context, c *pgx.Conn) error {
+	afterConnect := stdlib.OptionAfterConnect(func(ctx context.Context, c *pgx.Conn) error {
 		db.conns.ready(c.PgConn())
 		return scanTimestamptzInUTC(ctx, c)
-	}))
+	})
+	db.sql = stdlib.OpenDB(*connCfg, afterConnect)
 	db.sql.SetMaxOpenConns(db.cfg.MaxOpenConns)
 	db.sql.SetMaxIdleConns(db.cfg.MaxIdleConns)
 	db.sql.SetConnMaxLifetime(db.cfg.ConnMaxLifetime)
 	db.sql.SetConnMaxIdleTime(db.cfg.ConnMaxIdleTime)
+	// Health has a connection of its own: a pool saturated by the
+	// application says nothing about the server.
+	db.healthDB = stdlib.OpenDB(*connCfg, afterConnect)
+	db.healthDB.SetMaxOpenConns(1)
+	db.healthDB.SetMaxIdleConns(1)
+	db.healthDB.SetConnMaxLifetime(db.cfg.ConnMaxLifetime)
 
 	if err := db.waitForServer(ctx); err != nil {
 		return err
@@ -227,6 +238,9 @@ func (db *DB) registerCallbacks() error {
 	translate := func(tx *gorm.DB) {
 		if tx.Error != nil {
 			tx.Error = db.closedError(translateDriver(tx.Statement.Context, tx.Error))
+			if model, ok := tx.Statement.Settings.Load(escapeHatchKey{}); ok {
+				tx.Error = escapeHatchError(model.(string), tx.Error)
+			}
 		}
 	}
 	return errors.Join(
@@ -366,8 +380,11 @@ func (db *DB) migrate(ctx context.Context, o options) error {
 }
 
 // Health checks that the database answers SELECT 1 within ctx's deadline.
-// It is cheap enough for a readiness probe. After Close it returns an error
-// matching [ErrClosed].
+// It runs on a connection of its own, not the pool's, so that it answers
+// about the server even when the application holds every pooled connection:
+// a readiness probe does not flap under load (a DB keeps one connection
+// more for it). It is cheap enough for a readiness probe. After Close it
+// returns an error matching [ErrClosed].
 func (db *DB) Health(ctx context.Context) error {
 	ctx, span := db.tracer.Start(ctx, tracing.SpanHealth, trace.WithAttributes(db.attrs...))
 	err := db.health(ctx)
@@ -376,8 +393,11 @@ func (db *DB) Health(ctx context.Context) error {
 }
 
 func (db *DB) health(ctx context.Context) error {
+	if db.closed.Load() {
+		return fmt.Errorf("dbkit: health check of %s database %q: %w", db.cfg.Addr(), db.cfg.Database, errPoolClosed)
+	}
 	var one int
-	if err := db.pool.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
+	if err := db.healthDB.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
 		return fmt.Errorf("dbkit: health check of %s database %q: %w", db.cfg.Addr(), db.cfg.Database, db.translate(ctx, err))
 	}
 	return nil
@@ -412,6 +432,9 @@ func (db *DB) Close(ctx context.Context) error {
 	_, span := db.tracer.Start(ctx, tracing.SpanClose, trace.WithAttributes(db.attrs...))
 	err := db.drain(ctx)
 	db.ended.Store(true)
+	if db.healthDB != nil {
+		_ = db.healthDB.Close()
+	}
 	if cerr := db.sql.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("dbkit: close %s: %w", db.cfg.Addr(), cerr)
 	}
@@ -421,6 +444,14 @@ func (db *DB) Close(ctx context.Context) error {
 	}
 	return err
 }
+
+// cancelGrace is how long a statement whose ctx ended may take to stop
+// after PostgreSQL was asked to cancel it: past it, the connection is
+// closed and the call returns. pgx then waits 100 ms more before the
+// connection is used again (a late cancel request must not hit the next
+// statement), so that a call returns within about 200 ms of its deadline
+// even when the server does not answer.
+const cancelGrace = 100 * time.Millisecond
 
 // cutGrace bounds the cancel requests Close sends after its ctx ended.
 const cutGrace = 2 * time.Second

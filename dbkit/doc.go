@@ -61,8 +61,10 @@
 // kinds [ErrDuplicate], [ErrForeignKey], [ErrCheck], [ErrNotNull] and
 // [ErrExclusion], carried by a *[ConstraintError] that names the constraint,
 // table and column. Inside transactions: [ErrSchemaChanged] (retried by
-// [RetrySerializationFailures]) and [ErrCommitUnknown]. They are mapped from PostgreSQL's SQLSTATE codes, never
-// from error text. Connection failures are a *[ConnectError].
+// [RetrySerializationFailures]) and [ErrCommitUnknown]; a server out of
+// reach or restarting: [ErrUnavailable]. They are mapped from PostgreSQL's
+// SQLSTATE codes, never from error text. Connection failures are a
+// *[ConnectError].
 //
 // # Tracing
 //

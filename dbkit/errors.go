@@ -2,10 +2,14 @@ package dbkit
 
 import (
 	"context"
+	"database/sql/driver"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"gorm.io/gorm"
@@ -46,6 +50,18 @@ var (
 	// and running it again works. [RetrySerializationFailures] retries it.
 	// Outside a transaction dbkit runs such a statement again by itself.
 	ErrSchemaChanged = errors.New("schema changed under a prepared statement: run the transaction again")
+
+	// ErrUnavailable reports that the server could not be reached or
+	// refused work for now, so that trying again later may succeed: a
+	// connection refused, reset or lost, a server starting, shutting down or
+	// restarting (SQLSTATE 57P01-57P03), one with too many connections
+	// (53300), or another connection exception (class 08). A statement that
+	// failed so may or may not have run, unless it was a read; InTx's
+	// RetrySerializationFailures runs again a transaction that failed so
+	// before its COMMIT was sent (one whose COMMIT got no answer is
+	// [ErrCommitUnknown] instead). It is not returned for a ctx that ended,
+	// nor after Close ([ErrClosed]).
+	ErrUnavailable = errors.New("database unavailable")
 
 	// ErrCommitUnknown reports a transaction whose ctx ended while its COMMIT
 	// was on its way: it may or may not have been committed, and retrying it
@@ -167,6 +183,7 @@ func (db *DB) closedError(err error) error {
 // applies, before the error is recorded on the statement's span, metric
 // and log. Translating twice changes nothing.
 func translateDriver(ctx context.Context, err error) error {
+	err = markUnavailable(ctx, err)
 	var (
 		pgErr    *pgconn.PgError
 		ce       *ConstraintError
@@ -299,6 +316,12 @@ func (e *ConnectError) Error() string {
 
 func (e *ConnectError) Unwrap() error { return e.Err }
 
+// Is makes a failure to reach the server (refused, unreachable, starting,
+// full: what Connect retries) match [ErrUnavailable].
+func (e *ConnectError) Is(target error) bool {
+	return target == ErrUnavailable && retryableConnectError(e.Err)
+}
+
 // connectCause describes why a connection failed. For a server's answer it
 // uses the server's message and code alone; pgconn's own wrapper repeats
 // host, user and database, which ConnectError already names.
@@ -316,4 +339,39 @@ func connectCause(err error) string {
 		return connErr.Unwrap().Error()
 	}
 	return err.Error()
+}
+
+// markUnavailable makes err match ErrUnavailable when it says the server
+// was out of reach or refusing work for now (see [ErrUnavailable]), unless
+// ctx (which may be nil) ended, which explains it better.
+func markUnavailable(ctx context.Context, err error) error {
+	if err == nil || errors.Is(err, ErrUnavailable) || errors.Is(err, ErrClosed) ||
+		(ctx != nil && ctx.Err() != nil) || !unavailable(err) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrUnavailable, err)
+}
+
+// unavailable reports the errors of a server out of reach or refusing work
+// for now.
+func unavailable(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "57P01", "57P02", "57P03", "53300": // admin, crash, cannot connect now; too many connections
+			return true
+		}
+		return strings.HasPrefix(pgErr.Code, "08")
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var (
+		opErr   *net.OpError
+		connErr *pgconn.ConnectError
+	)
+	return errors.As(err, &opErr) || errors.As(err, &connErr) || errors.Is(err, driver.ErrBadConn) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EPIPE) ||
+		pgconn.Timeout(err)
 }

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"gorm.io/gorm"
 )
 
@@ -99,8 +100,14 @@ func (t *liveTx) commit(ctx context.Context) error {
 		}()
 		return t.Commit()
 	})
-	if err != nil && ctx.Err() != nil {
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() != nil:
 		return fmt.Errorf("%w: %w (%w)", ErrCommitUnknown, ctxError(ctx), err)
+	case unavailable(err) && !pgconn.SafeToRetry(err):
+		// The COMMIT was sent and the connection lost: no answer.
+		return fmt.Errorf("%w: %w", ErrCommitUnknown, err)
 	}
 	return err
 }

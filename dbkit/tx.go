@@ -50,8 +50,9 @@ func ReadOnly() TxOption { return func(o *txOptions) { o.readOnly = true } }
 
 // RetrySerializationFailures runs the whole function again, up to attempts
 // times in all, when the transaction fails with a serialization failure
-// (SQLSTATE 40001), a deadlock (40P01) or a statement made stale by a schema
-// change ([ErrSchemaChanged]), after a jittered exponential
+// (SQLSTATE 40001), a deadlock (40P01), a statement made stale by a schema
+// change ([ErrSchemaChanged]) or a server out of reach ([ErrUnavailable])
+// before its COMMIT was sent, after a jittered exponential
 // backoff (10 ms doubling, at most 1 s). The function must be safe to run
 // again: no side effects outside the transaction.
 func RetrySerializationFailures(attempts int) TxOption {
@@ -247,11 +248,18 @@ func (db *DB) startTxSpan(ctx context.Context, o txOptions) (context.Context, tr
 	return db.tracer.Start(ctx, tracing.SpanTx, trace.WithAttributes(attrs...))
 }
 
-// retryableTx reports a serialization failure, a deadlock, or a statement
-// made stale by a schema change.
+// retryableTx reports a serialization failure, a deadlock, a statement
+// made stale by a schema change, or a server out of reach before COMMIT
+// was sent.
 func retryableTx(err error) bool {
+	if errors.Is(err, ErrCommitUnknown) {
+		return false
+	}
 	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && (pgErr.Code == codeSerializationFailure || pgErr.Code == codeDeadlockDetected || stalePlan(err))
+	if errors.As(err, &pgErr) && (pgErr.Code == codeSerializationFailure || pgErr.Code == codeDeadlockDetected || stalePlan(err)) {
+		return true
+	}
+	return errors.Is(err, ErrUnavailable) || unavailable(err)
 }
 
 func sqlState(err error) string {

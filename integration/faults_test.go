@@ -1,0 +1,353 @@
+package integration
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/dbkit-go/database/dbkit"
+	"github.com/dbkit-go/database/dbkit/dbtest"
+)
+
+// faultProxy forwards TCP connections to a PostgreSQL server and can, on
+// request, freeze (stop forwarding, in both directions, on every connection,
+// new ones included: a server that stopped answering), or go down for a
+// while (its connections reset, new ones refused: a restart).
+type faultProxy struct {
+	t      *testing.T
+	target string
+	addr   string
+	frozen atomic.Bool
+
+	mu    sync.Mutex
+	l     net.Listener
+	conns map[net.Conn]struct{}
+	done  chan struct{}
+}
+
+func newFaultProxy(t *testing.T, target string) *faultProxy {
+	t.Helper()
+	p := &faultProxy{t: t, target: target, conns: map[net.Conn]struct{}{}, done: make(chan struct{})}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.addr = l.Addr().String()
+	p.serve(l)
+	t.Cleanup(func() {
+		close(p.done)
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if p.l != nil {
+			p.l.Close()
+		}
+		for c := range p.conns {
+			c.Close()
+		}
+	})
+	return p
+}
+
+// config returns cfg with the proxy as its server.
+func (p *faultProxy) config(cfg dbkit.Config) dbkit.Config {
+	host, port, _ := net.SplitHostPort(p.addr)
+	cfg.Host = host
+	fmt.Sscan(port, &cfg.Port)
+	return cfg
+}
+
+func (p *faultProxy) serve(l net.Listener) {
+	p.mu.Lock()
+	p.l = l
+	p.mu.Unlock()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go p.forward(c)
+		}
+	}()
+}
+
+func (p *faultProxy) track(c net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	select {
+	case <-p.done:
+		return false
+	default:
+	}
+	p.conns[c] = struct{}{}
+	return true
+}
+
+func (p *faultProxy) forward(c net.Conn) {
+	if !p.track(c) {
+		c.Close()
+		return
+	}
+	s, err := net.Dial("tcp", p.target)
+	if err != nil || !p.track(s) {
+		c.Close()
+		return
+	}
+	go p.copy(s, c)
+	p.copy(c, s)
+}
+
+// copy copies from src to dst until either closes, holding what it read
+// while the proxy is frozen.
+func (p *faultProxy) copy(dst, src net.Conn) {
+	defer dst.Close()
+	defer src.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		for p.frozen.Load() {
+			select {
+			case <-p.done:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// down resets every connection, refuses new ones for d, then listens again
+// on the same address.
+func (p *faultProxy) down(d time.Duration) {
+	p.mu.Lock()
+	p.l.Close()
+	for c := range p.conns {
+		if tc, ok := c.(*net.TCPConn); ok {
+			_ = tc.SetLinger(0) // a reset, not a FIN
+		}
+		c.Close()
+		delete(p.conns, c)
+	}
+	p.mu.Unlock()
+	time.Sleep(d)
+	l, err := net.Listen("tcp", p.addr)
+	if err != nil {
+		p.t.Errorf("proxy: listen again on %s: %v", p.addr, err)
+		return
+	}
+	p.serve(l)
+}
+
+// TestDeadlineHoldsWhenTheServerFreezes: with the server silent (its cancel
+// request unanswered too), a call returns within its deadline plus 250 ms,
+// with the ctx's error.
+func TestDeadlineHoldsWhenTheServerFreezes(t *testing.T) {
+	t.Parallel()
+	cfg := dbtest.Schema{Migrations: schema, Server: srv}.NewConfig(t)
+	p := newFaultProxy(t, cfg.Addr())
+	db := openDB(t, p.config(cfg))
+	users := dbkit.NewBaseDatabase[User](db)
+	ctx := context.Background()
+	if _, err := users.Count(ctx); err != nil {
+		t.Fatal(err)
+	}
+	p.frozen.Store(true)
+	for _, deadline := range []time.Duration{300 * time.Millisecond, 700 * time.Millisecond} {
+		cctx, cancel := context.WithTimeout(ctx, deadline)
+		start := time.Now()
+		_, err := users.Count(cctx)
+		took := time.Since(start)
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Count on a frozen server = %v, want DeadlineExceeded", err)
+		}
+		if took > deadline+250*time.Millisecond {
+			t.Errorf("Count with a %v deadline on a frozen server returned after %v: more than 250 ms late", deadline, took)
+		}
+	}
+}
+
+// TestHealthAnswersUnderPoolSaturation: with every pooled connection held by
+// the application, Health still answers for the server.
+func TestHealthAnswersUnderPoolSaturation(t *testing.T) {
+	t.Parallel()
+	cfg := dbtest.Schema{Migrations: schema, Server: srv}.NewConfig(t)
+	cfg.MaxOpenConns = 2
+	db := openDB(t, cfg)
+	release := make(chan struct{})
+	var held sync.WaitGroup
+	held.Add(cfg.MaxOpenConns)
+	var wg sync.WaitGroup
+	for range cfg.MaxOpenConns {
+		wg.Go(func() {
+			_ = db.InTx(context.Background(), func(context.Context) error {
+				held.Done()
+				<-release
+				return nil
+			})
+		})
+	}
+	held.Wait()
+	defer wg.Wait()
+	defer close(release)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := db.Health(ctx); err != nil {
+		t.Fatalf("Health with the pool saturated = %v, want nil: the server is fine", err)
+	}
+}
+
+// TestServerSideLimits: the Config's timeouts reach every session, and the
+// server enforces them.
+func TestServerSideLimits(t *testing.T) {
+	t.Parallel()
+	cfg := dbtest.Schema{Migrations: schema, Server: srv}.NewConfig(t)
+	cfg.StatementTimeout, cfg.LockTimeout, cfg.IdleInTransactionTimeout = 200*time.Millisecond, 150*time.Millisecond, 30*time.Second
+	db := openDB(t, cfg)
+	users := dbkit.NewBaseDatabase[User](db)
+	ctx := context.Background()
+	for setting, want := range map[string]string{
+		"statement_timeout": "200ms", "lock_timeout": "150ms", "idle_in_transaction_session_timeout": "30s",
+	} {
+		var got string
+		if err := users.Query(ctx).Raw("SELECT current_setting(?)", setting).Scan(ctx, &got); err != nil || got != want {
+			t.Errorf("%s = %q, %v; want %q", setting, got, err, want)
+		}
+	}
+	start := time.Now()
+	err := users.Query(ctx).Exec(ctx, "SELECT pg_sleep(5)")
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "57014" || time.Since(start) > 3*time.Second {
+		t.Errorf("a 5 s statement with a 200 ms statement_timeout = %v after %v, want SQLSTATE 57014 at once", err, time.Since(start))
+	}
+}
+
+// TestTransientErrorsDuringARestart: 32 writers run while the server's
+// sessions are terminated (SQLSTATE 57P01, as in a restart) and its address
+// refuses connections for a while. Every error a writer sees matches
+// ErrUnavailable; transactions retried by InTx's policy commit; every
+// acknowledged row is there.
+func TestTransientErrorsDuringARestart(t *testing.T) {
+	t.Parallel()
+	cfg := dbtest.Schema{Migrations: schema, Server: srv}.NewConfig(t)
+	p := newFaultProxy(t, cfg.Addr())
+	cfg.MaxOpenConns = 32
+	db := openDB(t, p.config(cfg))
+	watcher := openDB(t, cfg)
+	users := dbkit.NewBaseDatabase[User](db)
+	ctx := context.Background()
+
+	var (
+		acked   atomic.Int64
+		stop    atomic.Bool
+		mu      sync.Mutex
+		foreign []error // errors that do not say they are transient
+		seen    atomic.Int64
+	)
+	var wg sync.WaitGroup
+	for w := range 32 {
+		wg.Go(func() {
+			for i := 0; !stop.Load() && i < 10_000; i++ {
+				email := fmt.Sprintf("w%d-%d@example.com", w, i)
+				var err error
+				if i%2 == 0 {
+					err = users.Create(ctx, &User{Email: email})
+				} else {
+					err = db.InTx(ctx, func(ctx context.Context) error {
+						return users.Create(ctx, &User{Email: email})
+					}, dbkit.RetrySerializationFailures(20))
+				}
+				switch {
+				case err == nil:
+					acked.Add(1)
+				case errors.Is(err, dbkit.ErrUnavailable):
+					seen.Add(1)
+					time.Sleep(10 * time.Millisecond)
+				default:
+					mu.Lock()
+					foreign = append(foreign, err)
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	time.Sleep(300 * time.Millisecond)
+	if err := dbkit.NewBaseDatabase[User](watcher).Query(ctx).Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+		WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'`); err != nil {
+		t.Fatal(err)
+	}
+	p.down(500 * time.Millisecond)
+	time.Sleep(500 * time.Millisecond)
+	stop.Store(true)
+	wg.Wait()
+
+	for i, err := range foreign[:min(len(foreign), 5)] {
+		t.Errorf("error %d of %d is not ErrUnavailable: %v", i+1, len(foreign), err)
+	}
+	if seen.Load() == 0 {
+		t.Error("no writer met the restart: the test proves nothing")
+	}
+	var n int64
+	if err := dbkit.NewBaseDatabase[User](watcher).Query(ctx).Raw("SELECT count(*) FROM users").Scan(ctx, &n); err != nil {
+		t.Fatal(err)
+	}
+	if n < acked.Load() {
+		t.Errorf("%d rows, but %d writes were acknowledged", n, acked.Load())
+	}
+	t.Logf("%d writes acknowledged, %d transient errors", acked.Load(), seen.Load())
+	if err := db.Health(ctx); err != nil {
+		t.Errorf("Health after the restart: %v", err)
+	}
+}
+
+// TestConnectRefusedIsUnavailable: a server that refuses connections is
+// transient too.
+func TestConnectRefusedIsUnavailable(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().(*net.TCPAddr)
+	l.Close()
+	cfg := dbkit.Config{Host: "127.0.0.1", Port: addr.Port, Database: "x", User: "x", ConnectTimeout: time.Second}
+	_, err = dbkit.Connect(context.Background(), cfg)
+	if !errors.Is(err, dbkit.ErrUnavailable) {
+		t.Errorf("Connect to a closed port = %v, want ErrUnavailable", err)
+	}
+}
+
+// TestEscapeHatchErrorsAreTheRepositorys: errors of Query's statements have
+// the repository's prefix and sentinels.
+func TestEscapeHatchErrorsAreTheRepositorys(t *testing.T) {
+	t.Parallel()
+	db := newDB(t)
+	users := dbkit.NewBaseDatabase[User](db)
+	ctx := context.Background()
+	_, err := users.Query(ctx).Where("email = ?", "nobody@example.com").First(ctx)
+	if !errors.Is(err, dbkit.ErrNotFound) || !strings.HasPrefix(err.Error(), "dbkit: User.Query: ") {
+		t.Errorf("Query().First of nothing = %v, want ErrNotFound prefixed dbkit: User.Query:", err)
+	}
+	if err := users.Create(ctx, &User{Email: "dup@example.com"}); err != nil {
+		t.Fatal(err)
+	}
+	err = users.Query(ctx).Create(ctx, &User{Email: "dup@example.com"})
+	if !errors.Is(err, dbkit.ErrDuplicate) || !strings.HasPrefix(err.Error(), "dbkit: User.Query: ") {
+		t.Errorf("Query().Create of a duplicate = %v, want ErrDuplicate prefixed dbkit: User.Query:", err)
+	}
+}
