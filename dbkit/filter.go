@@ -35,8 +35,8 @@ const (
 
 var ops = []Op{OpEq, OpNe, OpLt, OpLte, OpGt, OpGte, OpIn, OpNin, OpLike, OpIlike, OpIsNull}
 
-// Limits on a filter built from input, so a request cannot make the
-// database do unbounded work.
+// Default limits on a filter built from input, so a request cannot make
+// the database do unbounded work; see [InputLimits] to change them.
 const (
 	MaxFilterDepth  = 5    // nesting of groups
 	MaxFilterLeaves = 50   // conditions in all
@@ -118,12 +118,12 @@ func FiltersFromQuery(q url.Values, skip ...string) ([]Filter, error) {
 		field, op := key, OpEq
 		if i := strings.IndexByte(key, '['); i >= 0 {
 			if !strings.HasSuffix(key, "]") || i == 0 {
-				return nil, fmt.Errorf("%w: filter parameter %q: want field or field[op]", ErrInvalid, key)
+				return nil, fmt.Errorf("%w: filter parameter %s: want field or field[op]", ErrInvalid, quote(key))
 			}
 			field, op = key[:i], Op(key[i+1:len(key)-1])
 		}
 		if !slices.Contains(ops, op) {
-			return nil, fmt.Errorf("%w: filter %q: unknown operator %q", ErrInvalid, field, op)
+			return nil, fmt.Errorf("%w: filter %s: unknown operator %s", ErrInvalid, quote(field), quote(string(op)))
 		}
 		for _, raw := range q[key] {
 			var v any = raw
@@ -147,6 +147,8 @@ type fieldResolver struct {
 	schema    *schema.Schema
 	byName    map[string]*schema.Field // column, JSON and Go names of the fields input may name
 	deletedAt *schema.Field            // the SoftDelete column, nil without one
+	limits    InputLimits              // defaults filled in
+	maxName   int                      // the longest name accepted: MaxNameBytes, or longer names of the model
 }
 
 // newFieldResolver indexes the fields of s that input may name: every
@@ -154,14 +156,15 @@ type fieldResolver struct {
 // tagged json:"-" or dbkit:"nofilter". A non-empty allow list (see
 // InputFields) narrows that to the fields it names.
 func newFieldResolver(model string, s *schema.Schema, allow []string) (*fieldResolver, error) {
-	r := &fieldResolver{model: model, schema: s, byName: map[string]*schema.Field{}, deletedAt: softDeleteField(s)}
+	r := &fieldResolver{model: model, schema: s, byName: map[string]*schema.Field{}, deletedAt: softDeleteField(s),
+		limits: DefaultInputLimits()}
 	var allowed map[*schema.Field]bool
 	if len(allow) > 0 {
 		allowed = map[*schema.Field]bool{}
 		for _, name := range allow {
 			f := s.LookUpField(name)
 			if f == nil || f.DBName == "" {
-				return nil, fmt.Errorf("%w: InputFields: %s has no field %q", ErrInvalid, model, name)
+				return nil, fmt.Errorf("%w: InputFields: %s has no field %s", ErrInvalid, model, quote(name))
 			}
 			allowed[f] = true
 		}
@@ -172,7 +175,17 @@ func newFieldResolver(model string, s *schema.Schema, allow []string) (*fieldRes
 		}
 		indexField(r.byName, f)
 	}
+	r.setLimits(r.limits)
 	return r, nil
+}
+
+// setLimits sets the limits input is held to (defaults filled in). A name
+// the model itself has is accepted whatever MaxNameBytes says.
+func (r *fieldResolver) setLimits(l InputLimits) {
+	r.limits, r.maxName = l, l.MaxNameBytes
+	for name := range r.byName {
+		r.maxName = max(r.maxName, len(name))
+	}
 }
 
 // indexField files f in m under its column, Go and JSON names: the names
@@ -211,17 +224,42 @@ func jsonName(sf reflect.StructField) string {
 }
 
 func (r *fieldResolver) field(name string) (*schema.Field, error) {
+	if len(name) > r.maxName {
+		return nil, fmt.Errorf("%w: %s: the field name %s is longer than the limit of %d bytes", ErrInvalid, r.model, quote(name), r.limits.MaxNameBytes)
+	}
 	if f, ok := r.byName[name]; ok {
 		return f, nil
 	}
-	return nil, fmt.Errorf("%w: %s has no field %q that can be filtered or sorted on", ErrInvalid, r.model, name)
+	return nil, fmt.Errorf("%w: %s has no field %s that can be filtered or sorted on", ErrInvalid, r.model, quote(name))
+}
+
+// checkLen refuses a string value longer than limit bytes, naming the field
+// and the limit, never the value.
+func (r *fieldResolver) checkLen(field *schema.Field, v any, limit int, what string) error {
+	n := 0
+	switch x := v.(type) {
+	case string:
+		n = len(x)
+	case *string:
+		if x != nil {
+			n = len(*x)
+		}
+	default:
+		if rv := reflect.Indirect(reflect.ValueOf(v)); rv.Kind() == reflect.String {
+			n = rv.Len()
+		}
+	}
+	if n > limit {
+		return fmt.Errorf("%w: %s.%s: a %s of %d bytes, longer than the limit of %d", ErrInvalid, r.model, field.Name, what, n, limit)
+	}
+	return nil
 }
 
 // compileFilter turns f into a clause expression with every identifier
 // resolved and every value converted to its field's type.
 func (r *fieldResolver) compileFilter(f Filter, depth int) (clause.Expression, error) {
-	if depth > MaxFilterDepth {
-		return nil, fmt.Errorf("%w: filter groups nested deeper than %d", ErrInvalid, MaxFilterDepth)
+	if depth > r.limits.MaxFilterDepth {
+		return nil, fmt.Errorf("%w: filter groups nested deeper than %d", ErrInvalid, r.limits.MaxFilterDepth)
 	}
 	if f.isGroup() {
 		if f.Field != "" || len(f.Or) > 0 && len(f.And) > 0 {
@@ -252,6 +290,9 @@ func (r *fieldResolver) compileFilter(f Filter, depth int) (clause.Expression, e
 	}
 	switch op {
 	case OpEq, OpNe, OpLt, OpLte, OpGt, OpGte:
+		if err := r.checkLen(field, f.Value, r.limits.MaxValueBytes, "value"); err != nil {
+			return nil, err
+		}
 		v, err := r.convert(field, f.Value)
 		if err != nil {
 			return nil, err
@@ -290,6 +331,12 @@ func (r *fieldResolver) compileFilter(f Filter, depth int) (clause.Expression, e
 		if !ok {
 			return nil, fmt.Errorf("%w: %s.%s %s: the value must be a string", ErrInvalid, r.model, field.Name, op)
 		}
+		if err := r.checkLen(field, s, r.limits.MaxPatternBytes, string(op)+" pattern"); err != nil {
+			return nil, err
+		}
+		if why := badText(s); why != "" {
+			return nil, textError(r.model, field, why)
+		}
 		pattern := s
 		if !f.RawPattern {
 			pattern = "%" + escapeLike(s) + "%"
@@ -309,7 +356,7 @@ func (r *fieldResolver) compileFilter(f Filter, depth int) (clause.Expression, e
 		}
 		return clause.Expr{SQL: "? IS NOT NULL", Vars: []any{col}}, nil
 	}
-	return nil, fmt.Errorf("%w: %s.%s: unknown operator %q", ErrInvalid, r.model, field.Name, op)
+	return nil, fmt.Errorf("%w: %s.%s: unknown operator %s", ErrInvalid, r.model, field.Name, quote(string(op)))
 }
 
 // anyOf is clause.Or without its trap: GORM joins a one-element
@@ -347,8 +394,13 @@ func (r *fieldResolver) convertList(field *schema.Field, v any) ([]any, error) {
 			items = append(items, rv.Index(i).Interface())
 		}
 	}
-	if len(items) == 0 || len(items) > MaxInValues {
-		return nil, fmt.Errorf("%w: %s.%s: in and nin take 1 to %d values, got %d", ErrInvalid, r.model, field.Name, MaxInValues, len(items))
+	if len(items) == 0 || len(items) > r.limits.MaxInValues {
+		return nil, fmt.Errorf("%w: %s.%s: in and nin take 1 to %d values, got %d", ErrInvalid, r.model, field.Name, r.limits.MaxInValues, len(items))
+	}
+	for _, item := range items { // all, before converting any
+		if err := r.checkLen(field, item, r.limits.MaxValueBytes, "value"); err != nil {
+			return nil, err
+		}
 	}
 	out := make([]any, len(items))
 	for i, item := range items {
@@ -394,6 +446,11 @@ func (r *fieldResolver) convert(field *schema.Field, v any) (any, error) {
 		}
 		rv = rv.Elem()
 		v = rv.Interface()
+	}
+	if rv.Kind() == reflect.String { // no type PostgreSQL reads from text takes these
+		if why := badText(rv.String()); why != "" {
+			return nil, textError(r.model, field, why)
+		}
 	}
 	if rv.Type() == target || rv.Type().ConvertibleTo(target) && rv.Kind() == target.Kind() {
 		if err := checkScalar(r.model, field, v); err != nil {

@@ -29,6 +29,7 @@ type RepositoryOption func(*repoOptions)
 
 type repoOptions struct {
 	maxPageSize int
+	limits      InputLimits
 	inputFields []string
 	patchable   []string
 }
@@ -75,15 +76,17 @@ type Page[T any] struct {
 //
 // OFFSET makes PostgreSQL read and discard every row before the page: the
 // cost grows with the page number. Prefer [BaseDatabase.FindCursor] for deep
-// pages or infinite scroll. A page or size below 1, or a Limit among opts,
-// is an error matching [ErrInvalid].
+// pages or infinite scroll. A page or size below 1, a page that would skip
+// more than [InputLimits].MaxOffset rows, or a Limit among opts, is an error
+// matching [ErrInvalid].
 func (b *BaseDatabase[T]) FindPage(ctx context.Context, req PageRequest, opts ...QueryOption) (Page[T], error) {
 	if b.err != nil {
 		return Page[T]{}, b.err
 	}
 	size, err := b.pageSize(req.Size)
-	if err == nil && req.Page < 1 {
-		err = fmt.Errorf("%w: page must be 1 or more, got %d", ErrInvalid, req.Page)
+	offset := 0
+	if err == nil {
+		offset, err = b.pageOffset(req.Page, size)
 	}
 	var q compiled
 	if err == nil {
@@ -97,7 +100,7 @@ func (b *BaseDatabase[T]) FindPage(ctx context.Context, req PageRequest, opts ..
 		span.SetAttributes(tracing.PageSize.Int(size))
 	}
 	page := Page[T]{Page: req.Page, Size: size, Items: []T{}}
-	err = b.scoped(ctx, q).Limit(size).Offset((req.Page - 1) * size).Find(&page.Items).Error
+	err = b.scoped(ctx, q).Limit(size).Offset(offset).Find(&page.Items).Error
 	if err == nil && req.WithTotal {
 		var total int64
 		if err = b.scoped(ctx, q.forCount()).Model(new(T)).Count(&total).Error; err == nil {
@@ -119,6 +122,19 @@ func (b *BaseDatabase[T]) pageSize(size int) (int, error) {
 		return 0, fmt.Errorf("%w: page size must be 1 or more, got %d", ErrInvalid, size)
 	}
 	return min(size, b.opts.maxPageSize), nil
+}
+
+// pageOffset checks a page number and returns the rows before it,
+// (page-1)*size, refusing an offset past MaxOffset before it can overflow.
+func (b *BaseDatabase[T]) pageOffset(page, size int) (int, error) {
+	if page < 1 {
+		return 0, fmt.Errorf("%w: page must be 1 or more, got %d", ErrInvalid, page)
+	}
+	limit := b.fields.limits.MaxOffset
+	if page-1 > limit/size {
+		return 0, fmt.Errorf("%w: page %d of %d rows is past the deepest offset allowed, %d rows: use FindCursor for deep pages", ErrInvalid, page, size, limit)
+	}
+	return (page - 1) * size, nil
 }
 
 // compilePaged compiles opts for a paginated query: no Limit of its own, and

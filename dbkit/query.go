@@ -42,7 +42,8 @@ func Limit(n int) QueryOption { return limitOption(n) }
 type orderOption struct {
 	field string
 	desc  bool
-	input bool // from SortBy: only fields input may name
+	input bool   // from SortBy: only fields input may name
+	spec  string // a SortBy specification, parsed when compiled, with the repository's limits
 }
 
 func (o orderOption) apply(q *query) { q.order = append(q.order, o) }
@@ -50,14 +51,7 @@ func (o orderOption) apply(q *query) { q.order = append(q.order, o) }
 type sortSpec string
 
 func (s sortSpec) apply(q *query) {
-	fields, err := ParseSort(string(s))
-	if err != nil {
-		q.errs = append(q.errs, err)
-		return
-	}
-	for _, f := range fields {
-		q.order = append(q.order, orderOption{field: f.Field, desc: f.Desc, input: true})
-	}
+	q.order = append(q.order, orderOption{spec: string(s), input: true})
 }
 
 // SortBy sorts by a specification from input such as "-created_at,name":
@@ -74,15 +68,23 @@ type SortField struct {
 }
 
 // ParseSort parses a sort specification such as "-created_at,name". It
-// checks the syntax only; fields are checked against the model when used.
+// checks the syntax, and the default [InputLimits] (at most [MaxSortFields]
+// fields, names of at most [DefaultMaxNameBytes]); fields are checked
+// against the model when used.
 func ParseSort(spec string) ([]SortField, error) {
+	return parseSort(spec, MaxSortFields, DefaultMaxNameBytes)
+}
+
+// parseSort parses spec, refusing more than maxFields fields or a name
+// longer than maxName bytes before splitting it.
+func parseSort(spec string, maxFields, maxName int) ([]SortField, error) {
 	if strings.TrimSpace(spec) == "" {
 		return nil, nil
 	}
-	parts := strings.Split(spec, ",")
-	if len(parts) > MaxSortFields {
-		return nil, fmt.Errorf("%w: sort: at most %d fields", ErrInvalid, MaxSortFields)
+	if strings.Count(spec, ",") >= maxFields {
+		return nil, fmt.Errorf("%w: sort: at most %d fields", ErrInvalid, maxFields)
 	}
+	parts := strings.Split(spec, ",")
 	out := make([]SortField, 0, len(parts))
 	for _, p := range parts {
 		p = strings.TrimSpace(p)
@@ -93,21 +95,25 @@ func ParseSort(spec string) ([]SortField, error) {
 		case strings.HasPrefix(p, "+"):
 			f.Field = p[1:]
 		}
+		if len(f.Field) > maxName {
+			return nil, fmt.Errorf("%w: sort: the field name %s is longer than the limit of %d bytes", ErrInvalid, quote(f.Field), maxName)
+		}
 		if !validSortName(f.Field) {
-			return nil, fmt.Errorf("%w: sort: %q is not a field name", ErrInvalid, f.Field)
+			return nil, fmt.Errorf("%w: sort: %s is not a field name", ErrInvalid, quote(f.Field))
 		}
 		out = append(out, f)
 	}
 	return out, nil
 }
 
-// MaxSortFields bounds a sort specification from input.
+// MaxSortFields is the default bound on the fields of a sort specification
+// from input (see [InputLimits]).
 const MaxSortFields = 8
 
 // validSortName accepts what a column, JSON or Go field name can be; the
 // name is then looked up in the schema, so this only rejects noise early.
 func validSortName(name string) bool {
-	if name == "" || len(name) > 128 {
+	if name == "" {
 		return false
 	}
 	for _, r := range name {
@@ -248,25 +254,34 @@ func compileQuery(r *fieldResolver, opts []QueryOption) (compiled, error) {
 		if err := checkScalar(r.model, f, cond.value); err != nil {
 			return c, err
 		}
+		if err := checkTextValue(r.model, f, cond.value); err != nil {
+			return c, err
+		}
 		c.where.Exprs = append(c.where.Exprs, clause.Eq{
 			Column: clause.Column{Table: clause.CurrentTable, Name: f.DBName},
 			Value:  cond.value,
 		})
 	}
 	leaves := 0
-	for _, f := range q.filters {
-		if leaves += f.leafCount(); leaves > MaxFilterLeaves {
-			return c, fmt.Errorf("%w: more than %d filter conditions", ErrInvalid, MaxFilterLeaves)
+	for _, f := range q.filters { // all counted before any is compiled
+		if leaves += f.leafCount(); leaves > r.limits.MaxFilters {
+			return c, fmt.Errorf("%w: more than %d filter conditions", ErrInvalid, r.limits.MaxFilters)
 		}
+	}
+	for _, f := range q.filters {
 		e, err := r.compileFilter(f, 0)
 		if err != nil {
 			return c, err
 		}
 		c.where.Exprs = append(c.where.Exprs, e)
 	}
+	order, err := r.expandSorts(q.order)
+	if err != nil {
+		return c, err
+	}
 	pk := r.schema.PrioritizedPrimaryField
 	hasPK := false
-	for _, o := range q.order {
+	for _, o := range order {
 		var (
 			f   *schema.Field
 			err error
@@ -298,6 +313,33 @@ func compileQuery(r *fieldResolver, opts []QueryOption) (compiled, error) {
 		return c, err
 	}
 	return c, nil
+}
+
+// expandSorts replaces each SortBy specification among order by its
+// fields, parsed with the repository's limits, which bound the whole sort.
+func (r *fieldResolver) expandSorts(order []orderOption) ([]orderOption, error) {
+	if !slices.ContainsFunc(order, func(o orderOption) bool { return o.input }) {
+		return order, nil
+	}
+	out := make([]orderOption, 0, len(order))
+	fromInput := 0
+	for _, o := range order {
+		if !o.input {
+			out = append(out, o)
+			continue
+		}
+		fields, err := parseSort(o.spec, r.limits.MaxSortFields, r.maxName)
+		if err != nil {
+			return nil, err
+		}
+		if fromInput += len(fields); fromInput > r.limits.MaxSortFields {
+			return nil, fmt.Errorf("%w: sort: at most %d fields", ErrInvalid, r.limits.MaxSortFields)
+		}
+		for _, f := range fields {
+			out = append(out, orderOption{field: f.Field, desc: f.Desc, input: true})
+		}
+	}
+	return out, nil
 }
 
 // compileScope resolves soft-delete scopes, row locks, preloads and
@@ -349,7 +391,7 @@ func checkAssociation(s *schema.Schema, model, path string) error {
 	for _, name := range strings.Split(path, ".") {
 		rel, ok := current.Relationships.Relations[name]
 		if !ok {
-			return fmt.Errorf("%w: %s has no association %q", ErrInvalid, model, path)
+			return fmt.Errorf("%w: %s has no association %s", ErrInvalid, model, quote(path))
 		}
 		current = rel.FieldSchema
 	}
@@ -371,7 +413,7 @@ func softDeleteField(s *schema.Schema) *schema.Field {
 func lookupField(s *schema.Schema, model, name string) (*schema.Field, error) {
 	f := s.LookUpField(name)
 	if f == nil || f.DBName == "" {
-		return nil, fmt.Errorf("%w: %s has no field %q", ErrInvalid, model, name)
+		return nil, fmt.Errorf("%w: %s has no field %s", ErrInvalid, model, quote(name))
 	}
 	return f, nil
 }

@@ -33,6 +33,7 @@ type BaseDatabase[T Entity] struct {
 	patchable  map[string]*schema.Field // what Patch may set, by Go, column and JSON name
 	opts       repoOptions
 	copy       copyPlan      // how CreateMany can COPY, or why not
+	text       textPlan      // the fields whose text is checked before a write
 	versionCol string        // the column of the embedded Versioned, "" without one
 	model      string        // Go type name: "User"
 	pk         clause.Column // the primary-key column
@@ -91,9 +92,15 @@ func (b *BaseDatabase[T]) init(typ reflect.Type) (err error) {
 		return fmt.Errorf("%w: NewBaseDatabase[%s]: %w", ErrInvalid, typ, err)
 	}
 	b.schema = stmt.Schema
+	limits, err := b.opts.limits.withDefaults()
+	if err != nil {
+		return fmt.Errorf("NewBaseDatabase[%s]: %w", typ, err)
+	}
 	if b.fields, err = newFieldResolver(b.model, b.schema, b.opts.inputFields); err != nil {
 		return fmt.Errorf("NewBaseDatabase[%s]: %w", typ, err)
 	}
+	b.fields.setLimits(limits)
+	b.text = newTextPlan(b.schema)
 	if b.patchable, err = patchableFields(b.model, b.schema, b.opts.patchable); err != nil {
 		return fmt.Errorf("%w: NewBaseDatabase[%s]: %w", ErrInvalid, typ, err)
 	}
@@ -204,6 +211,9 @@ func (b *BaseDatabase[T]) Create(ctx context.Context, v *T) error {
 	}
 	if v == nil {
 		return b.invalid("Create", "nil %s", b.model)
+	}
+	if err := b.text.check(b.model, reflect.ValueOf(v).Elem()); err != nil {
+		return fmt.Errorf("dbkit: %s.Create: %w", b.model, err)
 	}
 	ctx, span := b.start(ctx, b.names.create)
 	err := b.conn(ctx).Create(v).Error
@@ -350,6 +360,9 @@ func (b *BaseDatabase[T]) Update(ctx context.Context, v *T) error {
 	if id == uuid.Nil {
 		return b.invalid("Update", "%s has no ID: create it first", b.model)
 	}
+	if err := b.text.check(b.model, reflect.ValueOf(v).Elem()); err != nil {
+		return fmt.Errorf("dbkit: %s.Update: %w", b.model, err)
+	}
 	ctx, span := b.start(ctx, b.names.update)
 	tx := b.conn(ctx).Model(v)
 	var ver *Versioned
@@ -435,7 +448,7 @@ func patchableFields(model string, s *schema.Schema, allow []string) (map[string
 	for _, name := range allow {
 		f := s.LookUpField(name)
 		if f == nil || f.DBName == "" {
-			return nil, fmt.Errorf("Patchable: %s has no field %q", model, name)
+			return nil, fmt.Errorf("Patchable: %s has no field %s", model, quote(name))
 		}
 		if err := add(f); err != nil {
 			return nil, err
@@ -460,7 +473,7 @@ func (b *BaseDatabase[T]) patchAssignments(fields map[string]any) (map[string]an
 	for name, value := range fields {
 		f, ok := b.patchable[name]
 		if !ok {
-			return nil, fmt.Errorf("%w: %s.%s cannot be patched: list the fields Patch may set with Patchable or tag them dbkit:\"patch\"", ErrInvalid, b.model, name)
+			return nil, fmt.Errorf("%w: %s: %s cannot be patched: list the fields Patch may set with Patchable or tag them dbkit:\"patch\"", ErrInvalid, b.model, quote(name))
 		}
 		v, err := b.fields.convert(f, value)
 		if err != nil {

@@ -94,6 +94,9 @@ func (b *BaseDatabase[T]) CreateMany(ctx context.Context, items []T) error {
 	if len(items) == 0 {
 		return nil
 	}
+	if err := b.checkRows(items); err != nil {
+		return fmt.Errorf("dbkit: %s.CreateMany: %w", b.model, err)
+	}
 	ctx, span := b.start(ctx, b.names.createMany)
 	var err error
 	if b.copy.reason == "" {
@@ -222,6 +225,9 @@ func (b *BaseDatabase[T]) UpsertMany(ctx context.Context, items []T, on Conflict
 
 func (b *BaseDatabase[T]) upsert(ctx context.Context, op, spanName string, items []T, on Conflict) error {
 	keys, updates, err := b.conflictColumns(on)
+	if err == nil {
+		err = b.checkRows(items)
+	}
 	if err != nil {
 		return fmt.Errorf("dbkit: %s.%s: %w", b.model, op, err)
 	}
