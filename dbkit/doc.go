@@ -42,8 +42,11 @@
 // and [SortBy] take fields and values from a request: fields are checked
 // against the model's schema (json:"-" and dbkit:"nofilter" fields are
 // refused), values converted to the fields' types and bound, before any SQL
-// is sent. [BaseDatabase.FindPage] gives offset pages,
-// [BaseDatabase.FindCursor] keyset pages with signed cursors.
+// is sent. Sizes and counts are bounded by the repository's [InputLimits]
+// (see [Limits]), text that is not valid UTF-8 or holds a NUL is refused,
+// and messages quote at most a short prefix of the input.
+// [BaseDatabase.FindPage] gives offset pages, [BaseDatabase.FindCursor]
+// keyset pages with signed cursors.
 //
 // # Writes, locking and transactions
 //
