@@ -175,6 +175,9 @@ func writeError(w http.ResponseWriter, err error) {
 		status, msg = http.StatusConflict, "a user with this email exists"
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		status, msg = http.StatusServiceUnavailable, "request cancelled"
+	case errors.Is(err, dbkit.ErrUnavailable), errors.Is(err, dbkit.ErrClosed):
+		w.Header().Set("Retry-After", "1")
+		status, msg = http.StatusServiceUnavailable, "database unavailable, try again"
 	default:
 		log.Printf("users: %v", err)
 	}
@@ -188,6 +191,10 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	// Limits the server enforces whatever a handler does: no statement
+	// outlives a request by much, none waits long behind a lock, and no
+	// transaction a crashed handler left open holds its locks.
+	cfg.StatementTimeout, cfg.LockTimeout, cfg.IdleInTransactionTimeout = 10*time.Second, 2*time.Second, 30*time.Second
 	opts := []dbkit.Option{dbkit.WithMigrations(migrations.All...)}
 	if key := os.Getenv("CURSOR_KEY"); key != "" {
 		// The same secret on every replica, so that a cursor made by one is
@@ -199,7 +206,11 @@ func main() {
 		log.Fatal(err)
 	}
 	defer func() {
-		if err := db.Close(context.Background()); err != nil {
+		// Let running requests' statements finish, within a bound; Close
+		// then cuts what is left and says so.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := db.Close(ctx); err != nil {
 			log.Print(err)
 		}
 	}()
