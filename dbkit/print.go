@@ -1,0 +1,106 @@
+package dbkit
+
+import (
+	"fmt"
+	"log/slog"
+	"reflect"
+	"strings"
+
+	"github.com/dbkit-go/database/internal/redact"
+)
+
+// A DB, a BaseDatabase and a Config print as short descriptions:
+// whatever the verb (%v, %+v, %#v, %s, %d...), log.Printf and slog never
+// walk their fields, which hold the password, the cursor key, the
+// connections.
+var (
+	_ fmt.Formatter  = (*DB)(nil)
+	_ fmt.Stringer   = (*DB)(nil)
+	_ fmt.GoStringer = (*DB)(nil)
+	_ slog.LogValuer = (*DB)(nil)
+	_ fmt.Formatter  = (*BaseDatabase[Model])(nil)
+	_ slog.LogValuer = (*BaseDatabase[Model])(nil)
+	_ fmt.Formatter  = Config{}
+)
+
+// String describes db by server, database, user and pool name, as
+// "dbkit.DB{db.internal:5432/app user=api pool=main}": never the password
+// nor the cursor key.
+func (db *DB) String() string {
+	if db == nil {
+		return "dbkit.DB(nil)"
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "dbkit.DB{%s/%s user=%s pool=%s", db.cfg.Addr(), db.cfg.Database, db.cfg.User, db.poolName)
+	if db.closed.Load() {
+		b.WriteString(" closed")
+	}
+	b.WriteByte('}')
+	return b.String()
+}
+
+// GoString is String: %#v prints the description, not the fields.
+func (db *DB) GoString() string { return db.String() }
+
+// Format implements fmt.Formatter: every verb prints the description.
+func (db *DB) Format(f fmt.State, verb rune) { redact.Format(f, verb, db) }
+
+// LogValue implements slog.LogValuer: server, database, user and pool.
+func (db *DB) LogValue() slog.Value {
+	if db == nil {
+		return slog.StringValue(db.String())
+	}
+	return slog.GroupValue(
+		slog.String("type", "dbkit.DB"),
+		slog.String("addr", db.cfg.Addr()),
+		slog.String("database", db.cfg.Database),
+		slog.String("user", db.cfg.User),
+		slog.String("pool", db.poolName),
+		slog.Bool("closed", db.closed.Load()),
+	)
+}
+
+// String describes the repository by model, table and database, as
+// "dbkit.BaseDatabase[User]{table=users db=db.internal:5432/app}".
+func (b *BaseDatabase[T]) String() string {
+	name := reflect.TypeFor[T]().Name()
+	if b == nil {
+		return "dbkit.BaseDatabase[" + name + "](nil)"
+	}
+	s := "dbkit.BaseDatabase[" + b.model + "]{table=" + b.Table() + " db="
+	if b.db == nil {
+		s += "nil"
+	} else {
+		s += b.db.cfg.Addr() + "/" + b.db.cfg.Database
+	}
+	if b.err != nil {
+		s += " unusable"
+	}
+	return s + "}"
+}
+
+// GoString is String: %#v prints the description, not the fields.
+func (b *BaseDatabase[T]) GoString() string { return b.String() }
+
+// Format implements fmt.Formatter: every verb prints the description.
+func (b *BaseDatabase[T]) Format(f fmt.State, verb rune) { redact.Format(f, verb, b) }
+
+// LogValue implements slog.LogValuer: model, table and the DB's.
+func (b *BaseDatabase[T]) LogValue() slog.Value {
+	if b == nil {
+		return slog.StringValue(b.String())
+	}
+	attrs := []slog.Attr{
+		slog.String("type", "dbkit.BaseDatabase"),
+		slog.String("model", b.model),
+		slog.String("table", b.Table()),
+	}
+	if b.db != nil {
+		attrs = append(attrs, slog.Any("db", b.db))
+	}
+	return slog.GroupValue(attrs...)
+}
+
+// Format implements fmt.Formatter, so that no verb prints the password:
+// %#v is [Config.GoString], every other verb [Config.String].
+func (c Config) Format(f fmt.State, verb rune) { redact.Format(f, verb, c) }
