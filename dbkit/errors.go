@@ -13,6 +13,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"gorm.io/gorm"
+
+	"github.com/dbkit-go/database/internal/sqlstate"
 )
 
 // Sentinel errors. Match them with [errors.Is]; each method documents which
@@ -159,8 +161,10 @@ func (db *DB) translate(ctx context.Context, err error) error {
 	if errors.Is(err, gorm.ErrRecordNotFound) {
 		return ErrNotFound
 	}
-	if t := translateDriver(ctx, err); t != err {
-		return t
+	err = translateDriver(ctx, err)
+	var ce *ConstraintError
+	if errors.As(err, &ce) {
+		return err // a constraint violation is not Close's doing
 	}
 	return db.closedError(err)
 }
@@ -177,11 +181,11 @@ func (db *DB) closedError(err error) error {
 }
 
 // translateDriver maps what the server said: constraint violations to a
-// *ConstraintError, messages that may quote a value to a *withheldError,
-// and a statement cancelled because ctx (which may be nil) ended to an
-// error that also matches ctx.Err(). It is what dbkit's GORM callback
-// applies, before the error is recorded on the statement's span, metric
-// and log. Translating twice changes nothing.
+// *ConstraintError, every other server error to a *withheldError (its
+// message may quote a value), and a statement cancelled because ctx (which
+// may be nil) ended to an error that also matches ctx.Err(). It is what
+// dbkit's GORM callback applies, before the error is recorded on the
+// statement's span, metric and log. Translating twice changes nothing.
 func translateDriver(ctx context.Context, err error) error {
 	err = markUnavailable(ctx, err)
 	var (
@@ -198,18 +202,14 @@ func translateDriver(ctx context.Context, err error) error {
 		}
 		return err
 	}
-	if ctx != nil && ctx.Err() != nil && pgErr.Code == codeQueryCanceled && !errors.Is(err, ctx.Err()) {
-		err = fmt.Errorf("%w: %w", ctx.Err(), err)
-	}
-	if errors.As(err, &ce) || errors.As(err, &withheld) || errors.Is(err, ErrSchemaChanged) {
-		return err
-	}
-	if stalePlan(err) {
-		return fmt.Errorf("%w: %w", ErrSchemaChanged, err)
-	}
-	if kind := constraintKind(pgErr.Code); kind != nil {
-		return &ConstraintError{
-			Kind:       kind,
+	switch {
+	case errors.As(err, &ce) || errors.As(err, &withheld):
+		// translated already
+	case stalePlan(err):
+		err = fmt.Errorf("%w: %w", ErrSchemaChanged, &withheldError{pg: pgErr, err: err})
+	case constraintKind(pgErr.Code) != nil:
+		err = &ConstraintError{
+			Kind:       constraintKind(pgErr.Code),
 			Constraint: pgErr.ConstraintName,
 			Table:      pgErr.TableName,
 			Column:     pgErr.ColumnName,
@@ -217,9 +217,11 @@ func translateDriver(ctx context.Context, err error) error {
 			Detail:     pgErr.Detail,
 			err:        err,
 		}
+	default:
+		err = &withheldError{pg: pgErr, err: err}
 	}
-	if class := valueQuotingClass(pgErr.Code); class != "" {
-		return &withheldError{class: class, code: pgErr.Code, err: err}
+	if ctx != nil && ctx.Err() != nil && pgErr.Code == codeQueryCanceled && !errors.Is(err, ctx.Err()) {
+		err = fmt.Errorf("%w: %w", ctx.Err(), err)
 	}
 	return err
 }
@@ -244,34 +246,19 @@ func (e *argumentError) Error() string {
 
 func (e *argumentError) Unwrap() []error { return []error{ErrInvalid, e.err} }
 
-// valueQuotingClass names the SQLSTATE classes whose messages may quote a
-// value from the query, such as `invalid input syntax for type uuid: "..."`
-// (22P02) or a PL/pgSQL RAISE (P0001); "" for the others, whose messages
-// name objects only.
-func valueQuotingClass(code string) string {
-	switch code[:min(2, len(code))] {
-	case "22":
-		return "data exception"
-	case "23":
-		return "integrity constraint violation"
-	case "P0":
-		return "PL/pgSQL error"
-	}
-	return ""
-}
-
-// withheldError stands for a server error whose message may quote a value
-// of the query: its text gives the SQLSTATE and its class only, so that
-// logging or tracing it cannot leak the value. The *pgconn.PgError, message
-// and all, is reachable with errors.As.
+// withheldError stands for a server error, whose message, detail, hint
+// and context may quote a value of the query (a bound argument, what a
+// trigger's RAISE formatted): its text keeps only what carries no value,
+// the SQLSTATE, its condition name, the position and the names of the
+// objects concerned (see sqlstate.Describe), so that logging or tracing it
+// cannot leak the value. The *pgconn.PgError, message and all, is
+// reachable with errors.As.
 type withheldError struct {
-	class, code string
-	err         error
+	pg  *pgconn.PgError
+	err error
 }
 
-func (e *withheldError) Error() string {
-	return e.class + " (SQLSTATE " + e.code + "); the server's message is withheld as it may quote a value"
-}
+func (e *withheldError) Error() string { return sqlstate.Describe(e.pg) }
 
 func (e *withheldError) Unwrap() error { return e.err }
 

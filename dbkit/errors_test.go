@@ -15,6 +15,8 @@ import (
 	"gorm.io/gorm/clause"
 	"gorm.io/gorm/schema"
 	"gorm.io/gorm/utils/tests"
+
+	"github.com/dbkit-go/database/internal/redact/redacttest"
 )
 
 func TestErrNotFoundMatchesGORM(t *testing.T) {
@@ -121,28 +123,59 @@ func TestTranslateConstraintViolations(t *testing.T) {
 }
 
 func TestTranslatePassesOtherErrorsThrough(t *testing.T) {
-	undefined := fmt.Errorf("query: %w", &pgconn.PgError{Code: "42P01", Message: `relation "nope" does not exist`})
 	plain := errors.New("network is down")
-	tests := []struct {
-		name string
-		in   error
-	}{
-		{"unknown SQLSTATE", undefined},
-		{"serialization failure", &pgconn.PgError{Code: "40001"}},
-		{"plain error", plain},
-		{"context canceled", context.Canceled},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			for _, db := range []*DB{nil, {}} {
-				if got := db.translate(context.Background(), tt.in); got != tt.in {
-					t.Errorf("translate(%v) = %v, want it unchanged", tt.in, got)
-				}
+	for _, in := range []error{plain, context.Canceled} {
+		for _, db := range []*DB{nil, {}} {
+			if got := db.translate(context.Background(), in); got != in {
+				t.Errorf("translate(%v) = %v, want it unchanged", in, got)
 			}
-		})
+		}
 	}
 	if got := (*DB)(nil).translate(context.Background(), nil); got != nil {
 		t.Errorf("translate(nil) = %v", got)
+	}
+}
+
+// Every server error but a constraint violation is withheld, whatever its
+// class: its message keeps what carries no value, and the *pgconn.PgError
+// stays reachable.
+func TestTranslateWithholdsServerMessages(t *testing.T) {
+	const value = "value-marker-5a0b"
+	tests := []struct {
+		pg   *pgconn.PgError
+		want string
+	}{
+		{&pgconn.PgError{Severity: "ERROR", Code: "42P01", Message: `relation "` + value + `" does not exist`},
+			"ERROR: undefined_table (SQLSTATE 42P01)"},
+		{&pgconn.PgError{Severity: "ERROR", Code: "42601", Message: `syntax error in tsquery: "` + value + `"`, Position: 8},
+			"ERROR: syntax_error (SQLSTATE 42601) at position 8"},
+		{&pgconn.PgError{Severity: "ERROR", Code: "40001", Message: "could not serialize access", Detail: value},
+			"ERROR: serialization_failure (SQLSTATE 40001)"},
+		{&pgconn.PgError{Severity: "ERROR", Code: "22P02", Message: `invalid input syntax for type uuid: "` + value + `"`},
+			"ERROR: invalid_text_representation (SQLSTATE 22P02)"},
+		{&pgconn.PgError{Severity: "ERROR", Code: "P0001", Message: value, Hint: value, Where: value},
+			"ERROR: raise_exception (SQLSTATE P0001)"},
+		{&pgconn.PgError{Severity: "ERROR", Code: "42703", Message: `column "` + value + `" does not exist`, TableName: "users", ColumnName: "nope"},
+			`ERROR: undefined_column (SQLSTATE 42703) on table "users" column "nope"`},
+	}
+	for _, tt := range tests {
+		in := fmt.Errorf("query: %w", tt.pg)
+		got := (*DB)(nil).translate(context.Background(), in)
+		if got.Error() != tt.want {
+			t.Errorf("translate(%s) = %q, want %q", tt.pg.Code, got, tt.want)
+		}
+		for _, form := range []string{"%v", "%+v", "%#v", "%s"} {
+			if out := fmt.Sprintf(form, got); strings.Contains(out, value) {
+				t.Errorf("%s of translate(%s) quotes the value: %s", form, tt.pg.Code, out)
+			}
+		}
+		var pgErr *pgconn.PgError
+		if !errors.As(got, &pgErr) || pgErr != tt.pg || !errors.Is(got, in) {
+			t.Errorf("translate(%s): the driver's error is not reachable", tt.pg.Code)
+		}
+		if again := TranslateError(context.Background(), got); again != got {
+			t.Errorf("translating twice changed %v into %v", got, again)
+		}
 	}
 }
 
@@ -479,4 +512,23 @@ func compile(s *schema.Schema, model string, conds []Condition, opts []QueryOpti
 		return compiled{}, err
 	}
 	return compileQuery(r, append(all, opts...))
+}
+
+// A ConstraintError keeps the row's values in Detail for code that asks for
+// them, but no printed form shows it: %#v and %d would walk the fields.
+func TestConstraintErrorPrintsNoDetail(t *testing.T) {
+	const marker = "detail-marker-2c8a"
+	pgErr := &pgconn.PgError{Severity: "ERROR", Code: codeUnique, Message: "duplicate key value violates unique constraint",
+		Detail: "Key (email)=(" + marker + "@example.com) already exists.", ConstraintName: "users_email_key", TableName: "users"}
+	ce := translateDriver(context.Background(), pgErr)
+	if _, ok := ce.(*ConstraintError); !ok {
+		t.Fatalf("translateDriver = %T, want *ConstraintError", ce)
+	}
+	redacttest.Check(t, ce, []string{marker}, []string{"duplicate key", "users_email_key"})
+	if got := fmt.Sprintf("%#v", ce); !strings.HasPrefix(got, "&dbkit.ConstraintError{Kind:dbkit.ErrDuplicate,") {
+		t.Errorf("%%#v = %s, want Go syntax naming the kind", got)
+	}
+	if !strings.Contains(ce.(*ConstraintError).Detail, marker) {
+		t.Error("Detail lost the row's values")
+	}
 }

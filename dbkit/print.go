@@ -9,10 +9,11 @@ import (
 	"github.com/dbkit-go/database/internal/redact"
 )
 
-// A DB, a BaseDatabase and a Config print as short descriptions:
-// whatever the verb (%v, %+v, %#v, %s, %d...), log.Printf and slog never
-// walk their fields, which hold the password, the cursor key, the
-// connections.
+// A DB, a BaseDatabase and a Config print as short descriptions, and a
+// ConstraintError as its message: whatever the verb (%v, %+v, %#v, %s,
+// %d...), log.Printf and slog never walk their fields, which hold the
+// password, the cursor key, the connections, or the row's values in
+// ConstraintError.Detail.
 var (
 	_ fmt.Formatter  = (*DB)(nil)
 	_ fmt.Stringer   = (*DB)(nil)
@@ -21,6 +22,8 @@ var (
 	_ fmt.Formatter  = (*BaseDatabase[Model])(nil)
 	_ slog.LogValuer = (*BaseDatabase[Model])(nil)
 	_ fmt.Formatter  = Config{}
+	_ fmt.Formatter  = (*ConstraintError)(nil)
+	_ fmt.GoStringer = (*ConstraintError)(nil)
 )
 
 // String describes db by server, database, user and pool name, as
@@ -104,3 +107,40 @@ func (b *BaseDatabase[T]) LogValue() slog.Value {
 // Format implements fmt.Formatter, so that no verb prints the password:
 // %#v is [Config.GoString], every other verb [Config.String].
 func (c Config) Format(f fmt.State, verb rune) { redact.Format(f, verb, c) }
+
+// GoString prints e as Go syntax without Detail, which may hold the row's
+// values.
+func (e *ConstraintError) GoString() string {
+	return fmt.Sprintf("&dbkit.ConstraintError{Kind:%s, Constraint:%q, Table:%q, Column:%q, SQLState:%q}",
+		kindName(e.Kind), e.Constraint, e.Table, e.Column, e.SQLState)
+}
+
+// Format implements fmt.Formatter: %#v is GoString, every other verb the
+// message; neither has Detail.
+func (e *ConstraintError) Format(f fmt.State, verb rune) { redact.Format(f, verb, constraintText{e}) }
+
+// constraintText is a ConstraintError's message and Go syntax, for
+// redact.Format.
+type constraintText struct{ e *ConstraintError }
+
+func (c constraintText) String() string   { return c.e.Error() }
+func (c constraintText) GoString() string { return c.e.GoString() }
+
+// kindName is the Go name of a ConstraintError's Kind.
+func kindName(kind error) string {
+	switch kind {
+	case ErrDuplicate:
+		return "dbkit.ErrDuplicate"
+	case ErrForeignKey:
+		return "dbkit.ErrForeignKey"
+	case ErrCheck:
+		return "dbkit.ErrCheck"
+	case ErrNotNull:
+		return "dbkit.ErrNotNull"
+	case ErrExclusion:
+		return "dbkit.ErrExclusion"
+	case nil:
+		return "nil"
+	}
+	return fmt.Sprintf("errors.New(%q)", kind.Error())
+}

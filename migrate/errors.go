@@ -5,6 +5,10 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/dbkit-go/database/internal/sqlstate"
 )
 
 // Sentinels, matched with errors.Is.
@@ -35,6 +39,13 @@ var (
 // recorded), and its transaction was rolled back, so it left nothing behind,
 // unless it is a NoTransaction migration: then what it did before failing
 // stays done.
+//
+// Its message withholds what the server said, which may quote a value the
+// migration bound or a row it read: of a *pgconn.PgError it keeps the
+// SQLSTATE, its condition name, the position and the names of the objects
+// concerned, as dbkit does (`ERROR: undefined_table (SQLSTATE 42P01)`).
+// Err, reachable with errors.As, holds the server's message, detail and
+// hint.
 type Error struct {
 	ID  string
 	Op  Op
@@ -46,7 +57,30 @@ func (e *Error) Error() string {
 	if e.Op == OpDown {
 		op = "rollback of migration"
 	}
-	return fmt.Sprintf("migrate: %s %q: %v", op, e.ID, e.Err)
+	return fmt.Sprintf("migrate: %s %q: %s", op, e.ID, withheld(e.Err))
+}
+
+// withheld is err's text with what the *pgconn.PgError it wraps, if any,
+// may quote replaced: its own text by sqlstate.Describe, and its message,
+// detail, hint and context, wherever a wrapper repeated them, by
+// "[withheld]". An error that dbkit translated carries none of them
+// already, and is left as it is.
+func withheld(err error) string {
+	if err == nil {
+		return "<nil>"
+	}
+	text := err.Error()
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return text
+	}
+	text = strings.ReplaceAll(text, pgErr.Error(), sqlstate.Describe(pgErr))
+	for _, s := range []string{pgErr.Message, pgErr.Detail, pgErr.Hint, pgErr.Where, pgErr.InternalQuery} {
+		if s != "" {
+			text = strings.ReplaceAll(text, s, "[withheld]")
+		}
+	}
+	return text
 }
 
 func (e *Error) Unwrap() error { return e.Err }
