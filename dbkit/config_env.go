@@ -5,7 +5,6 @@ import (
 	"net/url"
 	"os"
 	"os/user"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -71,12 +70,15 @@ func configFromEnv(getenv func(string) string) (Config, error) {
 //
 // Userinfo and path are percent-decoded, so a password containing reserved
 // characters must be percent-encoded in the URL. Recognised query
-// parameters: host and port (a Unix socket directory in host is allowed),
+// parameters: dbname, user, password, host and port (a Unix socket
+// directory in host is allowed),
 // sslmode, sslrootcert, sslcert, sslkey, application_name, connect_timeout
 // (seconds), pgx's default_query_exec_mode ([Config.QueryExecMode]), and
 // pgxpool's pool_max_conns, pool_max_idle_conns, pool_max_conn_lifetime and
 // pool_max_conn_idle_time (Go durations such as "30m"). An unknown
-// parameter is an error rather than silently dropped.
+// parameter is an error rather than silently dropped; the error says how
+// many there are but not their names, since a password with an unencoded
+// '&' (password=a&b) makes its tail a parameter name.
 //
 // The result is validated; errors never contain the password.
 func ParseURL(raw string) (Config, error) {
@@ -115,7 +117,7 @@ func ParseURL(raw string) (Config, error) {
 	}
 	c.Database = strings.TrimPrefix(u.Path, "/")
 
-	var unknown []string
+	unknown := 0
 	for key, values := range query {
 		v := values[len(values)-1]
 		switch key {
@@ -152,17 +154,28 @@ func ParseURL(raw string) (Config, error) {
 		case "pool_max_conn_idle_time":
 			c.ConnMaxIdleTime = p.duration("ConnMaxIdleTime", "pool_max_conn_idle_time", v)
 		default:
-			unknown = append(unknown, strconv.Quote(key))
+			unknown++
 		}
 	}
-	if len(unknown) > 0 {
-		slices.Sort(unknown)
-		p.add("URL", "param", "has unknown parameters "+strings.Join(unknown, ", "))
+	if unknown > 0 {
+		p.add("URL", "param", unknownParams(unknown))
 	}
 	if err := p.finish(c); err != nil {
 		return Config{}, err
 	}
 	return c, nil
+}
+
+// unknownParams says how many parameters ParseURL does not know, without
+// naming them: a password with an unencoded '&' (password=a&b) makes its
+// tail a parameter name of its own.
+func unknownParams(n int) string {
+	s := "s"
+	if n == 1 {
+		s = ""
+	}
+	return "has " + strconv.Itoa(n) + " unknown parameter" + s +
+		" (not named: it may be part of a password; percent-encode '&' and '=' in values)"
 }
 
 func anyKeyContains(q url.Values, sub string) bool {

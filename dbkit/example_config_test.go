@@ -73,5 +73,5 @@ func ExampleParseURL() {
 	// db.internal 6432 orders app true
 	// verify-full 5s 20 1h0m0s exec
 	// dbkit: invalid config: URL has a malformed user or password: percent-encode reserved characters (@ : / ? # % and spaces) in them
-	// dbkit: invalid config: URL has unknown parameters "sslmod"
+	// dbkit: invalid config: URL has 1 unknown parameter (not named: it may be part of a password; percent-encode '&' and '=' in values)
 }
