@@ -69,6 +69,14 @@
 // SQLSTATE codes, never from error text. Connection failures are a
 // *[ConnectError].
 //
+// No error's text holds a value of the query: the server's message, detail
+// and hint may quote one whatever the SQLSTATE (a bound value cast to
+// regclass, a trigger's RAISE), so they are withheld from every server
+// error, which says its severity, SQLSTATE, condition name, position and the
+// objects concerned instead ("ERROR: undefined_table (SQLSTATE 42P01)").
+// The *pgconn.PgError, which holds the values, stays reachable with
+// errors.As, for code that decides to show them.
+//
 // # Tracing
 //
 // With [WithTracerProvider], Connect, Health, Close and migrations get

@@ -141,10 +141,12 @@ func (e *ConstraintError) Unwrap() error { return e.err }
 
 // TranslateError maps an error from GORM or the driver onto dbkit's errors,
 // as every [BaseDatabase] method does: not-found becomes [ErrNotFound], a
-// constraint violation a *[ConstraintError], a server message that may quote
-// a value is withheld, and a statement cancelled because ctx ended matches
-// ctx.Err(). Anything else is returned unchanged; the driver's error stays
-// reachable with errors.As. ctx may be nil.
+// constraint violation a *[ConstraintError], any other server error one
+// whose text withholds the server's message (which may quote a value) and
+// keeps its SQLSTATE, condition name, position and object names, and a
+// statement cancelled because ctx ended matches ctx.Err(). Anything else is
+// returned unchanged. The driver's error stays reachable with errors.As
+// (a *pgconn.PgError, which holds the values). ctx may be nil.
 //
 // Errors from queries built with [BaseDatabase.Query] are translated already
 // when GORM returns them from its callbacks; TranslateError is for the rest

@@ -39,7 +39,7 @@ func TestPrintingHidesSecrets(t *testing.T) {
 	}
 
 	secrets := []string{passwordMarker, string(key), hex.EncodeToString(key),
-		strings.Trim(fmt.Sprint(key), "[]")[:40], // as %v prints a []byte
+		strings.Trim(fmt.Sprintf("%d", key), "[]")[:40], // as %v and %d print a []byte
 	}
 	values := []struct {
 		name  string

@@ -39,8 +39,9 @@
 //
 // No span carries a password or a query parameter value: statements are
 // recorded with their placeholders, constraint errors without PostgreSQL's
-// DETAIL, and server messages that may quote a value (SQLSTATE classes 22,
-// 23, P0) are replaced by their SQLSTATE before any span records them.
+// DETAIL, and every server error's message (which may quote a value,
+// whatever its SQLSTATE) is replaced by its SQLSTATE, condition name and
+// object names before any span records it.
 //
 // This package imports nothing from dbkit; dbkit imports it.
 package tracing

@@ -6,7 +6,6 @@ package redact
 
 import (
 	"fmt"
-	"io"
 	"strconv"
 )
 
@@ -24,10 +23,10 @@ type Describer interface {
 func Format(f fmt.State, verb rune, v Describer) {
 	switch {
 	case verb == 'v' && f.Flag('#'):
-		io.WriteString(f, v.GoString())
+		fmt.Fprint(f, v.GoString())
 	case verb == 'q':
-		io.WriteString(f, strconv.Quote(v.String()))
+		fmt.Fprint(f, strconv.Quote(v.String()))
 	default:
-		io.WriteString(f, v.String())
+		fmt.Fprint(f, v.String())
 	}
 }
