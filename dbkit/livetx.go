@@ -7,7 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"gorm.io/gorm"
 )
 
@@ -105,8 +104,11 @@ func (t *liveTx) commit(ctx context.Context) error {
 		return nil
 	case ctx.Err() != nil:
 		return fmt.Errorf("%w: %w (%w)", ErrCommitUnknown, ctxError(ctx), err)
-	case unavailable(err) && !pgconn.SafeToRetry(err):
-		// The COMMIT was sent and the connection lost: no answer.
+	case unavailable(err):
+		// The connection was lost at COMMIT: whether the server got it
+		// and committed is unknown (pgx's "not sent" is about its own
+		// buffer, not what reached the server before a reset), so it is
+		// never taken for a rollback.
 		return fmt.Errorf("%w: %w", ErrCommitUnknown, err)
 	}
 	return err

@@ -26,6 +26,7 @@ type faultProxy struct {
 	target string
 	addr   string
 	frozen atomic.Bool
+	delay  atomic.Int64 // added before forwarding each read, in nanoseconds
 
 	mu    sync.Mutex
 	l     net.Listener
@@ -120,6 +121,9 @@ func (p *faultProxy) copy(dst, src net.Conn) {
 			case <-time.After(10 * time.Millisecond):
 			}
 		}
+		if d := time.Duration(p.delay.Load()); d > 0 && n > 0 {
+			time.Sleep(d)
+		}
 		if n > 0 {
 			if _, werr := dst.Write(buf[:n]); werr != nil {
 				return
@@ -179,6 +183,37 @@ func TestDeadlineHoldsWhenTheServerFreezes(t *testing.T) {
 		if took > deadline+250*time.Millisecond {
 			t.Errorf("Count with a %v deadline on a frozen server returned after %v: more than 250 ms late", deadline, took)
 		}
+	}
+}
+
+// TestDeadlineHoldsOnASlowNetwork: with 40 ms added each way, a call with
+// room for it succeeds, and one whose deadline is shorter than a round trip
+// returns by its deadline plus 250 ms, and leaves the pool usable. It
+// returns its result when the result arrived while the server was being
+// asked to cancel (a write that happened is not reported as failed), or the
+// ctx's error.
+func TestDeadlineHoldsOnASlowNetwork(t *testing.T) {
+	t.Parallel()
+	cfg := dbtest.Schema{Migrations: schema, Server: srv}.NewConfig(t)
+	p := newFaultProxy(t, cfg.Addr())
+	db := openDB(t, p.config(cfg))
+	users := dbkit.NewBaseDatabase[User](db)
+	ctx := context.Background()
+	p.delay.Store(int64(40 * time.Millisecond))
+	if _, err := users.Count(ctx); err != nil {
+		t.Fatalf("Count on a slow network: %v", err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Millisecond)
+	start := time.Now()
+	_, err := users.Count(cctx)
+	took := time.Since(start)
+	cancel()
+	if (err != nil && !errors.Is(err, context.DeadlineExceeded)) || took > 280*time.Millisecond {
+		t.Errorf("Count with a 30 ms deadline on an 80 ms round trip = %v after %v, want its result or DeadlineExceeded within 280 ms", err, took)
+	}
+	p.delay.Store(0)
+	if _, err := users.Count(ctx); err != nil {
+		t.Errorf("Count once the network is fast again: %v", err)
 	}
 }
 
@@ -280,7 +315,7 @@ func TestTransientErrorsDuringARestart(t *testing.T) {
 					time.Sleep(10 * time.Millisecond)
 				default:
 					mu.Lock()
-					foreign = append(foreign, err)
+					foreign = append(foreign, fmt.Errorf("%s: %w", map[bool]string{true: "Create", false: "InTx"}[i%2 == 0], err))
 					mu.Unlock()
 				}
 			}
