@@ -157,15 +157,21 @@ func (p *faultProxy) down(d time.Duration) {
 	p.serve(l)
 }
 
+// behindFaultProxy returns a migrated database's users, reached through a
+// fault proxy.
+func behindFaultProxy(t *testing.T) (*faultProxy, *dbkit.BaseDatabase[User]) {
+	t.Helper()
+	cfg := dbtest.Schema{Migrations: schema, Server: srv}.NewConfig(t)
+	p := newFaultProxy(t, cfg.Addr())
+	return p, dbkit.NewBaseDatabase[User](openDB(t, p.config(cfg)))
+}
+
 // TestDeadlineHoldsWhenTheServerFreezes: with the server silent (its cancel
 // request unanswered too), a call returns within its deadline plus 250 ms,
 // with the ctx's error.
 func TestDeadlineHoldsWhenTheServerFreezes(t *testing.T) {
 	t.Parallel()
-	cfg := dbtest.Schema{Migrations: schema, Server: srv}.NewConfig(t)
-	p := newFaultProxy(t, cfg.Addr())
-	db := openDB(t, p.config(cfg))
-	users := dbkit.NewBaseDatabase[User](db)
+	p, users := behindFaultProxy(t)
 	ctx := context.Background()
 	if _, err := users.Count(ctx); err != nil {
 		t.Fatal(err)
@@ -194,10 +200,7 @@ func TestDeadlineHoldsWhenTheServerFreezes(t *testing.T) {
 // ctx's error.
 func TestDeadlineHoldsOnASlowNetwork(t *testing.T) {
 	t.Parallel()
-	cfg := dbtest.Schema{Migrations: schema, Server: srv}.NewConfig(t)
-	p := newFaultProxy(t, cfg.Addr())
-	db := openDB(t, p.config(cfg))
-	users := dbkit.NewBaseDatabase[User](db)
+	p, users := behindFaultProxy(t)
 	ctx := context.Background()
 	p.delay.Store(int64(40 * time.Millisecond))
 	if _, err := users.Count(ctx); err != nil {
