@@ -135,7 +135,7 @@ func endWrite(tx *gorm.DB) {
 	if err != nil {
 		// Joined, not AddError: GORM's would keep only the text of the
 		// error the write already had.
-		err = translateDriver(ctx, err)
+		err = markUnavailable(ctx, translateDriver(ctx, err))
 		if tx.Error != nil {
 			err = errors.Join(tx.Error, err)
 		}

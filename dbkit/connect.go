@@ -163,7 +163,7 @@ func (db *DB) open(ctx context.Context, o options) error {
 	// On a cancelled ctx, ask the server to cancel the statement (the
 	// connection stays usable) instead of pgx's default of only closing the
 	// socket, which leaves the query running on the server. If the server
-	// does not answer within 2 s the connection is closed after all.
+	// does not answer within cancelGrace the connection is closed after all.
 	connCfg.BuildContextWatcherHandler = func(c *pgconn.PgConn) ctxwatch.Handler {
 		return &pgconn.CancelRequestContextWatcherHandler{Conn: c, DeadlineDelay: cancelGrace}
 	}
@@ -237,7 +237,8 @@ func (db *DB) registerCallbacks() error {
 	cb := db.gorm.Callback()
 	translate := func(tx *gorm.DB) {
 		if tx.Error != nil {
-			tx.Error = db.closedError(translateDriver(tx.Statement.Context, tx.Error))
+			ctx := tx.Statement.Context
+			tx.Error = markUnavailable(ctx, db.closedError(translateDriver(ctx, tx.Error)))
 			if model, ok := tx.Statement.Settings.Load(escapeHatchKey{}); ok {
 				tx.Error = escapeHatchError(model.(string), tx.Error)
 			}

@@ -65,10 +65,12 @@ var (
 	// nor after Close ([ErrClosed]).
 	ErrUnavailable = errors.New("database unavailable")
 
-	// ErrCommitUnknown reports a transaction whose ctx ended while its COMMIT
-	// was on its way: it may or may not have been committed, and retrying it
-	// could apply it twice. It also matches ctx.Err().
-	ErrCommitUnknown = errors.New("ctx ended during COMMIT: the transaction may or may not be committed")
+	// ErrCommitUnknown reports a transaction whose COMMIT got no answer:
+	// its ctx ended while the COMMIT was on its way (the error also matches
+	// ctx.Err()), or the connection was lost then. It may or may not have
+	// been committed, and running it again could apply it twice: check, then
+	// decide. It never matches ErrUnavailable.
+	ErrCommitUnknown = errors.New("COMMIT got no answer: the transaction may or may not be committed")
 )
 
 // proxyError is a sentinel that also matches another library's sentinel, the
@@ -168,7 +170,7 @@ func (db *DB) translate(ctx context.Context, err error) error {
 	if errors.As(err, &ce) {
 		return err // a constraint violation is not Close's doing
 	}
-	return db.closedError(err)
+	return markUnavailable(ctx, db.closedError(err))
 }
 
 // closedError makes err match ErrClosed when Close caused it: a statement
@@ -189,7 +191,6 @@ func (db *DB) closedError(err error) error {
 // dbkit's GORM callback applies, before the error is recorded on the
 // statement's span, metric and log. Translating twice changes nothing.
 func translateDriver(ctx context.Context, err error) error {
-	err = markUnavailable(ctx, err)
 	var (
 		pgErr    *pgconn.PgError
 		ce       *ConstraintError
@@ -306,9 +307,10 @@ func (e *ConnectError) Error() string {
 func (e *ConnectError) Unwrap() error { return e.Err }
 
 // Is makes a failure to reach the server (refused, unreachable, starting,
-// full: what Connect retries) match [ErrUnavailable].
+// full: what Connect retries) match [ErrUnavailable], unless the caller
+// cancelled Connect.
 func (e *ConnectError) Is(target error) bool {
-	return target == ErrUnavailable && retryableConnectError(e.Err)
+	return target == ErrUnavailable && !errors.Is(e.Err, context.Canceled) && retryableConnectError(e.Err)
 }
 
 // connectCause describes why a connection failed. For a server's answer it
@@ -321,7 +323,13 @@ func connectCause(err error) string {
 	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
-		return pgErr.Message + " (SQLSTATE " + pgErr.Code + ")"
+		switch pgErr.Code {
+		case "28P01", "28000", "3D000", "53300", "57P03":
+			// Messages that name only the user and database the config gave
+			// (password authentication failed for user "app"...).
+			return pgErr.Message + " (SQLSTATE " + pgErr.Code + ")"
+		}
+		return sqlstate.Describe(pgErr)
 	}
 	var connErr *pgconn.ConnectError
 	if errors.As(err, &connErr) && connErr.Unwrap() != nil {
@@ -333,8 +341,12 @@ func connectCause(err error) string {
 // markUnavailable makes err match ErrUnavailable when it says the server
 // was out of reach or refusing work for now (see [ErrUnavailable]), unless
 // ctx (which may be nil) ended, which explains it better.
+//
+// It applies after closedError: an error Close caused is ErrClosed, not
+// transient; and a COMMIT that got no answer is ErrCommitUnknown, whose
+// outcome a retry could double.
 func markUnavailable(ctx context.Context, err error) error {
-	if err == nil || errors.Is(err, ErrUnavailable) || errors.Is(err, ErrClosed) ||
+	if err == nil || errors.Is(err, ErrUnavailable) || errors.Is(err, ErrClosed) || errors.Is(err, ErrCommitUnknown) ||
 		(ctx != nil && ctx.Err() != nil) || !unavailable(err) {
 		return err
 	}
@@ -349,17 +361,23 @@ func unavailable(err error) bool {
 		switch pgErr.Code {
 		case "57P01", "57P02", "57P03", "53300": // admin, crash, cannot connect now; too many connections
 			return true
+		case "08P01", "08004": // protocol violation, connection rejected: a retry meets the same
+			return false
 		}
 		return strings.HasPrefix(pgErr.Code, "08")
-	}
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return false
 	}
 	var (
 		opErr   *net.OpError
 		connErr *pgconn.ConnectError
 	)
-	return errors.As(err, &opErr) || errors.As(err, &connErr) || errors.Is(err, driver.ErrBadConn) ||
+	if errors.As(err, &connErr) {
+		// A new connection failed: transient as Connect judges it (a TLS
+		// or authentication failure is not).
+		return retryableConnectError(err)
+	}
+	// (A timeout here is pgx's own, dialing or reading: the caller's ctx,
+	// had it ended, was excluded by markUnavailable.)
+	return errors.As(err, &opErr) || errors.Is(err, driver.ErrBadConn) ||
 		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) ||
 		errors.Is(err, pgconn.ErrConnClosed) ||
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EPIPE) ||

@@ -128,6 +128,11 @@ func FiltersFromQuery(q url.Values, skip ...string) ([]Filter, error) {
 		for _, raw := range q[key] {
 			var v any = raw
 			if op == OpIn || op == OpNin {
+				// Counted before splitting: a megabyte of commas would
+				// otherwise make a million strings first.
+				if n := strings.Count(raw, ",") + 1; n > MaxInValues {
+					return nil, fmt.Errorf("%w: filter %s: in and nin take at most %d values, got %d", ErrInvalid, quote(field), MaxInValues, n)
+				}
 				parts := strings.Split(raw, ",")
 				vs := make([]any, len(parts))
 				for i, p := range parts {

@@ -556,11 +556,12 @@ func (b *BaseDatabase[T]) Restore(ctx context.Context, id uuid.UUID) error {
 // pass the same ctx there, it is the one that bounds the statement.
 //
 // Rows it creates get IDs and timestamps as with Create. Errors from the
-// statement come back translated as with the methods above
-// (*[ConstraintError], values withheld, ctx.Err() on cancellation), except
-// not-found, which stays gorm.ErrRecordNotFound (dbkit's [ErrNotFound]
-// matches it too), and errors of Row and Rows, which GORM hands back from
-// database/sql untouched (its statement span and log see no error either).
+// statement come back as the methods' do, prefixed "dbkit: Model.Query:"
+// and translated (*[ConstraintError], values withheld, ctx.Err() on
+// cancellation, [ErrUnavailable]); not-found is [ErrNotFound], which also
+// matches gorm.ErrRecordNotFound. Errors of Row and Rows are not: GORM hands
+// them back from database/sql untouched (its statement span and log see no
+// error either).
 // Strings given to Where, Order or Select go into the SQL as written: never
 // pass request input there.
 //

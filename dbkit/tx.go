@@ -149,7 +149,7 @@ func (db *DB) InTx(ctx context.Context, fn func(ctx context.Context) error, opts
 		case <-ctx.Done():
 			timer.Stop()
 			panicked = false
-			return fmt.Errorf("%w (while retrying after: %w)", ctx.Err(), err)
+			return fmt.Errorf("%w (while retrying after: %w)", ctx.Err(), db.translate(ctx, err))
 		case <-timer.C:
 		}
 		backoff = min(backoff*2, time.Second)
@@ -210,12 +210,12 @@ func (db *DB) runTx(ctx context.Context, fn func(ctx context.Context) error, o t
 	}
 	conn, err := db.pool.conn(ctx)
 	if err != nil {
-		return err
+		return db.translate(ctx, err) // marked: retryableTx reads it
 	}
 	defer func() { _ = conn.Close() }()
 	ltx, err := beginTx(ctx, conn, txOpts)
 	if err != nil {
-		return err
+		return db.translate(ctx, err)
 	}
 	tx := db.gorm.Session(&gorm.Session{NewDB: true, Context: ctx})
 	tx.Statement.ConnPool = ltx.Tx
@@ -252,14 +252,16 @@ func (db *DB) startTxSpan(ctx context.Context, o txOptions) (context.Context, tr
 // made stale by a schema change, or a server out of reach before COMMIT
 // was sent.
 func retryableTx(err error) bool {
-	if errors.Is(err, ErrCommitUnknown) {
+	if errors.Is(err, ErrCommitUnknown) || errors.Is(err, ErrClosed) {
 		return false
 	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && (pgErr.Code == codeSerializationFailure || pgErr.Code == codeDeadlockDetected || stalePlan(err)) {
 		return true
 	}
-	return errors.Is(err, ErrUnavailable) || unavailable(err)
+	// Only what dbkit marked: an EOF of fn's own (a request body, another
+	// service) is no reason to run the transaction again.
+	return errors.Is(err, ErrUnavailable)
 }
 
 func sqlState(err error) string {

@@ -175,6 +175,10 @@ func writeError(w http.ResponseWriter, err error) {
 		status, msg = http.StatusConflict, "a user with this email exists"
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		status, msg = http.StatusServiceUnavailable, "request cancelled"
+	case errors.Is(err, dbkit.ErrCommitUnknown):
+		// Not "try again": the write may have happened.
+		status, msg = http.StatusInternalServerError, "the outcome is unknown: check before you try again"
+		log.Printf("users: %v", err)
 	case errors.Is(err, dbkit.ErrUnavailable), errors.Is(err, dbkit.ErrClosed):
 		w.Header().Set("Retry-After", "1")
 		status, msg = http.StatusServiceUnavailable, "database unavailable, try again"
