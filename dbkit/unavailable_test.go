@@ -20,30 +20,31 @@ func TestUnavailableClassification(t *testing.T) {
 	ended, cancel := context.WithCancel(context.Background())
 	cancel()
 	refused := &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
+	live := context.Background()
 	for _, tc := range []struct {
 		name      string
 		ctx       context.Context
 		err       error
 		transient bool
 	}{
-		{"admin shutdown 57P01", nil, pg("57P01"), true},
-		{"cannot connect now 57P03", nil, pg("57P03"), true},
-		{"too many connections 53300", nil, pg("53300"), true},
-		{"connection failure 08006", nil, pg("08006"), true},
-		{"refused", nil, refused, true},
-		{"reset", nil, fmt.Errorf("read: %w", syscall.ECONNRESET), true},
-		{"EOF", nil, io.ErrUnexpectedEOF, true},
-		{"pgx closed the connection", nil, pgconn.ErrConnClosed, true},
-		{"authentication 28P01", nil, pg("28P01"), false},
-		{"missing database 3D000", nil, pg("3D000"), false},
-		{"protocol violation 08P01 (a pooler refusing a parameter)", nil, pg("08P01"), false},
-		{"statement timeout 57014", nil, pg("57014"), false},
-		{"TLS verification", nil, &pgconn.ConnectError{Config: &pgconn.Config{}}, false},
-		{"TLS inside", nil, fmt.Errorf("x509: %w", x509.UnknownAuthorityError{}), false},
+		{"admin shutdown 57P01", live, pg("57P01"), true},
+		{"cannot connect now 57P03", live, pg("57P03"), true},
+		{"too many connections 53300", live, pg("53300"), true},
+		{"connection failure 08006", live, pg("08006"), true},
+		{"refused", live, refused, true},
+		{"reset", live, fmt.Errorf("read: %w", syscall.ECONNRESET), true},
+		{"EOF", live, io.ErrUnexpectedEOF, true},
+		{"pgx closed the connection", live, pgconn.ErrConnClosed, true},
+		{"authentication 28P01", live, pg("28P01"), false},
+		{"missing database 3D000", live, pg("3D000"), false},
+		{"protocol violation 08P01 (a pooler refusing a parameter)", live, pg("08P01"), false},
+		{"statement timeout 57014", live, pg("57014"), false},
+		{"TLS verification", live, &pgconn.ConnectError{Config: &pgconn.Config{}}, false},
+		{"TLS inside", live, fmt.Errorf("x509: %w", x509.UnknownAuthorityError{}), false},
 		{"the caller's ctx ended", ended, refused, false},
-		{"after Close", nil, fmt.Errorf("%w: %w", ErrClosed, refused), false},
-		{"COMMIT without answer", nil, fmt.Errorf("%w: %w", ErrCommitUnknown, io.ErrUnexpectedEOF), false},
-		{"not an error of the server", nil, errors.New("boom"), false},
+		{"after Close", live, fmt.Errorf("%w: %w", ErrClosed, refused), false},
+		{"COMMIT without answer", live, fmt.Errorf("%w: %w", ErrCommitUnknown, io.ErrUnexpectedEOF), false},
+		{"not an error of the server", live, errors.New("boom"), false},
 	} {
 		got := errors.Is(markUnavailable(tc.ctx, tc.err), ErrUnavailable)
 		if got != tc.transient {
@@ -54,10 +55,10 @@ func TestUnavailableClassification(t *testing.T) {
 	if retryableTx(fmt.Errorf("decode the body: %w", io.ErrUnexpectedEOF)) {
 		t.Error("retryableTx(fn's own EOF) = true, want false")
 	}
-	if !retryableTx(markUnavailable(nil, pg("57P01"))) {
+	if !retryableTx(markUnavailable(context.Background(), pg("57P01"))) {
 		t.Error("retryableTx(57P01, marked) = false, want true")
 	}
-	if retryableTx(fmt.Errorf("%w: %w", ErrCommitUnknown, markUnavailable(nil, pg("57P01")))) {
+	if retryableTx(fmt.Errorf("%w: %w", ErrCommitUnknown, markUnavailable(context.Background(), pg("57P01")))) {
 		t.Error("retryableTx(COMMIT without answer) = true, want false")
 	}
 }
