@@ -182,7 +182,7 @@ func (db *DB) inSavepoint(ctx context.Context, parent *txState, fn func(ctx cont
 	defer func() {
 		if panicked || err != nil {
 			if rbErr := exec("ROLLBACK TO SAVEPOINT " + name + "; RELEASE SAVEPOINT " + name); rbErr != nil {
-				err = errors.Join(err, fmt.Errorf("dbkit: roll back to savepoint: %w", rbErr))
+				err = errors.Join(err, fmt.Errorf("dbkit: roll back to savepoint: %w", db.translate(ctx, rbErr)))
 			}
 		}
 	}()

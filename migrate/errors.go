@@ -70,17 +70,36 @@ func withheld(err error) string {
 		return "<nil>"
 	}
 	text := err.Error()
-	var pgErr *pgconn.PgError
-	if !errors.As(err, &pgErr) {
-		return text
-	}
-	text = strings.ReplaceAll(text, pgErr.Error(), sqlstate.Describe(pgErr))
-	for _, s := range []string{pgErr.Message, pgErr.Detail, pgErr.Hint, pgErr.Where, pgErr.InternalQuery} {
-		if s != "" {
-			text = strings.ReplaceAll(text, s, "[withheld]")
+	for _, pgErr := range pgErrors(err, nil) {
+		text = strings.ReplaceAll(text, pgErr.Error(), sqlstate.Describe(pgErr))
+		for _, s := range []string{pgErr.Message, pgErr.Detail, pgErr.Hint, pgErr.Where, pgErr.InternalQuery} {
+			if s != "" {
+				text = strings.ReplaceAll(text, s, "[withheld]")
+			}
 		}
 	}
 	return text
+}
+
+// pgErrors appends every *pgconn.PgError in err's tree to out: a joined
+// error can hold several.
+func pgErrors(err error, out []*pgconn.PgError) []*pgconn.PgError {
+	if pgErr, ok := err.(*pgconn.PgError); ok {
+		return append(out, pgErr)
+	}
+	switch u := err.(type) {
+	case interface{ Unwrap() error }:
+		if inner := u.Unwrap(); inner != nil {
+			out = pgErrors(inner, out)
+		}
+	case interface{ Unwrap() []error }:
+		for _, inner := range u.Unwrap() {
+			if inner != nil {
+				out = pgErrors(inner, out)
+			}
+		}
+	}
+	return out
 }
 
 func (e *Error) Unwrap() error { return e.Err }

@@ -35,6 +35,11 @@ func TestErrorWithholdsServerMessage(t *testing.T) {
 			t.Errorf("%s: the *pgconn.PgError is not reachable", name)
 		}
 	}
+	// Two server errors joined: neither's text shows.
+	second := &pgconn.PgError{Severity: "ERROR", Code: "42704", Message: `role "` + marker + `2" does not exist`}
+	if msg := (&Error{ID: "0003_z", Op: OpUp, Err: errors.Join(pgErr, second)}).Error(); strings.Contains(msg, marker) {
+		t.Errorf("two joined server errors: %q quotes a value", msg)
+	}
 	plain := &Error{ID: "0002_y", Op: OpDown, Err: errors.New("bug in a migration")}
 	if want := `migrate: rollback of migration "0002_y": bug in a migration`; plain.Error() != want {
 		t.Errorf("Error() = %q, want %q", plain.Error(), want)
