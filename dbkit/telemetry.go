@@ -241,7 +241,7 @@ func (db *DB) setupMetrics(mp metric.MeterProvider) error {
 	if mp == nil {
 		return nil
 	}
-	meter := mp.Meter(tracing.ScopeName, metric.WithInstrumentationVersion(tracing.ScopeVersion))
+	meter := mp.Meter(tracing.ScopeName, metric.WithInstrumentationVersion(tracing.ScopeVersion), metric.WithSchemaURL(tracing.SchemaURL))
 	var err error
 	db.opDuration, err = meter.Float64Histogram(tracing.MetricOperationDuration,
 		metric.WithUnit("s"), metric.WithDescription("Duration of database client operations."),

@@ -1,6 +1,8 @@
 package tracing
 
 import (
+	"runtime/debug"
+
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
@@ -11,11 +13,39 @@ import (
 // Tracer names. The session tracer carries the spans of the connection's
 // life (connect, health, migrate, close); each model gets a tracer of its
 // own, named after the model, for its repository operations.
-const (
-	SessionTracerName = "DatabaseSession"
-	// ScopeVersion is reported as the instrumentation version of every tracer.
-	ScopeVersion = "0.1.0"
-)
+const SessionTracerName = "DatabaseSession"
+
+// ScopeVersion is the instrumentation version of every tracer and meter:
+// this module's version as the build recorded it (a tag such as v1.4.0
+// when a service depends on it, "(devel)" when built from its own
+// checkout, "unknown" when the binary has no build information).
+var ScopeVersion = moduleVersion()
+
+// SchemaURL is the semantic conventions' schema every tracer and meter
+// declares: the attribute names follow it.
+const SchemaURL = semconv.SchemaURL
+
+// modulePath is this module's path, looked up in the build information.
+const modulePath = "github.com/dbkit-go/database"
+
+func moduleVersion() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	if bi.Main.Path == modulePath {
+		return bi.Main.Version
+	}
+	for _, d := range bi.Deps {
+		if d.Path == modulePath {
+			if d.Replace != nil && d.Replace.Version != "" {
+				return d.Replace.Version
+			}
+			return d.Version
+		}
+	}
+	return "unknown"
+}
 
 // Session span names.
 const (
@@ -91,18 +121,18 @@ func Provider(tp trace.TracerProvider) trace.TracerProvider {
 
 // SessionTracer returns the tracer for session spans.
 func SessionTracer(tp trace.TracerProvider) trace.Tracer {
-	return Provider(tp).Tracer(SessionTracerName, trace.WithInstrumentationVersion(ScopeVersion))
+	return Provider(tp).Tracer(SessionTracerName, trace.WithInstrumentationVersion(ScopeVersion), trace.WithSchemaURL(SchemaURL))
 }
 
 // StatementTracer returns the tracer for SQL statement spans, named
 // [ScopeName].
 func StatementTracer(tp trace.TracerProvider) trace.Tracer {
-	return Provider(tp).Tracer(ScopeName, trace.WithInstrumentationVersion(ScopeVersion))
+	return Provider(tp).Tracer(ScopeName, trace.WithInstrumentationVersion(ScopeVersion), trace.WithSchemaURL(SchemaURL))
 }
 
 // ModelTracer returns the tracer for the repository spans of one model.
 func ModelTracer(tp trace.TracerProvider, model string) trace.Tracer {
-	return Provider(tp).Tracer(model, trace.WithInstrumentationVersion(ScopeVersion))
+	return Provider(tp).Tracer(model, trace.WithInstrumentationVersion(ScopeVersion), trace.WithSchemaURL(SchemaURL))
 }
 
 // SpanName names a repository span, "User.Get" for operation Get on model User.

@@ -9,6 +9,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 )
 
 var errNotFound = errors.New("not found")
@@ -52,5 +53,25 @@ func TestNilProviderIsNoop(t *testing.T) {
 	End(span, errors.New("x"), nil)
 	if n := len(rec.Ended()); n != 0 {
 		t.Errorf("the global provider recorded %d spans for a nil provider", n)
+	}
+}
+
+// TestScopes: every tracer declares the semantic conventions' schema and
+// this module's version from the build information, not a constant.
+func TestScopes(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	for _, tracer := range []trace.Tracer{SessionTracer(tp), StatementTracer(tp), ModelTracer(tp, "User")} {
+		_, span := tracer.Start(context.Background(), "x")
+		span.End()
+	}
+	if ScopeVersion == "" || ScopeVersion == "unknown" || ScopeVersion == "0.1.0" {
+		t.Errorf("ScopeVersion = %q, want the module's version from the build information", ScopeVersion)
+	}
+	for _, s := range rec.Ended() {
+		scope := s.InstrumentationScope()
+		if scope.SchemaURL != "https://opentelemetry.io/schemas/1.43.0" || scope.Version != ScopeVersion {
+			t.Errorf("scope %s: schema %q, version %q; want the 1.43.0 schema and %q", scope.Name, scope.SchemaURL, scope.Version, ScopeVersion)
+		}
 	}
 }
