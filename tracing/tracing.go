@@ -10,9 +10,10 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 )
 
-// Tracer names. The session tracer carries the spans of the connection's
-// life (connect, health, migrate, close); each model gets a tracer of its
-// own, named after the model, for its repository operations.
+// SessionTracerName names the session tracer, which carries the spans of
+// the connection's life (connect, health, migrate, close); each model gets
+// a tracer of its own, named after the model, for its repository
+// operations.
 const SessionTracerName = "DatabaseSession"
 
 // ScopeVersion is the instrumentation version of every tracer and meter:
