@@ -48,6 +48,8 @@ type DB struct {
 	slowQuery time.Duration
 	tp        trace.TracerProvider
 	traced    bool // a TracerProvider was given: record statement and repository spans
+	// returnedRows records db.response.returned_rows (WithReturnedRows).
+	returnedRows bool
 	// stmtTracer records the statement spans.
 	stmtTracer trace.Tracer
 	// Metrics, when a MeterProvider was given (opDuration nil otherwise).
@@ -133,6 +135,8 @@ func newDB(cfg Config, o options) *DB {
 		traced:    o.tracerProvider != nil,
 		poolName:  o.poolName,
 		cursorKey: o.cursorKey,
+		// returnedRows: db.response.returned_rows is opt-in (WithReturnedRows).
+		returnedRows: o.returnedRows,
 	}
 	if db.poolName == "" {
 		db.poolName = cfg.Addr() + "/" + cfg.Database

@@ -26,6 +26,7 @@ type options struct {
 	poolName       string
 	slowQuery      time.Duration
 	cursorKey      []byte
+	returnedRows   bool
 }
 
 // WithMigrations makes Connect apply the pending migrations, in ID order,
@@ -116,3 +117,9 @@ func WithPoolName(name string) Option { return func(o *options) { o.poolName = n
 // WithSlowQueryThreshold sets the duration past which a statement is logged
 // at WARN (200 ms by default). It applies with WithLogger.
 func WithSlowQueryThreshold(d time.Duration) Option { return func(o *options) { o.slowQuery = d } }
+
+// WithReturnedRows records db.response.returned_rows, the rows a query
+// returned, on statement spans and on the spans of Find, FindPage and
+// FindCursor. The semantic conventions make it opt-in: it is off by
+// default.
+func WithReturnedRows() Option { return func(o *options) { o.returnedRows = true } }

@@ -110,7 +110,7 @@ func (b *BaseDatabase[T]) FindPage(ctx context.Context, req PageRequest, opts ..
 	if err != nil {
 		return Page[T]{}, b.finish(ctx, span, "FindPage", err)
 	}
-	if span.IsRecording() {
+	if b.db.returnedRows && span.IsRecording() {
 		span.SetAttributes(tracing.DBReturnedRows.Int(len(page.Items)))
 	}
 	return page, b.finish(ctx, span, "FindPage", nil)
@@ -253,7 +253,7 @@ func (b *BaseDatabase[T]) FindCursor(ctx context.Context, req CursorRequest, opt
 	if err != nil {
 		return CursorPage[T]{}, b.finish(ctx, span, "FindCursor", err)
 	}
-	if span.IsRecording() {
+	if b.db.returnedRows && span.IsRecording() {
 		span.SetAttributes(tracing.DBReturnedRows.Int(len(page.Items)))
 	}
 	return page, b.finish(ctx, span, "FindCursor", nil)

@@ -303,7 +303,7 @@ func (b *BaseDatabase[T]) Find(ctx context.Context, opts ...QueryOption) ([]T, e
 	if err = b.scoped(ctx, q).Find(&out).Error; err != nil {
 		out = nil
 	}
-	if span.IsRecording() {
+	if b.db.returnedRows && span.IsRecording() {
 		span.SetAttributes(tracing.DBReturnedRows.Int(len(out)))
 	}
 	return out, b.finish(ctx, span, "Find", err)

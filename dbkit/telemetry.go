@@ -161,7 +161,7 @@ func (db *DB) stmtSpan(tx *gorm.DB, obs *stmtObs, op string, end time.Time, errT
 		attrs = append(attrs, tracing.DBCollectionName.String(obs.table), tracing.DBQuerySummary.String(name))
 	}
 	attrs = append(attrs, tracing.DBQueryText.String(tx.Statement.SQL.String()))
-	if op == "SELECT" && errType == "" && tx.Statement.RowsAffected >= 0 {
+	if db.returnedRows && op == "SELECT" && errType == "" && tx.Statement.RowsAffected >= 0 {
 		attrs = append(attrs, tracing.DBReturnedRows.Int64(tx.Statement.RowsAffected))
 	}
 	if errType != "" {

@@ -244,7 +244,7 @@ func TestSpans(t *testing.T) {
 	if _, err := users.FindPage(ctx, dbkit.PageRequest{Page: 1, Size: 7}); err != nil {
 		t.Fatal(err)
 	}
-	wantAttrs(t, "User.FindPage", attrs(o.span(t, "User.FindPage")), map[string]string{"dbkit.page.size": "7", "db.response.returned_rows": "1"})
+	wantAttrs(t, "User.FindPage", attrs(o.span(t, "User.FindPage")), map[string]string{"dbkit.page.size": "7"})
 
 	// A transaction: its span, retries as events, repository spans inside it.
 	attempts := 0
@@ -568,5 +568,42 @@ func TestLogs(t *testing.T) {
 	}
 	if !strings.Contains(slow.logs.String(), `"level":"WARN","msg":"dbkit: slow statement"`) {
 		t.Errorf("no slow-statement warning in:\n%s", slow.logs.String())
+	}
+}
+
+// TestReturnedRowsIsOptIn: db.response.returned_rows, opt-in in the
+// conventions, is on no span by default, and on the statement's and the
+// repository's spans of a read with WithReturnedRows.
+func TestReturnedRowsIsOptIn(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	for _, on := range []bool{false, true} {
+		var opts []dbkit.Option
+		if on {
+			opts = append(opts, dbkit.WithReturnedRows())
+		}
+		o := newObserved(t, srv.NewDatabase(t), opts...)
+		users := dbkit.NewBaseDatabase[User](o.db)
+		if err := users.Create(ctx, &User{Email: "rows@example.com"}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := users.Find(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := users.FindPage(ctx, dbkit.PageRequest{Page: 1, Size: 5}); err != nil {
+			t.Fatal(err)
+		}
+		with := map[string]string{}
+		for _, s := range o.spans.Ended() {
+			if v, ok := attrs(s)["db.response.returned_rows"]; ok {
+				with[s.Name()] = v
+			}
+		}
+		switch {
+		case !on && len(with) > 0:
+			t.Errorf("by default, spans with db.response.returned_rows: %v; want none", with)
+		case on && (with["User.Find"] != "1" || with["User.FindPage"] != "1" || with["SELECT users"] == ""):
+			t.Errorf("WithReturnedRows: spans with db.response.returned_rows %v; want User.Find, User.FindPage and their SELECTs", with)
+		}
 	}
 }
