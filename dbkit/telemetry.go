@@ -123,7 +123,7 @@ func (db *DB) stmtEnd(tx *gorm.DB) {
 	op := firstKeyword(tx.Statement.SQL.String(), obs.op)
 	errType, code := errorType(tx.Error)
 	if db.opDuration != nil {
-		db.opDuration.Record(obs.parent, elapsed.Seconds(), db.durationAttrs(op, obs.table, errType))
+		db.opDuration.Record(obs.parent, elapsed.Seconds(), db.durationAttrs(op, obs.table, errType, code))
 	}
 	ctx := obs.parent
 	if db.traced {
@@ -180,25 +180,33 @@ func (db *DB) stmtSpan(tx *gorm.DB, obs *stmtObs, op string, end time.Time, errT
 }
 
 // durationKey identifies one series of db.client.operation.duration.
-type durationKey struct{ op, table, errType string }
+type durationKey struct{ op, table, errType, code string }
 
 // durationAttrs returns the attributes of a duration sample, built once per
 // series: a statement records one sample, and building its attribute set
 // every time would cost more than the sample.
-func (db *DB) durationAttrs(op, table, errType string) metric.RecordOption {
-	key := durationKey{op, table, errType}
+//
+// The attributes are the convention's for the metric: the system, the
+// namespace, server.address and server.port (db.attrs), the operation, the
+// collection and the query summary when known, and on failure error.type
+// and db.response.status_code (the SQLSTATE).
+func (db *DB) durationAttrs(op, table, errType, code string) metric.RecordOption {
+	key := durationKey{op, table, errType, code}
 	if opt, ok := db.durationOpts.Load(key); ok {
 		return opt.(metric.RecordOption)
 	}
-	attrs := []attribute.KeyValue{tracing.PostgreSQL, tracing.DBNamespace.String(db.cfg.Database)}
+	attrs := append([]attribute.KeyValue(nil), db.attrs...)
 	if op != "" {
 		attrs = append(attrs, tracing.DBOperationName.String(op))
 	}
 	if table != "" {
-		attrs = append(attrs, tracing.DBCollectionName.String(table))
+		attrs = append(attrs, tracing.DBCollectionName.String(table), tracing.DBQuerySummary.String(summary(op, table)))
 	}
 	if errType != "" {
 		attrs = append(attrs, tracing.ErrorType.String(errType))
+		if code != "" {
+			attrs = append(attrs, tracing.DBResponseStatusCode.String(code))
+		}
 	}
 	opt, _ := db.durationOpts.LoadOrStore(key, metric.WithAttributeSet(attribute.NewSet(attrs...)))
 	return opt.(metric.RecordOption)

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -437,8 +438,9 @@ func TestMetrics(t *testing.T) {
 		want   map[string]string
 	}{
 		{"db.client.operation.duration", map[string]string{"db.system.name": "postgresql", "db.namespace": cfgA.Database,
-			"db.collection.name": "users", "db.operation.name": "INSERT"}},
-		{"db.client.operation.duration", map[string]string{"db.operation.name": "INSERT", "error.type": "23505"}},
+			"db.collection.name": "users", "db.operation.name": "INSERT", "db.query.summary": "INSERT users",
+			"server.address": cfgA.Host, "server.port": strconv.Itoa(cfgA.Port)}},
+		{"db.client.operation.duration", map[string]string{"db.operation.name": "INSERT", "error.type": "23505", "db.response.status_code": "23505"}},
 		{"db.client.operation.duration", map[string]string{"db.operation.name": "SELECT", "db.namespace": cfgB.Database}},
 		{"db.client.connection.count", map[string]string{"db.client.connection.state": "idle", "db.client.connection.pool.name": poolA}},
 		{"db.client.connection.count", map[string]string{"db.client.connection.state": "used", "db.client.connection.pool.name": "replica"}},
