@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -445,11 +446,19 @@ func TestMetrics(t *testing.T) {
 		{"db.client.connection.count", map[string]string{"db.client.connection.state": "idle", "db.client.connection.pool.name": poolA}},
 		{"db.client.connection.count", map[string]string{"db.client.connection.state": "used", "db.client.connection.pool.name": "replica"}},
 		{"db.client.connection.idle.max", map[string]string{"db.client.connection.pool.name": poolA}},
-		{"db.client.connection.wait_count", map[string]string{"db.client.connection.pool.name": poolA}},
-		{"db.client.connection.wait_time", map[string]string{"db.client.connection.pool.name": "replica"}},
+		{"dbkit.pool.waits", map[string]string{"db.client.connection.pool.name": poolA}},
+		{"dbkit.pool.wait_time", map[string]string{"db.client.connection.pool.name": "replica"}},
 	} {
 		if len(find(points, c.metric, c.want)) == 0 {
 			t.Errorf("no %s point with %v", c.metric, c.want)
+		}
+	}
+	// Inside db.client.*, only the conventions' metrics, as the conventions
+	// define them.
+	for _, p := range points {
+		if strings.HasPrefix(p.metric, "db.client.") && !slices.Contains([]string{"db.client.operation.duration",
+			"db.client.connection.count", "db.client.connection.max", "db.client.connection.idle.max"}, p.metric) {
+			t.Errorf("metric %s: in the conventions' namespace, not one of theirs", p.metric)
 		}
 	}
 	// Values and units: durations in seconds, the pools' own limits.

@@ -84,15 +84,17 @@ const (
 )
 
 // Metric names. The connection metrics come from database/sql's pool
-// statistics, which only keep totals for waits: wait_count and wait_time
-// are cumulative counters, not the histogram the conventions describe.
+// statistics, which keep only totals for waits: those are cumulative
+// counters of dbkit's own, named outside the conventions' db.client.*
+// namespace, whose db.client.connection.wait_time is a histogram of each
+// wait that database/sql does not give.
 const (
-	MetricOperationDuration  = "db.client.operation.duration"    // histogram, s
-	MetricConnectionCount    = "db.client.connection.count"      // by state: idle, used
-	MetricConnectionMax      = "db.client.connection.max"        // MaxOpenConns
-	MetricConnectionIdleMax  = "db.client.connection.idle.max"   // MaxIdleConns
-	MetricConnectionWaits    = "db.client.connection.wait_count" // waits for a connection, cumulative
-	MetricConnectionWaitTime = "db.client.connection.wait_time"  // time waited, cumulative, s
+	MetricOperationDuration  = "db.client.operation.duration"  // histogram, s
+	MetricConnectionCount    = "db.client.connection.count"    // by state: idle, used
+	MetricConnectionMax      = "db.client.connection.max"      // MaxOpenConns
+	MetricConnectionIdleMax  = "db.client.connection.idle.max" // MaxIdleConns
+	MetricConnectionWaits    = "dbkit.pool.waits"              // waits for a connection, cumulative
+	MetricConnectionWaitTime = "dbkit.pool.wait_time"          // time waited, cumulative, s
 )
 
 // ScopeName is the instrumentation scope of dbkit's meter.
