@@ -7,7 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
@@ -218,16 +217,7 @@ func errorType(err error) (errType, sqlstate string) {
 	if err == nil || errors.Is(err, gorm.ErrRecordNotFound) {
 		return "", ""
 	}
-	var pgErr *pgconn.PgError
-	switch {
-	case errors.As(err, &pgErr):
-		return pgErr.Code, pgErr.Code
-	case errors.Is(err, context.Canceled):
-		return "canceled", ""
-	case errors.Is(err, context.DeadlineExceeded):
-		return "timeout", ""
-	}
-	return semconv.ErrorTypeOther.Value.AsString(), ""
+	return tracing.ErrorTypeOf(err)
 }
 
 // firstKeyword is the SQL's first word, upper-cased, or fallback.

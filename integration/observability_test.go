@@ -618,3 +618,37 @@ func TestReturnedRowsIsOptIn(t *testing.T) {
 		}
 	}
 }
+
+// TestFailureRecordedOnce: a failed statement is recorded in full once,
+// where it happened (its span's status and error.type, one ERROR log
+// record); the repository span above it gets the Error status and
+// error.type, and no exception event of its own.
+func TestFailureRecordedOnce(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	o := newObserved(t, srv.NewDatabase(t))
+	users := dbkit.NewBaseDatabase[User](o.db)
+	if err := users.Create(ctx, &User{Email: "once@example.com"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := users.Create(ctx, &User{Email: "once@example.com"}); !errors.Is(err, dbkit.ErrDuplicate) {
+		t.Fatalf("Create of a duplicate = %v", err)
+	}
+	var failed sdktrace.ReadOnlySpan
+	for _, s := range o.spans.Ended() {
+		if s.Name() == "User.Create" && s.Status().Code == codes.Error {
+			failed = s
+		}
+	}
+	if failed == nil {
+		t.Fatal("no failed User.Create span")
+	}
+	for _, s := range append([]sdktrace.ReadOnlySpan{failed}, o.children(failed)...) {
+		if s.Status().Code != codes.Error || attrs(s)["error.type"] != "23505" || len(s.Events()) != 0 {
+			t.Errorf("span %s: status %v, error.type %q, events %v; want Error, 23505, no event", s.Name(), s.Status(), attrs(s)["error.type"], s.Events())
+		}
+	}
+	if n := strings.Count(o.logs.String(), `"level":"ERROR"`); n != 1 {
+		t.Errorf("%d ERROR log records for one failure, want 1:\n%s", n, o.logs.String())
+	}
+}

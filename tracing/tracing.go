@@ -1,8 +1,11 @@
 package tracing
 
 import (
+	"context"
+	"errors"
 	"runtime/debug"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
@@ -143,14 +146,35 @@ func SpanName(model, operation string) string { return model + "." + operation }
 
 // End ends span, recording err as its error status. An error for which
 // notFound reports true is recorded as an [EventNotFound] event instead.
+//
+// A failure is recorded in full once, where it happened (the statement's
+// span and log record): End gives the spans above it only the Error status
+// and error.type, no exception event.
 func End(span trace.Span, err error, notFound func(error) bool) {
 	if err != nil && span.IsRecording() {
 		if notFound != nil && notFound(err) {
 			span.AddEvent(EventNotFound)
 		} else {
-			span.RecordError(err)
+			errType, _ := ErrorTypeOf(err)
 			span.SetStatus(codes.Error, err.Error())
+			span.SetAttributes(ErrorType.String(errType))
 		}
 	}
 	span.End()
+}
+
+// ErrorTypeOf returns the error.type of err, and its SQLSTATE when the
+// server reported it: the SQLSTATE itself, "canceled" or "timeout" for an
+// ended ctx, and the conventions' "_OTHER" for the rest.
+func ErrorTypeOf(err error) (errType, sqlstate string) {
+	var pgErr *pgconn.PgError
+	switch {
+	case errors.As(err, &pgErr):
+		return pgErr.Code, pgErr.Code
+	case errors.Is(err, context.Canceled):
+		return "canceled", ""
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timeout", ""
+	}
+	return semconv.ErrorTypeOther.Value.AsString(), ""
 }
