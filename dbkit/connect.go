@@ -50,6 +50,9 @@ type DB struct {
 	traced    bool // a TracerProvider was given: record statement and repository spans
 	// returnedRows records db.response.returned_rows (WithReturnedRows).
 	returnedRows bool
+	// queryTexts sanitizes statement texts for spans and logs; nil leaves
+	// them out (WithoutQueryText).
+	queryTexts *queryTexts
 	// stmtTracer records the statement spans.
 	stmtTracer trace.Tracer
 	// Metrics, when a MeterProvider was given (opDuration nil otherwise).
@@ -137,6 +140,9 @@ func newDB(cfg Config, o options) *DB {
 		cursorKey: o.cursorKey,
 		// returnedRows: db.response.returned_rows is opt-in (WithReturnedRows).
 		returnedRows: o.returnedRows,
+	}
+	if !o.noQueryText {
+		db.queryTexts = newQueryTexts()
 	}
 	if db.poolName == "" {
 		db.poolName = cfg.Addr() + "/" + cfg.Database

@@ -55,11 +55,12 @@ func (g *gormLogger) logf(ctx context.Context, at logger.LogLevel, level slog.Le
 // Trace logs nothing: see logStatement.
 func (g *gormLogger) Trace(context.Context, time.Time, func() (string, int64), error) {}
 
-// logStatement logs one statement, parameterised: at ERROR when it failed
+// logStatement logs one statement, parameterised and with its literals
+// replaced (text, "" when WithoutQueryText): at ERROR when it failed
 // (not-found is no failure), at WARN when slow, else at DEBUG, with the
 // trace and span IDs of ctx (the statement's span, when traced). It runs
 // after the error was translated, so the error carries no value either.
-func (db *DB) logStatement(ctx context.Context, tx *gorm.DB, elapsed time.Duration, failed bool) {
+func (db *DB) logStatement(ctx context.Context, tx *gorm.DB, text string, elapsed time.Duration, failed bool) {
 	level, msg := slog.LevelDebug, "dbkit: statement"
 	switch {
 	case failed:
@@ -70,8 +71,11 @@ func (db *DB) logStatement(ctx context.Context, tx *gorm.DB, elapsed time.Durati
 	if !db.stmtLog.Enabled(ctx, level) {
 		return
 	}
-	attrs := append(spanAttrs(ctx),
-		slog.String("sql", tx.Statement.SQL.String()),
+	attrs := spanAttrs(ctx)
+	if text != "" {
+		attrs = append(attrs, slog.String("sql", text))
+	}
+	attrs = append(attrs,
 		slog.Int64("rows", tx.Statement.RowsAffected),
 		slog.Duration("duration", elapsed))
 	if failed {

@@ -27,6 +27,7 @@ type options struct {
 	slowQuery      time.Duration
 	cursorKey      []byte
 	returnedRows   bool
+	noQueryText    bool
 }
 
 // WithMigrations makes Connect apply the pending migrations, in ID order,
@@ -123,3 +124,8 @@ func WithSlowQueryThreshold(d time.Duration) Option { return func(o *options) { 
 // FindCursor. The semantic conventions make it opt-in: it is off by
 // default.
 func WithReturnedRows() Option { return func(o *options) { o.returnedRows = true } }
+
+// WithoutQueryText leaves the statement's text out of its span
+// (db.query.text) and log record. By default the text is there, with its
+// literals replaced by "?" (values dbkit binds are placeholders already).
+func WithoutQueryText() Option { return func(o *options) { o.noQueryText = true } }

@@ -125,11 +125,15 @@ func (db *DB) stmtEnd(tx *gorm.DB) {
 		db.opDuration.Record(obs.parent, elapsed.Seconds(), db.durationAttrs(op, obs.table, errType, code))
 	}
 	ctx := obs.parent
+	text := ""
+	if db.queryTexts != nil && (db.traced || db.stmtLog != nil) {
+		text = db.queryTexts.text(tx.Statement.SQL.String())
+	}
 	if db.traced {
-		ctx = db.stmtSpan(tx, obs, op, end, errType, code)
+		ctx = db.stmtSpan(tx, obs, op, end, errType, code, text)
 	}
 	if db.stmtLog != nil {
-		db.logStatement(ctx, tx, elapsed, errType != "")
+		db.logStatement(ctx, tx, text, elapsed, errType != "")
 	}
 }
 
@@ -149,7 +153,7 @@ func summary(op, table string) string {
 // and returns the statement's context with that span. Its attributes: the
 // connection's, the operation, table and summary, the parameterised text,
 // the rows a SELECT returned, and on failure the SQLSTATE and error type.
-func (db *DB) stmtSpan(tx *gorm.DB, obs *stmtObs, op string, end time.Time, errType, code string) context.Context {
+func (db *DB) stmtSpan(tx *gorm.DB, obs *stmtObs, op string, end time.Time, errType, code, text string) context.Context {
 	name := summary(op, obs.table)
 	attrs := make([]attribute.KeyValue, 0, len(db.attrs)+7)
 	attrs = append(attrs, db.attrs...)
@@ -159,7 +163,9 @@ func (db *DB) stmtSpan(tx *gorm.DB, obs *stmtObs, op string, end time.Time, errT
 	if obs.table != "" {
 		attrs = append(attrs, tracing.DBCollectionName.String(obs.table), tracing.DBQuerySummary.String(name))
 	}
-	attrs = append(attrs, tracing.DBQueryText.String(tx.Statement.SQL.String()))
+	if text != "" {
+		attrs = append(attrs, tracing.DBQueryText.String(text))
+	}
 	if db.returnedRows && op == "SELECT" && errType == "" && tx.Statement.RowsAffected >= 0 {
 		attrs = append(attrs, tracing.DBReturnedRows.Int64(tx.Statement.RowsAffected))
 	}

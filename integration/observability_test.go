@@ -316,8 +316,8 @@ func TestSpans(t *testing.T) {
 		t.Fatal(err)
 	}
 	raw := o.span(t, "SELECT")
-	if _, ok := attrs(raw)["db.collection.name"]; ok || attrs(raw)["db.query.text"] != "SELECT 1" {
-		t.Errorf("raw SELECT 1 span attributes %v: want no collection, the text", attrs(raw))
+	if _, ok := attrs(raw)["db.collection.name"]; ok || attrs(raw)["db.query.text"] != "SELECT ?" {
+		t.Errorf("raw SELECT 1 span attributes %v: want no collection, the text with its literal replaced", attrs(raw))
 	}
 
 	// Every span of Connect, migrations and their statements included, is
@@ -582,6 +582,18 @@ func TestLogs(t *testing.T) {
 	}
 }
 
+// observedUsers is an observed database of its own and its users, with
+// opt among the options when with is true.
+func observedUsers(t *testing.T, with bool, opt dbkit.Option) (*observed, *dbkit.BaseDatabase[User]) {
+	t.Helper()
+	var opts []dbkit.Option
+	if with {
+		opts = append(opts, opt)
+	}
+	o := newObserved(t, srv.NewDatabase(t), opts...)
+	return o, dbkit.NewBaseDatabase[User](o.db)
+}
+
 // TestReturnedRowsIsOptIn: db.response.returned_rows, opt-in in the
 // conventions, is on no span by default, and on the statement's and the
 // repository's spans of a read with WithReturnedRows.
@@ -589,12 +601,7 @@ func TestReturnedRowsIsOptIn(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	for _, on := range []bool{false, true} {
-		var opts []dbkit.Option
-		if on {
-			opts = append(opts, dbkit.WithReturnedRows())
-		}
-		o := newObserved(t, srv.NewDatabase(t), opts...)
-		users := dbkit.NewBaseDatabase[User](o.db)
+		o, users := observedUsers(t, on, dbkit.WithReturnedRows())
 		if err := users.Create(ctx, &User{Email: "rows@example.com"}); err != nil {
 			t.Fatal(err)
 		}
@@ -650,5 +657,35 @@ func TestFailureRecordedOnce(t *testing.T) {
 	}
 	if n := strings.Count(o.logs.String(), `"level":"ERROR"`); n != 1 {
 		t.Errorf("%d ERROR log records for one failure, want 1:\n%s", n, o.logs.String())
+	}
+}
+
+// TestQueryTextHasNoLiterals: a value written into the SQL rather than
+// bound reaches neither the span's db.query.text nor the log record: its
+// literals are replaced by "?"; with WithoutQueryText there is no text.
+func TestQueryTextHasNoLiterals(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	const marker = "literal-marker-5f1c"
+	for _, drop := range []bool{false, true} {
+		o, users := observedUsers(t, drop, dbkit.WithoutQueryText())
+		var n int
+		if err := users.Query(ctx).Raw("SELECT count(*) FROM users WHERE email = '"+marker+"' AND age > 41").Scan(ctx, &n); err != nil {
+			t.Fatal(err)
+		}
+		var text string
+		for _, s := range o.spans.Ended() {
+			if v, ok := attrs(s)["db.query.text"]; ok && strings.Contains(v, "count(*)") {
+				text = v
+			}
+		}
+		switch {
+		case strings.Contains(text, marker) || strings.Contains(o.logs.String(), marker):
+			t.Errorf("the literal reached the telemetry: db.query.text %q, logs:\n%s", text, o.logs.String())
+		case !drop && text != "SELECT count(*) FROM users WHERE email = ? AND age > ?":
+			t.Errorf("db.query.text = %q, want the literals replaced by ?", text)
+		case drop && (text != "" || strings.Contains(o.logs.String(), "count(*)")):
+			t.Errorf("WithoutQueryText: db.query.text %q, logs:\n%s; want no text", text, o.logs.String())
+		}
 	}
 }
