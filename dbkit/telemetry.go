@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -182,6 +183,54 @@ func (db *DB) stmtSpan(tx *gorm.DB, obs *stmtObs, op string, end time.Time, errT
 	}
 	span.End(trace.WithTimestamp(end))
 	return ctx
+}
+
+// recordCopy records a COPY of rows into table that ran from start and
+// ended with err (translated: it carries no value), as any statement is
+// recorded: a CLIENT span "COPY table" with db.operation.batch.size, a
+// duration sample, a statement log record.
+func (db *DB) recordCopy(ctx context.Context, table string, rows int, start time.Time, err error) {
+	if !db.traced && db.opDuration == nil && db.stmtLog == nil {
+		return
+	}
+	end := time.Now()
+	errType, code := errorType(err)
+	if db.opDuration != nil {
+		db.opDuration.Record(ctx, end.Sub(start).Seconds(), db.durationAttrs("COPY", table, errType, code))
+	}
+	name := summary("COPY", table)
+	if db.traced {
+		attrs := append(append(make([]attribute.KeyValue, 0, len(db.attrs)+7), db.attrs...),
+			tracing.DBOperationName.String("COPY"), tracing.DBCollectionName.String(table),
+			tracing.DBQuerySummary.String(name), tracing.DBBatchSize.Int(rows))
+		if errType != "" {
+			attrs = append(attrs, tracing.ErrorType.String(errType))
+			if code != "" {
+				attrs = append(attrs, tracing.DBResponseStatusCode.String(code))
+			}
+		}
+		var span trace.Span
+		ctx, span = db.stmtTracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindClient),
+			trace.WithTimestamp(start), trace.WithAttributes(attrs...))
+		if errType != "" {
+			span.SetStatus(codes.Error, err.Error())
+		}
+		span.End(trace.WithTimestamp(end))
+	}
+	if db.stmtLog != nil {
+		level, msg := slog.LevelDebug, "dbkit: statement"
+		if err != nil {
+			level, msg = slog.LevelError, "dbkit: statement failed"
+		}
+		if db.stmtLog.Enabled(ctx, level) {
+			attrs := append(spanAttrs(ctx), slog.String("sql", "COPY "+table+" FROM STDIN"),
+				slog.Int("rows", rows), slog.Duration("duration", end.Sub(start)))
+			if err != nil {
+				attrs = append(attrs, slog.String("error", err.Error()))
+			}
+			db.stmtLog.LogAttrs(ctx, level, msg, attrs...)
+		}
+	}
 }
 
 // durationKey identifies one series of db.client.operation.duration.

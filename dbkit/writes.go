@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -100,7 +101,11 @@ func (b *BaseDatabase[T]) CreateMany(ctx context.Context, items []T) error {
 	ctx, span := b.start(ctx, b.names.createMany)
 	var err error
 	if b.copy.reason == "" {
-		err = b.copyFrom(ctx, items)
+		start := time.Now()
+		if err = b.copyFrom(ctx, items); err != nil {
+			err = translateDriver(ctx, err)
+		}
+		b.db.recordCopy(ctx, b.schema.Table, len(items), start, err)
 	} else {
 		err = b.conn(ctx).CreateInBatches(&items, DefaultBatchSize).Error
 	}

@@ -689,3 +689,45 @@ func TestQueryTextHasNoLiterals(t *testing.T) {
 		}
 	}
 }
+
+// TestCopyIsAStatement: CreateMany's COPY is recorded as any statement is: a
+// CLIENT span with its batch size under the repository's, a duration sample,
+// a log record; a failed one with its error.type, once.
+func TestCopyIsAStatement(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	o := newObserved(t, srv.NewDatabase(t))
+	users := dbkit.NewBaseDatabase[User](o.db)
+	if err := users.CreateMany(ctx, []User{{Email: "c1@example.com"}, {Email: "c2@example.com"}, {Email: "c3@example.com"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := users.CreateMany(ctx, []User{{Email: "c4@example.com"}, {Email: "c1@example.com"}}); !errors.Is(err, dbkit.ErrDuplicate) {
+		t.Fatalf("CreateMany of a duplicate = %v", err)
+	}
+	var copies []sdktrace.ReadOnlySpan
+	for _, s := range o.spans.Ended() {
+		if s.Name() == "User.CreateMany" {
+			kids := o.children(s)
+			if len(kids) != 1 || kids[0].Name() != "COPY users" || kids[0].SpanKind() != trace.SpanKindClient {
+				t.Fatalf("User.CreateMany children %v, want one CLIENT span COPY users", names(kids))
+			}
+			copies = append(copies, kids[0])
+		}
+	}
+	if len(copies) != 2 {
+		t.Fatalf("%d COPY spans, want 2", len(copies))
+	}
+	wantAttrs(t, "COPY", attrs(copies[0]), map[string]string{"db.operation.name": "COPY", "db.collection.name": "users", "db.operation.batch.size": "3"})
+	wantAttrs(t, "failed COPY", attrs(copies[1]), map[string]string{"db.operation.batch.size": "2", "error.type": "23505", "db.response.status_code": "23505"})
+	if copies[1].Status().Code != codes.Error {
+		t.Errorf("failed COPY status %v, want Error", copies[1].Status())
+	}
+	points := collect(t, o.metrics)
+	if len(find(points, "db.client.operation.duration", map[string]string{"db.operation.name": "COPY", "db.collection.name": "users"})) == 0 {
+		t.Error("no duration sample of COPY")
+	}
+	logs := o.logs.String()
+	if !strings.Contains(logs, "COPY users FROM STDIN") || strings.Count(logs, `"level":"ERROR"`) != 1 {
+		t.Errorf("COPY logs: want its statement and one ERROR record:\n%s", logs)
+	}
+}

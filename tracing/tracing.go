@@ -72,6 +72,7 @@ const (
 	DBQueryText          = semconv.DBQueryTextKey
 	DBResponseStatusCode = semconv.DBResponseStatusCodeKey
 	DBReturnedRows       = semconv.DBResponseReturnedRowsKey
+	DBBatchSize          = semconv.DBOperationBatchSizeKey
 	ErrorType            = semconv.ErrorTypeKey
 	ServerAddress        = semconv.ServerAddressKey
 	ServerPort           = semconv.ServerPortKey
