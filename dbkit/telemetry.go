@@ -24,8 +24,10 @@ import (
 type stmtObs struct {
 	start  time.Time
 	table  string          // db.collection.name, "" for SQL the caller wrote
-	op     string          // the operation of the callback chain, when the SQL does not say
+	op     string          // db.operation.name
 	parent context.Context // the statement's context, without the stmtObs
+	ctx    context.Context // the statement's context, with its span when traced
+	span   trace.Span      // nil when not traced
 }
 
 type stmtObsKey struct{}
@@ -91,7 +93,7 @@ type registrar interface {
 // (GORM builds the statement and does not run it; dbkit builds some so)
 // gets no span, metric or log.
 func (db *DB) stmtStart(tx *gorm.DB, op string) {
-	if tx.DryRun {
+	if tx.DryRun || tx.Error != nil { // a dry run, or a statement that will not run (a hook refused it)
 		return
 	}
 	ctx := tx.Statement.Context
@@ -101,8 +103,44 @@ func (db *DB) stmtStart(tx *gorm.DB, op string) {
 	if tx.Statement.SQL.Len() > 0 && ctx.Value(ownSQLKey{}) == nil {
 		obs.table = ""
 	}
+	obs.op = stmtOperation(tx, op)
 	obs.start = time.Now()
-	tx.Statement.Context = context.WithValue(ctx, stmtObsKey{}, obs)
+	obs.ctx = context.WithValue(ctx, stmtObsKey{}, obs)
+	if db.traced {
+		// The span starts with the statement: one in flight is visible, and
+		// the statement runs with its span in ctx.
+		obs.ctx, obs.span = db.stmtTracer.Start(obs.ctx, summary(obs.op, obs.table), trace.WithSpanKind(trace.SpanKindClient),
+			trace.WithTimestamp(obs.start), trace.WithAttributes(db.stmtStartAttrs(obs)...))
+	}
+	tx.Statement.Context = obs.ctx
+}
+
+// stmtOperation is a statement's db.operation.name, as GORM knows it: the
+// callback chain's, an UPDATE for a soft delete, the first word of SQL the
+// caller wrote.
+func stmtOperation(tx *gorm.DB, op string) string {
+	st := tx.Statement
+	switch {
+	case st.SQL.Len() > 0:
+		return firstKeyword(st.SQL.String(), op)
+	case op == "DELETE" && !st.Unscoped && st.Schema != nil && len(st.Schema.DeleteClauses) > 0:
+		return "UPDATE" // GORM's soft delete
+	}
+	return op
+}
+
+// stmtStartAttrs are the attributes a statement span has from its start:
+// the connection's, the operation, the table and summary when known.
+func (db *DB) stmtStartAttrs(obs *stmtObs) []attribute.KeyValue {
+	attrs := make([]attribute.KeyValue, 0, len(db.attrs)+3)
+	attrs = append(attrs, db.attrs...)
+	if obs.op != "" {
+		attrs = append(attrs, tracing.DBOperationName.String(obs.op))
+	}
+	if obs.table != "" {
+		attrs = append(attrs, tracing.DBCollectionName.String(obs.table), tracing.DBQuerySummary.String(summary(obs.op, obs.table)))
+	}
+	return attrs
 }
 
 // stmtEnd records the statement's span, its duration and its log record.
@@ -115,26 +153,27 @@ func (db *DB) stmtEnd(tx *gorm.DB) {
 	}
 	tx.Statement.Context = obs.parent
 	if tx.Statement.SQL.Len() == 0 {
+		if obs.span != nil {
+			obs.span.End() // nothing ran: a span of no duration, with no text
+		}
 		return
 	}
 	end := time.Now()
 	elapsed := end.Sub(obs.start)
-	// The operation is what the SQL says: a soft delete is an UPDATE.
-	op := firstKeyword(tx.Statement.SQL.String(), obs.op)
 	errType, code := errorType(tx.Error)
 	if db.opDuration != nil {
-		db.opDuration.Record(obs.parent, elapsed.Seconds(), db.durationAttrs(op, obs.table, errType, code))
+		// Recorded in the statement's context: an exemplar points at its span.
+		db.opDuration.Record(obs.ctx, elapsed.Seconds(), db.durationAttrs(obs.op, obs.table, errType, code))
 	}
-	ctx := obs.parent
 	text := ""
 	if db.queryTexts != nil && (db.traced || db.stmtLog != nil) {
 		text = db.queryTexts.text(tx.Statement.SQL.String())
 	}
-	if db.traced {
-		ctx = db.stmtSpan(tx, obs, op, end, errType, code, text)
+	if obs.span != nil {
+		endStmtSpan(obs.span, tx, obs, db.returnedRows, end, errType, code, text)
 	}
 	if db.stmtLog != nil {
-		db.logStatement(ctx, tx, text, elapsed, errType != "")
+		db.logStatement(obs.ctx, tx, text, elapsed, errType != "")
 	}
 }
 
@@ -150,39 +189,28 @@ func summary(op, table string) string {
 	return op + " " + table
 }
 
-// stmtSpan records the span of a statement that ran from obs.start to end,
-// and returns the statement's context with that span. Its attributes: the
-// connection's, the operation, table and summary, the parameterised text,
-// the rows a SELECT returned, and on failure the SQLSTATE and error type.
-func (db *DB) stmtSpan(tx *gorm.DB, obs *stmtObs, op string, end time.Time, errType, code, text string) context.Context {
-	name := summary(op, obs.table)
-	attrs := make([]attribute.KeyValue, 0, len(db.attrs)+7)
-	attrs = append(attrs, db.attrs...)
-	if op != "" {
-		attrs = append(attrs, tracing.DBOperationName.String(op))
-	}
-	if obs.table != "" {
-		attrs = append(attrs, tracing.DBCollectionName.String(obs.table), tracing.DBQuerySummary.String(name))
-	}
-	if text != "" {
-		attrs = append(attrs, tracing.DBQueryText.String(text))
-	}
-	if db.returnedRows && op == "SELECT" && errType == "" && tx.Statement.RowsAffected >= 0 {
-		attrs = append(attrs, tracing.DBReturnedRows.Int64(tx.Statement.RowsAffected))
-	}
-	if errType != "" {
-		attrs = append(attrs, tracing.ErrorType.String(errType))
-		if code != "" {
-			attrs = append(attrs, tracing.DBResponseStatusCode.String(code))
+// endStmtSpan ends a statement's span at end, with what is known once it
+// ran: its text (literals replaced), the rows a SELECT returned (opt-in),
+// and on failure the status, the SQLSTATE and the error type.
+func endStmtSpan(span trace.Span, tx *gorm.DB, obs *stmtObs, returnedRows bool, end time.Time, errType, code, text string) {
+	if span.IsRecording() {
+		attrs := make([]attribute.KeyValue, 0, 4)
+		if text != "" {
+			attrs = append(attrs, tracing.DBQueryText.String(text))
 		}
-	}
-	ctx, span := db.stmtTracer.Start(obs.parent, name, trace.WithSpanKind(trace.SpanKindClient),
-		trace.WithTimestamp(obs.start), trace.WithAttributes(attrs...))
-	if errType != "" {
-		span.SetStatus(codes.Error, tx.Error.Error())
+		if returnedRows && obs.op == "SELECT" && errType == "" && tx.Statement.RowsAffected >= 0 {
+			attrs = append(attrs, tracing.DBReturnedRows.Int64(tx.Statement.RowsAffected))
+		}
+		if errType != "" {
+			attrs = append(attrs, tracing.ErrorType.String(errType))
+			if code != "" {
+				attrs = append(attrs, tracing.DBResponseStatusCode.String(code))
+			}
+			span.SetStatus(codes.Error, tx.Error.Error())
+		}
+		span.SetAttributes(attrs...)
 	}
 	span.End(trace.WithTimestamp(end))
-	return ctx
 }
 
 // recordCopy records a COPY of rows into table that ran from start and

@@ -731,3 +731,32 @@ func TestCopyIsAStatement(t *testing.T) {
 		t.Errorf("COPY logs: want its statement and one ERROR record:\n%s", logs)
 	}
 }
+
+// TestStatementSpanStartsWithTheStatement: a statement's span exists while
+// the statement runs, with its attributes from the start, and the duration
+// is recorded in its context.
+func TestStatementSpanStartsWithTheStatement(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	o := newObserved(t, srv.NewDatabase(t))
+	users := dbkit.NewBaseDatabase[User](o.db)
+	done := make(chan error, 1)
+	go func() { done <- users.Query(ctx).Exec(ctx, "SELECT pg_sleep(0.5)") }()
+	var inFlight sdktrace.ReadOnlySpan
+	for deadline := time.Now().Add(5 * time.Second); inFlight == nil && time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		for _, s := range o.spans.Started() {
+			if s.Name() == "SELECT" && s.EndTime().IsZero() {
+				inFlight = s
+			}
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if inFlight == nil {
+		t.Fatal("no SELECT span while the statement ran: spans start only when statements end")
+	}
+	if attrs(inFlight)["db.operation.name"] != "SELECT" || attrs(inFlight)["db.system.name"] != "postgresql" {
+		t.Errorf("the span of a running statement has attributes %v, want the operation and system from its start", attrs(inFlight))
+	}
+}
