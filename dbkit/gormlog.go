@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
-	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
 )
 
@@ -56,14 +55,15 @@ func (g *gormLogger) logf(ctx context.Context, at logger.LogLevel, level slog.Le
 func (g *gormLogger) Trace(context.Context, time.Time, func() (string, int64), error) {}
 
 // logStatement logs one statement, parameterised and with its literals
-// replaced (text, "" when WithoutQueryText): at ERROR when it failed
+// replaced (text, "" when WithoutQueryText), err being its failure (nil for
+// success and not-found): at ERROR when it failed
 // (not-found is no failure), at WARN when slow, else at DEBUG, with the
 // trace and span IDs of ctx (the statement's span, when traced). It runs
 // after the error was translated, so the error carries no value either.
-func (db *DB) logStatement(ctx context.Context, tx *gorm.DB, text string, elapsed time.Duration, failed bool) {
+func (db *DB) logStatement(ctx context.Context, text string, rows int64, elapsed time.Duration, err error) {
 	level, msg := slog.LevelDebug, "dbkit: statement"
 	switch {
-	case failed:
+	case err != nil:
 		level, msg = slog.LevelError, "dbkit: statement failed"
 	case elapsed >= db.slowQuery:
 		level, msg = slog.LevelWarn, "dbkit: slow statement"
@@ -75,11 +75,9 @@ func (db *DB) logStatement(ctx context.Context, tx *gorm.DB, text string, elapse
 	if text != "" {
 		attrs = append(attrs, slog.String("sql", text))
 	}
-	attrs = append(attrs,
-		slog.Int64("rows", tx.Statement.RowsAffected),
-		slog.Duration("duration", elapsed))
-	if failed {
-		attrs = append(attrs, slog.String("error", tx.Error.Error()))
+	attrs = append(attrs, slog.Int64("rows", rows), slog.Duration("duration", elapsed))
+	if err != nil {
+		attrs = append(attrs, slog.String("error", err.Error()))
 	}
 	db.stmtLog.LogAttrs(ctx, level, msg, attrs...)
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"strings"
 	"time"
 
@@ -110,7 +109,7 @@ func (db *DB) stmtStart(tx *gorm.DB, op string) {
 		// The span starts with the statement: one in flight is visible, and
 		// the statement runs with its span in ctx.
 		obs.ctx, obs.span = db.stmtTracer.Start(obs.ctx, summary(obs.op, obs.table), trace.WithSpanKind(trace.SpanKindClient),
-			trace.WithTimestamp(obs.start), trace.WithAttributes(db.stmtStartAttrs(obs)...))
+			trace.WithTimestamp(obs.start), trace.WithAttributes(db.opAttrs(obs.op, obs.table, 0)...))
 	}
 	tx.Statement.Context = obs.ctx
 }
@@ -129,23 +128,36 @@ func stmtOperation(tx *gorm.DB, op string) string {
 	return op
 }
 
-// stmtStartAttrs are the attributes a statement span has from its start:
-// the connection's, the operation, the table and summary when known.
-func (db *DB) stmtStartAttrs(obs *stmtObs) []attribute.KeyValue {
-	attrs := make([]attribute.KeyValue, 0, len(db.attrs)+3)
+// opAttrs are the attributes of a statement known before it runs, for its
+// span and its duration: the connection's, the operation, and the table and
+// summary when known; extra is room for more.
+func (db *DB) opAttrs(op, table string, extra int) []attribute.KeyValue {
+	attrs := make([]attribute.KeyValue, 0, len(db.attrs)+3+extra)
 	attrs = append(attrs, db.attrs...)
-	if obs.op != "" {
-		attrs = append(attrs, tracing.DBOperationName.String(obs.op))
+	if op != "" {
+		attrs = append(attrs, tracing.DBOperationName.String(op))
 	}
-	if obs.table != "" {
-		attrs = append(attrs, tracing.DBCollectionName.String(obs.table), tracing.DBQuerySummary.String(summary(obs.op, obs.table)))
+	if table != "" {
+		attrs = append(attrs, tracing.DBCollectionName.String(table), tracing.DBQuerySummary.String(summary(op, table)))
+	}
+	return attrs
+}
+
+// errorAttrs appends a failure's error.type and, when the server gave one,
+// db.response.status_code (the SQLSTATE).
+func errorAttrs(attrs []attribute.KeyValue, errType, code string) []attribute.KeyValue {
+	if errType != "" {
+		attrs = append(attrs, tracing.ErrorType.String(errType))
+		if code != "" {
+			attrs = append(attrs, tracing.DBResponseStatusCode.String(code))
+		}
 	}
 	return attrs
 }
 
 // stmtEnd records the statement's span, its duration and its log record.
-// A statement that never reached the server because nothing was built (a
-// hook failed before it) records nothing.
+// A statement for which GORM built no SQL (nothing to write) ends its span
+// there and records nothing else.
 func (db *DB) stmtEnd(tx *gorm.DB) {
 	obs, ok := tx.Statement.Context.Value(stmtObsKey{}).(*stmtObs)
 	if !ok {
@@ -173,7 +185,11 @@ func (db *DB) stmtEnd(tx *gorm.DB) {
 		endStmtSpan(obs.span, tx, obs, db.returnedRows, end, errType, code, text)
 	}
 	if db.stmtLog != nil {
-		db.logStatement(obs.ctx, tx, text, elapsed, errType != "")
+		var failed error
+		if errType != "" {
+			failed = tx.Error
+		}
+		db.logStatement(obs.ctx, text, tx.Statement.RowsAffected, elapsed, failed)
 	}
 }
 
@@ -202,13 +218,9 @@ func endStmtSpan(span trace.Span, tx *gorm.DB, obs *stmtObs, returnedRows bool, 
 			attrs = append(attrs, tracing.DBReturnedRows.Int64(tx.Statement.RowsAffected))
 		}
 		if errType != "" {
-			attrs = append(attrs, tracing.ErrorType.String(errType))
-			if code != "" {
-				attrs = append(attrs, tracing.DBResponseStatusCode.String(code))
-			}
 			span.SetStatus(codes.Error, tx.Error.Error())
 		}
-		span.SetAttributes(attrs...)
+		span.SetAttributes(errorAttrs(attrs, errType, code)...)
 	}
 	span.End(trace.WithTimestamp(end))
 }
@@ -226,19 +238,10 @@ func (db *DB) recordCopy(ctx context.Context, table string, rows int, start time
 	if db.opDuration != nil {
 		db.opDuration.Record(ctx, end.Sub(start).Seconds(), db.durationAttrs("COPY", table, errType, code))
 	}
-	name := summary("COPY", table)
 	if db.traced {
-		attrs := append(append(make([]attribute.KeyValue, 0, len(db.attrs)+7), db.attrs...),
-			tracing.DBOperationName.String("COPY"), tracing.DBCollectionName.String(table),
-			tracing.DBQuerySummary.String(name), tracing.DBBatchSize.Int(rows))
-		if errType != "" {
-			attrs = append(attrs, tracing.ErrorType.String(errType))
-			if code != "" {
-				attrs = append(attrs, tracing.DBResponseStatusCode.String(code))
-			}
-		}
+		attrs := errorAttrs(append(db.opAttrs("COPY", table, 3), tracing.DBBatchSize.Int(rows)), errType, code)
 		var span trace.Span
-		ctx, span = db.stmtTracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindClient),
+		ctx, span = db.stmtTracer.Start(ctx, summary("COPY", table), trace.WithSpanKind(trace.SpanKindClient),
 			trace.WithTimestamp(start), trace.WithAttributes(attrs...))
 		if errType != "" {
 			span.SetStatus(codes.Error, err.Error())
@@ -246,18 +249,7 @@ func (db *DB) recordCopy(ctx context.Context, table string, rows int, start time
 		span.End(trace.WithTimestamp(end))
 	}
 	if db.stmtLog != nil {
-		level, msg := slog.LevelDebug, "dbkit: statement"
-		if err != nil {
-			level, msg = slog.LevelError, "dbkit: statement failed"
-		}
-		if db.stmtLog.Enabled(ctx, level) {
-			attrs := append(spanAttrs(ctx), slog.String("sql", "COPY "+table+" FROM STDIN"),
-				slog.Int("rows", rows), slog.Duration("duration", end.Sub(start)))
-			if err != nil {
-				attrs = append(attrs, slog.String("error", err.Error()))
-			}
-			db.stmtLog.LogAttrs(ctx, level, msg, attrs...)
-		}
+		db.logStatement(ctx, "COPY "+table+" FROM STDIN", int64(rows), end.Sub(start), err)
 	}
 }
 
@@ -277,19 +269,7 @@ func (db *DB) durationAttrs(op, table, errType, code string) metric.RecordOption
 	if opt, ok := db.durationOpts.Load(key); ok {
 		return opt.(metric.RecordOption)
 	}
-	attrs := append([]attribute.KeyValue(nil), db.attrs...)
-	if op != "" {
-		attrs = append(attrs, tracing.DBOperationName.String(op))
-	}
-	if table != "" {
-		attrs = append(attrs, tracing.DBCollectionName.String(table), tracing.DBQuerySummary.String(summary(op, table)))
-	}
-	if errType != "" {
-		attrs = append(attrs, tracing.ErrorType.String(errType))
-		if code != "" {
-			attrs = append(attrs, tracing.DBResponseStatusCode.String(code))
-		}
-	}
+	attrs := errorAttrs(db.opAttrs(op, table, 2), errType, code)
 	opt, _ := db.durationOpts.LoadOrStore(key, metric.WithAttributeSet(attribute.NewSet(attrs...)))
 	return opt.(metric.RecordOption)
 }
