@@ -268,13 +268,12 @@ func countingProxy(t *testing.T, target string, word []byte, n *atomic.Int64) (s
 	if err != nil {
 		t.Fatal(err)
 	}
-	go forward(t, l, target, func(p []byte) {
+	cfg := faultProxyOn(t, l, target, func(b []byte) {
 		// A statement is one small message, written whole by pgx: on
 		// loopback it arrives in one read.
-		n.Add(int64(bytes.Count(bytes.ToLower(p), word)))
-	})
-	addr := l.Addr().(*net.TCPAddr)
-	return addr.IP.String(), addr.Port
+		n.Add(int64(bytes.Count(bytes.ToLower(b), word)))
+	}).config(dbkit.Config{})
+	return cfg.Host, cfg.Port
 }
 
 // TestWriteInNoTransactionMigrationIsAtomic: a write with hooks inside a

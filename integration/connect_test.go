@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"strings"
@@ -233,39 +232,8 @@ func proxy(t *testing.T, listen, target string) {
 		t.Errorf("proxy: %v", err)
 		return
 	}
-	forward(t, l, target, nil)
+	faultProxyOn(t, l, target, nil)
 }
-
-// forward forwards the connections l accepts to target until the test ends,
-// giving sent (when not nil) what each client sends, as it goes.
-func forward(t *testing.T, l net.Listener, target string, sent func(p []byte)) {
-	t.Cleanup(func() { l.Close() })
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			return
-		}
-		go func() {
-			defer c.Close()
-			s, err := net.Dial("tcp", target)
-			if err != nil {
-				return
-			}
-			defer s.Close()
-			go io.Copy(c, s)
-			var w io.Writer = s
-			if sent != nil {
-				w = io.MultiWriter(writerFunc(sent), s)
-			}
-			io.Copy(w, c)
-		}()
-	}
-}
-
-// writerFunc is an io.Writer that hands what is written to a func.
-type writerFunc func(p []byte)
-
-func (f writerFunc) Write(p []byte) (int, error) { f(p); return len(p), nil }
 
 func TestConnectRejectsInvalidConfigBeforeDialing(t *testing.T) {
 	t.Parallel()

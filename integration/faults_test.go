@@ -28,6 +28,7 @@ type faultProxy struct {
 	frozen atomic.Bool
 	delay  atomic.Int64 // added before forwarding each read, in nanoseconds
 	downTo atomic.Int64 // until this time (Unix ns), new connections are reset
+	sent   func(p []byte) // given what clients send, as it goes (may be nil)
 
 	mu    sync.Mutex
 	l     net.Listener
@@ -37,11 +38,17 @@ type faultProxy struct {
 
 func newFaultProxy(t *testing.T, target string) *faultProxy {
 	t.Helper()
-	p := &faultProxy{t: t, target: target, conns: map[net.Conn]struct{}{}, done: make(chan struct{})}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	return faultProxyOn(t, l, target, nil)
+}
+
+// faultProxyOn is a fault proxy serving what l accepts, giving sent (if not
+// nil) what clients send.
+func faultProxyOn(t *testing.T, l net.Listener, target string, sent func(p []byte)) *faultProxy {
+	p := &faultProxy{t: t, target: target, sent: sent, conns: map[net.Conn]struct{}{}, done: make(chan struct{})}
 	p.addr = l.Addr().String()
 	p.serve(l)
 	t.Cleanup(func() {
@@ -107,13 +114,13 @@ func (p *faultProxy) forward(c net.Conn) {
 		c.Close()
 		return
 	}
-	go p.copy(s, c)
-	p.copy(c, s)
+	go p.copy(s, c, p.sent)
+	p.copy(c, s, nil)
 }
 
 // copy copies from src to dst until either closes, holding what it read
-// while the proxy is frozen.
-func (p *faultProxy) copy(dst, src net.Conn) {
+// while the proxy is frozen, and giving it to seen, when set.
+func (p *faultProxy) copy(dst, src net.Conn, seen func([]byte)) {
 	defer dst.Close()
 	defer src.Close()
 	buf := make([]byte, 32<<10)
@@ -128,6 +135,9 @@ func (p *faultProxy) copy(dst, src net.Conn) {
 		}
 		if d := time.Duration(p.delay.Load()); d > 0 && n > 0 {
 			time.Sleep(d)
+		}
+		if n > 0 && seen != nil {
+			seen(buf[:n])
 		}
 		if n > 0 {
 			if _, werr := dst.Write(buf[:n]); werr != nil {
