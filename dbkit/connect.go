@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -248,7 +247,7 @@ func (db *DB) registerCallbacks() error {
 	translate := func(tx *gorm.DB) {
 		if tx.Error != nil {
 			ctx := tx.Statement.Context
-			tx.Error = markUnavailable(ctx, db.closedError(translateDriver(ctx, tx.Error)))
+			tx.Error = db.fromDriver(ctx, tx.Error)
 			if model, ok := tx.Statement.Settings.Load(escapeHatchKey{}); ok {
 				tx.Error = escapeHatchError(model.(string), tx.Error)
 			}
@@ -355,14 +354,7 @@ func (e *retryError) Unwrap() []error { return []error{e.stop, e.last} }
 func retryableConnectError(err error) bool {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
-		switch {
-		case pgErr.Code == "57P03", // cannot_connect_now: starting up or shutting down
-			pgErr.Code == "57P01",               // admin_shutdown: restarting
-			strings.HasPrefix(pgErr.Code, "53"), // insufficient resources: too many connections
-			strings.HasPrefix(pgErr.Code, "08"): // connection exception
-			return true
-		}
-		return false
+		return transientCode(pgErr.Code)
 	}
 	var (
 		opErr  *net.OpError
@@ -409,7 +401,7 @@ func (db *DB) health(ctx context.Context) error {
 	}
 	var one int
 	if err := db.healthDB.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
-		return fmt.Errorf("dbkit: health check of %s database %q: %w", db.cfg.Addr(), db.cfg.Database, db.translate(ctx, err))
+		return fmt.Errorf("dbkit: health check of %s database %q: %w", db.cfg.Addr(), db.cfg.Database, db.fromDriver(ctx, err))
 	}
 	return nil
 }

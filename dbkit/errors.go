@@ -170,7 +170,15 @@ func (db *DB) translate(ctx context.Context, err error) error {
 	if errors.As(err, &ce) {
 		return err // a constraint violation is not Close's doing
 	}
-	return markUnavailable(ctx, db.closedError(err))
+	return db.closedError(err)
+}
+
+// fromDriver translates an error dbkit got from the driver or the pool
+// itself (not one a caller's func returned): as translate does, and
+// marked ErrUnavailable when the server was out of reach. An EOF of the
+// caller's own (a request body, another service) is no sign of that.
+func (db *DB) fromDriver(ctx context.Context, err error) error {
+	return markUnavailable(ctx, db.translate(ctx, err))
 }
 
 // closedError makes err match ErrClosed when Close caused it: a statement
@@ -353,18 +361,28 @@ func markUnavailable(ctx context.Context, err error) error {
 	return fmt.Errorf("%w: %w", ErrUnavailable, err)
 }
 
+// transientCode reports the SQLSTATEs of a server refusing work for now,
+// for Connect's retries and ErrUnavailable alike: shutting down, crashed,
+// starting (57P01-57P03), too many connections or out of memory (53300,
+// 53200), and connection exceptions (class 08) but for a protocol violation
+// or a rejected connection (08P01, 08004), which a retry meets again
+// (PgBouncer answers 08P01 to a startup parameter it does not know).
+func transientCode(code string) bool {
+	switch code {
+	case "57P01", "57P02", "57P03", "53300", "53200":
+		return true
+	case "08P01", "08004":
+		return false
+	}
+	return strings.HasPrefix(code, "08")
+}
+
 // unavailable reports the errors of a server out of reach or refusing work
 // for now.
 func unavailable(err error) bool {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
-		switch pgErr.Code {
-		case "57P01", "57P02", "57P03", "53300": // admin, crash, cannot connect now; too many connections
-			return true
-		case "08P01", "08004": // protocol violation, connection rejected: a retry meets the same
-			return false
-		}
-		return strings.HasPrefix(pgErr.Code, "08")
+		return transientCode(pgErr.Code)
 	}
 	var (
 		opErr   *net.OpError

@@ -210,12 +210,12 @@ func (db *DB) runTx(ctx context.Context, fn func(ctx context.Context) error, o t
 	}
 	conn, err := db.pool.conn(ctx)
 	if err != nil {
-		return db.translate(ctx, err) // marked: retryableTx reads it
+		return db.fromDriver(ctx, err) // marked: retryableTx reads it
 	}
 	defer func() { _ = conn.Close() }()
 	ltx, err := beginTx(ctx, conn, txOpts)
 	if err != nil {
-		return db.translate(ctx, err)
+		return db.fromDriver(ctx, err)
 	}
 	tx := db.gorm.Session(&gorm.Session{NewDB: true, Context: ctx})
 	tx.Statement.ConnPool = ltx.Tx

@@ -39,7 +39,6 @@ func TestUnavailableClassification(t *testing.T) {
 		{"missing database 3D000", live, pg("3D000"), false},
 		{"protocol violation 08P01 (a pooler refusing a parameter)", live, pg("08P01"), false},
 		{"statement timeout 57014", live, pg("57014"), false},
-		{"TLS verification", live, &pgconn.ConnectError{Config: &pgconn.Config{}}, false},
 		{"TLS inside", live, fmt.Errorf("x509: %w", x509.UnknownAuthorityError{}), false},
 		{"the caller's ctx ended", ended, refused, false},
 		{"after Close", live, fmt.Errorf("%w: %w", ErrClosed, refused), false},
@@ -50,6 +49,15 @@ func TestUnavailableClassification(t *testing.T) {
 		if got != tc.transient {
 			t.Errorf("%s: ErrUnavailable = %v, want %v", tc.name, got, tc.transient)
 		}
+	}
+	// An error that never touched the database is not marked by translating
+	// it: TranslateError, and InTx's translation of fn's error, leave it be.
+	if err := TranslateError(live, fmt.Errorf("decode the body: %w", io.ErrUnexpectedEOF)); errors.Is(err, ErrUnavailable) {
+		t.Errorf("TranslateError(a body's EOF) = %v, want it not ErrUnavailable", err)
+	}
+	// transientCode is Connect's rule too.
+	if retryableConnectError(pg("08P01")) || !retryableConnectError(pg("57P03")) {
+		t.Error("Connect retries 08P01, or not 57P03")
 	}
 	// InTx retries only what dbkit marked; fn's own EOF is no reason.
 	if retryableTx(fmt.Errorf("decode the body: %w", io.ErrUnexpectedEOF)) {

@@ -103,7 +103,7 @@ func (b *BaseDatabase[T]) CreateMany(ctx context.Context, items []T) error {
 	if b.copy.reason == "" {
 		start := time.Now()
 		if err = b.copyFrom(ctx, items); err != nil {
-			err = translateDriver(ctx, err)
+			err = b.db.fromDriver(ctx, err)
 		}
 		b.db.recordCopy(ctx, b.schema.Table, len(items), start, err)
 	} else {
