@@ -26,8 +26,8 @@ type faultProxy struct {
 	target string
 	addr   string
 	frozen atomic.Bool
-	delay  atomic.Int64 // added before forwarding each read, in nanoseconds
-	downTo atomic.Int64 // until this time (Unix ns), new connections are reset
+	delay  atomic.Int64   // added before forwarding each read, in nanoseconds
+	downTo atomic.Int64   // until this time (Unix ns), new connections are reset
 	sent   func(p []byte) // given what clients send, as it goes (may be nil)
 
 	mu    sync.Mutex
