@@ -386,7 +386,7 @@ func (c Config) LogValue() slog.Value {
 	for _, a := range []struct {
 		key string
 		d   time.Duration
-	}{{"statement_timeout", d.StatementTimeout}, {"lock_timeout", d.LockTimeout}, {"idle_in_transaction_timeout", d.IdleInTransactionTimeout}} {
+	}{{"statement_timeout", d.StatementTimeout}, {"lock_timeout", d.LockTimeout}, {"idle_in_transaction_session_timeout", d.IdleInTransactionTimeout}} {
 		if a.d > 0 {
 			attrs = append(attrs, slog.Duration(a.key, a.d))
 		}

@@ -155,13 +155,14 @@ func readBounded(t *testing.T, resp *http.Response) string {
 	return string(b)
 }
 
-// checkBody fails t if an error body is long or repeats hostile input.
+// checkBody fails t if an error body is long or repeats a long hostile
+// input (64 bytes from its middle, inside the hostile run).
 func checkBody(t *testing.T, name, body, hostile string) {
 	t.Helper()
 	if len(body) > 512 {
 		t.Errorf("%s: a body of %d bytes, want a short message: %.300s…", name, len(body), body)
 	}
-	if strings.Contains(body, hostile[:64]) {
+	if mid := len(hostile) / 2; len(hostile) >= 128 && strings.Contains(body, hostile[mid:mid+64]) {
 		t.Errorf("%s: the body repeats the input: %.300s", name, body)
 	}
 }
@@ -201,7 +202,7 @@ func TestHostileBodies(t *testing.T) {
 		if status != http.StatusBadRequest || !strings.Contains(body, c.want) {
 			t.Errorf("%s: %d %.300s, want 400 saying %s", c.name, status, body, c.want)
 		}
-		checkBody(t, c.name, body, long)
+		checkBody(t, c.name, body, c.body) // whatever the case's own hostile input is
 	}
 	// encoding/json reads invalid UTF-8 as U+FFFD: that much arrives valid.
 	if status, body := send(http.MethodPatch, "/users/"+ada.ID.String(), "{\"name\": \"\xff\"}"); status != http.StatusOK ||
