@@ -21,8 +21,9 @@ import (
 // migration that altered the table or in any later one of the run. So, when
 // the driver is pgx's and its default mode caches, every statement is sent
 // in QueryExecModeDescribeExec instead: described on each execution, in an
-// unnamed statement, at the cost of one more round trip for statements with
-// arguments (statements without any use the simple protocol either way).
+// unnamed statement, at the cost of one more round trip for every query,
+// and for every Exec with arguments (pgx sends an Exec without arguments by
+// the simple protocol either way).
 // pgx reads the mode from the first argument, which database/sql passes
 // through since pgx's driver accepts any argument. Other drivers get the
 // statements as they are.

@@ -60,13 +60,12 @@ const (
 // server that refuses them (an older or another platform) is only logged:
 // the migrator works without them, as it did before.
 func (m *Migrator) watchClient(ctx context.Context, conn *gorm.DB) error {
-	err := conn.WithContext(ctx).Exec(`SELECT set_config('tcp_keepalives_idle', ?, false),
-		set_config('tcp_keepalives_interval', ?, false), set_config('tcp_keepalives_count', ?, false)`,
-		keepalivesIdle, keepalivesInterval, keepalivesCount).Error
-	if err == nil {
-		err = conn.WithContext(ctx).Exec(`SELECT CASE WHEN current_setting('server_version_num')::int >= 140000
-			THEN set_config('client_connection_check_interval', ?, false) END`, clientCheckInterval).Error
-	}
+	// One statement without arguments: pgx sends it in one round trip.
+	err := conn.WithContext(ctx).Exec(`SELECT set_config('tcp_keepalives_idle', '` + keepalivesIdle + `', false),
+		set_config('tcp_keepalives_interval', '` + keepalivesInterval + `', false),
+		set_config('tcp_keepalives_count', '` + keepalivesCount + `', false),
+		CASE WHEN current_setting('server_version_num')::int >= 140000
+			THEN set_config('client_connection_check_interval', '` + clientCheckInterval + `', false) END`).Error
 	if err != nil {
 		if ctx.Err() != nil {
 			return fmt.Errorf("migrate: set up the migration connection: %w", ctx.Err())

@@ -204,7 +204,7 @@ func (m *Migrator) status(done []applied) []MigrationStatus {
 	for _, mig := range m.migrations {
 		if a, ok := recorded[mig.ID]; ok {
 			out = append(out, MigrationStatus{ID: mig.ID, State: Applied, AppliedAt: a.AppliedAt, Checksum: a.Checksum,
-				ChecksumMismatch: a.Checksum != "" && mig.Checksum != "" && a.Checksum != mig.Checksum})
+				ChecksumMismatch: checksumChanged(a.Checksum, mig.Checksum)})
 		} else {
 			out = append(out, MigrationStatus{ID: mig.ID, State: Pending})
 		}

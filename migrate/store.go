@@ -107,8 +107,8 @@ func (m *Migrator) ensureTable(ctx context.Context, db *gorm.DB) error {
 // recordChecksum records mig's checksum, if it has one, in its record,
 // which tx has just inserted. Outside a transaction (NoTransaction) the
 // migration is applied and recorded already when this fails: the failure is
-// logged, and the next Up records the checksum as it does for records
-// without one.
+// logged, and the next Up that applies something records the checksum, as
+// it does for records without one.
 func (m *Migrator) recordChecksum(tx *gorm.DB, mig Migration) error {
 	if mig.Checksum == "" {
 		return nil
@@ -148,13 +148,19 @@ func (m *Migrator) adoptChecksums(ctx context.Context, db *gorm.DB, done []appli
 	return nil
 }
 
+// checksumChanged reports a migration edited since it was applied: both
+// checksums known, and different.
+func checksumChanged(recorded, code string) bool {
+	return recorded != "" && code != "" && recorded != code
+}
+
 // checksumMismatches lists the applied migrations whose code has a
 // checksum different from the recorded one, in ID order.
 func (m *Migrator) checksumMismatches(done []applied) []ChecksumMismatch {
 	var out []ChecksumMismatch
 	for _, a := range done {
 		k, known := m.byID[a.ID]
-		if !known || a.Checksum == "" || m.migrations[k].Checksum == "" || a.Checksum == m.migrations[k].Checksum {
+		if !known || !checksumChanged(a.Checksum, m.migrations[k].Checksum) {
 			continue
 		}
 		out = append(out, ChecksumMismatch{ID: a.ID, Recorded: a.Checksum, Code: m.migrations[k].Checksum})
