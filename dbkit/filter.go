@@ -104,7 +104,9 @@ type Predicate interface {
 //
 // Parameters named in skip (such as "sort", "page", "size", "cursor") are
 // not filters. An unknown operator is an error matching [ErrInvalid]; fields
-// are checked against the model when the filters are used.
+// are checked against the model when the filters are used. An in or nin
+// list of more than [MaxInValues] values is refused here, before it is
+// split, whatever a repository's [InputLimits] allow.
 func FiltersFromQuery(q url.Values, skip ...string) ([]Filter, error) {
 	keys := make([]string, 0, len(q))
 	for k := range q {
