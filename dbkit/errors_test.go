@@ -507,7 +507,7 @@ func compile(s *schema.Schema, model string, conds []Condition, opts []QueryOpti
 	for _, c := range conds {
 		all = append(all, c)
 	}
-	r, err := newFieldResolver(model, s, nil)
+	r, err := newFieldResolver(model, s, nil, DefaultInputLimits())
 	if err != nil {
 		return compiled{}, err
 	}

@@ -161,10 +161,10 @@ type fieldResolver struct {
 // newFieldResolver indexes the fields of s that input may name: every
 // readable column, unless the field, or a struct it is embedded in, is
 // tagged json:"-" or dbkit:"nofilter". A non-empty allow list (see
-// InputFields) narrows that to the fields it names.
-func newFieldResolver(model string, s *schema.Schema, allow []string) (*fieldResolver, error) {
-	r := &fieldResolver{model: model, schema: s, byName: map[string]*schema.Field{}, deletedAt: softDeleteField(s),
-		limits: DefaultInputLimits()}
+// InputFields) narrows that to the fields it names. Input is held to
+// limits, defaults filled in.
+func newFieldResolver(model string, s *schema.Schema, allow []string, limits InputLimits) (*fieldResolver, error) {
+	r := &fieldResolver{model: model, schema: s, byName: map[string]*schema.Field{}, deletedAt: softDeleteField(s)}
 	var allowed map[*schema.Field]bool
 	if len(allow) > 0 {
 		allowed = map[*schema.Field]bool{}
@@ -182,17 +182,12 @@ func newFieldResolver(model string, s *schema.Schema, allow []string) (*fieldRes
 		}
 		indexField(r.byName, f)
 	}
-	r.setLimits(r.limits)
-	return r, nil
-}
-
-// setLimits sets the limits input is held to (defaults filled in). A name
-// the model itself has is accepted whatever MaxNameBytes says.
-func (r *fieldResolver) setLimits(l InputLimits) {
-	r.limits, r.maxName = l, l.MaxNameBytes
+	// A name the model itself has is accepted whatever MaxNameBytes says.
+	r.limits, r.maxName = limits, limits.MaxNameBytes
 	for name := range r.byName {
 		r.maxName = max(r.maxName, len(name))
 	}
+	return r, nil
 }
 
 // indexField files f in m under its column, Go and JSON names: the names

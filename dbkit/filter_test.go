@@ -49,7 +49,7 @@ func filterResolver(t testing.TB) *fieldResolver {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := newFieldResolver("filterModel", s, nil)
+	r, err := newFieldResolver("filterModel", s, nil, DefaultInputLimits())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -337,7 +337,7 @@ func FuzzSortBy(f *testing.F) {
 
 func TestInputFieldsAllowList(t *testing.T) {
 	s, _ := filterSchemaOnce()
-	r, err := newFieldResolver("filterModel", s, []string{"Email", "age"})
+	r, err := newFieldResolver("filterModel", s, []string{"Email", "age"}, DefaultInputLimits())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -351,7 +351,7 @@ func TestInputFieldsAllowList(t *testing.T) {
 			t.Errorf("%s outside the allow list: %v", name, err)
 		}
 	}
-	if _, err := newFieldResolver("filterModel", s, []string{"nope"}); !errors.Is(err, ErrInvalid) {
+	if _, err := newFieldResolver("filterModel", s, []string{"nope"}, DefaultInputLimits()); !errors.Is(err, ErrInvalid) {
 		t.Errorf("an allow list naming an unknown field: %v", err)
 	}
 }

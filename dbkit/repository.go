@@ -96,10 +96,9 @@ func (b *BaseDatabase[T]) init(typ reflect.Type) (err error) {
 	if err != nil {
 		return fmt.Errorf("NewBaseDatabase[%s]: %w", typ, err)
 	}
-	if b.fields, err = newFieldResolver(b.model, b.schema, b.opts.inputFields); err != nil {
+	if b.fields, err = newFieldResolver(b.model, b.schema, b.opts.inputFields, limits); err != nil {
 		return fmt.Errorf("NewBaseDatabase[%s]: %w", typ, err)
 	}
-	b.fields.setLimits(limits)
 	b.text = newTextPlan(b.schema)
 	if b.patchable, err = patchableFields(b.model, b.schema, b.opts.patchable); err != nil {
 		return fmt.Errorf("%w: NewBaseDatabase[%s]: %w", ErrInvalid, typ, err)

@@ -51,15 +51,12 @@ func refusingInvalidIndexes(p *pinnedConn, f func(*gorm.DB) error) func(*gorm.DB
 		if err != nil {
 			return err
 		}
-		var stmts []string
+		stop := func() []string { return nil }
 		if p != nil {
-			stop := p.startLog()
-			defer func() { _ = stop() }()
-			err = f(tx)
-			stmts = stop()
-		} else {
-			err = f(tx)
+			stop = p.startLog()
 		}
+		err = f(tx) // recovering: it does not panic
+		stmts := stop()
 		if err != nil {
 			return err
 		}
