@@ -44,20 +44,20 @@ type writeTx struct {
 
 // registerAtomicWrites replaces GORM's default-transaction callbacks. It is
 // called while GORM's logger still discards, since Replace logs at INFO.
-func registerAtomicWrites(g *gorm.DB) error {
-	cb := g.Callback()
+func (db *DB) registerAtomicWrites() error {
+	cb := db.gorm.Callback()
 	return errors.Join(
-		cb.Create().Replace("gorm:begin_transaction", func(tx *gorm.DB) { beginWrite(tx, writeCreate) }),
-		cb.Create().Replace("gorm:commit_or_rollback_transaction", endWrite),
-		cb.Update().Replace("gorm:begin_transaction", func(tx *gorm.DB) { beginWrite(tx, writeUpdate) }),
-		cb.Update().Replace("gorm:commit_or_rollback_transaction", endWrite),
-		cb.Delete().Replace("gorm:begin_transaction", func(tx *gorm.DB) { beginWrite(tx, writeDelete) }),
-		cb.Delete().Replace("gorm:commit_or_rollback_transaction", endWrite),
+		cb.Create().Replace("gorm:begin_transaction", func(tx *gorm.DB) { db.beginWrite(tx, writeCreate) }),
+		cb.Create().Replace("gorm:commit_or_rollback_transaction", db.endWrite),
+		cb.Update().Replace("gorm:begin_transaction", func(tx *gorm.DB) { db.beginWrite(tx, writeUpdate) }),
+		cb.Update().Replace("gorm:commit_or_rollback_transaction", db.endWrite),
+		cb.Delete().Replace("gorm:begin_transaction", func(tx *gorm.DB) { db.beginWrite(tx, writeDelete) }),
+		cb.Delete().Replace("gorm:commit_or_rollback_transaction", db.endWrite),
 	)
 }
 
 // beginWrite starts the transaction or savepoint of a write that needs one.
-func beginWrite(tx *gorm.DB, kind writeKind) {
+func (db *DB) beginWrite(tx *gorm.DB, kind writeKind) {
 	stmt := tx.Statement
 	if tx.Error != nil || tx.SkipDefaultTransaction || tx.DryRun || !needsTx(stmt, kind) {
 		return
@@ -67,7 +67,7 @@ func beginWrite(tx *gorm.DB, kind writeKind) {
 		if tx.DisableNestedTransaction {
 			return // GORM saving a write's associations, inside the write's own transaction
 		}
-		if err := savepointExec(ctx, stmt.ConnPool, "SAVEPOINT "+writeSavepoint); err != nil {
+		if err := db.savepointExec(ctx, stmt.ConnPool, opSavepoint, "SAVEPOINT "+writeSavepoint); err != nil {
 			_ = tx.AddError(err)
 			return
 		}
@@ -76,7 +76,7 @@ func beginWrite(tx *gorm.DB, kind writeKind) {
 	}
 	switch beginner := stmt.ConnPool.(type) {
 	case gorm.TxBeginner:
-		ltx, err := beginTx(ctx, beginner, nil)
+		ltx, err := db.beginTx(ctx, beginner, nil)
 		if err != nil {
 			_ = tx.AddError(err)
 			return
@@ -84,7 +84,11 @@ func beginWrite(tx *gorm.DB, kind writeKind) {
 		stmt.Settings.Store(stmt, &writeTx{pool: stmt.ConnPool, tx: ltx})
 		stmt.ConnPool = ltx.Tx
 	case gorm.ConnPoolBeginner:
+		done := db.observeTxStmt(ctx, opBegin, "")
 		p, err := beginner.BeginTx(ctx, nil)
+		if done != nil {
+			done(err)
+		}
 		if err != nil {
 			_ = tx.AddError(err)
 			return
@@ -102,7 +106,7 @@ func beginWrite(tx *gorm.DB, kind writeKind) {
 
 // endWrite commits what beginWrite started, or rolls it back when the write
 // failed.
-func endWrite(tx *gorm.DB) {
+func (db *DB) endWrite(tx *gorm.DB) {
 	stmt := tx.Statement
 	v, ok := stmt.Settings.LoadAndDelete(stmt)
 	if !ok {
@@ -114,17 +118,24 @@ func endWrite(tx *gorm.DB) {
 	var err error
 	switch {
 	case w.other != nil:
+		op, end := opCommit, w.other.Commit
 		if tx.Error != nil {
-			_ = w.other.Rollback()
-		} else {
-			err = w.other.Commit()
+			op, end = opRollback, w.other.Rollback
+		}
+		done := db.observeTxStmt(ctx, op, "")
+		endErr := end()
+		if done != nil {
+			done(endErr)
+		}
+		if op == opCommit {
+			err = endErr
 		}
 	case w.tx == nil:
-		end := "RELEASE SAVEPOINT " + writeSavepoint
+		op, end := opReleaseSavepoint, "RELEASE SAVEPOINT "+writeSavepoint
 		if tx.Error != nil {
-			end = "ROLLBACK TO SAVEPOINT " + writeSavepoint + "; " + end
+			op, end = opRollbackSavepoint, "ROLLBACK TO SAVEPOINT "+writeSavepoint+"; "+end
 		}
-		if err = savepointExec(ctx, w.pool, end); err != nil {
+		if err = db.savepointExec(ctx, w.pool, op, end); err != nil {
 			err = fmt.Errorf("dbkit: end the write's savepoint: %w", err)
 		}
 	case tx.Error != nil:
@@ -143,15 +154,18 @@ func endWrite(tx *gorm.DB) {
 	}
 }
 
-// savepointExec runs a savepoint statement on a transaction. A rollback to
+// savepointExec runs a savepoint statement (op) on a transaction. A rollback to
 // a savepoint must happen even after ctx ended, so these statements run
 // without ctx's cancellation, within rollbackTimeout; when they fail
 // because ctx ended (the transaction was rolled back meanwhile), the error
 // says so.
-func savepointExec(ctx context.Context, pool gorm.ConnPool, sql string) error {
+func (db *DB) savepointExec(ctx context.Context, pool gorm.ConnPool, op, sql string) (err error) {
+	if done := db.observeTxStmt(ctx, op, sql); done != nil {
+		defer func() { done(err) }()
+	}
 	live, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackTimeout)
 	defer cancel()
-	_, err := pool.ExecContext(live, sql)
+	_, err = pool.ExecContext(live, sql)
 	if err != nil && ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
 		err = fmt.Errorf("%w: %w", ctxError(ctx), err)
 	}

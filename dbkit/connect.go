@@ -46,20 +46,26 @@ type DB struct {
 	stmtLog   *slog.Logger
 	slowQuery time.Duration
 	tp        trace.TracerProvider
-	traced    bool // a TracerProvider was given: record statement and repository spans
+	traced    bool // a TracerProvider was given: record statement spans
+	repoSpans bool // and repository spans (WithRepositorySpans)
 	// returnedRows records db.response.returned_rows (WithReturnedRows).
 	returnedRows bool
-	// queryTexts sanitizes statement texts for spans and logs; nil leaves
-	// them out (WithoutQueryText).
-	queryTexts *queryTexts
+	// sqlInfo sanitizes statement texts for spans and logs and summarizes
+	// the caller's SQL.
+	sqlInfo *sqlInfos
+	// noQueryText leaves the texts out (WithoutQueryText).
+	noQueryText bool
 	// stmtTracer records the statement spans.
 	stmtTracer trace.Tracer
 	// Metrics, when a MeterProvider was given (opDuration nil otherwise).
 	opDuration metric.Float64Histogram
 	poolReg    metric.Registration
 	poolName   string
-	// durationOpts caches the attribute set of each duration series.
-	durationOpts sync.Map // durationKey -> metric.RecordOption
+	// shapes caches what operations of one shape share (opShape).
+	shapes  sync.Map // shapeKey -> *opShape
+	nShapes atomic.Int64
+	// durationOpts caches the attribute set of each failure's duration series.
+	durationOpts sync.Map // failedKey -> metric.RecordOption
 	// cursorKey authenticates pagination cursors (WithCursorKey).
 	cursorKey        []byte
 	defaultCursorKey bool         // no key was given: cursors can be forged
@@ -135,13 +141,13 @@ func newDB(cfg Config, o options) *DB {
 		logger:    o.logger,
 		tp:        tracing.Provider(o.tracerProvider),
 		traced:    o.tracerProvider != nil,
+		repoSpans: o.tracerProvider != nil && o.repositorySpans,
 		poolName:  o.poolName,
 		cursorKey: o.cursorKey,
 		// returnedRows: db.response.returned_rows is opt-in (WithReturnedRows).
 		returnedRows: o.returnedRows,
-	}
-	if !o.noQueryText {
-		db.queryTexts = newQueryTexts()
+		noQueryText:  o.noQueryText,
+		sqlInfo:      newSQLInfos(),
 	}
 	if db.poolName == "" {
 		db.poolName = cfg.Addr() + "/" + cfg.Database
@@ -225,7 +231,7 @@ func (db *DB) openGorm(sqlDB *sql.DB, o options) error {
 	if err != nil {
 		return fmt.Errorf("dbkit: open gorm: %w", err)
 	}
-	if err := errors.Join(registerAtomicWrites(db.gorm), db.registerCallbacks()); err != nil {
+	if err := errors.Join(db.registerAtomicWrites(), db.registerCallbacks()); err != nil {
 		return fmt.Errorf("dbkit: register callbacks: %w", err)
 	}
 	db.gorm.Logger = gl

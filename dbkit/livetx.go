@@ -29,6 +29,8 @@ const rollbackTimeout = 5 * time.Second
 // cancels the one running on the server.
 type liveTx struct {
 	*sql.Tx
+	db     *DB                // observes COMMIT and ROLLBACK; nil for none
+	ctx    context.Context    // the caller's, which their spans are children of
 	cancel context.CancelFunc // ends the transaction's own ctx
 	disarm func() bool        // stops the rollback armed for when ctx ends
 	end    once               // the commit or rollback; the others wait for it
@@ -36,13 +38,16 @@ type liveTx struct {
 
 // beginTx begins a liveTx for ctx on beginner. Waiting for a connection
 // and BEGIN itself end with ctx, as any statement does.
-func beginTx(ctx context.Context, beginner gorm.TxBeginner, opts *sql.TxOptions) (*liveTx, error) {
+func (db *DB) beginTx(ctx context.Context, beginner gorm.TxBeginner, opts *sql.TxOptions) (tx *liveTx, err error) {
 	if ctx.Err() != nil {
 		return nil, ctxError(ctx)
 	}
 	// Should ctx end between BEGIN's success and the end of this call,
 	// database/sql rolls back on the ended ctx and the connection is lost:
 	// a window of one round trip.
+	if done := db.observeTxStmt(ctx, opBegin, ""); done != nil {
+		defer func() { done(err) }()
+	}
 	own, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	stopBegin := context.AfterFunc(ctx, cancel)
 	sqlTx, err := beginner.BeginTx(own, opts)
@@ -57,7 +62,7 @@ func beginTx(ctx context.Context, beginner gorm.TxBeginner, opts *sql.TxOptions)
 		cancel()
 		return nil, err
 	}
-	t := &liveTx{Tx: sqlTx, cancel: cancel}
+	t := &liveTx{Tx: sqlTx, db: db, ctx: ctx, cancel: cancel}
 	// If ctx has ended already, AfterFunc runs this at once, in a goroutine
 	// of its own: it must not read t.disarm, which is not set yet.
 	t.disarm = context.AfterFunc(ctx, func() { _ = t.end.Do(t.roll) })
@@ -66,7 +71,10 @@ func beginTx(ctx context.Context, beginner gorm.TxBeginner, opts *sql.TxOptions)
 
 // roll rolls the transaction back within rollbackTimeout, on its own ctx,
 // which it then ends. It is the body of t.end.
-func (t *liveTx) roll() error {
+func (t *liveTx) roll() (err error) {
+	if done := t.db.observeTxStmt(t.ctx, opRollback, ""); done != nil {
+		defer func() { done(err) }()
+	}
 	timer := time.AfterFunc(rollbackTimeout, t.cancel)
 	defer func() {
 		timer.Stop()
@@ -91,7 +99,10 @@ func (t *liveTx) commit(ctx context.Context) error {
 		_ = t.rollback()
 		return fmt.Errorf("dbkit: rolled back, not committed: %w", ctxError(ctx))
 	}
-	err := t.end.Do(func() error {
+	err := t.end.Do(func() (err error) {
+		if done := t.db.observeTxStmt(ctx, opCommit, ""); done != nil {
+			defer func() { done(err) }()
+		}
 		stop := context.AfterFunc(ctx, t.cancel)
 		defer func() {
 			stop()

@@ -16,18 +16,19 @@ import (
 type Option func(*options)
 
 type options struct {
-	migrations     []migrate.Migration
-	checkOnly      bool // check that migrations are applied, do not apply them
-	migrateOptions []migrate.Option
-	logger         *slog.Logger
-	gormLogger     logger.Interface
-	tracerProvider trace.TracerProvider
-	meterProvider  metric.MeterProvider
-	poolName       string
-	slowQuery      time.Duration
-	cursorKey      []byte
-	returnedRows   bool
-	noQueryText    bool
+	migrations      []migrate.Migration
+	checkOnly       bool // check that migrations are applied, do not apply them
+	migrateOptions  []migrate.Option
+	logger          *slog.Logger
+	gormLogger      logger.Interface
+	tracerProvider  trace.TracerProvider
+	meterProvider   metric.MeterProvider
+	poolName        string
+	slowQuery       time.Duration
+	cursorKey       []byte
+	returnedRows    bool
+	noQueryText     bool
+	repositorySpans bool
 }
 
 // WithMigrations makes Connect apply the pending migrations, in ID order,
@@ -80,11 +81,10 @@ func WithGormLogger(l logger.Interface) Option {
 	return func(o *options) { o.gormLogger = l }
 }
 
-// WithTracerProvider sends dbkit's spans (session, repository and SQL
-// statement spans) to tp. By default they go nowhere: dbkit does not use the
+// WithTracerProvider sends dbkit's spans (session, transaction and SQL
+// statement spans, repository spans with [WithRepositorySpans]) to tp. By default they go nowhere: dbkit does not use the
 // global provider unless given otel.GetTracerProvider(), and without a
-// provider neither the repository nor the statement spans cost anything
-// per call.
+// provider no span costs anything per call.
 func WithTracerProvider(tp trace.TracerProvider) Option {
 	return func(o *options) { o.tracerProvider = tp }
 }
@@ -120,8 +120,8 @@ func WithPoolName(name string) Option { return func(o *options) { o.poolName = n
 func WithSlowQueryThreshold(d time.Duration) Option { return func(o *options) { o.slowQuery = d } }
 
 // WithReturnedRows records db.response.returned_rows, the rows a query
-// returned, on statement spans and on the spans of Find, FindPage and
-// FindCursor. The semantic conventions make it opt-in: it is off by
+// returned, on statement spans and, with [WithRepositorySpans], on the
+// spans of Find, FindPage and FindCursor. The semantic conventions make it opt-in: it is off by
 // default.
 func WithReturnedRows() Option { return func(o *options) { o.returnedRows = true } }
 
@@ -129,3 +129,12 @@ func WithReturnedRows() Option { return func(o *options) { o.returnedRows = true
 // (db.query.text) and log record. By default the text is there, with its
 // literals replaced by "?" (values dbkit binds are placeholders already).
 func WithoutQueryText() Option { return func(o *options) { o.noQueryText = true } }
+
+// WithRepositorySpans adds a span per [BaseDatabase] call ("User.Get",
+// INTERNAL), the parent of the call's statement spans. By default a call
+// has no span of its own: most calls are one statement, whose CLIENT span
+// is the span the semantic conventions define for it, and a second span
+// per call would double what tracing costs the caller (docs/performance.md).
+// Transactions ([DB.InTx]) always have their span. It applies with
+// WithTracerProvider.
+func WithRepositorySpans() Option { return func(o *options) { o.repositorySpans = true } }

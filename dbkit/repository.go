@@ -164,10 +164,11 @@ func (b *BaseDatabase[T]) conn(ctx context.Context) *gorm.DB {
 	return b.db.gorm.Session(&gorm.Session{NewDB: true, Context: ctx})
 }
 
-// start opens the repository span of one call; without tracing, a span that
-// does nothing (not the caller's span, which End must not end).
+// start opens the repository span of one call (WithRepositorySpans); without
+// them, a span that does nothing (not the caller's span, which End must not
+// end).
 func (b *BaseDatabase[T]) start(ctx context.Context, name string) (context.Context, trace.Span) {
-	if !b.db.traced {
+	if !b.db.repoSpans {
 		return ctx, noSpan
 	}
 	return b.tracer.Start(ctx, name, b.spanOpts[name]...)
@@ -421,7 +422,7 @@ func (b *BaseDatabase[T]) Patch(ctx context.Context, id uuid.UUID, fields map[st
 	}
 	var rows []T
 	// Find, not Scan: the row returned gets the AfterFind hooks Get's gets.
-	err = b.conn(withOwnSQL(ctx)).Raw(stmt.SQL.String(), stmt.Vars...).Find(&rows).Error
+	err = b.conn(withOwnSQL(ctx, "UPDATE")).Raw(stmt.SQL.String(), stmt.Vars...).Find(&rows).Error
 	if err == nil && len(rows) == 0 {
 		err = ErrNotFound
 	}

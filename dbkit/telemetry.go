@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
+	"slices"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -17,39 +17,112 @@ import (
 	"github.com/dbkit-go/database/tracing"
 )
 
-// stmtObs is what dbkit knows of a statement while it runs. It travels in
-// the statement's context from the callback before the statement to the
-// one after it.
-type stmtObs struct {
-	start  time.Time
-	table  string          // db.collection.name, "" for SQL the caller wrote
-	op     string          // db.operation.name
-	parent context.Context // the statement's context, without the stmtObs
-	ctx    context.Context // the statement's context, with its span when traced
-	span   trace.Span      // nil when not traced
+// opObs is what dbkit knows of one operation on the server while it runs:
+// a statement GORM runs, a COPY, a transaction's BEGIN, COMMIT, ROLLBACK or
+// savepoint.
+//
+// It is also the operation's context: the context before it, with its span
+// when traced, and itself under opObsKey, in which a statement travels from
+// the callback before it to the one after it (one allocation, not two).
+type opObs struct {
+	context.Context // the operation's, with its span when traced
+	db              *DB
+	start           time.Time
+	shape           *opShape
+	parent          context.Context // the context before the operation's span
+	span            trace.Span      // nil when not traced
+	text            *sqlInfo        // the caller's SQL, known at the start; nil for SQL GORM builds
 }
 
-type stmtObsKey struct{}
+type opObsKey struct{}
+
+// Value is the context's Value, with the opObs itself under opObsKey.
+func (o *opObs) Value(key any) any {
+	if key == (opObsKey{}) {
+		return o
+	}
+	return o.Context.Value(key)
+}
 
 // ownSQLKey marks a context in which dbkit runs SQL it had GORM build for
-// the repository's model, so that its statements keep the model's table.
+// the repository's model, so that its statements keep the model's table;
+// its value is the statement's operation (an UPDATE ... RETURNING runs as
+// a query).
 type ownSQLKey struct{}
 
-func withOwnSQL(ctx context.Context) context.Context {
-	return context.WithValue(ctx, ownSQLKey{}, true)
+func withOwnSQL(ctx context.Context, op string) context.Context {
+	return context.WithValue(ctx, ownSQLKey{}, op)
+}
+
+// Operations of transaction control statements, which have no table. Their
+// db.operation.name is the statement's command.
+const (
+	opBegin             = "BEGIN"
+	opCommit            = "COMMIT"
+	opRollback          = "ROLLBACK"
+	opSavepoint         = "SAVEPOINT"
+	opReleaseSavepoint  = "RELEASE SAVEPOINT"
+	opRollbackSavepoint = "ROLLBACK TO SAVEPOINT"
+	opCopy              = "COPY"
+)
+
+// opShape is what every operation of one kind shares (its operation, table
+// and summary): its span's start options and its duration's attributes on
+// success, built once rather than per statement.
+type opShape struct {
+	op, table, summary string
+	name               string // the span's: the summary, else db.system.name
+	spanOpts           []trace.SpanStartOption
+	ok                 metric.RecordOption // nil without metrics
+}
+
+// shapeKey identifies an opShape.
+type shapeKey struct{ op, table, summary string }
+
+// maxShapes bounds the caches keyed by an operation's shape: GORM builds a
+// few per model, and the caller's SQL names a bounded set of tables, but
+// the bound holds whatever it names.
+const maxShapes = 4096
+
+// shapeOf returns the shape of op on table; summary is the caller's SQL's,
+// "" for a statement GORM built, whose summary is the operation and table.
+func (db *DB) shapeOf(op, table, summary string) *opShape {
+	key := shapeKey{op, table, summary}
+	if s, ok := db.shapes.Load(key); ok {
+		return s.(*opShape)
+	}
+	if summary == "" {
+		summary = summaryOf(op, table)
+	}
+	attrs := db.opAttrs(op, table, summary)
+	s := &opShape{op: op, table: table, summary: summary, name: summary,
+		spanOpts: []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...)}}
+	if s.name == "" {
+		s.name = "postgresql"
+	}
+	if db.opDuration != nil {
+		s.ok = metric.WithAttributeSet(attribute.NewSet(attrs...))
+	}
+	if db.nShapes.Add(1) > maxShapes {
+		db.shapes.Clear()
+		db.durationOpts.Clear()
+		db.nShapes.Store(0)
+	}
+	v, _ := db.shapes.LoadOrStore(key, s)
+	return v.(*opShape)
 }
 
 // registerTelemetry adds, when tracing, metrics or logs are on, the two
 // callbacks that observe every statement GORM runs: one right before it,
-// which notes when it starts, and one right after it (after dbkit translated
-// its error, so nothing here carries a value, and before GORM's after-hooks,
+// which starts its span, and one right after it (after dbkit translated its
+// error, so nothing here carries a value, and before GORM's after-hooks,
 // association saves and preloads, which are statements of their own), which
-// records its span, its duration and its log record.
+// ends the span and records its duration and its log record.
 //
-// The span is recorded whole once the statement is done, started at the
-// time noted: every attribute, the outcome's included, is then there at its
-// start, where samplers see them, and no attribute is added to a live span.
-// A statement has no child span to wait for.
+// The span starts with the statement, with every attribute known then (the
+// operation, the table, the summary), where samplers see them; the text,
+// which GORM builds as the statement runs, and the outcome are added at its
+// end. The statement runs with its span in ctx.
 //
 // The statement spans are dbkit's own rather than the GORM OpenTelemetry
 // plugin's: the plugin sets its attributes at the end, where samplers do not
@@ -57,7 +130,7 @@ func withOwnSQL(ctx context.Context) context.Context {
 // text with regular expressions on every statement, which was 30 % of the
 // CPU time of a traced Get (see docs/performance.md).
 func (db *DB) registerTelemetry() error {
-	if !db.traced && db.opDuration == nil && db.stmtLog == nil {
+	if !db.observed() {
 		return nil
 	}
 	cb := db.gorm.Callback()
@@ -83,62 +156,161 @@ func (db *DB) registerTelemetry() error {
 	return errors.Join(errs...)
 }
 
+// observed reports whether any of spans, metrics and logs is on.
+func (db *DB) observed() bool { return db.traced || db.opDuration != nil || db.stmtLog != nil }
+
 // registrar is a GORM callback chain position a callback is registered at.
 type registrar interface {
 	Register(name string, fn func(*gorm.DB)) error
 }
 
-// stmtStart notes when a statement starts and on which table. A dry run
-// (GORM builds the statement and does not run it; dbkit builds some so)
-// gets no span, metric or log.
+// stmtStart starts the observation of a statement GORM is about to run. A
+// dry run (GORM builds the statement and does not run it; dbkit builds some
+// so) gets no span, metric or log.
 func (db *DB) stmtStart(tx *gorm.DB, op string) {
 	if tx.DryRun || tx.Error != nil { // a dry run, or a statement that will not run (a hook refused it)
 		return
 	}
-	ctx := tx.Statement.Context
-	obs := &stmtObs{op: op, table: tx.Statement.Table, parent: ctx}
-	// SQL given before the statement runs is the caller's (Raw, Exec): the
-	// model it was run through does not say which table it reads.
-	if tx.Statement.SQL.Len() > 0 && ctx.Value(ownSQLKey{}) == nil {
-		obs.table = ""
-	}
-	obs.op = stmtOperation(tx, op)
-	obs.start = time.Now()
-	obs.ctx = context.WithValue(ctx, stmtObsKey{}, obs)
-	if db.traced {
-		// The span starts with the statement: one in flight is visible, and
-		// the statement runs with its span in ctx.
-		obs.ctx, obs.span = db.stmtTracer.Start(obs.ctx, summary(obs.op, obs.table), trace.WithSpanKind(trace.SpanKindClient),
-			trace.WithTimestamp(obs.start), trace.WithAttributes(db.opAttrs(obs.op, obs.table, 0)...))
-	}
-	tx.Statement.Context = obs.ctx
-}
-
-// stmtOperation is a statement's db.operation.name, as GORM knows it: the
-// callback chain's, an UPDATE for a soft delete, the first word of SQL the
-// caller wrote.
-func stmtOperation(tx *gorm.DB, op string) string {
 	st := tx.Statement
-	switch {
-	case st.SQL.Len() > 0:
-		return firstKeyword(st.SQL.String(), op)
-	case op == "DELETE" && !st.Unscoped && st.Schema != nil && len(st.Schema.DeleteClauses) > 0:
-		return "UPDATE" // GORM's soft delete
+	ctx := st.Context
+	var obs *opObs
+	// SQL given before the statement runs is the caller's (Raw, Exec):
+	// the model it was run through does not say which table it reads, and
+	// its operation is not parsed out of its text (the conventions advise
+	// against it: one text can hold several statements); its summary is.
+	own, isOwn := ctx.Value(ownSQLKey{}).(string)
+	if st.SQL.Len() > 0 && !isOwn {
+		info := db.sqlInfo.of(st.SQL.String())
+		obs = db.startOp(ctx, db.shapeOf("", "", info.summary))
+		obs.text = info
+	} else {
+		if st.SQL.Len() > 0 {
+			op = own
+		}
+		if op == "DELETE" && !st.Unscoped && st.Schema != nil && len(st.Schema.DeleteClauses) > 0 {
+			op = "UPDATE" // GORM's soft delete
+		}
+		obs = db.startOp(ctx, db.shapeOf(op, st.Table, ""))
 	}
-	return op
+	st.Context = obs
 }
 
-// opAttrs are the attributes of a statement known before it runs, for its
-// span and its duration: the connection's, the operation, and the table and
-// summary when known; extra is room for more.
-func (db *DB) opAttrs(op, table string, extra int) []attribute.KeyValue {
-	attrs := make([]attribute.KeyValue, 0, len(db.attrs)+3+extra)
+// startOp starts observing an operation of shape s in ctx: its span starts
+// now, a child of ctx's.
+func (db *DB) startOp(ctx context.Context, s *opShape, extra ...attribute.KeyValue) *opObs {
+	obs := &opObs{Context: ctx, db: db, shape: s, parent: ctx, start: time.Now()}
+	if db.traced {
+		opts := s.spanOpts
+		if len(extra) > 0 {
+			opts = append(slices.Clip(opts), trace.WithAttributes(extra...))
+		}
+		obs.Context, obs.span = db.stmtTracer.Start(ctx, s.name, opts...)
+	}
+	return obs
+}
+
+// stmtEnd ends the observation of a statement GORM ran. A statement for
+// which GORM built no SQL (nothing to write) ends its span there and
+// records nothing else.
+func (db *DB) stmtEnd(tx *gorm.DB) {
+	st := tx.Statement
+	obs, ok := st.Context.Value(opObsKey{}).(*opObs)
+	if !ok {
+		return
+	}
+	st.Context = obs.parent
+	if st.SQL.Len() == 0 {
+		if obs.span != nil {
+			obs.span.End() // nothing ran: a span of no duration, with no text
+		}
+		return
+	}
+	var text string
+	switch {
+	case db.noQueryText:
+	case obs.text != nil:
+		text = obs.text.text
+	case db.traced || db.stmtLog != nil:
+		text = db.sqlInfo.of(st.SQL.String()).text
+	}
+	returned := int64(-1)
+	if db.returnedRows && obs.shape.op == "SELECT" {
+		returned = st.RowsAffected
+	}
+	obs.end(text, st.RowsAffected, returned, tx.Error)
+}
+
+// end ends the operation: its span gets its text (literals replaced), the
+// rows it returned when returned >= 0 and, when err is not nil, the
+// failure's status, error type and SQLSTATE; its duration is recorded in
+// its context (an exemplar points at its span), and so is its log record.
+// err is translated: it carries no value.
+func (o *opObs) end(text string, rows, returned int64, err error) {
+	db := o.db
+	elapsed := time.Since(o.start)
+	errType, code := errorType(err)
+	if db.opDuration != nil {
+		opt := o.shape.ok
+		if errType != "" {
+			opt = db.failedAttrs(o.shape, errType, code)
+		}
+		db.opDuration.Record(o, elapsed.Seconds(), opt)
+	}
+	if o.span != nil {
+		endSpan(o.span, text, returned, err, errType, code)
+	}
+	if db.stmtLog != nil {
+		if errType == "" {
+			err = nil
+		}
+		if text == "" && o.text == nil && o.shape.table == "" {
+			text = o.shape.op // BEGIN, COMMIT...: the statement is its operation
+		}
+		db.logStatement(o, text, rows, elapsed, err)
+	}
+}
+
+// endSpan ends an operation's span with what is known once it ran.
+func endSpan(span trace.Span, text string, returned int64, err error, errType, code string) {
+	if span.IsRecording() {
+		if text != "" {
+			span.SetAttributes(tracing.DBQueryText.String(text))
+		}
+		if returned >= 0 && errType == "" {
+			span.SetAttributes(tracing.DBReturnedRows.Int64(returned))
+		}
+		if errType != "" {
+			span.SetStatus(codes.Error, err.Error())
+			span.SetAttributes(errorAttrs(make([]attribute.KeyValue, 0, 2), errType, code)...)
+		}
+	}
+	span.End()
+}
+
+// summaryOf is the db.query.summary and span name of a statement GORM
+// built or a transaction control statement: "SELECT users", or the
+// operation alone when there is no table.
+func summaryOf(op, table string) string {
+	if table == "" {
+		return op
+	}
+	return op + " " + table
+}
+
+// opAttrs are the attributes of an operation known before it runs, for its
+// span and its duration: the connection's, the operation, the table and the
+// summary, each when known.
+func (db *DB) opAttrs(op, table, summary string) []attribute.KeyValue {
+	attrs := make([]attribute.KeyValue, 0, len(db.attrs)+3)
 	attrs = append(attrs, db.attrs...)
 	if op != "" {
 		attrs = append(attrs, tracing.DBOperationName.String(op))
 	}
 	if table != "" {
-		attrs = append(attrs, tracing.DBCollectionName.String(table), tracing.DBQuerySummary.String(summary(op, table)))
+		attrs = append(attrs, tracing.DBCollectionName.String(table))
+	}
+	if summary != "" {
+		attrs = append(attrs, tracing.DBQuerySummary.String(summary))
 	}
 	return attrs
 }
@@ -155,121 +327,59 @@ func errorAttrs(attrs []attribute.KeyValue, errType, code string) []attribute.Ke
 	return attrs
 }
 
-// stmtEnd records the statement's span, its duration and its log record.
-// A statement for which GORM built no SQL (nothing to write) ends its span
-// there and records nothing else.
-func (db *DB) stmtEnd(tx *gorm.DB) {
-	obs, ok := tx.Statement.Context.Value(stmtObsKey{}).(*stmtObs)
-	if !ok {
-		return
+// startCopy starts observing a COPY of rows rows into table: a CLIENT span
+// "COPY table" with db.operation.batch.size; end it with endCopy.
+func (db *DB) startCopy(ctx context.Context, table string, rows int) (context.Context, *opObs) {
+	if !db.observed() {
+		return ctx, nil
 	}
-	tx.Statement.Context = obs.parent
-	if tx.Statement.SQL.Len() == 0 {
-		if obs.span != nil {
-			obs.span.End() // nothing ran: a span of no duration, with no text
-		}
-		return
-	}
-	end := time.Now()
-	elapsed := end.Sub(obs.start)
-	errType, code := errorType(tx.Error)
-	if db.opDuration != nil {
-		// Recorded in the statement's context: an exemplar points at its span.
-		db.opDuration.Record(obs.ctx, elapsed.Seconds(), db.durationAttrs(obs.op, obs.table, errType, code))
-	}
-	text := ""
-	if db.queryTexts != nil && (db.traced || db.stmtLog != nil) {
-		text = db.queryTexts.text(tx.Statement.SQL.String())
-	}
-	if obs.span != nil {
-		endStmtSpan(obs.span, tx, obs, db.returnedRows, end, errType, code, text)
-	}
-	if db.stmtLog != nil {
-		var failed error
-		if errType != "" {
-			failed = tx.Error
-		}
-		db.logStatement(obs.ctx, text, tx.Statement.RowsAffected, elapsed, failed)
+	obs := db.startOp(ctx, db.shapeOf(opCopy, table, ""), tracing.DBBatchSize.Int(rows))
+	return obs, obs
+}
+
+// endCopy ends what startCopy started, with err translated.
+func (o *opObs) endCopy(rows int, err error) {
+	if o != nil {
+		o.end("COPY "+o.shape.table+" FROM STDIN", int64(rows), -1, err)
 	}
 }
 
-// summary is a statement's db.query.summary and span name: "SELECT users",
-// or the operation alone when there is no table.
-func summary(op, table string) string {
-	switch {
-	case table == "" && op == "":
-		return "postgresql"
-	case table == "":
-		return op
+// observeTxStmt starts observing a transaction control statement (op, one
+// of the op* constants) sent in ctx; text is the statement when dbkit
+// wrote it, "" when the driver does. It returns the func that ends the
+// observation with the statement's error, or nil when nothing observes.
+func (db *DB) observeTxStmt(ctx context.Context, op, text string) func(error) {
+	if db == nil || !db.observed() {
+		return nil
 	}
-	return op + " " + table
-}
-
-// endStmtSpan ends a statement's span at end, with what is known once it
-// ran: its text (literals replaced), the rows a SELECT returned (opt-in),
-// and on failure the status, the SQLSTATE and the error type.
-func endStmtSpan(span trace.Span, tx *gorm.DB, obs *stmtObs, returnedRows bool, end time.Time, errType, code, text string) {
-	if span.IsRecording() {
-		attrs := make([]attribute.KeyValue, 0, 4)
-		if text != "" {
-			attrs = append(attrs, tracing.DBQueryText.String(text))
+	obs := db.startOp(ctx, db.shapeOf(op, "", ""))
+	return func(err error) {
+		if err != nil {
+			err = translateDriver(ctx, err)
 		}
-		if returnedRows && obs.op == "SELECT" && errType == "" && tx.Statement.RowsAffected >= 0 {
-			attrs = append(attrs, tracing.DBReturnedRows.Int64(tx.Statement.RowsAffected))
+		if db.noQueryText {
+			text = ""
 		}
-		if errType != "" {
-			span.SetStatus(codes.Error, tx.Error.Error())
-		}
-		span.SetAttributes(errorAttrs(attrs, errType, code)...)
-	}
-	span.End(trace.WithTimestamp(end))
-}
-
-// recordCopy records a COPY of rows into table that ran from start and
-// ended with err (translated: it carries no value), as any statement is
-// recorded: a CLIENT span "COPY table" with db.operation.batch.size, a
-// duration sample, a statement log record.
-func (db *DB) recordCopy(ctx context.Context, table string, rows int, start time.Time, err error) {
-	if !db.traced && db.opDuration == nil && db.stmtLog == nil {
-		return
-	}
-	end := time.Now()
-	errType, code := errorType(err)
-	if db.opDuration != nil {
-		db.opDuration.Record(ctx, end.Sub(start).Seconds(), db.durationAttrs("COPY", table, errType, code))
-	}
-	if db.traced {
-		attrs := errorAttrs(append(db.opAttrs("COPY", table, 3), tracing.DBBatchSize.Int(rows)), errType, code)
-		var span trace.Span
-		ctx, span = db.stmtTracer.Start(ctx, summary("COPY", table), trace.WithSpanKind(trace.SpanKindClient),
-			trace.WithTimestamp(start), trace.WithAttributes(attrs...))
-		if errType != "" {
-			span.SetStatus(codes.Error, err.Error())
-		}
-		span.End(trace.WithTimestamp(end))
-	}
-	if db.stmtLog != nil {
-		db.logStatement(ctx, "COPY "+table+" FROM STDIN", int64(rows), end.Sub(start), err)
+		obs.end(text, 0, -1, err)
 	}
 }
 
-// durationKey identifies one series of db.client.operation.duration.
-type durationKey struct{ op, table, errType, code string }
+// failedKey identifies one series of db.client.operation.duration for a
+// failure.
+type failedKey struct {
+	shape         *opShape
+	errType, code string
+}
 
-// durationAttrs returns the attributes of a duration sample, built once per
-// series: a statement records one sample, and building its attribute set
-// every time would cost more than the sample.
-//
-// The attributes are the convention's for the metric: the system, the
-// namespace, server.address and server.port (db.attrs), the operation, the
-// collection and the query summary when known, and on failure error.type
+// failedAttrs returns the attributes of a failed operation's duration
+// sample, built once per series: the shape's and, on failure, error.type
 // and db.response.status_code (the SQLSTATE).
-func (db *DB) durationAttrs(op, table, errType, code string) metric.RecordOption {
-	key := durationKey{op, table, errType, code}
+func (db *DB) failedAttrs(s *opShape, errType, code string) metric.RecordOption {
+	key := failedKey{s, errType, code}
 	if opt, ok := db.durationOpts.Load(key); ok {
 		return opt.(metric.RecordOption)
 	}
-	attrs := errorAttrs(db.opAttrs(op, table, 2), errType, code)
+	attrs := errorAttrs(db.opAttrs(s.op, s.table, s.summary), errType, code)
 	opt, _ := db.durationOpts.LoadOrStore(key, metric.WithAttributeSet(attribute.NewSet(attrs...)))
 	return opt.(metric.RecordOption)
 }
@@ -281,19 +391,6 @@ func errorType(err error) (errType, sqlstate string) {
 		return "", ""
 	}
 	return tracing.ErrorTypeOf(err)
-}
-
-// firstKeyword is the SQL's first word, upper-cased, or fallback.
-func firstKeyword(sql, fallback string) string {
-	sql = strings.TrimLeft(sql, " \t\r\n(")
-	end := strings.IndexFunc(sql, func(r rune) bool { return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') })
-	if end < 0 {
-		end = len(sql)
-	}
-	if end == 0 {
-		return fallback
-	}
-	return strings.ToUpper(sql[:end])
 }
 
 // setupMetrics creates the statement-duration histogram and the pool's

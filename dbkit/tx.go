@@ -172,16 +172,16 @@ func (db *DB) inSavepoint(ctx context.Context, parent *txState, fn func(ctx cont
 	}
 	child := &txState{db: db, tx: parent.tx, conn: parent.conn, depth: parent.depth + 1}
 	name := "dbkit_sp_" + strconv.Itoa(child.depth)
-	exec := func(sql string) error {
-		return savepointExec(ctx, parent.tx.Statement.ConnPool, sql)
+	exec := func(op, sql string) error {
+		return db.savepointExec(ctx, parent.tx.Statement.ConnPool, op, sql)
 	}
-	if err := exec("SAVEPOINT " + name); err != nil {
+	if err := exec(opSavepoint, "SAVEPOINT "+name); err != nil {
 		return db.translate(ctx, err)
 	}
 	panicked := true
 	defer func() {
 		if panicked || err != nil {
-			if rbErr := exec("ROLLBACK TO SAVEPOINT " + name + "; RELEASE SAVEPOINT " + name); rbErr != nil {
+			if rbErr := exec(opRollbackSavepoint, "ROLLBACK TO SAVEPOINT "+name+"; RELEASE SAVEPOINT "+name); rbErr != nil {
 				err = errors.Join(err, fmt.Errorf("dbkit: roll back to savepoint: %w", db.translate(ctx, rbErr)))
 			}
 		}
@@ -194,7 +194,7 @@ func (db *DB) inSavepoint(ctx context.Context, parent *txState, fn func(ctx cont
 	if err != nil {
 		return err
 	}
-	if err := exec("RELEASE SAVEPOINT " + name); err != nil {
+	if err := exec(opReleaseSavepoint, "RELEASE SAVEPOINT "+name); err != nil {
 		return db.translate(ctx, err)
 	}
 	return nil
@@ -213,7 +213,7 @@ func (db *DB) runTx(ctx context.Context, fn func(ctx context.Context) error, o t
 		return db.fromDriver(ctx, err) // marked: retryableTx reads it
 	}
 	defer func() { _ = conn.Close() }()
-	ltx, err := beginTx(ctx, conn, txOpts)
+	ltx, err := db.beginTx(ctx, conn, txOpts)
 	if err != nil {
 		return db.fromDriver(ctx, err)
 	}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
-	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -101,11 +100,11 @@ func (b *BaseDatabase[T]) CreateMany(ctx context.Context, items []T) error {
 	ctx, span := b.start(ctx, b.names.createMany)
 	var err error
 	if b.copy.reason == "" {
-		start := time.Now()
-		if err = b.copyFrom(ctx, items); err != nil {
+		copyCtx, obs := b.db.startCopy(ctx, b.schema.Table, len(items))
+		if err = b.copyFrom(copyCtx, items); err != nil {
 			err = b.db.fromDriver(ctx, err)
 		}
-		b.db.recordCopy(ctx, b.schema.Table, len(items), start, err)
+		obs.endCopy(len(items), err)
 	} else {
 		err = b.conn(ctx).CreateInBatches(&items, DefaultBatchSize).Error
 	}
@@ -259,7 +258,7 @@ func (b *BaseDatabase[T]) upsert(ctx context.Context, op, spanName string, items
 	}
 	var returned []T
 	// Find, not Scan: the rows returned get the AfterFind hooks Get's get.
-	if err := b.conn(withOwnSQL(ctx)).Raw(stmt.SQL.String(), stmt.Vars...).Find(&returned).Error; err != nil {
+	if err := b.conn(withOwnSQL(ctx, "INSERT")).Raw(stmt.SQL.String(), stmt.Vars...).Find(&returned).Error; err != nil {
 		return b.finish(ctx, span, op, err)
 	}
 	// An inserted row comes back with the ID the item was given; a row that

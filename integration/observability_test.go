@@ -145,7 +145,7 @@ func TestSpans(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	cfg := srv.NewDatabase(t)
-	o := newObserved(t, cfg)
+	o := newObserved(t, cfg, dbkit.WithRepositorySpans())
 	users := dbkit.NewBaseDatabase[User](o.db)
 
 	u := User{Email: "spans@example.com"}
@@ -280,22 +280,30 @@ func TestSpans(t *testing.T) {
 	}
 
 	// A statement's span is the statement's alone: what a hook runs after
-	// it is a sibling, not a child, and starts after it ended.
+	// it is a sibling, not a child, and starts after it ended. The hook
+	// makes the write a transaction, whose BEGIN and COMMIT have spans.
 	audited := dbkit.NewBaseDatabase[auditedUser](o.db)
 	if err := audited.Create(ctx, &auditedUser{User{Email: "audited@example.com"}}); err != nil {
 		t.Fatal(err)
 	}
 	kids = o.children(o.span(t, "auditedUser.Create"))
-	if len(kids) != 2 || kids[0].Name() != "INSERT users" || kids[1].Name() != "SELECT" ||
-		kids[1].StartTime().Before(kids[0].EndTime()) {
-		t.Errorf("auditedUser.Create children %v: want INSERT users, then the hook's SELECT after it", names(kids))
+	if got := strings.Join(names(kids), ", "); got != "BEGIN, INSERT users, SELECT, COMMIT" ||
+		kids[2].StartTime().Before(kids[1].EndTime()) {
+		t.Errorf("auditedUser.Create children %v: want BEGIN, INSERT users, then the hook's SELECT after it, COMMIT", got)
 	}
-	// A hook that refuses the row: no statement reached the server, none is recorded.
+	for _, k := range kids {
+		if k.SpanKind() != trace.SpanKindClient || attrs(k)["db.system.name"] != "postgresql" {
+			t.Errorf("%s: kind %v, attributes %v; want a CLIENT statement span", k.Name(), k.SpanKind(), attrs(k))
+		}
+	}
+	wantAttrs(t, "BEGIN", attrs(kids[0]), map[string]string{"db.operation.name": "BEGIN", "db.query.summary": "BEGIN"})
+	// A hook that refuses the row: no statement of the write reached the
+	// server; its transaction was begun and rolled back.
 	if err := dbkit.NewBaseDatabase[refusedUser](o.db).Create(ctx, &refusedUser{User{Email: "refused@example.com"}}); err == nil {
 		t.Fatal("the hook did not refuse")
 	}
-	if kids := o.children(o.span(t, "refusedUser.Create")); len(kids) != 0 {
-		t.Errorf("a create its hook refused has statement spans %v", names(kids))
+	if kids := names(o.children(o.span(t, "refusedUser.Create"))); strings.Join(kids, ", ") != "BEGIN, ROLLBACK" {
+		t.Errorf("a create its hook refused has statement spans %v, want BEGIN and ROLLBACK only", kids)
 	}
 	// A soft delete is an UPDATE, and its span says so.
 	accounts := dbkit.NewBaseDatabase[Account](o.db)
@@ -502,7 +510,7 @@ func TestMetrics(t *testing.T) {
 func TestLogs(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	o := newObserved(t, srv.NewDatabase(t))
+	o := newObserved(t, srv.NewDatabase(t), dbkit.WithRepositorySpans())
 	users := dbkit.NewBaseDatabase[User](o.db)
 	u := User{Email: "logs@example.com"}
 	if err := users.Create(ctx, &u); err != nil {
@@ -582,11 +590,11 @@ func TestLogs(t *testing.T) {
 	}
 }
 
-// observedUsers is an observed database of its own and its users, with
-// opt among the options when with is true.
+// observedUsers is an observed database of its own, with repository spans,
+// and its users, with opt among the options when with is true.
 func observedUsers(t *testing.T, with bool, opt dbkit.Option) (*observed, *dbkit.BaseDatabase[User]) {
 	t.Helper()
-	var opts []dbkit.Option
+	opts := []dbkit.Option{dbkit.WithRepositorySpans()}
 	if with {
 		opts = append(opts, opt)
 	}
@@ -633,7 +641,7 @@ func TestReturnedRowsIsOptIn(t *testing.T) {
 func TestFailureRecordedOnce(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	o := newObserved(t, srv.NewDatabase(t))
+	o := newObserved(t, srv.NewDatabase(t), dbkit.WithRepositorySpans())
 	users := dbkit.NewBaseDatabase[User](o.db)
 	if err := users.Create(ctx, &User{Email: "once@example.com"}); err != nil {
 		t.Fatal(err)
@@ -696,7 +704,7 @@ func TestQueryTextHasNoLiterals(t *testing.T) {
 func TestCopyIsAStatement(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	o := newObserved(t, srv.NewDatabase(t))
+	o := newObserved(t, srv.NewDatabase(t), dbkit.WithRepositorySpans())
 	users := dbkit.NewBaseDatabase[User](o.db)
 	if err := users.CreateMany(ctx, []User{{Email: "c1@example.com"}, {Email: "c2@example.com"}, {Email: "c3@example.com"}}); err != nil {
 		t.Fatal(err)
@@ -756,7 +764,136 @@ func TestStatementSpanStartsWithTheStatement(t *testing.T) {
 	if inFlight == nil {
 		t.Fatal("no SELECT span while the statement ran: spans start only when statements end")
 	}
-	if attrs(inFlight)["db.operation.name"] != "SELECT" || attrs(inFlight)["db.system.name"] != "postgresql" {
-		t.Errorf("the span of a running statement has attributes %v, want the operation and system from its start", attrs(inFlight))
+	if a := attrs(inFlight); a["db.query.summary"] != "SELECT" || a["db.system.name"] != "postgresql" {
+		t.Errorf("the span of a running statement has attributes %v, want the summary and system from its start", a)
+	}
+}
+
+// TestRepositorySpansAreOptIn: by default a repository call has no span of
+// its own: its statement's CLIENT span is the child of the caller's span.
+// WithRepositorySpans adds "User.Get" between them.
+func TestRepositorySpansAreOptIn(t *testing.T) {
+	t.Parallel()
+	for _, on := range []bool{false, true} {
+		o, users := observedUsers(t, false, nil)
+		if !on {
+			o = newObserved(t, srv.NewDatabase(t))
+			users = dbkit.NewBaseDatabase[User](o.db)
+		}
+		u := User{Email: "optin@example.com"}
+		if err := users.Create(context.Background(), &u); err != nil {
+			t.Fatal(err)
+		}
+		tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(o.spans))
+		ctx, caller := tp.Tracer("test").Start(context.Background(), "handler")
+		if _, err := users.Get(ctx, u.ID); err != nil {
+			t.Fatal(err)
+		}
+		caller.End()
+		kids := names(o.children(o.span(t, "handler")))
+		switch {
+		case !on && strings.Join(kids, ",") != "SELECT users":
+			t.Errorf("by default, the caller's span has children %v, want the statement's span alone", kids)
+		case on && strings.Join(kids, ",") != "User.Get":
+			t.Errorf("WithRepositorySpans: the caller's span has children %v, want User.Get", kids)
+		case on && strings.Join(names(o.children(o.span(t, "User.Get"))), ",") != "SELECT users":
+			t.Errorf("WithRepositorySpans: User.Get has children %v, want SELECT users", names(o.children(o.span(t, "User.Get"))))
+		}
+	}
+}
+
+// TestTransactionStatementsHaveSpans: BEGIN, COMMIT, ROLLBACK and the
+// savepoint statements are statements like any other: a CLIENT span each,
+// under the transaction's span, a duration sample and a log record.
+func TestTransactionStatementsHaveSpans(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	o := newObserved(t, srv.NewDatabase(t))
+	users := dbkit.NewBaseDatabase[User](o.db)
+	refused := errors.New("refused")
+	err := o.db.InTx(ctx, func(ctx context.Context) error {
+		if _, err := users.Count(ctx); err != nil {
+			return err
+		}
+		if err := o.db.InTx(ctx, func(ctx context.Context) error { return nil }); err != nil {
+			return err
+		}
+		if err := o.db.InTx(ctx, func(ctx context.Context) error { return refused }); !errors.Is(err, refused) {
+			return fmt.Errorf("nested InTx = %v, want refused", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx := o.span(t, "DatabaseSession.Transaction")
+	kids := o.children(tx)
+	want := "BEGIN, SELECT users, SAVEPOINT, RELEASE SAVEPOINT, SAVEPOINT, ROLLBACK TO SAVEPOINT, COMMIT"
+	if got := strings.Join(names(kids), ", "); got != want {
+		t.Fatalf("transaction's children: %s; want %s", got, want)
+	}
+	for _, k := range kids {
+		a := attrs(k)
+		if k.SpanKind() != trace.SpanKindClient || a["db.system.name"] != "postgresql" || a["db.query.summary"] != k.Name() {
+			t.Errorf("%s: kind %v, attributes %v; want a CLIENT span named by its summary", k.Name(), k.SpanKind(), a)
+		}
+		if k.Name() != "SELECT users" && a["db.operation.name"] != k.Name() {
+			t.Errorf("%s: db.operation.name %q", k.Name(), a["db.operation.name"])
+		}
+	}
+	wantAttrs(t, "SAVEPOINT", attrs(kids[2]), map[string]string{"db.query.text": "SAVEPOINT dbkit_sp_1"})
+	if _, ok := attrs(kids[0])["db.query.text"]; ok {
+		t.Errorf("BEGIN has a db.query.text, but the driver writes it: %v", attrs(kids[0]))
+	}
+	if err := o.db.InTx(ctx, func(context.Context) error { return refused }); !errors.Is(err, refused) {
+		t.Fatal(err)
+	}
+	if got := names(o.children(o.span(t, "DatabaseSession.Transaction"))); strings.Join(got, ", ") != "BEGIN, ROLLBACK" {
+		t.Errorf("a transaction rolled back has statement spans %v, want BEGIN, ROLLBACK", got)
+	}
+	points := collect(t, o.metrics)
+	for _, op := range []string{"BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK TO SAVEPOINT"} {
+		if len(find(points, "db.client.operation.duration", map[string]string{"db.operation.name": op})) == 0 {
+			t.Errorf("no duration sample of %s", op)
+		}
+		if !strings.Contains(o.logs.String(), `"sql":"`+op) {
+			t.Errorf("no log record of %s", op)
+		}
+	}
+}
+
+// TestCallerSQLIsSummarized: SQL the caller wrote has no db.operation.name
+// (the conventions advise against parsing it out of the text, which may
+// hold several statements) but a db.query.summary generated as they
+// describe: each operation and table in order; its span is named by it.
+func TestCallerSQLIsSummarized(t *testing.T) {
+	t.Parallel()
+	o := newObserved(t, srv.NewDatabase(t))
+	users := dbkit.NewBaseDatabase[User](o.db)
+	tracer := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(o.spans)).Tracer("test")
+	for sql, summary := range map[string]string{
+		"SELECT count(*) FROM users u JOIN orders o ON o.user_id = u.id WHERE u.email = 'x'": "SELECT users orders",
+		"WITH recent AS (SELECT id FROM users) SELECT count(*) FROM recent":                  "SELECT users SELECT recent",
+		"SELECT 1":                        "SELECT",
+		"SHOW server_version_num":         "",
+		"select count(*) from only users": "SELECT users",
+	} {
+		ctx, caller := tracer.Start(context.Background(), "caller "+sql)
+		var rows []map[string]any
+		if err := users.Query(ctx).Raw(sql).Scan(ctx, &rows); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+		caller.End()
+		kids := o.children(o.span(t, "caller "+sql))
+		if len(kids) != 1 {
+			t.Fatalf("%s: spans %v, want one", sql, names(kids))
+		}
+		a, name := attrs(kids[0]), summary
+		if name == "" {
+			name = "postgresql" // db.system.name, the conventions' last resort
+		}
+		if _, ok := a["db.operation.name"]; ok || a["db.query.summary"] != summary || kids[0].Name() != name {
+			t.Errorf("%s: span %q, attributes %v; want no operation, summary %q", sql, kids[0].Name(), a, summary)
+		}
 	}
 }

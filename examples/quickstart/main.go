@@ -68,7 +68,8 @@ func run(ctx context.Context, w io.Writer) error {
 	start := time.Now()
 	db, err := dbkit.Connect(ctx, cfg,
 		dbkit.WithMigrations(migrations.All...),
-		dbkit.WithTracerProvider(tp))
+		dbkit.WithTracerProvider(tp),
+		dbkit.WithRepositorySpans()) // each call's span above its statements, for the tree below
 	if err != nil {
 		return err
 	}
