@@ -55,8 +55,6 @@ type DB struct {
 	sqlInfo *sqlInfos
 	// noQueryText leaves the texts out (WithoutQueryText).
 	noQueryText bool
-	// stmtTracer records the statement spans.
-	stmtTracer trace.Tracer
 	// Metrics, when a MeterProvider was given (opDuration nil otherwise).
 	opDuration metric.Float64Histogram
 	poolReg    metric.Registration
@@ -70,7 +68,7 @@ type DB struct {
 	cursorKey        []byte
 	defaultCursorKey bool         // no key was given: cursors can be forged
 	warnCursorKey    sync.Once    // says so once, at the first cursor
-	tracer           trace.Tracer // session tracer
+	tracer           trace.Tracer // dbkit's: every span
 	attrs            []attribute.KeyValue
 
 	closed    atomic.Bool // Close has begun: no new work
@@ -159,8 +157,7 @@ func newDB(cfg Config, o options) *DB {
 		db.cursorKey = sum[:]
 		db.defaultCursorKey = true
 	}
-	db.tracer = tracing.SessionTracer(db.tp)
-	db.stmtTracer = tracing.StatementTracer(db.tp)
+	db.tracer = tracing.Tracer(db.tp)
 	db.attrs = []attribute.KeyValue{
 		tracing.PostgreSQL,
 		tracing.DBNamespace.String(cfg.Database),

@@ -187,29 +187,46 @@ func BenchmarkOverheadList100(b *testing.B) {
 	})
 }
 
-// BenchmarkOverheadTelemetryGet is Get with dbkit's telemetry off and on
-// (every span sampled, batched and dropped by the exporter; metrics
-// recorded; statements logged to a handler at INFO), on the stub driver:
-// what telemetry costs the client, without the network's noise.
+// BenchmarkOverheadTelemetryGet is Get with dbkit's telemetry off, on
+// (benchTelemetry), and on with repository spans, on the stub driver: what
+// telemetry costs the client, without the network's noise.
 func BenchmarkOverheadTelemetryGet(b *testing.B) {
+	tp, mp, log := benchTelemetry(b)
+	off := stubRepository(b, 1)
+	on := stubRepository(b, 1, WithTracerProvider(tp), WithMeterProvider(mp), WithLogger(log))
+	repo := stubRepository(b, 1, WithTracerProvider(tp), WithMeterProvider(mp), WithLogger(log), WithRepositorySpans())
+	ctx := context.Background()
+	id := uuid.MustParse(stubRow[0].(string))
+	get := func(users *BaseDatabase[overheadUser]) func() error {
+		return func() error {
+			_, err := users.Get(ctx, id)
+			return err
+		}
+	}
+	runImpls(b, []impl{{"off", get(off)}, {"on", get(on)}, {"on_repo", get(repo)}})
+}
+
+// BenchmarkOverheadTelemetryCreate is Create with telemetry off and on, as
+// BenchmarkOverheadTelemetryGet.
+func BenchmarkOverheadTelemetryCreate(b *testing.B) {
+	tp, mp, log := benchTelemetry(b)
+	off := stubRepository(b, 0)
+	on := stubRepository(b, 0, WithTracerProvider(tp), WithMeterProvider(mp), WithLogger(log))
+	ctx := context.Background()
+	create := func(users *BaseDatabase[overheadUser]) func() error {
+		return func() error { return users.Create(ctx, &overheadUser{Email: "ada@example.com"}) }
+	}
+	runImpls(b, []impl{{"off", create(off)}, {"on", create(on)}})
+}
+
+// benchTelemetry is everything a service turns on: every span sampled,
+// batched and dropped by the exporter; metrics recorded; statements logged
+// to a handler at INFO.
+func benchTelemetry(b *testing.B) (*sdktrace.TracerProvider, *sdkmetric.MeterProvider, *slog.Logger) {
 	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(discardExporter{}), sdktrace.WithSampler(sdktrace.AlwaysSample()))
 	b.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
-	log := slog.New(slog.NewJSONHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	off := stubRepository(b, 1)
-	on := stubRepository(b, 1, WithTracerProvider(tp), WithMeterProvider(mp), WithLogger(log))
-	ctx := context.Background()
-	id := uuid.MustParse(stubRow[0].(string))
-	runImpls(b, []impl{
-		{"off", func() error {
-			_, err := off.Get(ctx, id)
-			return err
-		}},
-		{"on", func() error {
-			_, err := on.Get(ctx, id)
-			return err
-		}},
-	})
+	return tp, mp, slog.New(slog.NewJSONHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo}))
 }
 
 type discardExporter struct{}

@@ -32,13 +32,12 @@ type BaseDatabase[T Entity] struct {
 	fields     *fieldResolver
 	patchable  map[string]*schema.Field // what Patch may set, by Go, column and JSON name
 	opts       repoOptions
-	copy       copyPlan      // how CreateMany can COPY, or why not
-	text       textPlan      // the fields whose text is checked before a write
-	versionCol string        // the column of the embedded Versioned, "" without one
-	model      string        // Go type name: "User"
-	pk         clause.Column // the primary-key column
-	omit       []string      // what Update never writes: id, created_at, associations
-	tracer     trace.Tracer
+	copy       copyPlan                           // how CreateMany can COPY, or why not
+	text       textPlan                           // the fields whose text is checked before a write
+	versionCol string                             // the column of the embedded Versioned, "" without one
+	model      string                             // Go type name: "User"
+	pk         clause.Column                      // the primary-key column
+	omit       []string                           // what Update never writes: id, created_at, associations
 	spanOpts   map[string][]trace.SpanStartOption // by span name
 	names      spanNames
 	err        error // why the repository is unusable, nil when it is fine
@@ -117,7 +116,6 @@ func (b *BaseDatabase[T]) init(typ reflect.Type) (err error) {
 		b.omit = append(b.omit, f.DBName)
 	}
 	b.omit = slices.Clip(b.omit) // shared by concurrent calls: no spare capacity to append into
-	b.tracer = tracing.ModelTracer(b.db.tp, b.model)
 	// Each method's span starts with the same options; they are built once.
 	// The operation is the method, "Get" of "User.Get", set at the start
 	// where samplers see it.
@@ -126,11 +124,13 @@ func (b *BaseDatabase[T]) init(typ reflect.Type) (err error) {
 		n := tracing.SpanName(b.model, op)
 		b.spanOpts[n] = []trace.SpanStartOption{
 			trace.WithSpanKind(trace.SpanKindInternal),
+			// Not db.system.name nor db.operation.name: a repository call is
+			// no database operation, and a backend counting them would count
+			// every statement twice.
 			trace.WithAttributes(
 				tracing.Model.String(b.model),
-				tracing.PostgreSQL,
+				tracing.Operation.String(op),
 				tracing.DBCollectionName.String(b.schema.Table),
-				tracing.DBOperationName.String(op),
 			),
 		}
 		return n
@@ -171,7 +171,7 @@ func (b *BaseDatabase[T]) start(ctx context.Context, name string) (context.Conte
 	if !b.db.repoSpans {
 		return ctx, noSpan
 	}
-	return b.tracer.Start(ctx, name, b.spanOpts[name]...)
+	return b.db.tracer.Start(ctx, name, b.spanOpts[name]...)
 }
 
 // finish translates err, prefixes it with the operation, and ends the span.

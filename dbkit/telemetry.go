@@ -204,9 +204,18 @@ func (db *DB) startOp(ctx context.Context, s *opShape, extra ...attribute.KeyVal
 		if len(extra) > 0 {
 			opts = append(slices.Clip(opts), trace.WithAttributes(extra...))
 		}
-		obs.Context, obs.span = db.stmtTracer.Start(ctx, s.name, opts...)
+		obs.Context, obs.span = db.tracer.Start(ctx, s.name, opts...)
+		if t, ok := obs.span.(spanTimes); ok {
+			obs.start = t.StartTime() // the duration is the span's to the nanosecond
+		}
 	}
 	return obs
+}
+
+// spanTimes is what the SDK's recording spans tell of their times.
+type spanTimes interface {
+	StartTime() time.Time
+	EndTime() time.Time
 }
 
 // stmtEnd ends the observation of a statement GORM ran. A statement for
@@ -242,22 +251,26 @@ func (db *DB) stmtEnd(tx *gorm.DB) {
 
 // end ends the operation: its span gets its text (literals replaced), the
 // rows it returned when returned >= 0 and, when err is not nil, the
-// failure's status, error type and SQLSTATE; its duration is recorded in
-// its context (an exemplar points at its span), and so is its log record.
+// failure's status, error type and SQLSTATE; its duration (the span's,
+// when there is one) is recorded in its context (an exemplar points at its
+// span), and so is its log record.
 // err is translated: it carries no value.
 func (o *opObs) end(text string, rows, returned int64, err error) {
 	db := o.db
 	elapsed := time.Since(o.start)
 	errType, code := errorType(err)
+	if o.span != nil {
+		endSpan(o.span, text, returned, err, errType, code)
+		if t, ok := o.span.(spanTimes); ok && !t.EndTime().IsZero() {
+			elapsed = t.EndTime().Sub(o.start)
+		}
+	}
 	if db.opDuration != nil {
 		opt := o.shape.ok
 		if errType != "" {
 			opt = db.failedAttrs(o.shape, errType, code)
 		}
 		db.opDuration.Record(o, elapsed.Seconds(), opt)
-	}
-	if o.span != nil {
-		endSpan(o.span, text, returned, err, errType, code)
 	}
 	if db.stmtLog != nil {
 		if errType == "" {

@@ -6,7 +6,9 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
@@ -30,8 +32,9 @@ import (
 //	              on the same two cores
 //	on_otlp_10pc  as on_otlp, with 10 % of traces sampled (ParentBased of
 //	              TraceIDRatioBased(0.1)), a common production setting
+//	on_repo       as on, with WithRepositorySpans: a span per call too
 type telemetryEnv struct {
-	on, otlp, otlp10 *dbkit.BaseDatabase[User]
+	on, otlp, otlp10, repo *dbkit.BaseDatabase[User]
 }
 
 var telemetrySetup = once(func() (*telemetryEnv, error) {
@@ -46,12 +49,12 @@ var telemetrySetup = once(func() (*telemetryEnv, error) {
 	otlp := func() (sdktrace.SpanExporter, error) {
 		return otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(collector.URL+"/v1/traces"))
 	}
-	connect := func(exporter sdktrace.SpanExporter, sampler sdktrace.Sampler) (*dbkit.BaseDatabase[User], error) {
+	connect := func(exporter sdktrace.SpanExporter, sampler sdktrace.Sampler, opts ...dbkit.Option) (*dbkit.BaseDatabase[User], error) {
 		tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exporter), sdktrace.WithSampler(sampler))
 		mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
 		log := slog.New(slog.NewJSONHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo}))
-		db, err := dbkit.Connect(ctx, env.cfg,
-			dbkit.WithTracerProvider(tp), dbkit.WithMeterProvider(mp), dbkit.WithLogger(log))
+		db, err := dbkit.Connect(ctx, env.cfg, append([]dbkit.Option{
+			dbkit.WithTracerProvider(tp), dbkit.WithMeterProvider(mp), dbkit.WithLogger(log)}, opts...)...)
 		if err != nil {
 			return nil, err
 		}
@@ -59,6 +62,9 @@ var telemetrySetup = once(func() (*telemetryEnv, error) {
 	}
 	var t telemetryEnv
 	if t.on, err = connect(discardSpans{}, sdktrace.AlwaysSample()); err != nil {
+		return nil, err
+	}
+	if t.repo, err = connect(discardSpans{}, sdktrace.AlwaysSample(), dbkit.WithRepositorySpans()); err != nil {
 		return nil, err
 	}
 	exp, err := otlp()
@@ -90,9 +96,36 @@ func BenchmarkTelemetryGet(b *testing.B) {
 	ctx := context.Background()
 	var impls []getImpl
 	for name, users := range map[string]*dbkit.BaseDatabase[User]{
-		"off": env.users, "on": tel.on, "on_otlp": tel.otlp, "on_otlp_10pc": tel.otlp10,
+		"off": env.users, "on": tel.on, "on_otlp": tel.otlp, "on_otlp_10pc": tel.otlp10, "on_repo": tel.repo,
 	} {
 		impls = append(impls, getImpl{name, func(id uuid.UUID) (User, error) { return users.Get(ctx, id) }})
 	}
 	runGets(b, env.ids, impls)
+}
+
+// BenchmarkTelemetryCreate is Create with telemetry off and on (see
+// telemetryEnv), in one run.
+func BenchmarkTelemetryCreate(b *testing.B) {
+	env := benchSetup(b)
+	tel := telemetrySetup(b)
+	ctx := context.Background()
+	run := strconv.FormatInt(time.Now().UnixNano(), 36)
+	seq := 0
+	impls := []struct {
+		name  string
+		users *dbkit.BaseDatabase[User]
+	}{{"off", env.users}, {"on", tel.on}, {"on_repo", tel.repo}}
+	for _, impl := range shuffled(impls) {
+		b.Run("impl="+impl.name, func(b *testing.B) {
+			b.ReportAllocs()
+			defer clientCPU(b)()
+			for b.Loop() {
+				seq++
+				u := User{Email: "tel-" + impl.name + "-" + run + "-" + strconv.Itoa(seq) + "@example.com", Name: "Bench", Age: 42}
+				if err := impl.users.Create(ctx, &u); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }

@@ -39,9 +39,12 @@ const (
 )
 
 // txControl are the operations of the statements that open and close a
-// transaction or a savepoint: their spans are tolerated wherever a
-// transaction runs, and asserted nowhere yet.
-var txControl = []string{"BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE"}
+// transaction or a savepoint: their spans have no table and no text when
+// the driver writes the statement.
+var txControl = []string{"BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK TO SAVEPOINT"}
+
+// rawOTLPSummary is the db.query.summary of rawOTLPQuery.
+const rawOTLPSummary = "SELECT users"
 
 // otlpOp is one thing the test does with dbkit, under a root span of the
 // test's own, so that everything dbkit exports for it is in one trace.
@@ -49,7 +52,8 @@ type otlpOp struct {
 	name string
 	run  func(ctx context.Context) error
 	// stmts are the db.query.summary of the statements dbkit has GORM
-	// build for it, in order; the CLIENT spans of raw SQL are only counted.
+	// build for it or sends itself (BEGIN, COMMIT), in order; raw SQL's
+	// statement is checked apart.
 	stmts []string
 	raw   bool
 	fails bool
@@ -127,7 +131,7 @@ func TestTelemetryOverOTLP(t *testing.T) {
 		{name: "CreateMany", stmts: []string{"COPY users"}, run: func(ctx context.Context) error {
 			return users.CreateMany(ctx, []User{{Email: otlpBoundMarker + "-1"}, {Email: otlpBoundMarker + "-2"}, {Email: otlpBoundMarker + "-3"}})
 		}},
-		{name: "InTx", stmts: []string{"SELECT users"}, run: func(ctx context.Context) error {
+		{name: "InTx", stmts: []string{"BEGIN", "SELECT users", "COMMIT"}, run: func(ctx context.Context) error {
 			return db.InTx(ctx, func(ctx context.Context) error {
 				_, err := users.Get(ctx, u.ID)
 				return err
@@ -256,6 +260,9 @@ func checkOTLPSpans(t *testing.T, cfg dbkit.Config, spans []otlpSpan, ops []otlp
 			continue
 		}
 		checkScope(t, "span "+s.Name, s.Scope)
+		if s.Scope.Name != "github.com/dbkit-go/database" {
+			t.Errorf("span %s from scope %q, want dbkit's, github.com/dbkit-go/database", s.Name, s.Scope.Name)
+		}
 		if _, ok := s.Attrs[string(semconv.DBResponseReturnedRowsKey)]; ok {
 			t.Errorf("span %s has db.response.returned_rows, opt-in in the conventions: %v", s.Name, s.Attrs)
 		}
@@ -266,9 +273,6 @@ func checkOTLPSpans(t *testing.T, cfg dbkit.Config, spans []otlpSpan, ops []otlp
 		// A statement span: the connection's attributes, from the statement
 		// tracer, started when its statement did, so within its parent.
 		wantValues(t, "CLIENT span "+s.Name, s.Attrs, connAttrs(cfg))
-		if s.Scope.Name != "github.com/dbkit-go/database" {
-			t.Errorf("CLIENT span %s from scope %q, want the statement tracer github.com/dbkit-go/database", s.Name, s.Scope.Name)
-		}
 		if !s.Start.Before(s.End) {
 			t.Errorf("CLIENT span %s: start %v not before end %v", s.Name, s.Start, s.End)
 		}
@@ -300,8 +304,13 @@ func checkOTLPSpans(t *testing.T, cfg dbkit.Config, spans []otlpSpan, ops []otlp
 		trace := inTrace[traces[op.name]]
 		var stmts []otlpSpan
 		for _, s := range trace {
-			if kind, _ := s.Attrs[string(semconv.DBOperationNameKey)].(string); s.Kind == ptrace.SpanKindClient && !slices.Contains(txControl, kind) {
+			switch {
+			case s.Kind == ptrace.SpanKindClient:
 				stmts = append(stmts, s)
+			case !isRoot(s) && s.Name != "DatabaseSession.Transaction" && s.Name != "DatabaseSession.Connect" &&
+				s.Name != "DatabaseSession.Health":
+				// Repository spans are opt-in (WithRepositorySpans).
+				t.Errorf("%s: span %s (%v) between the caller's span and the statements'", op.name, s.Name, s.Kind)
 			}
 		}
 		slices.SortFunc(stmts, func(a, b otlpSpan) int { return a.Start.Compare(b.Start) })
@@ -321,11 +330,15 @@ func checkOTLPSpans(t *testing.T, cfg dbkit.Config, spans []otlpSpan, ops []otlp
 			what := op.name + ": span " + s.Name
 			opName, _ := s.Attrs[string(semconv.DBOperationNameKey)].(string)
 			table, _ := s.Attrs[string(semconv.DBCollectionNameKey)].(string)
-			if s.Name != opName+" "+table || s.Attrs[string(semconv.DBQuerySummaryKey)] != s.Name {
+			if s.Name != strings.TrimSpace(opName+" "+table) || s.Attrs[string(semconv.DBQuerySummaryKey)] != s.Name {
 				t.Errorf("%s: name, db.query.summary %v, db.operation.name %q and db.collection.name %q disagree", what, s.Attrs[string(semconv.DBQuerySummaryKey)], opName, table)
 			}
-			if opName == "COPY" {
+			switch {
+			case opName == "COPY":
 				checkCopySpan(t, what, s)
+				continue
+			case slices.Contains(txControl, opName):
+				checkTxControlSpan(t, what, s)
 				continue
 			}
 			want := slices.Clone(baseKeys)
@@ -391,7 +404,27 @@ func checkCopySpan(t *testing.T, what string, s otlpSpan) {
 	want := []string{
 		string(semconv.DBSystemNameKey), string(semconv.DBNamespaceKey), string(semconv.ServerAddressKey),
 		string(semconv.ServerPortKey), string(semconv.DBOperationNameKey), string(semconv.DBCollectionNameKey),
-		string(semconv.DBQuerySummaryKey), string(semconv.DBOperationBatchSizeKey),
+		string(semconv.DBQuerySummaryKey), string(semconv.DBOperationBatchSizeKey), string(semconv.DBQueryTextKey),
+	}
+	if text := s.Attrs[string(semconv.DBQueryTextKey)]; text != "COPY users FROM STDIN" {
+		t.Errorf("%s: db.query.text %q, want COPY users FROM STDIN", what, text)
+	}
+	slices.Sort(want)
+	if got := slices.Sorted(maps.Keys(s.Attrs)); !slices.Equal(got, want) {
+		t.Errorf("%s: attributes %q, want exactly %q", what, got, want)
+	}
+	if s.Status != ptrace.StatusCodeUnset {
+		t.Errorf("%s: status %v", what, s.Status)
+	}
+}
+
+// checkTxControlSpan checks the span of a BEGIN or COMMIT: the connection's
+// attributes, its operation and summary, and no text (the driver writes the
+// statement, not dbkit).
+func checkTxControlSpan(t *testing.T, what string, s otlpSpan) {
+	want := []string{
+		string(semconv.DBSystemNameKey), string(semconv.DBNamespaceKey), string(semconv.ServerAddressKey),
+		string(semconv.ServerPortKey), string(semconv.DBOperationNameKey), string(semconv.DBQuerySummaryKey),
 	}
 	slices.Sort(want)
 	if got := slices.Sorted(maps.Keys(s.Attrs)); !slices.Equal(got, want) {
@@ -403,9 +436,9 @@ func checkCopySpan(t *testing.T, what string, s otlpSpan) {
 }
 
 // checkRawSpans checks the span of the SQL the caller wrote: its literals
-// sanitized, no table taken from its text (the convention: db.collection.name
-// SHOULD NOT be extracted from db.query.text). Its db.operation.name and
-// db.query.summary are not checked: how they are made is changing.
+// sanitized; no table and no operation taken from its text (the convention:
+// db.collection.name and db.operation.name SHOULD NOT be extracted from
+// db.query.text), but a summary generated from it, which names the span.
 func checkRawSpans(t *testing.T, what string, stmts []otlpSpan) {
 	if len(stmts) != 1 {
 		t.Errorf("%s: %d statement spans, want 1", what, len(stmts))
@@ -415,15 +448,16 @@ func checkRawSpans(t *testing.T, what string, stmts []otlpSpan) {
 	if text := s.Attrs[string(semconv.DBQueryTextKey)]; text != rawOTLPQueryText {
 		t.Errorf("%s: db.query.text %q, want %q", what, text, rawOTLPQueryText)
 	}
-	allowed := []string{
-		string(semconv.DBSystemNameKey), string(semconv.DBNamespaceKey), string(semconv.ServerAddressKey),
-		string(semconv.ServerPortKey), string(semconv.DBOperationNameKey), string(semconv.DBQuerySummaryKey),
-		string(semconv.DBQueryTextKey),
+	if summary := s.Attrs[string(semconv.DBQuerySummaryKey)]; summary != rawOTLPSummary || s.Name != rawOTLPSummary {
+		t.Errorf("%s: span %q, db.query.summary %q; want both %q", what, s.Name, summary, rawOTLPSummary)
 	}
-	for k := range s.Attrs {
-		if !slices.Contains(allowed, k) {
-			t.Errorf("%s: attribute %s=%v; want only %q", what, k, s.Attrs[k], allowed)
-		}
+	want := []string{
+		string(semconv.DBSystemNameKey), string(semconv.DBNamespaceKey), string(semconv.ServerAddressKey),
+		string(semconv.ServerPortKey), string(semconv.DBQuerySummaryKey), string(semconv.DBQueryTextKey),
+	}
+	slices.Sort(want)
+	if got := slices.Sorted(maps.Keys(s.Attrs)); !slices.Equal(got, want) {
+		t.Errorf("%s: attributes %q, want exactly %q", what, got, want)
 	}
 	if s.Status != ptrace.StatusCodeUnset {
 		t.Errorf("%s: status %v", what, s.Status)
@@ -540,23 +574,27 @@ func checkDurationMetric(t *testing.T, cfg dbkit.Config, m otlpMetric, spans []o
 	wantCounts, spanSeconds := map[string]uint64{}, map[string]float64{}
 	for _, op := range ops {
 		for _, summary := range op.stmts {
-			wantCounts[durationSeries(summary, op.fails, "23505")]++
+			opName, _, _ := strings.Cut(summary, " ")
+			if slices.Contains(txControl, summary) {
+				opName = summary
+			}
+			errType := ""
+			if op.fails {
+				errType = "23505"
+			}
+			wantCounts[durationSeries(opName, summary, errType)]++
 		}
 		if op.raw {
-			wantCounts[durationSeries("", false, "")]++
+			wantCounts[durationSeries("", rawOTLPSummary, "")]++
 		}
 	}
 	byID := map[string]otlpSpan{}
 	for _, s := range spans {
 		byID[s.SpanID] = s
-		op, _ := s.Attrs[string(semconv.DBOperationNameKey)].(string)
-		if s.Kind == ptrace.SpanKindClient && !slices.Contains(txControl, op) {
-			summary := ""
-			if _, ok := s.Attrs[string(semconv.DBCollectionNameKey)]; ok {
-				summary = s.Name
-			}
-			errType, failed := s.Attrs[string(semconv.ErrorTypeKey)].(string)
-			spanSeconds[durationSeries(summary, failed, errType)] += s.End.Sub(s.Start).Seconds()
+		if s.Kind == ptrace.SpanKindClient {
+			op, _ := s.Attrs[string(semconv.DBOperationNameKey)].(string)
+			errType, _ := s.Attrs[string(semconv.ErrorTypeKey)].(string)
+			spanSeconds[durationSeries(op, s.Name, errType)] += s.End.Sub(s.Start).Seconds()
 		}
 	}
 	gotCounts := map[string]uint64{}
@@ -571,19 +609,19 @@ func checkDurationMetric(t *testing.T, cfg dbkit.Config, m otlpMetric, spans []o
 		summary, _ := p.Attrs[string(semconv.DBQuerySummaryKey)].(string)
 		op, _ := p.Attrs[string(semconv.DBOperationNameKey)].(string)
 		errType, failed := p.Attrs[string(semconv.ErrorTypeKey)].(string)
-		table, gormBuilt := p.Attrs[string(semconv.DBCollectionNameKey)].(string) // the table is known
+		table, _ := p.Attrs[string(semconv.DBCollectionNameKey)].(string) // the table, when known
 		switch {
-		case slices.Contains(txControl, op):
-			continue // tolerated, not asserted yet
-		case !gormBuilt:
-			summary = "" // raw SQL: its operation and summary are not checked, how they are made is changing
-		case op == "" || summary != op+" "+table:
+		case op == "": // raw SQL: a summary, no operation, no table
+			if summary != rawOTLPSummary || table != "" {
+				t.Errorf("%s: raw SQL's sample, want summary %q alone", what, rawOTLPSummary)
+			}
+		case summary != strings.TrimSpace(op+" "+table):
 			t.Errorf("%s: db.operation.name %q, db.query.summary %q", what, op, summary)
 		}
 		if failed {
 			wantValues(t, what, p.Attrs, map[string]any{string(semconv.DBResponseStatusCodeKey): errType})
 		}
-		series := durationSeries(summary, failed, errType)
+		series := durationSeries(op, summary, errType)
 		gotCounts[series] += p.Count
 		if diff := math.Abs(p.Value - spanSeconds[series]); diff > 1e-6*float64(p.Count)+1e-3*p.Value {
 			t.Errorf("%s: %v s in all, the statements' spans took %v s", what, p.Value, spanSeconds[series])
@@ -598,14 +636,13 @@ func checkDurationMetric(t *testing.T, cfg dbkit.Config, m otlpMetric, spans []o
 		if len(p.BucketCounts) != len(durationBounds)+1 || inBuckets != p.Count {
 			t.Errorf("%s: %d samples, buckets %v; want them counted in %d buckets", what, p.Count, p.BucketCounts, len(durationBounds)+1)
 		}
-		// An exemplar leads to the span of its statement; COPY's to the span
-		// COPY ran under (its sample is recorded before its span starts).
+		// An exemplar leads to the span of its statement.
 		for _, id := range p.Exemplars {
 			s, ok := byID[id]
 			switch {
 			case !ok:
 				t.Errorf("%s: exemplar of span %s, which was not exported", what, id)
-			case op != "COPY" && (s.Kind != ptrace.SpanKindClient || gormBuilt && s.Name != summary):
+			case s.Kind != ptrace.SpanKindClient || s.Name != summary:
 				t.Errorf("%s: exemplar of span %s (%v), want the statement's", what, s.Name, s.Kind)
 			}
 		}
@@ -621,13 +658,8 @@ func checkDurationMetric(t *testing.T, cfg dbkit.Config, m otlpMetric, spans []o
 }
 
 // durationSeries names a series of db.client.operation.duration by its
-// db.query.summary ("" for raw SQL) and, on failure, its error.type.
-func durationSeries(summary string, failed bool, errType string) string {
-	if summary == "" {
-		summary = "raw SQL"
-	}
-	if failed {
-		return summary + " " + errType
-	}
-	return summary
+// db.operation.name ("" for raw SQL), db.query.summary and, on failure,
+// error.type.
+func durationSeries(op, summary, errType string) string {
+	return op + "|" + summary + "|" + errType
 }

@@ -43,5 +43,5 @@ func WarnOnChecksumMismatch() Option { return func(m *Migrator) { m.warnOnChecks
 // WithTracerProvider records a span per migration applied or rolled back
 // (DatabaseSession.Migration, with its ID), as a child of ctx's span.
 func WithTracerProvider(tp trace.TracerProvider) Option {
-	return func(m *Migrator) { m.tracer = tracing.SessionTracer(tp) }
+	return func(m *Migrator) { m.tracer = tracing.Tracer(tp) }
 }

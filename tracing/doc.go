@@ -3,16 +3,17 @@
 //
 // # Tracers
 //
-// A session tracer named [SessionTracerName] ("DatabaseSession") carries the
-// spans of a connection's life: [SpanConnect], [SpanHealth], [SpanMigrate]
-// with one [SpanMigration] per migration applied or rolled back, [SpanClose],
-// and [SpanTx] for each transaction dbkit's InTx runs. Each model has a
-// tracer of its own, named after the model ([ModelTracer]), whose spans are
-// named "Model.Operation" ([SpanName]), for example "User.Get". SQL
-// statements get CLIENT spans from the tracer named [ScopeName]
-// ([StatementTracer]), named by their db.query.summary ("SELECT
-// users"), children of the repository span, with every attribute set at
-// their start and their text parameterised, never with values.
+// dbkit's tracer ([Tracer]) is named [ScopeName], as its meter is. Session
+// spans carry a connection's life: [SpanConnect], [SpanHealth],
+// [SpanMigrate] with one [SpanMigration] per migration applied or rolled
+// back, [SpanClose], and [SpanTx] for each transaction dbkit's InTx runs.
+// SQL statements, BEGIN and COMMIT included, get CLIENT spans named by
+// their db.query.summary ("SELECT users"), children of the caller's span
+// (or of the transaction's), with every attribute known before the
+// statement set at its start, and their text with literals replaced, never
+// with values. Repository spans, opt-in, are named "Model.Operation"
+// ([SpanName]), for example "User.Get", and are the parents of their
+// statements.
 //
 // # Metrics
 //

@@ -13,12 +13,6 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 )
 
-// SessionTracerName names the session tracer, which carries the spans of
-// the connection's life (connect, health, migrate, close); each model gets
-// a tracer of its own, named after the model, for its repository
-// operations.
-const SessionTracerName = "DatabaseSession"
-
 // ScopeVersion is the instrumentation version of every tracer and meter:
 // this module's version as the build recorded it (a tag such as v1.4.0
 // when a service depends on it, "(devel)" when built from its own
@@ -79,6 +73,7 @@ const (
 	PoolName             = semconv.DBClientConnectionPoolNameKey
 	ConnectionState      = semconv.DBClientConnectionStateKey
 	Model                = attribute.Key("dbkit.model")
+	Operation            = attribute.Key("dbkit.operation") // a repository span's method: Get, Create...
 	PageSize             = attribute.Key("dbkit.page.size")
 	MigrationID          = attribute.Key("dbkit.migration.id")
 	MigrationOp          = attribute.Key("dbkit.migration.op")
@@ -101,7 +96,7 @@ const (
 	MetricConnectionWaitTime = "dbkit.pool.wait_time"          // time waited, cumulative, s
 )
 
-// ScopeName is the instrumentation scope of dbkit's meter.
+// ScopeName is the instrumentation scope of dbkit's tracer and meter.
 const ScopeName = "github.com/dbkit-go/database"
 
 // PostgreSQL is the db.system.name of every dbkit span.
@@ -126,20 +121,12 @@ func Provider(tp trace.TracerProvider) trace.TracerProvider {
 	return tp
 }
 
-// SessionTracer returns the tracer for session spans.
-func SessionTracer(tp trace.TracerProvider) trace.Tracer {
-	return Provider(tp).Tracer(SessionTracerName, trace.WithInstrumentationVersion(ScopeVersion), trace.WithSchemaURL(SchemaURL))
-}
-
-// StatementTracer returns the tracer for SQL statement spans, named
-// [ScopeName].
-func StatementTracer(tp trace.TracerProvider) trace.Tracer {
+// Tracer returns dbkit's tracer on tp: its instrumentation scope is the
+// library, [ScopeName], with [ScopeVersion] and [SchemaURL], for every span
+// dbkit records (session, transaction, repository and statement spans), as
+// the scope names the instrumentation, not what it observes.
+func Tracer(tp trace.TracerProvider) trace.Tracer {
 	return Provider(tp).Tracer(ScopeName, trace.WithInstrumentationVersion(ScopeVersion), trace.WithSchemaURL(SchemaURL))
-}
-
-// ModelTracer returns the tracer for the repository spans of one model.
-func ModelTracer(tp trace.TracerProvider, model string) trace.Tracer {
-	return Provider(tp).Tracer(model, trace.WithInstrumentationVersion(ScopeVersion), trace.WithSchemaURL(SchemaURL))
 }
 
 // SpanName names a repository span, "User.Get" for operation Get on model User.

@@ -9,14 +9,13 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
-	"go.opentelemetry.io/otel/trace"
 )
 
 var errNotFound = errors.New("not found")
 
 func TestEnd(t *testing.T) {
 	rec := tracetest.NewSpanRecorder()
-	tracer := ModelTracer(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)), "User")
+	tracer := Tracer(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)))
 	for _, err := range []error{nil, errNotFound, errors.New("boom")} {
 		_, span := tracer.Start(context.Background(), SpanName("User", "Get"))
 		End(span, err, func(err error) bool { return errors.Is(err, errNotFound) })
@@ -34,8 +33,8 @@ func TestEnd(t *testing.T) {
 	if spans[2].Status().Code != codes.Error || spans[2].Status().Description != "boom" {
 		t.Errorf("error span: status %v", spans[2].Status())
 	}
-	if spans[0].InstrumentationScope().Name != "User" {
-		t.Errorf("scope = %q, want the model's name", spans[0].InstrumentationScope().Name)
+	if spans[0].InstrumentationScope().Name != "github.com/dbkit-go/database" {
+		t.Errorf("scope = %q, want the library's name", spans[0].InstrumentationScope().Name)
 	}
 }
 
@@ -46,7 +45,7 @@ func TestNilProviderIsNoop(t *testing.T) {
 	otel.SetTracerProvider(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)))
 	t.Cleanup(func() { otel.SetTracerProvider(global) })
 
-	_, span := SessionTracer(nil).Start(context.Background(), SpanConnect)
+	_, span := Tracer(nil).Start(context.Background(), SpanConnect)
 	if span.IsRecording() {
 		t.Error("a nil provider must not record")
 	}
@@ -61,10 +60,8 @@ func TestNilProviderIsNoop(t *testing.T) {
 func TestScopes(t *testing.T) {
 	rec := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
-	for _, tracer := range []trace.Tracer{SessionTracer(tp), StatementTracer(tp), ModelTracer(tp, "User")} {
-		_, span := tracer.Start(context.Background(), "x")
-		span.End()
-	}
+	_, span := Tracer(tp).Start(context.Background(), "x")
+	span.End()
 	if ScopeVersion == "" || ScopeVersion == "unknown" || ScopeVersion == "0.1.0" {
 		t.Errorf("ScopeVersion = %q, want the module's version from the build information", ScopeVersion)
 	}

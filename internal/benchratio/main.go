@@ -9,6 +9,9 @@
 //	go run ./internal/benchratio -base gorm,pgx bench.txt
 //
 // With several bases, each benchmark is divided by the first of them it has.
+// -goal lists goals on the median ratios, such as
+// "OverheadTelemetryGet/on<=1.7"; each is reported met or missed, and a
+// missed one (or one with no samples) makes the command fail.
 package main
 
 import (
@@ -24,6 +27,7 @@ import (
 
 func main() {
 	base := flag.String("base", "gorm", "the impl the others are divided by (comma-separated: the first one a benchmark has)")
+	goals := flag.String("goal", "", "comma-separated goals on median ratios: Bench/impl<=ratio")
 	flag.Parse()
 	var in io.Reader = os.Stdin
 	if flag.NArg() > 0 {
@@ -35,7 +39,7 @@ func main() {
 		defer func() { _ = f.Close() }()
 		in = f
 	}
-	if err := run(in, os.Stdout, *base); err != nil {
+	if err := run(in, os.Stdout, *base, *goals); err != nil {
 		fmt.Fprintln(os.Stderr, "benchratio:", err)
 		os.Exit(1)
 	}
@@ -43,7 +47,7 @@ func main() {
 
 type key struct{ bench, impl string }
 
-func run(in io.Reader, out io.Writer, bases string) error {
+func run(in io.Reader, out io.Writer, bases, goals string) error {
 	current := map[string]map[string]float64{} // bench -> impl -> ns/op, for the run under way
 	ratios := map[key][]float64{}
 	var order []key
@@ -117,11 +121,44 @@ func run(in io.Reader, out io.Writer, bases string) error {
 		return fmt.Errorf("no benchmarks named Name/impl=X with a %q impl", bases)
 	}
 	fmt.Fprintf(out, "%-28s %-8s %8s %8s %8s %4s\n", "benchmark", "impl", "median", "min", "max", "runs")
+	medians := map[string]float64{}
 	for _, k := range order {
 		r := slices.Clone(ratios[k])
 		slices.Sort(r)
-		fmt.Fprintf(out, "%-28s %-8s %7.3fx %7.3fx %7.3fx %4d\n",
-			strings.TrimPrefix(k.bench, "Benchmark"), k.impl, median(r), r[0], r[len(r)-1], len(r))
+		name := strings.TrimPrefix(k.bench, "Benchmark")
+		medians[name+"/"+k.impl] = median(r)
+		fmt.Fprintf(out, "%-28s %-8s %7.3fx %7.3fx %7.3fx %4d\n", name, k.impl, median(r), r[0], r[len(r)-1], len(r))
+	}
+	return checkGoals(out, goals, medians)
+}
+
+// checkGoals reports each goal of goals ("Bench/impl<=ratio,...") against
+// the medians, and fails if one is missed or has no samples.
+func checkGoals(out io.Writer, goals string, medians map[string]float64) error {
+	missed := 0
+	for _, goal := range strings.Split(goals, ",") {
+		if goal = strings.TrimSpace(goal); goal == "" {
+			continue
+		}
+		name, limit, ok := strings.Cut(goal, "<=")
+		bound, err := strconv.ParseFloat(limit, 64)
+		if !ok || err != nil {
+			return fmt.Errorf("goal %q: want Bench/impl<=ratio", goal)
+		}
+		got, ok := medians[name]
+		switch {
+		case !ok:
+			fmt.Fprintf(out, "goal %s <= %.2fx: no samples\n", name, bound)
+			missed++
+		case got > bound:
+			fmt.Fprintf(out, "goal %s <= %.2fx: MISSED, median %.3fx\n", name, bound, got)
+			missed++
+		default:
+			fmt.Fprintf(out, "goal %s <= %.2fx: met, median %.3fx\n", name, bound, got)
+		}
+	}
+	if missed > 0 {
+		return fmt.Errorf("%d goal(s) missed", missed)
 	}
 	return nil
 }
