@@ -82,7 +82,7 @@ func (db *DB) beginWrite(tx *gorm.DB, kind writeKind) {
 			return
 		}
 		stmt.Settings.Store(stmt, &writeTx{pool: stmt.ConnPool, tx: ltx})
-		stmt.ConnPool = ltx.Tx
+		stmt.ConnPool = txConnPoolOf(beginner, ltx.Tx)
 	case gorm.ConnPoolBeginner:
 		done := db.observeTxStmt(ctx, opBegin, "")
 		p, err := beginner.BeginTx(ctx, nil)

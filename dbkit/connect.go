@@ -55,6 +55,8 @@ type DB struct {
 	sqlInfo *sqlInfos
 	// noQueryText leaves the texts out (WithoutQueryText).
 	noQueryText bool
+	// comments puts statements' trace context in their SQL (WithTraceComments).
+	comments traceComments
 	// Metrics, when a MeterProvider was given (opDuration nil otherwise).
 	opDuration metric.Float64Histogram
 	poolReg    metric.Registration
@@ -146,6 +148,7 @@ func newDB(cfg Config, o options) *DB {
 		returnedRows: o.returnedRows,
 		noQueryText:  o.noQueryText,
 		sqlInfo:      newSQLInfos(),
+		comments:     newTraceComments(o.traceComments, cfg.QueryExecMode),
 	}
 	if db.poolName == "" {
 		db.poolName = cfg.Addr() + "/" + cfg.Database

@@ -82,5 +82,7 @@
 // With [WithTracerProvider], Connect, Health, Close and migrations get
 // session spans, every repository call a span named after the model
 // ("User.Get"), and every SQL statement a client span without its parameter
-// values. See package tracing.
+// values. See package tracing. [WithTraceComments] also puts the trace
+// context of each statement's span in its SQL, as a sqlcommenter comment,
+// where pg_stat_activity and the server's log show it.
 package dbkit

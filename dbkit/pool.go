@@ -32,6 +32,8 @@ const codeCachedPlanChanged = "0A000"
 //     mode, which prepares nothing: a rolling deploy's new column does not
 //     fail one call per pooled connection of the old replicas. It had not
 //     run: PostgreSQL refuses the stale plan before executing it.
+//   - With [WithTraceComments], a statement run with a span in ctx carries
+//     the span's trace context in a comment (see sqlcomment.go).
 //
 // Inside a transaction the first statement error aborts the transaction,
 // so there the error is [ErrSchemaChanged] instead, which InTx's retry
@@ -82,12 +84,13 @@ func (p *pool) ExecContext(ctx context.Context, query string, args ...any) (sql.
 	if db == nil {
 		return nil, errPoolClosed
 	}
-	res, err := db.ExecContext(ctx, query, args...)
+	sent, sentArgs := p.db.comments.statement(ctx, query, args, false)
+	res, err := db.ExecContext(ctx, sent, sentArgs...)
 	// Without arguments pgx uses the simple protocol, which prepares
 	// nothing: a 0A000 there comes from an EXECUTE of the caller's own, and
 	// the statements before it in the string may have run.
 	if len(args) > 0 && stalePlan(err) {
-		res, err = db.ExecContext(ctx, query, describeExec(args)...)
+		res, err = db.ExecContext(ctx, sent, describeExec(args)...)
 	}
 	return res, err
 }
@@ -98,9 +101,10 @@ func (p *pool) QueryContext(ctx context.Context, query string, args ...any) (*sq
 	if db == nil {
 		return nil, errPoolClosed
 	}
-	rows, err := db.QueryContext(ctx, query, args...)
+	sent, sentArgs := p.db.comments.statement(ctx, query, args, true)
+	rows, err := db.QueryContext(ctx, sent, sentArgs...)
 	if stalePlan(err) {
-		rows, err = db.QueryContext(ctx, query, describeExec(args)...)
+		rows, err = db.QueryContext(ctx, sent, describeExec(args)...)
 	}
 	return rows, err
 }
@@ -112,9 +116,10 @@ func (p *pool) QueryRowContext(ctx context.Context, query string, args ...any) *
 		// A *sql.Row's error can only come from a pool.
 		return closedPool().QueryRowContext(ctx, query, args...)
 	}
-	row := db.QueryRowContext(ctx, query, args...)
+	sent, sentArgs := p.db.comments.statement(ctx, query, args, true)
+	row := db.QueryRowContext(ctx, sent, sentArgs...)
 	if stalePlan(row.Err()) {
-		row = db.QueryRowContext(ctx, query, describeExec(args)...)
+		row = db.QueryRowContext(ctx, sent, describeExec(args)...)
 	}
 	return row
 }

@@ -218,7 +218,7 @@ func (db *DB) runTx(ctx context.Context, fn func(ctx context.Context) error, o t
 		return db.fromDriver(ctx, err)
 	}
 	tx := db.gorm.Session(&gorm.Session{NewDB: true, Context: ctx})
-	tx.Statement.ConnPool = ltx.Tx
+	tx.Statement.ConnPool = db.txConnPool(ltx.Tx)
 	panicked := true
 	defer func() {
 		if panicked {
