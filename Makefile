@@ -17,7 +17,7 @@ test:
 	set -o pipefail; $(GO) test -race -count=1 -v $(PKGS) 2>&1 \
 	  | grep -Ev '^\s*(=== (RUN|PAUSE|CONT|NAME)|--- PASS: |PASS$$)'
 
-## bench: dbkit vs bare GORM vs raw pgx, a write with associations (atomic) vs GORM with and without its transaction, telemetry off vs on, and dbtest's per-test database, interleaved runs, summarised by benchstat
+## bench: dbkit vs bare GORM vs raw pgx, a write with associations (atomic) vs GORM with and without its transaction, telemetry off vs on, trace comments off vs on, and dbtest's per-test database, interleaved runs, summarised by benchstat
 ## (see docs/performance.md). BENCH_COUNT runs of every benchmark, 10 by default.
 bench:
 	@mkdir -p .bench
@@ -37,7 +37,9 @@ bench:
 	  -col '/impl@(gorm_notx gorm dbkit)' bench.txt
 	$(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da -filter '.name:/TelemetryGet/' \
 	  -col '/impl@(off on on_otlp on_otlp_10pc)' bench.txt
-	$(GO) run ./internal/benchratio -base gorm,off bench.txt
+	$(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da -filter '.name:/TraceComments/' \
+	  -col '/impl@(on comments on_exec)' bench.txt
+	$(GO) run ./internal/benchratio -base gorm,off,on bench.txt
 	$(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da -filter '.name:/NewDatabase|StartLocal/' \
 	  -col '/impl@(template migrate truncate)' bench.txt
 	$(GO) run ./internal/benchratio -base pgx,keyset_first,template bench.txt

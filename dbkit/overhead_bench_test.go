@@ -191,42 +191,62 @@ func BenchmarkOverheadList100(b *testing.B) {
 // (benchTelemetry), and on with repository spans, on the stub driver: what
 // telemetry costs the client, without the network's noise.
 func BenchmarkOverheadTelemetryGet(b *testing.B) {
-	tp, mp, log := benchTelemetry(b)
-	off := stubRepository(b, 1)
-	on := stubRepository(b, 1, WithTracerProvider(tp), WithMeterProvider(mp), WithLogger(log))
-	repo := stubRepository(b, 1, WithTracerProvider(tp), WithMeterProvider(mp), WithLogger(log), WithRepositorySpans())
-	ctx := context.Background()
-	id := uuid.MustParse(stubRow[0].(string))
-	get := func(users *BaseDatabase[overheadUser]) func() error {
-		return func() error {
-			_, err := users.Get(ctx, id)
-			return err
-		}
-	}
-	runImpls(b, []impl{{"off", get(off)}, {"on", get(on)}, {"on_repo", get(repo)}})
+	runGets(b, map[string]*BaseDatabase[overheadUser]{
+		"off":     stubRepository(b, 1),
+		"on":      stubRepository(b, 1, telemetryOn(b)...),
+		"on_repo": stubRepository(b, 1, append(telemetryOn(b), WithRepositorySpans())...),
+	})
 }
 
 // BenchmarkOverheadTelemetryCreate is Create with telemetry off and on, as
 // BenchmarkOverheadTelemetryGet.
 func BenchmarkOverheadTelemetryCreate(b *testing.B) {
-	tp, mp, log := benchTelemetry(b)
-	off := stubRepository(b, 0)
-	on := stubRepository(b, 0, WithTracerProvider(tp), WithMeterProvider(mp), WithLogger(log))
 	ctx := context.Background()
-	create := func(users *BaseDatabase[overheadUser]) func() error {
-		return func() error { return users.Create(ctx, &overheadUser{Email: "ada@example.com"}) }
+	var impls []impl
+	for name, users := range map[string]*BaseDatabase[overheadUser]{
+		"off": stubRepository(b, 0),
+		"on":  stubRepository(b, 0, telemetryOn(b)...),
+	} {
+		impls = append(impls, impl{name, func() error { return users.Create(ctx, &overheadUser{Email: "ada@example.com"}) }})
 	}
-	runImpls(b, []impl{{"off", create(off)}, {"on", create(on)}})
+	runImpls(b, impls)
 }
 
-// benchTelemetry is everything a service turns on: every span sampled,
-// batched and dropped by the exporter; metrics recorded; statements logged
-// to a handler at INFO.
-func benchTelemetry(b *testing.B) (*sdktrace.TracerProvider, *sdkmetric.MeterProvider, *slog.Logger) {
+// BenchmarkOverheadTraceComments is Get with telemetry on as in
+// BenchmarkOverheadTelemetryGet, without and with WithTraceComments, on the
+// stub driver: what building the comment and the arguments costs the
+// client (the exec mode's cost is the server's, and in the integration
+// benchmark).
+func BenchmarkOverheadTraceComments(b *testing.B) {
+	runGets(b, map[string]*BaseDatabase[overheadUser]{
+		"on":       stubRepository(b, 1, telemetryOn(b)...),
+		"comments": stubRepository(b, 1, append(telemetryOn(b), WithTraceComments())...),
+	})
+}
+
+// telemetryOn are the options of telemetry on: every span sampled, batched
+// and dropped by the exporter, metrics recorded, statements logged to a
+// handler at INFO.
+func telemetryOn(b *testing.B) []Option {
 	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(discardExporter{}), sdktrace.WithSampler(sdktrace.AlwaysSample()))
 	b.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
-	return tp, mp, slog.New(slog.NewJSONHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	log := slog.New(slog.NewJSONHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	return []Option{WithTracerProvider(tp), WithMeterProvider(mp), WithLogger(log)}
+}
+
+// runGets runs, as impl=name, a Get of the stub row on each repository.
+func runGets(b *testing.B, repos map[string]*BaseDatabase[overheadUser]) {
+	ctx := context.Background()
+	id := uuid.MustParse(stubRow[0].(string))
+	var impls []impl
+	for name, repo := range repos {
+		impls = append(impls, impl{name, func() error {
+			_, err := repo.Get(ctx, id)
+			return err
+		}})
+	}
+	runImpls(b, impls)
 }
 
 type discardExporter struct{}

@@ -33,8 +33,15 @@ import (
 //	on_otlp_10pc  as on_otlp, with 10 % of traces sampled (ParentBased of
 //	              TraceIDRatioBased(0.1)), a common production setting
 //	on_repo       as on, with WithRepositorySpans: a span per call too
+//
+// and, for BenchmarkTraceCommentsGet, with spans as for on:
+//
+//	comments      WithTraceComments too
+//	on_exec       no comments, the pool in pgx's exec mode, which commented
+//	              statements take: what not caching the statement costs
 type telemetryEnv struct {
 	on, otlp, otlp10, repo *dbkit.BaseDatabase[User]
+	comments, exec         *dbkit.BaseDatabase[User]
 }
 
 var telemetrySetup = once(func() (*telemetryEnv, error) {
@@ -49,11 +56,11 @@ var telemetrySetup = once(func() (*telemetryEnv, error) {
 	otlp := func() (sdktrace.SpanExporter, error) {
 		return otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(collector.URL+"/v1/traces"))
 	}
-	connect := func(exporter sdktrace.SpanExporter, sampler sdktrace.Sampler, opts ...dbkit.Option) (*dbkit.BaseDatabase[User], error) {
+	connect := func(exporter sdktrace.SpanExporter, sampler sdktrace.Sampler, cfg dbkit.Config, opts ...dbkit.Option) (*dbkit.BaseDatabase[User], error) {
 		tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exporter), sdktrace.WithSampler(sampler))
 		mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
 		log := slog.New(slog.NewJSONHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo}))
-		db, err := dbkit.Connect(ctx, env.cfg, append([]dbkit.Option{
+		db, err := dbkit.Connect(ctx, cfg, append([]dbkit.Option{
 			dbkit.WithTracerProvider(tp), dbkit.WithMeterProvider(mp), dbkit.WithLogger(log)}, opts...)...)
 		if err != nil {
 			return nil, err
@@ -61,23 +68,31 @@ var telemetrySetup = once(func() (*telemetryEnv, error) {
 		return dbkit.NewBaseDatabase[User](db), nil
 	}
 	var t telemetryEnv
-	if t.on, err = connect(discardSpans{}, sdktrace.AlwaysSample()); err != nil {
+	if t.on, err = connect(discardSpans{}, sdktrace.AlwaysSample(), env.cfg); err != nil {
 		return nil, err
 	}
-	if t.repo, err = connect(discardSpans{}, sdktrace.AlwaysSample(), dbkit.WithRepositorySpans()); err != nil {
+	if t.comments, err = connect(discardSpans{}, sdktrace.AlwaysSample(), env.cfg, dbkit.WithTraceComments()); err != nil {
+		return nil, err
+	}
+	execCfg := env.cfg
+	execCfg.QueryExecMode = "exec"
+	if t.exec, err = connect(discardSpans{}, sdktrace.AlwaysSample(), execCfg); err != nil {
+		return nil, err
+	}
+	if t.repo, err = connect(discardSpans{}, sdktrace.AlwaysSample(), env.cfg, dbkit.WithRepositorySpans()); err != nil {
 		return nil, err
 	}
 	exp, err := otlp()
 	if err != nil {
 		return nil, err
 	}
-	if t.otlp, err = connect(exp, sdktrace.AlwaysSample()); err != nil {
+	if t.otlp, err = connect(exp, sdktrace.AlwaysSample(), env.cfg); err != nil {
 		return nil, err
 	}
 	if exp, err = otlp(); err != nil {
 		return nil, err
 	}
-	if t.otlp10, err = connect(exp, sdktrace.ParentBased(sdktrace.TraceIDRatioBased(0.1))); err != nil {
+	if t.otlp10, err = connect(exp, sdktrace.ParentBased(sdktrace.TraceIDRatioBased(0.1)), env.cfg); err != nil {
 		return nil, err
 	}
 	return &t, nil
