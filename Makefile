@@ -38,7 +38,7 @@ bench:
 	$(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da -filter '.name:/TelemetryGet/' \
 	  -col '/impl@(off on on_otlp on_otlp_10pc)' bench.txt
 	$(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da -filter '.name:/TraceComments/' \
-	  -col '/impl@(on comments on_exec)' bench.txt
+	  -col '/impl@(on comments on_exec on_describe)' bench.txt
 	$(GO) run ./internal/benchratio -base gorm,off,on bench.txt
 	$(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da -filter '.name:/NewDatabase|StartLocal/' \
 	  -col '/impl@(template migrate truncate)' bench.txt

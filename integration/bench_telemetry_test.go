@@ -39,9 +39,11 @@ import (
 //	comments      WithTraceComments too
 //	on_exec       no comments, the pool in pgx's exec mode, which commented
 //	              statements take: what not caching the statement costs
+//	on_describe   the same in describe_exec mode, which commented statements
+//	              with arguments such as []byte take
 type telemetryEnv struct {
-	on, otlp, otlp10, repo *dbkit.BaseDatabase[User]
-	comments, exec         *dbkit.BaseDatabase[User]
+	on, otlp, otlp10, repo   *dbkit.BaseDatabase[User]
+	comments, exec, describe *dbkit.BaseDatabase[User]
 }
 
 var telemetrySetup = once(func() (*telemetryEnv, error) {
@@ -74,10 +76,12 @@ var telemetrySetup = once(func() (*telemetryEnv, error) {
 	if t.comments, err = connect(discardSpans{}, sdktrace.AlwaysSample(), env.cfg, dbkit.WithTraceComments()); err != nil {
 		return nil, err
 	}
-	execCfg := env.cfg
-	execCfg.QueryExecMode = "exec"
-	if t.exec, err = connect(discardSpans{}, sdktrace.AlwaysSample(), execCfg); err != nil {
-		return nil, err
+	for mode, users := range map[string]**dbkit.BaseDatabase[User]{"exec": &t.exec, "describe_exec": &t.describe} {
+		cfg := env.cfg
+		cfg.QueryExecMode = mode
+		if *users, err = connect(discardSpans{}, sdktrace.AlwaysSample(), cfg); err != nil {
+			return nil, err
+		}
 	}
 	if t.repo, err = connect(discardSpans{}, sdktrace.AlwaysSample(), env.cfg, dbkit.WithRepositorySpans()); err != nil {
 		return nil, err
