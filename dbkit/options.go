@@ -147,27 +147,31 @@ func WithRepositorySpans() Option { return func(o *options) { o.repositorySpans 
 //	SELECT ... LIMIT $2 /*traceparent='00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01'*/
 //
 // so that what the server shows of a statement, in pg_stat_activity.query,
-// in its log (log_min_duration_statement) and in auto_explain's plans, leads
-// to the trace, and to the statement's span, that ran it. It is off by
-// default.
+// in its log (log_min_duration_statement, an error's STATEMENT) and in
+// auto_explain's plans, leads to the trace, and to the statement's span,
+// that ran it. It is off by default.
 //
 // The traceparent is the W3C one of the span in the statement's ctx: the
 // statement's span with [WithTracerProvider] (a SAVEPOINT, which has none,
 // gets the span around it), else the caller's span, if any; sampled or not
-// (its flags say which). A statement with no span in
-// ctx gets no comment, nor does one that holds a comment already ("--" or
-// "/*" anywhere in it), nor COPY, whose text pgx writes. The comment holds
-// nothing else: no value, no text of the caller's.
+// (its flags say which). A statement with no span in ctx gets no comment,
+// nor does one that holds a comment already ("--" or "/*" anywhere in it),
+// nor COPY, whose text pgx writes. The comment holds nothing else: no
+// value, no text of the caller's.
 //
 // Cost: a comment makes each statement's text unique, and pgx's default
-// exec mode, cache_statement (as cache_describe), would prepare and cache
-// every one of them. So a commented statement runs uncached instead: in
-// pgx's exec mode, one round trip as before, when its arguments are
-// strings, integers, booleans, times, UUIDs or NULL, else in describe_exec,
-// two round trips. Either way the server parses and plans it on every call,
-// which a cached statement spares; docs/performance.md has the figures.
-// With [Config.QueryExecMode] exec, describe_exec or simple_protocol,
-// nothing changes but the text. pg_stat_activity cuts a statement at
-// track_activity_query_size (1 kB by default): a longer one loses its
-// comment there, not in the log.
+// mode, cache_statement (as cache_describe), would prepare and cache every
+// one of them. So a commented statement runs uncached instead: in pgx's
+// exec mode, one round trip as before, when its arguments are strings,
+// integers, booleans, times, UUIDs or NULL; else in describe_exec, two.
+// Either way the server parses and plans it on every call, which a cached
+// statement spares: a Get by primary key on a local server took 1.6 to 1.7
+// times as long (docs/performance.md). With [Config.QueryExecMode] exec,
+// describe_exec or simple_protocol, only the text changes. Behind a
+// transaction pooler (PgBouncer in transaction mode), set QueryExecMode to
+// exec first: describe_exec's two round trips may reach two server
+// connections.
+//
+// pg_stat_activity cuts a statement at track_activity_query_size (1 kB by
+// default): a longer one loses its comment there, not in the log.
 func WithTraceComments() Option { return func(o *options) { o.traceComments = true } }

@@ -140,7 +140,8 @@ func appendTraceparent(dst []byte, sc trace.SpanContext) []byte {
 //     ones a cached statement would have had.
 //   - describe_exec: two round trips, the first for the server to say the
 //     types, then the arguments encoded for them, as a cached statement's
-//     are.
+//     are. (Outside a transaction, a transaction pooler may send the two to
+//     two server connections: WithTraceComments says to use exec there.)
 //
 // exec is taken when every argument's text form means the same whatever the
 // type the server infers (plainText); else describe_exec. A []byte written
@@ -161,7 +162,9 @@ func uncachedMode(args []any) pgx.QueryExecMode {
 // (sent as text in every mode), integers, booleans, times (timestamptz's
 // text, which date and timestamp columns read as they do a time.Time), UUIDs
 // (their Value is their text) and the nullable forms of these. Floats are
-// not: a decimal text rounds to float4 not quite as a float64 does.
+// not: a float32's shortest decimal is not its value as a float64 (0.1 and
+// 0.10000000149011612 in a double precision column), and a float64 too
+// large for a real column is an error as text but Infinity in binary.
 func plainText(a any) bool {
 	switch a.(type) {
 	case nil, string, bool, int, int8, int16, int32, int64, uint, uint8, uint16, uint32, uint64,
