@@ -84,7 +84,7 @@ func (db *DB) beginWrite(tx *gorm.DB, kind writeKind) {
 		stmt.Settings.Store(stmt, &writeTx{pool: stmt.ConnPool, tx: ltx})
 		stmt.ConnPool = txConnPoolOf(beginner, ltx.Tx)
 	case gorm.ConnPoolBeginner:
-		done := db.observeTxStmt(ctx, opBegin, "")
+		_, done := db.observeTxStmt(ctx, opBegin, "")
 		p, err := beginner.BeginTx(ctx, nil)
 		if done != nil {
 			done(err)
@@ -122,7 +122,7 @@ func (db *DB) endWrite(tx *gorm.DB) {
 		if tx.Error != nil {
 			op, end = opRollback, w.other.Rollback
 		}
-		done := db.observeTxStmt(ctx, op, "")
+		_, done := db.observeTxStmt(ctx, op, "")
 		endErr := end()
 		if done != nil {
 			done(endErr)
@@ -160,10 +160,11 @@ func (db *DB) endWrite(tx *gorm.DB) {
 // because ctx ended (the transaction was rolled back meanwhile), the error
 // says so.
 func (db *DB) savepointExec(ctx context.Context, pool gorm.ConnPool, op, sql string) (err error) {
-	if done := db.observeTxStmt(ctx, op, sql); done != nil {
+	stmtCtx, done := db.observeTxStmt(ctx, op, sql)
+	if done != nil {
 		defer func() { done(err) }()
 	}
-	live, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackTimeout)
+	live, cancel := context.WithTimeout(context.WithoutCancel(stmtCtx), rollbackTimeout)
 	defer cancel()
 	_, err = pool.ExecContext(live, sql)
 	if err != nil && ctx.Err() != nil && !errors.Is(err, ctx.Err()) {

@@ -45,7 +45,7 @@ func (db *DB) beginTx(ctx context.Context, beginner gorm.TxBeginner, opts *sql.T
 	// Should ctx end between BEGIN's success and the end of this call,
 	// database/sql rolls back on the ended ctx and the connection is lost:
 	// a window of one round trip.
-	if done := db.observeTxStmt(ctx, opBegin, ""); done != nil {
+	if _, done := db.observeTxStmt(ctx, opBegin, ""); done != nil {
 		defer func() { done(err) }()
 	}
 	own, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -72,7 +72,7 @@ func (db *DB) beginTx(ctx context.Context, beginner gorm.TxBeginner, opts *sql.T
 // roll rolls the transaction back within rollbackTimeout, on its own ctx,
 // which it then ends. It is the body of t.end.
 func (t *liveTx) roll() (err error) {
-	if done := t.db.observeTxStmt(t.ctx, opRollback, ""); done != nil {
+	if _, done := t.db.observeTxStmt(t.ctx, opRollback, ""); done != nil {
 		defer func() { done(err) }()
 	}
 	timer := time.AfterFunc(rollbackTimeout, t.cancel)
@@ -100,7 +100,7 @@ func (t *liveTx) commit(ctx context.Context) error {
 		return fmt.Errorf("dbkit: rolled back, not committed: %w", ctxError(ctx))
 	}
 	err := t.end.Do(func() (err error) {
-		if done := t.db.observeTxStmt(ctx, opCommit, ""); done != nil {
+		if _, done := t.db.observeTxStmt(ctx, opCommit, ""); done != nil {
 			defer func() { done(err) }()
 		}
 		stop := context.AfterFunc(ctx, t.cancel)

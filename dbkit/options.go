@@ -152,9 +152,8 @@ func WithRepositorySpans() Option { return func(o *options) { o.repositorySpans 
 // that ran it. It is off by default.
 //
 // The traceparent is the W3C one of the span in the statement's ctx: the
-// statement's span with [WithTracerProvider] (a SAVEPOINT, which has none,
-// gets the span around it), else the caller's span, if any; sampled or not
-// (its flags say which). A statement with no span in ctx gets no comment,
+// statement's span with [WithTracerProvider], else the caller's span, if
+// any; sampled or not (its flags say which). A statement with no span in ctx gets no comment,
 // nor does one that holds a comment already ("--" or "/*" anywhere in it),
 // nor COPY, whose text pgx writes. The comment holds nothing else: no
 // value, no text of the caller's.

@@ -359,14 +359,15 @@ func (o *opObs) endCopy(rows int, err error) {
 
 // observeTxStmt starts observing a transaction control statement (op, one
 // of the op* constants) sent in ctx; text is the statement when dbkit
-// wrote it, "" when the driver does. It returns the func that ends the
-// observation with the statement's error, or nil when nothing observes.
-func (db *DB) observeTxStmt(ctx context.Context, op, text string) func(error) {
+// wrote it, "" when the driver does. It returns the context to send it in
+// (with its span, for a trace comment) and the func that ends the
+// observation with the statement's error, nil when nothing observes.
+func (db *DB) observeTxStmt(ctx context.Context, op, text string) (context.Context, func(error)) {
 	if db == nil || !db.observed() {
-		return nil
+		return ctx, nil
 	}
 	obs := db.startOp(ctx, db.shapeOf(op, "", ""))
-	return func(err error) {
+	return obs, func(err error) {
 		if err != nil {
 			err = translateDriver(ctx, err)
 		}
