@@ -35,11 +35,13 @@ bench:
 	$(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da -col '/impl@(gorm dbkit pgx)' bench.txt
 	$(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da -filter '.name:/CreateWithOrders/' \
 	  -col '/impl@(gorm_notx gorm dbkit)' bench.txt
-	$(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da -filter '.name:/TelemetryGet/' \
-	  -col '/impl@(off on on_otlp on_otlp_10pc)' bench.txt
+	$(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da -filter '.name:/Telemetry(Get|Create)/' \
+	  -col '/impl@(off sdk_span on on_sync on_repo on_otlp on_otlp_10pc)' bench.txt
 	$(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da -filter '.name:/TraceComments/' \
 	  -col '/impl@(on comments on_exec on_describe)' bench.txt
-	$(GO) run ./internal/benchratio -base gorm,off,on bench.txt
+	$(GO) run ./internal/benchratio -base gorm,off,on -goal 'TelemetryGet/on<=1.10' bench.txt
+	@echo "telemetry against the SDK's own cost for the statement's one span (the floor):"
+	$(GO) run ./internal/benchratio -base sdk_span -goal 'OverheadTelemetryGet/on<=1.15' bench.txt
 	$(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da -filter '.name:/NewDatabase|StartLocal/' \
 	  -col '/impl@(template migrate truncate)' bench.txt
 	$(GO) run ./internal/benchratio -base pgx,keyset_first,template bench.txt

@@ -14,9 +14,12 @@ import (
 	"github.com/google/uuid"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
+
+	"github.com/dbkit-go/database/tracing"
 )
 
 // These benchmarks measure what dbkit adds to GORM on the client, with the
@@ -188,14 +191,42 @@ func BenchmarkOverheadList100(b *testing.B) {
 }
 
 // BenchmarkOverheadTelemetryGet is Get with dbkit's telemetry off, on
-// (benchTelemetry), and on with repository spans, on the stub driver: what
-// telemetry costs the client, without the network's noise.
+// (telemetryOn), and on with repository spans, on the stub driver: what
+// telemetry costs the client, without the network's noise. Two more tell
+// that cost apart:
+//
+//	sdk_span  telemetry off, the Get inside one span with the attributes
+//	          of its statement's span, started, ended and batched by the
+//	          same SDK set-up: what the OpenTelemetry SDK alone costs for
+//	          the one span a traced Get records, the floor of "on"
+//	on_sync   on, with the spans handed to the exporter at once
+//	          (sdktrace.WithSyncer) instead of batched: what the batch
+//	          processor's hand-off to its goroutine costs
 func BenchmarkOverheadTelemetryGet(b *testing.B) {
-	runGets(b, map[string]*BaseDatabase[overheadUser]{
-		"off":     stubRepository(b, 1),
+	off := stubRepository(b, 1)
+	tracer := telemetryOn(b)[0]
+	var o options
+	tracer(&o)
+	tp := o.tracerProvider
+	ctx := context.Background()
+	id := uuid.MustParse(stubRow[0].(string))
+	attrs := off.db.opAttrs("SELECT", "users", "SELECT users")
+	stmtSpan := func() error {
+		ctx, span := tp.Tracer("bench").Start(ctx, "SELECT users", trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))
+		_, err := off.Get(ctx, id)
+		span.SetAttributes(tracing.DBQueryText.String(`SELECT * FROM "overhead_users" WHERE "overhead_users"."id" = $1 LIMIT $2`))
+		span.End()
+		return err
+	}
+	syncTP := sdktrace.NewTracerProvider(sdktrace.WithSyncer(discardExporter{}), sdktrace.WithSampler(sdktrace.AlwaysSample()))
+	b.Cleanup(func() { _ = syncTP.Shutdown(context.Background()) })
+	impls := getImpls(map[string]*BaseDatabase[overheadUser]{
+		"off":     off,
 		"on":      stubRepository(b, 1, telemetryOn(b)...),
 		"on_repo": stubRepository(b, 1, append(telemetryOn(b), WithRepositorySpans())...),
+		"on_sync": stubRepository(b, 1, append(telemetryOn(b), WithTracerProvider(syncTP))...),
 	})
+	runImpls(b, append(impls, impl{"sdk_span", stmtSpan}))
 }
 
 // BenchmarkOverheadTelemetryCreate is Create with telemetry off and on, as
@@ -237,6 +268,11 @@ func telemetryOn(b *testing.B) []Option {
 
 // runGets runs, as impl=name, a Get of the stub row on each repository.
 func runGets(b *testing.B, repos map[string]*BaseDatabase[overheadUser]) {
+	runImpls(b, getImpls(repos))
+}
+
+// getImpls are, as impl=name, a Get of the stub row on each repository.
+func getImpls(repos map[string]*BaseDatabase[overheadUser]) []impl {
 	ctx := context.Background()
 	id := uuid.MustParse(stubRow[0].(string))
 	var impls []impl
@@ -246,7 +282,7 @@ func runGets(b *testing.B, repos map[string]*BaseDatabase[overheadUser]) {
 			return err
 		}})
 	}
-	runImpls(b, impls)
+	return impls
 }
 
 type discardExporter struct{}
