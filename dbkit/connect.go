@@ -241,6 +241,14 @@ func (db *DB) openGorm(sqlDB *sql.DB, o options) error {
 	if err := db.registerTelemetry(); err != nil {
 		return fmt.Errorf("dbkit: register telemetry callbacks: %w", err)
 	}
+	for _, p := range o.gormPlugins {
+		if p == nil {
+			return fmt.Errorf("dbkit: WithGormPlugins: %w: a nil plugin", ErrInvalid)
+		}
+		if err := db.gorm.Use(p); err != nil {
+			return fmt.Errorf("dbkit: GORM plugin %s: %w", p.Name(), err)
+		}
+	}
 	return nil
 }
 
@@ -254,8 +262,8 @@ func (db *DB) registerCallbacks() error {
 		if tx.Error != nil {
 			ctx := tx.Statement.Context
 			tx.Error = db.fromDriver(ctx, tx.Error)
-			if model, ok := tx.Statement.Settings.Load(escapeHatchKey{}); ok {
-				tx.Error = escapeHatchError(model.(string), tx.Error)
+			if where, ok := tx.Statement.Settings.Load(escapeHatchKey{}); ok {
+				tx.Error = escapeHatchError(where.(string), tx.Error)
 			}
 		}
 	}

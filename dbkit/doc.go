@@ -27,7 +27,10 @@
 // Models embed [Model] (a UUIDv7 ID and timestamps). [NewBaseDatabase] returns
 // the repository of a model, a [BaseDatabase]: Create, Get, Find, Count,
 // Exists, Update and Delete, typed and bound to a context. [BaseDatabase.Query]
-// is the one escape hatch to GORM's generics API.
+// is the model's escape hatch to GORM's generics API; [DB.Gorm] (GORM on
+// dbkit's connection), [DB.Exec] and [DB.WithPgxConn] (pgx itself) are the
+// DB's, with ctx's transaction, error translation and telemetry kept;
+// [DB.SQL] is the pool, without them; [WithGormPlugins] adds GORM plugins.
 //
 //	type User struct {
 //		dbkit.Model

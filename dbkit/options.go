@@ -7,6 +7,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 
 	"go.opentelemetry.io/otel/trace"
+	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
 
 	"github.com/dbkit-go/database/migrate"
@@ -30,6 +31,7 @@ type options struct {
 	noQueryText     bool
 	repositorySpans bool
 	traceComments   bool
+	gormPlugins     []gorm.Plugin
 }
 
 // WithMigrations makes Connect apply the pending migrations, in ID order,
@@ -139,6 +141,18 @@ func WithoutQueryText() Option { return func(o *options) { o.noQueryText = true 
 // Transactions ([DB.InTx]) always have their span. It applies with
 // WithTracerProvider.
 func WithRepositorySpans() Option { return func(o *options) { o.repositorySpans = true } }
+
+// WithGormPlugins adds GORM plugins (gorm.Plugin: their Initialize
+// registers callbacks, clauses or a ConnPool of their own) to dbkit's GORM,
+// after dbkit's callbacks and before the migrations run, so that
+// migrations and every statement after them see the plugins. Connect fails
+// with the error a plugin's Initialize returns. A plugin that replaces
+// GORM's ConnPool or callbacks dbkit registers (gorm:begin_transaction,
+// gorm:commit_or_rollback_transaction, dbkit:*) takes dbkit's guarantees
+// over: read what it does first.
+func WithGormPlugins(plugins ...gorm.Plugin) Option {
+	return func(o *options) { o.gormPlugins = append(o.gormPlugins, plugins...) }
+}
 
 // WithTraceComments appends the trace context of each statement's span to
 // its SQL, as a comment in the sqlcommenter format

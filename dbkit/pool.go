@@ -113,13 +113,23 @@ func (p *pool) QueryRowContext(ctx context.Context, query string, args ...any) *
 	defer p.leave()
 	db := p.enter()
 	if db == nil {
-		// A *sql.Row's error can only come from a pool.
-		return closedPool().QueryRowContext(ctx, query, args...)
+		return failedRow(ctx, errPoolClosed)
 	}
 	sent, sentArgs := p.db.comments.statement(ctx, query, args, true)
 	row := db.QueryRowContext(ctx, sent, sentArgs...)
 	if stalePlan(row.Err()) {
 		row = db.QueryRowContext(ctx, sent, describeExec(args)...)
+	}
+	return p.db.translatedRow(ctx, row)
+}
+
+// translatedRow is row, or, when its statement failed, a row with the
+// error translated: GORM's Row() hands a *sql.Row over without looking at
+// its error, which the server's message (quoting a value) would otherwise
+// reach the caller in.
+func (db *DB) translatedRow(ctx context.Context, row *sql.Row) *sql.Row {
+	if err := row.Err(); err != nil {
+		return failedRow(ctx, db.fromDriver(ctx, err))
 	}
 	return row
 }
@@ -179,24 +189,37 @@ func describeExec(args []any) []any {
 	return append([]any{pgx.QueryExecModeDescribeExec}, args...)
 }
 
-// closedPool is a pool whose every connection fails with ErrClosed. It is
-// made at the first need and shared by every closed DB of the process: it
-// holds no state, only database/sql's opener goroutine, which one per
-// closed DB would leak.
-var closedPool = sync.OnceValue(func() *sql.DB { return sql.OpenDB(closedConnector{}) })
+// failedRow returns a *sql.Row whose error is err. A *sql.Row's error can
+// only come from a pool: this one is a pool whose every connection fails
+// with the error its ctx carries.
+func failedRow(ctx context.Context, err error) *sql.Row {
+	return failingPool().QueryRowContext(context.WithValue(context.WithoutCancel(ctx), rowErrKey{}, err), "")
+}
 
-// closedConnector is the connector of a pool that refuses every connection
-// with ErrClosed: what a QueryRow on a closed DB runs on, so that it fails
-// with dbkit's error and not database/sql's "sql: database is closed".
-type closedConnector struct{}
+// rowErrKey is the ctx key of the error failingPool fails with.
+type rowErrKey struct{}
 
-func (closedConnector) Connect(context.Context) (driver.Conn, error) { return nil, errPoolClosed }
+// failingPool is the pool of failedRow. It is made at the first need and
+// shared by every DB of the process: it holds no state, only database/sql's
+// opener goroutine, which one per DB would leak.
+var failingPool = sync.OnceValue(func() *sql.DB { return sql.OpenDB(failingConnector{}) })
 
-func (closedConnector) Driver() driver.Driver { return closedDriver{} }
+// failingConnector refuses every connection with the error of its ctx
+// (ErrClosed when it has none).
+type failingConnector struct{}
 
-type closedDriver struct{}
+func (failingConnector) Connect(ctx context.Context) (driver.Conn, error) {
+	if err, ok := ctx.Value(rowErrKey{}).(error); ok {
+		return nil, err
+	}
+	return nil, errPoolClosed
+}
 
-func (closedDriver) Open(string) (driver.Conn, error) { return nil, errPoolClosed }
+func (failingConnector) Driver() driver.Driver { return failingDriver{} }
+
+type failingDriver struct{}
+
+func (failingDriver) Open(string) (driver.Conn, error) { return nil, errPoolClosed }
 
 // conns tracks the pool's open connections, so that Close can cut what still
 // runs when its ctx ends: a cancel request to each connection's server

@@ -579,14 +579,14 @@ func (b *BaseDatabase[T]) Query(ctx context.Context) gorm.Interface[T] {
 	}
 	// After Close, the pool itself answers ErrClosed, to Row too (a GORM
 	// statement with an error already set would give Row a nil *sql.Row).
-	return gorm.G[T](tx, escapeHatch{model: b.model})
+	return gorm.G[T](tx, escapeHatch{where: b.model + ".Query"})
 }
 
 // escapeHatch marks the statements built from [BaseDatabase.Query] (GORM's
 // generic API copies the statement per call, but applies its options to
 // each copy), so that their errors get the repository's prefix and
 // sentinels: "dbkit: User.Query: record not found", matching ErrNotFound.
-type escapeHatch struct{ model string }
+type escapeHatch struct{ where string }
 
 type escapeHatchKey struct{}
 
@@ -596,14 +596,5 @@ func (escapeHatch) Build(clause.Builder) {}
 
 // ModifyStatement marks the statement.
 func (e escapeHatch) ModifyStatement(stmt *gorm.Statement) {
-	stmt.Settings.Store(escapeHatchKey{}, e.model)
-}
-
-// escapeHatchError gives an escape hatch statement's error the
-// repository's form.
-func escapeHatchError(model string, err error) error {
-	if errors.Is(err, gorm.ErrRecordNotFound) && !errors.Is(err, ErrNotFound) {
-		err = ErrNotFound
-	}
-	return fmt.Errorf("dbkit: %s.Query: %w", model, err)
+	stmt.Settings.Store(escapeHatchKey{}, e.where)
 }

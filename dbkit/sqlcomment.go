@@ -177,13 +177,11 @@ func plainText(a any) bool {
 	return false
 }
 
-// txConnPool returns the ConnPool the statements of tx run on: tx itself,
-// or, with trace comments on, tx with its statements commented.
+// txConnPool returns the ConnPool the statements of tx run on: tx, with
+// the errors of QueryRow translated and, with trace comments on, its
+// statements commented.
 func (db *DB) txConnPool(tx *sql.Tx) gorm.ConnPool {
-	if db.comments == traceCommentsOff {
-		return tx
-	}
-	return &commentedTx{Tx: tx, db: db}
+	return &txPool{Tx: tx, db: db}
 }
 
 // txConnPoolOf returns the ConnPool the statements of tx, begun on
@@ -196,32 +194,32 @@ func txConnPoolOf(beginner gorm.TxBeginner, tx *sql.Tx) gorm.ConnPool {
 	return tx
 }
 
-// commentedTx is a transaction whose statements carry their trace context.
-type commentedTx struct {
+// txPool is a transaction of a DB's, as GORM runs statements on it.
+type txPool struct {
 	*sql.Tx
 	db *DB
 }
 
 var (
-	_ gorm.ConnPool       = (*commentedTx)(nil)
-	_ gorm.TxCommitter    = (*commentedTx)(nil)
-	_ gorm.GetDBConnector = (*commentedTx)(nil)
+	_ gorm.ConnPool       = (*txPool)(nil)
+	_ gorm.TxCommitter    = (*txPool)(nil)
+	_ gorm.GetDBConnector = (*txPool)(nil)
 )
 
-func (t *commentedTx) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+func (t *txPool) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
 	query, args = t.db.comments.statement(ctx, query, args, false)
 	return t.Tx.ExecContext(ctx, query, args...)
 }
 
-func (t *commentedTx) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+func (t *txPool) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
 	query, args = t.db.comments.statement(ctx, query, args, true)
 	return t.Tx.QueryContext(ctx, query, args...)
 }
 
-func (t *commentedTx) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+func (t *txPool) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
 	query, args = t.db.comments.statement(ctx, query, args, true)
-	return t.Tx.QueryRowContext(ctx, query, args...)
+	return t.db.translatedRow(ctx, t.Tx.QueryRowContext(ctx, query, args...))
 }
 
 // GetDBConn gives GORM's DB() the pool, as it finds it behind a *sql.Tx.
-func (t *commentedTx) GetDBConn() (*sql.DB, error) { return t.db.pool.GetDBConn() }
+func (t *txPool) GetDBConn() (*sql.DB, error) { return t.db.pool.GetDBConn() }

@@ -164,15 +164,7 @@ func (b *BaseDatabase[T]) copyFrom(ctx context.Context, items []T) error {
 		_, err := conn.Conn().CopyFrom(ctx, pgx.Identifier(strings.Split(b.schema.Table, ".")), b.copy.columns, source)
 		return err
 	}
-	if st := b.db.txStateFrom(ctx); st != nil {
-		return st.conn.Raw(copyRows)
-	}
-	conn, err := b.db.pool.conn(ctx)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = conn.Close() }()
-	return conn.Raw(copyRows)
+	return b.db.rawConn(ctx, copyRows)
 }
 
 // Conflict says what Upsert does when a row with the same key exists.
