@@ -39,9 +39,18 @@
 //	users := dbkit.NewBaseDatabase[User](db)
 //	err := users.Create(ctx, &User{Email: "ada@example.com"})
 //
+// # Conditions
+//
+// A [Filter] is every condition, and every read and write by condition
+// takes it: Get, Find, [BaseDatabase.FindOne], FindPage, FindCursor, Count,
+// Exists, [BaseDatabase.UpdateWhere], [BaseDatabase.DeleteWhere]. Code
+// makes them with [Eq], [Ne], [Gt], [Gte], [Lt], [Lte], [In], [Like],
+// [IsNull], [Between], [Or], [And] and [Not]; writes by condition refuse to
+// run with none unless given [AllRows].
+//
 // # Queries from request input
 //
-// [Filter] (field, operator, value; or OR/AND groups), [FiltersFromQuery]
+// [Filter] (field, operator, value; or OR/AND/NOT groups), [FilterFromQuery]
 // and [SortBy] take fields and values from a request: fields are checked
 // against the model's schema (json:"-" and dbkit:"nofilter" fields are
 // refused), values converted to the fields' types and bound, before any SQL

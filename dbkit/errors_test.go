@@ -304,20 +304,20 @@ func TestCompileResolvesFields(t *testing.T) {
 	id := uuid.New()
 	tests := []struct {
 		name      string
-		conds     []Condition
+		conds     []Filter
 		opts      []QueryOption
 		wantCols  []string
 		wantOrder []clause.OrderByColumn
 		wantLimit int
 	}{
-		{name: "Go field name", conds: []Condition{Eq("Email", "a@x")}, wantCols: []string{"email"}},
-		{name: "column name", conds: []Condition{Eq("email", "a@x")}, wantCols: []string{"email"}},
-		{name: "embedded Model field", conds: []Condition{Eq("ID", id), Eq("created_at", nil)}, wantCols: []string{"id", "created_at"}},
+		{name: "Go field name", conds: []Filter{Eq("Email", "a@x")}, wantCols: []string{"email"}},
+		{name: "column name", conds: []Filter{Eq("email", "a@x")}, wantCols: []string{"email"}},
+		{name: "embedded Model field", conds: []Filter{Eq("ID", id), Eq("created_at", nil)}, wantCols: []string{"id", "created_at"}},
 		{name: "Eq as an option", opts: []QueryOption{Eq("Name", "ada")}, wantCols: []string{"name"}},
-		{name: "[]byte value", conds: []Condition{Eq("Name", []byte("ada"))}, wantCols: []string{"name"}},
-		{name: "uuid.UUID value", conds: []Condition{Eq("ID", id)}, wantCols: []string{"id"}},
-		{name: "pointer to uuid", conds: []Condition{Eq("ID", &id)}, wantCols: []string{"id"}},
-		{name: "nil value", conds: []Condition{Eq("Name", nil)}, wantCols: []string{"name"}},
+		{name: "[]byte value", conds: []Filter{Eq("Name", []byte("ada"))}, wantCols: []string{"name"}},
+		{name: "uuid.UUID value", conds: []Filter{Eq("ID", id)}, wantCols: []string{"id"}},
+		{name: "pointer to uuid", conds: []Filter{Eq("ID", &id)}, wantCols: []string{"id"}},
+		{name: "nil value", conds: []Filter{Eq("Name", nil)}, wantCols: []string{"name"}},
 		{
 			name: "order and limit",
 			opts: []QueryOption{OrderBy("Name"), OrderByDesc("created_at"), nil, Limit(10)},
@@ -335,7 +335,7 @@ func TestCompileResolvesFields(t *testing.T) {
 			if err != nil {
 				t.Fatalf("compile = %v", err)
 			}
-			all := append(append([]Condition(nil), tt.conds...), conditionsIn(tt.opts)...)
+			all := append(append([]Filter(nil), tt.conds...), conditionsIn(tt.opts)...)
 			if len(c.where.Exprs) != len(tt.wantCols) || c.hasWhere() != (len(tt.wantCols) > 0) {
 				t.Fatalf("where = %#v, want %d conditions", c.where.Exprs, len(tt.wantCols))
 			}
@@ -348,8 +348,8 @@ func TestCompileResolvesFields(t *testing.T) {
 				if eq.Column != want {
 					t.Errorf("where[%d] column = %#v, want %#v", i, eq.Column, want)
 				}
-				if fmt.Sprint(eq.Value) != fmt.Sprint(all[i].value) {
-					t.Errorf("where[%d] value = %v, want %v", i, eq.Value, all[i].value)
+				if fmt.Sprint(eq.Value) != fmt.Sprint(all[i].Value) {
+					t.Errorf("where[%d] value = %v, want %v", i, eq.Value, all[i].Value)
 				}
 			}
 			if fmt.Sprint(c.order) != fmt.Sprint(tt.wantOrder) {
@@ -362,10 +362,10 @@ func TestCompileResolvesFields(t *testing.T) {
 	}
 }
 
-func conditionsIn(opts []QueryOption) []Condition {
-	var out []Condition
+func conditionsIn(opts []QueryOption) []Filter {
+	var out []Filter
 	for _, o := range opts {
-		if c, ok := o.(Condition); ok {
+		if c, ok := o.(Filter); ok {
 			out = append(out, c)
 		}
 	}
@@ -376,20 +376,20 @@ func TestCompileRejects(t *testing.T) {
 	s := testSchema(t)
 	tests := []struct {
 		name  string
-		conds []Condition
+		conds []Filter
 		opts  []QueryOption
 		want  []string // the message names these
 	}{
-		{name: "unknown field", conds: []Condition{Eq("Emial", "a@x")}, want: []string{`"Emial"`, "testModel"}},
-		{name: "SQL as a field", conds: []Condition{Eq("email = email OR 1=1 --", "x")}, want: []string{"no field"}},
-		{name: "ignored field", conds: []Condition{Eq("Ignored", "x")}, want: []string{`"Ignored"`}},
-		{name: "empty field", conds: []Condition{Eq("", "x")}, want: []string{`""`}},
-		{name: "unknown field after a good one", conds: []Condition{Eq("Email", "a"), Eq("nope", 1)}, want: []string{`"nope"`}},
-		{name: "[]int value", conds: []Condition{Eq("Name", []int{1, 2})}, want: []string{"Name", "[]int"}},
-		{name: "[]string value", conds: []Condition{Eq("Email", []string{"a", "b"})}, want: []string{"[]string"}},
-		{name: "map value", conds: []Condition{Eq("Name", map[string]int{"a": 1})}, want: []string{"map"}},
-		{name: "func value", conds: []Condition{Eq("Name", func() {})}, want: []string{"func"}},
-		{name: "chan value", conds: []Condition{Eq("Name", make(chan int))}, want: []string{"chan"}},
+		{name: "unknown field", conds: []Filter{Eq("Emial", "a@x")}, want: []string{`"Emial"`, "testModel"}},
+		{name: "SQL as a field", conds: []Filter{Eq("email = email OR 1=1 --", "x")}, want: []string{"no field"}},
+		{name: "ignored field", conds: []Filter{Eq("Ignored", "x")}, want: []string{`"Ignored"`}},
+		{name: "empty field", conds: []Filter{Eq("", "x")}, want: []string{`""`}},
+		{name: "unknown field after a good one", conds: []Filter{Eq("Email", "a"), Eq("nope", 1)}, want: []string{`"nope"`}},
+		{name: "[]int value", conds: []Filter{Eq("Name", []int{1, 2})}, want: []string{"Name", "[]int"}},
+		{name: "[]string value", conds: []Filter{Eq("Email", []string{"a", "b"})}, want: []string{"[]string"}},
+		{name: "map value", conds: []Filter{Eq("Name", map[string]int{"a": 1})}, want: []string{"map"}},
+		{name: "func value", conds: []Filter{Eq("Name", func() {})}, want: []string{"func"}},
+		{name: "chan value", conds: []Filter{Eq("Name", make(chan int))}, want: []string{"chan"}},
 		{name: "Limit(0)", opts: []QueryOption{Limit(0)}, want: []string{"limit", "0"}},
 		{name: "Limit(-1)", opts: []QueryOption{Limit(-1)}, want: []string{"limit", "-1"}},
 		{name: "OrderBy unknown field", opts: []QueryOption{OrderBy("nope")}, want: []string{`"nope"`}},
@@ -445,7 +445,7 @@ func TestCompileBindsValues(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, err := compile(s, "testModel", []Condition{Eq("Name", tt.value)}, nil)
+			c, err := compile(s, "testModel", []Filter{Eq("Name", tt.value)}, nil)
 			if err != nil {
 				t.Fatalf("compile = %v", err)
 			}
@@ -472,7 +472,7 @@ func TestCompileRejectsNonScalarValues(t *testing.T) {
 		"clause.Expr": clause.Expr{SQL: "lower(name)"},
 		"subquery":    db.Model(&testModel{}).Select("name"),
 	} {
-		c, err := compile(s, "testModel", []Condition{Eq("Name", v)}, nil)
+		c, err := compile(s, "testModel", []Filter{Eq("Name", v)}, nil)
 		if !errors.Is(err, ErrInvalid) {
 			where, vars := renderWhere(t, c)
 			t.Errorf("%s: compile = %v, rendering WHERE %s %v; want ErrInvalid", name, err, where, vars)
@@ -502,7 +502,7 @@ func TestEncodeErrorsWithholdTheValue(t *testing.T) {
 
 // compile resolves conds and opts against s, as a repository of the model
 // does: the tests' way into compileQuery.
-func compile(s *schema.Schema, model string, conds []Condition, opts []QueryOption) (compiled, error) {
+func compile(s *schema.Schema, model string, conds []Filter, opts []QueryOption) (compiled, error) {
 	all := make([]QueryOption, 0, len(conds)+len(opts))
 	for _, c := range conds {
 		all = append(all, c)
@@ -511,7 +511,7 @@ func compile(s *schema.Schema, model string, conds []Condition, opts []QueryOpti
 	if err != nil {
 		return compiled{}, err
 	}
-	return compileQuery(r, append(all, opts...))
+	return compileQuery(r, append(all, opts...), false)
 }
 
 // A ConstraintError keeps the row's values in Detail for code that asks for

@@ -22,7 +22,7 @@ func ExampleLimits() {
 
 	// Input past a limit is refused before any SQL, quoting none of it.
 	q := url.Values{"id[in]": {strings.Repeat("x,", 5000)}}
-	_, err := dbkit.FiltersFromQuery(q)
+	_, err := dbkit.FilterFromQuery(q)
 	fmt.Println(err)
 	// Output:
 	// 1024 256 64 1000 100000

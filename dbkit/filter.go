@@ -43,42 +43,62 @@ const (
 	MaxInValues     = 1000 // values of one in/nin
 )
 
-// Filter is a condition a REST handler can build from request input: a
-// field, an operator and a value, or a group of filters combined with OR or
-// AND. Several filters given to one call combine with AND.
+// Filter is a condition on rows, the one every read and write by condition
+// takes (it is a [QueryOption]): a field, an operator and a value, a group
+// of filters combined with OR or AND, or the negation of a filter. Several
+// filters given to one call combine with AND; the zero Filter is no
+// condition.
 //
-//	dbkit.Filter{Field: "age", Op: dbkit.OpGte, Value: 18}
-//	dbkit.Filter{Or: []dbkit.Filter{
-//		{Field: "name", Op: dbkit.OpIlike, Value: "ada"},
-//		{Field: "email", Op: dbkit.OpIlike, Value: "ada"},
-//	}}
+// In code, make filters with [Eq], [Ne], [Gt], [Gte], [Lt], [Lte], [In],
+// [Like], [IsNull], [Between], [Or], [And] and [Not]:
 //
-// Field is a column name, a JSON name or a Go field name of the model;
-// fields tagged json:"-" or dbkit:"nofilter" cannot be filtered on, so a
-// request cannot probe a secret column. The value is always a bound
-// parameter. Strings are converted to the field's type (numbers, booleans,
-// time.Time in RFC 3339, uuid.UUID, sql.Scanner types); values from
-// encoding/json (float64, []any) are accepted too. Everything is checked
-// before any SQL is sent: an unknown field or operator, or a value that does
-// not fit, is an error matching [ErrInvalid] that names the field, never the
-// value.
+//	users.Find(ctx, dbkit.Gte("age", 18), dbkit.Or(dbkit.Eq("role", "admin"), dbkit.IsNull("team_id")))
+//
+// From request input, [FilterFromQuery] reads a query string, and a Filter
+// decodes from JSON:
+//
+//	{"or": [{"field": "name", "op": "ilike", "value": "ada"},
+//	        {"field": "email", "op": "ilike", "value": "ada"}]}
+//
+// Field is a column name, a JSON name or a Go field name of the model. The
+// value is always a bound parameter. Filters from input are checked as
+// input: fields tagged json:"-" or dbkit:"nofilter" cannot be filtered on,
+// so a request cannot probe a secret column; strings are converted to the
+// field's type (numbers, booleans, time.Time in RFC 3339, uuid.UUID,
+// sql.Scanner types), values from encoding/json (float64, []any) are
+// accepted too; sizes are bounded by the repository's [InputLimits].
+// Filters made by the constructors are code's: they may name any field,
+// and take values of the field's type as they are. Either way everything is
+// checked before any SQL is sent: an unknown field or operator, or a value
+// that does not fit, is an error matching [ErrInvalid] that names the field,
+// never the value.
 type Filter struct {
 	Field string   `json:"field,omitempty"`
 	Op    Op       `json:"op,omitempty"`
 	Value any      `json:"value,omitempty"`
 	Or    []Filter `json:"or,omitempty"`
 	And   []Filter `json:"and,omitempty"`
+	Not   *Filter  `json:"not,omitempty"`
 	// RawPattern makes like and ilike use Value as a LIKE pattern as given,
 	// with its % and _ wildcards, instead of matching it as a substring.
 	RawPattern bool `json:"-"`
+	// code marks a filter made by the constructors, in code: it may name
+	// fields input may not, and its value is taken as it is. JSON and
+	// struct literals cannot set it.
+	code bool
 }
 
-func (f Filter) apply(q *query)  { q.filters = append(q.filters, f) }
-func (f Filter) isPredicate()    {}
-func (c Condition) isPredicate() {}
-func (f Filter) isGroup() bool   { return len(f.Or) > 0 || len(f.And) > 0 }
+func (f Filter) apply(q *query) { q.filters = append(q.filters, f) }
+func (f Filter) isGroup() bool  { return len(f.Or) > 0 || len(f.And) > 0 }
+
+// isEmpty reports the zero condition: no field, no group, no negation.
+func (f Filter) isEmpty() bool { return f.Field == "" && f.Op == "" && !f.isGroup() && f.Not == nil }
+
 func (f Filter) leafCount() (n int) {
-	if !f.isGroup() {
+	switch {
+	case f.Not != nil:
+		return f.Not.leafCount()
+	case !f.isGroup():
 		return 1
 	}
 	for _, g := range append(slices.Clone(f.Or), f.And...) {
@@ -87,14 +107,64 @@ func (f Filter) leafCount() (n int) {
 	return n
 }
 
-// Predicate is a condition on rows: a [Condition] made by [Eq] in code, or a
-// [Filter] built from input.
-type Predicate interface {
-	QueryOption
-	isPredicate()
+func codeFilter(field string, op Op, value any) Filter {
+	return Filter{Field: field, Op: op, Value: value, code: true}
 }
 
-// FiltersFromQuery reads filters from a query string, one per parameter:
+// Eq matches rows whose field equals value; a nil value matches NULL.
+func Eq(field string, value any) Filter { return codeFilter(field, OpEq, value) }
+
+// Ne matches rows whose field differs from value (NULL excluded, as SQL
+// has it); a nil value matches NOT NULL.
+func Ne(field string, value any) Filter { return codeFilter(field, OpNe, value) }
+
+// Gt matches rows whose field is greater than value.
+func Gt(field string, value any) Filter { return codeFilter(field, OpGt, value) }
+
+// Gte matches rows whose field is greater than or equal to value.
+func Gte(field string, value any) Filter { return codeFilter(field, OpGte, value) }
+
+// Lt matches rows whose field is less than value.
+func Lt(field string, value any) Filter { return codeFilter(field, OpLt, value) }
+
+// Lte matches rows whose field is less than or equal to value.
+func Lte(field string, value any) Filter { return codeFilter(field, OpLte, value) }
+
+// In matches rows whose field is one of values; no value matches no row.
+func In(field string, values ...any) Filter { return codeFilter(field, OpIn, values) }
+
+// Like matches rows whose text field matches the LIKE pattern, with its %
+// and _ wildcards ("ada%": starts with ada).
+func Like(field, pattern string) Filter {
+	f := codeFilter(field, OpLike, pattern)
+	f.RawPattern = true
+	return f
+}
+
+// IsNull matches rows whose field is NULL; [Not](IsNull(field)) those
+// whose field is not.
+func IsNull(field string) Filter { return codeFilter(field, OpIsNull, true) }
+
+// Between matches rows whose field lies between lo and hi, both included.
+func Between(field string, lo, hi any) Filter { return And(Gte(field, lo), Lte(field, hi)) }
+
+// Or matches rows that match any of filters; it needs at least one.
+func Or(filters ...Filter) Filter {
+	if filters == nil {
+		filters = []Filter{} // an empty Or, which matches nothing, is refused
+	}
+	return Filter{Or: filters, code: true}
+}
+
+// And matches rows that match all of filters (none: every row).
+func And(filters ...Filter) Filter { return Filter{And: filters, code: true} }
+
+// Not matches rows that do not match f. As in SQL, a row whose field is
+// NULL matches neither a comparison nor its negation.
+func Not(f Filter) Filter { return Filter{Not: &f, code: true} }
+
+// FilterFromQuery reads a filter from a query string, one condition per
+// parameter, all combined with AND (none: the zero Filter, no condition):
 //
 //	name=Ada                 name eq Ada
 //	age[gte]=18              age gte 18
@@ -104,10 +174,14 @@ type Predicate interface {
 //
 // Parameters named in skip (such as "sort", "page", "size", "cursor") are
 // not filters. An unknown operator is an error matching [ErrInvalid]; fields
-// are checked against the model when the filters are used. An in or nin
-// list of more than [MaxInValues] values is refused here, before it is
+// are checked against the model when the filter is used, as input. An in or
+// nin list of more than [MaxInValues] values is refused here, before it is
 // split, whatever a repository's [InputLimits] allow.
-func FiltersFromQuery(q url.Values, skip ...string) ([]Filter, error) {
+//
+//	f, err := dbkit.FilterFromQuery(r.URL.Query(), "sort")
+//	...
+//	rows, err := users.Find(ctx, f, dbkit.SortBy(r.URL.Query().Get("sort")))
+func FilterFromQuery(q url.Values, skip ...string) (Filter, error) {
 	keys := make([]string, 0, len(q))
 	for k := range q {
 		if !slices.Contains(skip, k) {
@@ -120,12 +194,12 @@ func FiltersFromQuery(q url.Values, skip ...string) ([]Filter, error) {
 		field, op := key, OpEq
 		if i := strings.IndexByte(key, '['); i >= 0 {
 			if !strings.HasSuffix(key, "]") || i == 0 {
-				return nil, fmt.Errorf("%w: filter parameter %s: want field or field[op]", ErrInvalid, quote(key))
+				return Filter{}, fmt.Errorf("%w: filter parameter %s: want field or field[op]", ErrInvalid, quote(key))
 			}
 			field, op = key[:i], Op(key[i+1:len(key)-1])
 		}
 		if !slices.Contains(ops, op) {
-			return nil, fmt.Errorf("%w: filter %s: unknown operator %s", ErrInvalid, quote(field), quote(string(op)))
+			return Filter{}, fmt.Errorf("%w: filter %s: unknown operator %s", ErrInvalid, quote(field), quote(string(op)))
 		}
 		for _, raw := range q[key] {
 			var v any = raw
@@ -133,7 +207,7 @@ func FiltersFromQuery(q url.Values, skip ...string) ([]Filter, error) {
 				// Counted before splitting: a megabyte of commas would
 				// otherwise make a million strings first.
 				if n := strings.Count(raw, ",") + 1; n > MaxInValues {
-					return nil, fmt.Errorf("%w: filter %s: in and nin take at most %d values, got %d", ErrInvalid, quote(field), MaxInValues, n)
+					return Filter{}, fmt.Errorf("%w: filter %s: in and nin take at most %d values, got %d", ErrInvalid, quote(field), MaxInValues, n)
 				}
 				parts := strings.Split(raw, ",")
 				vs := make([]any, len(parts))
@@ -145,7 +219,13 @@ func FiltersFromQuery(q url.Values, skip ...string) ([]Filter, error) {
 			filters = append(filters, Filter{Field: field, Op: op, Value: v})
 		}
 	}
-	return filters, nil
+	switch len(filters) {
+	case 0:
+		return Filter{}, nil
+	case 1:
+		return filters[0], nil
+	}
+	return Filter{And: filters}, nil
 }
 
 // fieldResolver finds the fields input may name.
@@ -263,9 +343,25 @@ func (r *fieldResolver) compileFilter(f Filter, depth int) (clause.Expression, e
 	if depth > r.limits.MaxFilterDepth {
 		return nil, fmt.Errorf("%w: filter groups nested deeper than %d", ErrInvalid, r.limits.MaxFilterDepth)
 	}
+	if f.Not != nil {
+		if f.Field != "" || f.Op != "" || f.isGroup() {
+			return nil, fmt.Errorf("%w: a filter is a field condition, one group (or/and) or a negation (not), not several", ErrInvalid)
+		}
+		e, err := r.compileFilter(*f.Not, depth+1)
+		if err != nil || e == nil {
+			return nil, err // not of no condition: no condition
+		}
+		return clause.Not(e), nil
+	}
+	if f.isEmpty() {
+		if f.Or != nil && f.code {
+			return nil, fmt.Errorf("%w: Or needs at least one filter", ErrInvalid)
+		}
+		return nil, nil
+	}
 	if f.isGroup() {
 		if f.Field != "" || len(f.Or) > 0 && len(f.And) > 0 {
-			return nil, fmt.Errorf("%w: a filter is a field condition or one group (or/and), not both", ErrInvalid)
+			return nil, fmt.Errorf("%w: a filter is a field condition, one group (or/and) or a negation (not), not several", ErrInvalid)
 		}
 		group, combine := f.Or, anyOf
 		if len(f.And) > 0 {
@@ -277,9 +373,17 @@ func (r *fieldResolver) compileFilter(f Filter, depth int) (clause.Expression, e
 			if err != nil {
 				return nil, err
 			}
-			exprs = append(exprs, e)
+			if e != nil {
+				exprs = append(exprs, e)
+			}
+		}
+		if len(exprs) == 0 {
+			return nil, nil
 		}
 		return combine(exprs...), nil
+	}
+	if f.code {
+		return r.compileCodeFilter(f)
 	}
 	field, err := r.field(f.Field)
 	if err != nil {
@@ -359,6 +463,67 @@ func (r *fieldResolver) compileFilter(f Filter, depth int) (clause.Expression, e
 		return clause.Expr{SQL: "? IS NOT NULL", Vars: []any{col}}, nil
 	}
 	return nil, fmt.Errorf("%w: %s.%s: unknown operator %s", ErrInvalid, r.model, field.Name, quote(string(op)))
+}
+
+// compileCodeFilter compiles a field condition made in code: any field of
+// the model, its value taken as it is (one value, not an SQL expression).
+func (r *fieldResolver) compileCodeFilter(f Filter) (clause.Expression, error) {
+	field, err := lookupField(r.schema, r.model, f.Field)
+	if err != nil {
+		return nil, err
+	}
+	col := clause.Column{Table: clause.CurrentTable, Name: field.DBName}
+	check := func(v any) error {
+		if err := checkScalar(r.model, field, v); err != nil {
+			return err
+		}
+		return checkTextValue(r.model, field, v)
+	}
+	switch f.Op {
+	case OpEq, OpNe, OpLt, OpLte, OpGt, OpGte:
+		if err := check(f.Value); err != nil {
+			return nil, err
+		}
+		if f.Value == nil && f.Op != OpEq && f.Op != OpNe {
+			return nil, fmt.Errorf("%w: %s.%s %s: a null value only goes with Eq, Ne or IsNull", ErrInvalid, r.model, field.Name, f.Op)
+		}
+		switch f.Op {
+		case OpEq:
+			return clause.Eq{Column: col, Value: f.Value}, nil
+		case OpNe:
+			return clause.Neq{Column: col, Value: f.Value}, nil
+		case OpLt:
+			return clause.Lt{Column: col, Value: f.Value}, nil
+		case OpLte:
+			return clause.Lte{Column: col, Value: f.Value}, nil
+		case OpGt:
+			return clause.Gt{Column: col, Value: f.Value}, nil
+		default:
+			return clause.Gte{Column: col, Value: f.Value}, nil
+		}
+	case OpIn:
+		values, _ := f.Value.([]any)
+		for _, v := range values {
+			if err := check(v); err != nil {
+				return nil, err
+			}
+		}
+		if len(values) == 0 {
+			return clause.Expr{SQL: "false"}, nil
+		}
+		return clause.IN{Column: col, Values: values}, nil
+	case OpLike:
+		if indirect(field.FieldType).Kind() != reflect.String {
+			return nil, fmt.Errorf("%w: %s.%s: Like needs a text field", ErrInvalid, r.model, field.Name)
+		}
+		if err := check(f.Value); err != nil {
+			return nil, err
+		}
+		return clause.Expr{SQL: "? LIKE ?", Vars: []any{col, f.Value}}, nil
+	case OpIsNull:
+		return clause.Expr{SQL: "? IS NULL", Vars: []any{col}}, nil
+	}
+	return nil, fmt.Errorf("%w: %s.%s: unknown operator %s", ErrInvalid, r.model, field.Name, quote(string(f.Op)))
 }
 
 // anyOf is clause.Or without its trap: GORM joins a one-element

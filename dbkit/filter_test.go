@@ -60,7 +60,7 @@ func filterResolver(t testing.TB) *fieldResolver {
 // placeholders, and its bound values.
 func render(t testing.TB, opts ...QueryOption) (string, []any, error) {
 	t.Helper()
-	c, err := compileQuery(filterResolver(t), opts)
+	c, err := compileQuery(filterResolver(t), opts, false)
 	if err != nil {
 		return "", nil, err
 	}
@@ -80,25 +80,33 @@ func render(t testing.TB, opts ...QueryOption) (string, []any, error) {
 	return stmt.SQL.String(), stmt.Vars, nil
 }
 
-func TestFiltersFromQuery(t *testing.T) {
+func TestFilterFromQuery(t *testing.T) {
 	q, _ := url.ParseQuery("name=Ada&age[gte]=18&id[in]=a,b&deleted[isnull]=true&sort=-age&page=2")
-	got, err := FiltersFromQuery(q, "sort", "page")
+	got, err := FilterFromQuery(q, "sort", "page")
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []Filter{
+	want := Filter{And: []Filter{
 		{Field: "age", Op: OpGte, Value: "18"},
 		{Field: "deleted", Op: OpIsNull, Value: "true"},
 		{Field: "id", Op: OpIn, Value: []any{"a", "b"}},
 		{Field: "name", Op: OpEq, Value: "Ada"},
-	}
+	}}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got %#v,\nwant %#v", got, want)
 	}
+	one, err := FilterFromQuery(url.Values{"name": {"Ada"}, "sort": {"x"}}, "sort")
+	if err != nil || !reflect.DeepEqual(one, Filter{Field: "name", Op: OpEq, Value: "Ada"}) {
+		t.Errorf("one parameter: %#v, %v; want the filter alone", one, err)
+	}
+	none, err := FilterFromQuery(url.Values{"sort": {"x"}}, "sort")
+	if err != nil || !none.isEmpty() {
+		t.Errorf("no parameter: %#v, %v; want the zero Filter", none, err)
+	}
 	for _, bad := range []string{"age[between]=1", "age[gte=1", "[eq]=1"} {
 		q, _ := url.ParseQuery(bad)
-		if _, err := FiltersFromQuery(q); !errors.Is(err, ErrInvalid) {
-			t.Errorf("FiltersFromQuery(%q) = %v, want ErrInvalid", bad, err)
+		if _, err := FilterFromQuery(q); !errors.Is(err, ErrInvalid) {
+			t.Errorf("FilterFromQuery(%q) = %v, want ErrInvalid", bad, err)
 		}
 	}
 }
@@ -256,7 +264,7 @@ func checkSQL(t *testing.T, sql string, vars []any) {
 	}
 }
 
-func FuzzFiltersFromQuery(f *testing.F) {
+func FuzzFilterFromQuery(f *testing.F) {
 	for _, seed := range []string{
 		"name=Ada&age[gte]=18", "email[ilike]=%25_", "id[in]=a,b,c", "ref[isnull]=true",
 		"age[in]=1,2,3&name[ne]=x", "born[lt]=2020-01-01", "`name`=1", "name[eq]=' OR 1=1 --",
@@ -269,18 +277,14 @@ func FuzzFiltersFromQuery(f *testing.F) {
 		if err != nil {
 			return
 		}
-		filters, err := FiltersFromQuery(q)
+		filter, err := FilterFromQuery(q)
 		if err != nil {
 			if !errors.Is(err, ErrInvalid) {
 				t.Fatalf("error %v does not match ErrInvalid", err)
 			}
 			return
 		}
-		opts := make([]QueryOption, len(filters))
-		for i, fl := range filters {
-			opts[i] = fl
-		}
-		sql, vars, err := render(t, opts...)
+		sql, vars, err := render(t, filter)
 		if err != nil {
 			if !errors.Is(err, ErrInvalid) {
 				t.Fatalf("error %v does not match ErrInvalid", err)
@@ -368,6 +372,102 @@ func TestConvertNumbers(t *testing.T) {
 	for _, v := range []any{uint64(1 << 63), 1.5, "x"} {
 		if _, err := r.convert(age, v); !errors.Is(err, ErrInvalid) {
 			t.Errorf("convert(%T %v) = %v, want ErrInvalid", v, v, err)
+		}
+	}
+}
+
+// TestCodeFilterSQL: the constructors code uses make the SQL their names
+// say, with their values bound as given.
+func TestCodeFilterSQL(t *testing.T) {
+	born := time.Date(2000, 1, 2, 0, 0, 0, 0, time.UTC)
+	cases := []struct {
+		name string
+		f    Filter
+		sql  string
+		vars []any
+	}{
+		{"Eq", Eq("Age", 18), "`filter_models`.`age` = ?", []any{18}},
+		{"Eq nil", Eq("Ref", nil), "`filter_models`.`ref` IS NULL", nil},
+		{"Ne", Ne("name", "Ada"), "`filter_models`.`name` <> ?", []any{"Ada"}},
+		{"Gt", Gt("Score", 1.5), "`filter_models`.`score` > ?", []any{1.5}},
+		{"Gte", Gte("Born", born), "`filter_models`.`born` >= ?", []any{born}},
+		{"Lt", Lt("Age", 3), "`filter_models`.`age` < ?", []any{3}},
+		{"Lte", Lte("Age", 4), "`filter_models`.`age` <= ?", []any{4}},
+		{"In", In("Age", 1, 2, 3), "`filter_models`.`age` IN (?,?,?)", []any{1, 2, 3}},
+		{"In nothing", In("Age"), "false", nil},
+		{"Like keeps wildcards", Like("Email", "ada%"), "`filter_models`.`email` LIKE ?", []any{"ada%"}},
+		{"IsNull", IsNull("Ref"), "`filter_models`.`ref` IS NULL", nil},
+		{"Not IsNull", Not(IsNull("Ref")), "NOT `filter_models`.`ref` IS NULL", nil},
+		{"Between", Between("Age", 18, 65), "`filter_models`.`age` >= ? AND `filter_models`.`age` <= ?", []any{18, 65}},
+		{"Or of Between", Or(Between("Age", 1, 2), Eq("Name", "a")), "((`filter_models`.`age` >= ? AND `filter_models`.`age` <= ?) OR `filter_models`.`name` = ?)", []any{1, 2, "a"}},
+		{"Or", Or(Eq("Name", "a"), Eq("Email", "b")), "(`filter_models`.`name` = ? OR `filter_models`.`email` = ?)", []any{"a", "b"}},
+		{"Not Or", Not(Or(Eq("Name", "a"), Eq("Email", "b"))), "NOT (`filter_models`.`name` = ? OR `filter_models`.`email` = ?)", []any{"a", "b"}},
+		// Code may name a field input may not: the code is trusted.
+		{"hidden field in code", Eq("Secret", "s"), "`filter_models`.`secret` = ?", []any{"s"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			sql, vars, err := render(t, c.f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(sql, "WHERE "+c.sql) {
+				t.Errorf("SQL = %s\nwant WHERE %s", sql, c.sql)
+			}
+			if len(vars) != len(c.vars) {
+				t.Fatalf("vars = %#v, want %#v", vars, c.vars)
+			}
+			for i := range vars {
+				if !equalValue(vars[i], c.vars[i]) {
+					t.Errorf("var %d = %#v (%T), want %#v (%T)", i, vars[i], vars[i], c.vars[i], c.vars[i])
+				}
+			}
+		})
+	}
+	// No condition: the zero Filter, an empty And, Not of either.
+	for _, f := range []Filter{{}, And(), Not(Filter{})} {
+		if sql, _, err := render(t, f); err != nil || strings.Contains(sql, "WHERE") {
+			t.Errorf("%#v: %s, %v; want no WHERE", f, sql, err)
+		}
+	}
+	for name, f := range map[string]Filter{
+		"empty Or":              Or(),
+		"hidden field as input": {Field: "Secret", Value: "s"},
+		"input json:- by JSON":  decodeFilter(t, `{"field": "secret", "value": "s"}`),
+		"Eq of an expression":   Eq("Age", clause.Expr{SQL: "1"}),
+		"Eq of a slice":         Eq("Age", []int{1}),
+		"Gt nil":                Gt("Age", nil),
+		"Like of a number":      Like("Age", "1%"),
+		"not and field":         {Field: "name", Not: &Filter{Field: "name"}},
+	} {
+		if _, _, err := render(t, f); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: %v, want ErrInvalid", name, err)
+		}
+	}
+}
+
+func decodeFilter(t *testing.T, s string) Filter {
+	t.Helper()
+	var f Filter
+	if err := json.Unmarshal([]byte(s), &f); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// TestCondsOnly: Count, Exists and the writes by condition take conditions
+// and the soft-delete scope, and refuse the shape of a result.
+func TestCondsOnly(t *testing.T) {
+	r := filterResolver(t)
+	if _, err := compileQuery(r, []QueryOption{Eq("Age", 1), WithDeleted(), AllRows()}, true); err != nil {
+		t.Errorf("conditions: %v", err)
+	}
+	for name, opt := range map[string]QueryOption{
+		"Limit": Limit(1), "SortBy": SortBy("age"), "OrderBy": OrderBy("Age"), "ForUpdate": ForUpdate(),
+		"Preload": Preload("X"), "Select": Select("age"),
+	} {
+		if _, err := compileQuery(r, []QueryOption{Eq("Age", 1), opt}, true); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: %v, want ErrInvalid", name, err)
 		}
 	}
 }

@@ -13,24 +13,15 @@ import (
 	"gorm.io/gorm/schema"
 )
 
-// QueryOption shapes [BaseDatabase.Find]: conditions, order and limit.
+// QueryOption is what the repository's reads and writes by condition take:
+// conditions ([Filter], made in code by [Eq], [Gt], [In], [Or]... or from
+// request input), which combine with AND, and the shape of the result
+// (order, limit, soft-deleted rows, row locks, preloads, columns). Count,
+// Exists, UpdateWhere and DeleteWhere take conditions and [WithDeleted],
+// [OnlyDeleted] and [AllRows] only.
 type QueryOption interface {
 	apply(q *query)
 }
-
-// Condition is a filter on one field, made by [Eq]. Conditions combine with AND.
-type Condition struct {
-	field string
-	value any
-}
-
-// Eq matches rows whose field equals value; a nil value matches NULL. The
-// field is a Go field name ("Email") or a column name ("email") of the model;
-// an unknown one is an error matching [ErrInvalid], returned before any SQL
-// is sent. The value is always sent as a bound parameter.
-func Eq(field string, value any) Condition { return Condition{field: field, value: value} }
-
-func (c Condition) apply(q *query) { q.conds = append(q.conds, c) }
 
 type limitOption int
 
@@ -131,8 +122,8 @@ func OrderBy(field string) QueryOption { return orderOption{field: field} }
 func OrderByDesc(field string) QueryOption { return orderOption{field: field, desc: true} }
 
 type query struct {
-	conds       []Condition
 	filters     []Filter
+	all         bool // AllRows: a write by condition may have none
 	order       []orderOption
 	limit       int
 	limitSet    bool
@@ -150,15 +141,25 @@ func (o scopeOption) apply(q *query) {
 	q.withDeleted = true
 	q.onlyDeleted = q.onlyDeleted || o.only
 }
-func (scopeOption) isPredicate() {}
 
 // WithDeleted includes soft-deleted rows (see [SoftDelete]); without it
 // they are left out. It is a no-op for models without soft delete.
-func WithDeleted() Predicate { return scopeOption{} }
+func WithDeleted() QueryOption { return scopeOption{} }
 
 // OnlyDeleted matches soft-deleted rows only. It is an error matching
 // [ErrInvalid] for a model without [SoftDelete].
-func OnlyDeleted() Predicate { return scopeOption{only: true} }
+func OnlyDeleted() QueryOption { return scopeOption{only: true} }
+
+type allRows struct{}
+
+func (allRows) apply(q *query) { q.all = true }
+
+// AllRows lets [BaseDatabase.UpdateWhere] and [BaseDatabase.DeleteWhere]
+// run with no condition, on every row: without it they refuse to, with an
+// error matching [ErrInvalid], so that a filter left empty by mistake (an
+// empty request, a condition dropped in a refactor) does not write the
+// whole table. Reads ignore it.
+func AllRows() QueryOption { return allRows{} }
 
 type lockOption struct{ strength, wait string }
 
@@ -219,6 +220,7 @@ type compiled struct {
 	lock       *clause.Locking // FOR UPDATE/SHARE
 	preloads   []string
 	selects    []string // column names
+	all        bool     // AllRows
 }
 
 func (c *compiled) hasWhere() bool { return len(c.where.Exprs) > 0 }
@@ -232,7 +234,7 @@ func (c compiled) forCount() compiled {
 // compileQuery resolves every field of opts: conditions and orders from code
 // against the whole schema, filters and sorts from input against the fields
 // input may name. Nothing reaches SQL that was not checked here.
-func compileQuery(r *fieldResolver, opts []QueryOption) (compiled, error) {
+func compileQuery(r *fieldResolver, opts []QueryOption, condsOnly bool) (compiled, error) {
 	var q query
 	for _, o := range opts {
 		if o != nil {
@@ -243,25 +245,14 @@ func compileQuery(r *fieldResolver, opts []QueryOption) (compiled, error) {
 	if len(q.errs) > 0 {
 		return c, q.errs[0]
 	}
-	if n := len(q.conds) + len(q.filters); n > 0 {
+	if condsOnly && (len(q.order) > 0 || q.limitSet || q.lock.strength != "" || q.lock.wait != "" ||
+		len(q.preloads) > 0 || len(q.selects) > 0) {
+		return c, fmt.Errorf("%w: takes conditions only: no order, limit, row lock, preload or select", ErrInvalid)
+	}
+	if n := len(q.filters); n > 0 {
 		c.where.Exprs = make([]clause.Expression, 0, n)
 	}
-	for _, cond := range q.conds {
-		f, err := lookupField(r.schema, r.model, cond.field)
-		if err != nil {
-			return c, err
-		}
-		if err := checkScalar(r.model, f, cond.value); err != nil {
-			return c, err
-		}
-		if err := checkTextValue(r.model, f, cond.value); err != nil {
-			return c, err
-		}
-		c.where.Exprs = append(c.where.Exprs, clause.Eq{
-			Column: clause.Column{Table: clause.CurrentTable, Name: f.DBName},
-			Value:  cond.value,
-		})
-	}
+	c.all = q.all
 	leaves := 0
 	for _, f := range q.filters { // all counted before any is compiled
 		if leaves += f.leafCount(); leaves > r.limits.MaxFilters {
@@ -273,7 +264,9 @@ func compileQuery(r *fieldResolver, opts []QueryOption) (compiled, error) {
 		if err != nil {
 			return c, err
 		}
-		c.where.Exprs = append(c.where.Exprs, e)
+		if e != nil { // an empty filter: no condition
+			c.where.Exprs = append(c.where.Exprs, e)
+		}
 	}
 	order, err := r.expandSorts(q.order)
 	if err != nil {

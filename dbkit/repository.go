@@ -44,8 +44,8 @@ type BaseDatabase[T Entity] struct {
 }
 
 type spanNames struct {
-	create, createMany, upsert, upsertMany, get, find, findPage, findCursor, count, exists,
-	update, patch, delete, hardDelete, restore string
+	create, createMany, upsert, upsertMany, get, find, findOne, findPage, findCursor, count, exists,
+	update, updateWhere, patch, delete, deleteWhere, hardDelete, restore string
 }
 
 // NewBaseDatabase returns the repository of model T on db. T must embed
@@ -141,6 +141,7 @@ func (b *BaseDatabase[T]) init(typ reflect.Type) (err error) {
 		createMany: name("CreateMany"), upsert: name("Upsert"), upsertMany: name("UpsertMany"),
 		patch: name("Patch"), hardDelete: name("HardDelete"), restore: name("Restore"),
 		exists: name("Exists"), update: name("Update"), delete: name("Delete"),
+		findOne: name("FindOne"), updateWhere: name("UpdateWhere"), deleteWhere: name("DeleteWhere"),
 	}
 	return nil
 }
@@ -184,14 +185,6 @@ func (b *BaseDatabase[T]) finish(ctx context.Context, span trace.Span, op string
 }
 
 var noSpan trace.Span = noop.Span{}
-
-func predicateOptions(preds []Predicate) []QueryOption {
-	opts := make([]QueryOption, len(preds))
-	for i, p := range preds {
-		opts[i] = p
-	}
-	return opts
-}
 
 func isNotFound(err error) bool { return errors.Is(err, ErrNotFound) }
 
@@ -247,10 +240,20 @@ func (b *BaseDatabase[T]) compileFor(ctx context.Context, op string, opts []Quer
 	return q, nil
 }
 
+// compileConds compiles the options of an operation that takes conditions
+// only (Count, Exists, UpdateWhere, DeleteWhere).
+func (b *BaseDatabase[T]) compileConds(op string, opts []QueryOption) (compiled, error) {
+	q, err := compileQuery(b.fields, opts, true)
+	if err != nil {
+		return q, fmt.Errorf("dbkit: %s.%s: %w", b.model, op, err)
+	}
+	return q, nil
+}
+
 // compileIn compiles opts and checks that a row lock has a transaction in
 // ctx to live in.
 func (b *BaseDatabase[T]) compileIn(ctx context.Context, opts []QueryOption) (compiled, error) {
-	q, err := compileQuery(b.fields, opts)
+	q, err := compileQuery(b.fields, opts, false)
 	if err == nil && q.lock != nil && b.db.txFrom(ctx) == nil {
 		err = ErrNoTx
 	}
@@ -285,7 +288,7 @@ func (b *BaseDatabase[T]) scoped(ctx context.Context, q compiled) *gorm.DB {
 	return tx
 }
 
-// Find returns the rows matching every [Condition] among opts (none: all
+// Find returns the rows matching every [Filter] among opts (none: all
 // rows), sorted by [OrderBy]/[OrderByDesc] and cut at [Limit]. Without a
 // Limit it returns every matching row. No match is an empty slice, not an
 // error. Unknown fields and unsupported values are errors matching
@@ -309,12 +312,13 @@ func (b *BaseDatabase[T]) Find(ctx context.Context, opts ...QueryOption) ([]T, e
 	return out, b.finish(ctx, span, "Find", err)
 }
 
-// Count returns the number of rows matching every condition.
-func (b *BaseDatabase[T]) Count(ctx context.Context, preds ...Predicate) (int64, error) {
+// Count returns the number of rows matching every condition of opts
+// ([Filter]s, [WithDeleted], [OnlyDeleted]).
+func (b *BaseDatabase[T]) Count(ctx context.Context, opts ...QueryOption) (int64, error) {
 	if b.err != nil {
 		return 0, b.err
 	}
-	q, err := b.compileFor(ctx, "Count", predicateOptions(preds))
+	q, err := b.compileConds("Count", opts)
 	if err != nil {
 		return 0, err
 	}
@@ -324,13 +328,14 @@ func (b *BaseDatabase[T]) Count(ctx context.Context, preds ...Predicate) (int64,
 	return n, b.finish(ctx, span, "Count", err)
 }
 
-// Exists reports whether at least one row matches every condition. It stops
-// at the first match, so it is cheaper than Count.
-func (b *BaseDatabase[T]) Exists(ctx context.Context, preds ...Predicate) (bool, error) {
+// Exists reports whether at least one row matches every condition of opts
+// ([Filter]s, [WithDeleted], [OnlyDeleted]). It stops at the first match,
+// so it is cheaper than Count.
+func (b *BaseDatabase[T]) Exists(ctx context.Context, opts ...QueryOption) (bool, error) {
 	if b.err != nil {
 		return false, b.err
 	}
-	q, err := b.compileFor(ctx, "Exists", predicateOptions(preds))
+	q, err := b.compileConds("Exists", opts)
 	if err != nil {
 		return false, err
 	}

@@ -126,12 +126,8 @@ func TestHostileFilterInputIsBounded(t *testing.T) {
 // filters reads q as examples/rest does.
 func filters(q url.Values) func() ([]dbkit.QueryOption, error) {
 	return func() ([]dbkit.QueryOption, error) {
-		fs, err := dbkit.FiltersFromQuery(q)
-		opts := make([]dbkit.QueryOption, len(fs))
-		for i, f := range fs {
-			opts[i] = f
-		}
-		return opts, err
+		f, err := dbkit.FilterFromQuery(q)
+		return []dbkit.QueryOption{f}, err
 	}
 }
 

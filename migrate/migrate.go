@@ -449,6 +449,11 @@ func (m *Migrator) step(ctx context.Context, conn *gorm.DB, mig Migration, op Op
 	} else {
 		err = conn.WithContext(ctx).Transaction(run)
 	}
+	if err != nil && ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
+		// ctx ended as the step did: database/sql rolled the transaction
+		// back, and COMMIT found it done (sql.ErrTxDone). The cause is ctx.
+		err = fmt.Errorf("%w: %w", ctx.Err(), err)
+	}
 	if err != nil {
 		return &Error{ID: mig.ID, Op: op, Err: err}
 	}

@@ -66,7 +66,7 @@ func routes(users *dbkit.BaseDatabase[User]) http.Handler {
 func listUsers(users *dbkit.BaseDatabase[User]) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
-		filters, err := dbkit.FiltersFromQuery(q, "sort", "size", "cursor", "page")
+		filter, err := dbkit.FilterFromQuery(q, "sort", "size", "cursor", "page")
 		if err != nil {
 			writeError(w, err)
 			return
@@ -76,10 +76,7 @@ func listUsers(users *dbkit.BaseDatabase[User]) http.HandlerFunc {
 			writeError(w, err)
 			return
 		}
-		opts := []dbkit.QueryOption{dbkit.SortBy(q.Get("sort"))}
-		for _, f := range filters {
-			opts = append(opts, f)
-		}
+		opts := []dbkit.QueryOption{filter, dbkit.SortBy(q.Get("sort"))}
 		var page any
 		if q.Has("page") {
 			var n int
