@@ -176,7 +176,8 @@ func WithGormPlugins(plugins ...gorm.Plugin) Option {
 // mode, cache_statement (as cache_describe), would prepare and cache every
 // one of them. So a commented statement runs uncached instead: in pgx's
 // exec mode, one round trip as before, when its arguments are strings,
-// integers, booleans, times, UUIDs or NULL; else in describe_exec, two.
+// integers, booleans, UUIDs or NULL; else (times included) in
+// describe_exec, two.
 // Either way the server parses and plans it on every call, which a cached
 // statement spares: a Get by primary key on a local server took 1.6 to 1.7
 // times as long (docs/performance.md). With [Config.QueryExecMode] exec,

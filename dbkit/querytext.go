@@ -68,9 +68,16 @@ func (q *sqlInfos) of(sql string) *sqlInfo {
 // semantic conventions describe it: each operation and each table it names,
 // in the order they appear, as written — "SELECT users", "INSERT audit
 // SELECT orders", "SELECT orders customers" for a join. Tables are the
-// names after FROM, JOIN, INTO, UPDATE and TABLE. It is "" when sql names
-// no operation the lexer knows (SET, SHOW, LISTEN...), and at most
-// maxSummary characters, cut between words.
+// names after FROM, JOIN, INTO, UPDATE, TABLE and USING, and the names a
+// comma adds to a FROM list; a FROM inside a function's parentheses
+// (EXTRACT(YEAR FROM t), trim(x FROM s)) names none, and the UPDATE of
+// FOR UPDATE, ON CONFLICT DO UPDATE or ON UPDATE CASCADE is no operation.
+// It is "" when sql names no operation the lexer knows (SET, SHOW,
+// LISTEN...), and at most maxSummary characters, cut between words.
+//
+// The summary is an attribute of the duration metric: SQL that names a new
+// table at each call (a partition per day, temporary tables) makes a new
+// series each time.
 func summarize(sql string) string {
 	lx := sqllexer.New(sql, sqllexer.WithDBMS(sqllexer.DBMSPostgres))
 	var b strings.Builder
@@ -85,41 +92,81 @@ func summarize(sql string) string {
 		b.WriteString(word)
 		return true
 	}
-	table := false // the previous word says a table's name comes next
+	var (
+		table    bool            // the previous word says a table's name comes next
+		prev     string          // the previous word, upper-cased
+		parens   []bool          // open parentheses: true for a function call's
+		inFunc   int             // function calls open
+		lists    = []bool{false} // per depth of parentheses: a FROM list is under way there
+		function bool            // a function's name was just read: its ( comes next
+	)
 	for tok := lx.Scan(); tok.Type != sqllexer.EOF && tok.Type != sqllexer.ERROR; tok = lx.Scan() {
 		switch tok.Type {
 		case sqllexer.SPACE, sqllexer.COMMENT, sqllexer.MULTILINE_COMMENT:
 			continue
+		}
+		word := strings.ToUpper(tok.Value)
+		call := function
+		function = false
+		switch tok.Type {
 		case sqllexer.COMMAND:
-			word := strings.ToUpper(tok.Value)
-			table = word == "JOIN" || word == "UPDATE" || word == "STRAIGHT_JOIN"
-			if word == "JOIN" || word == "STRAIGHT_JOIN" {
-				continue
+			join := word == "JOIN" || word == "STRAIGHT_JOIN"
+			clause := (word == "UPDATE" || word == "DELETE") && (prev == "FOR" || prev == "DO" || prev == "ON" || prev == "KEY")
+			table = !clause && (join || word == "UPDATE" || word == "TRUNCATE")
+			lists[len(parens)] = word == "TRUNCATE"
+			if join || clause {
+				break
 			}
 			if !add(word) {
 				return b.String()
 			}
 			ops++
 		case sqllexer.KEYWORD:
-			switch strings.ToUpper(tok.Value) {
-			case "FROM", "INTO", "TABLE":
-				table = true
-			case "ONLY", "EXISTS", "IF", "NOT":
+			switch word {
+			case "FROM", "INTO", "TABLE", "USING":
+				table = inFunc == 0
+				if table && (word == "FROM" || word == "USING") {
+					lists[len(parens)] = true
+				}
+			case "ONLY", "IF", "EXISTS", "NOT":
 				// FROM ONLY t, DROP TABLE IF EXISTS t: the name is still to come.
+			case "AS":
 			default:
-				table = false
+				table, lists[len(parens)] = false, false
 			}
 		case sqllexer.IDENT, sqllexer.QUOTED_IDENT:
-			if table && strings.EqualFold(tok.Value, "IF") {
-				continue // DROP TABLE IF EXISTS t
-			}
 			if table && ops > 0 && !add(tok.Value) {
 				return b.String()
+			}
+			table = false
+		case sqllexer.FUNCTION:
+			function = true
+			table = false
+		case sqllexer.PUNCTUATION:
+			switch tok.Value {
+			case "(":
+				parens = append(parens, call)
+				lists = append(lists, false)
+				if call {
+					inFunc++
+				}
+			case ")":
+				if n := len(parens); n > 0 {
+					if parens[n-1] {
+						inFunc--
+					}
+					parens, lists = parens[:n-1], lists[:n]
+				}
+			case ",":
+				table = lists[len(parens)] && inFunc == 0
+				prev = word
+				continue
 			}
 			table = false
 		default:
 			table = false
 		}
+		prev = word
 	}
 	if ops == 0 {
 		return ""

@@ -45,3 +45,38 @@ func TestSQLInfoHidesLiterals(t *testing.T) {
 		t.Errorf("sqlInfo = %+v", *info)
 	}
 }
+
+// TestSummarizeClauses: words that look like operations or tables but are
+// not, and lists of tables.
+func TestSummarizeClauses(t *testing.T) {
+	for _, c := range []struct{ sql, want string }{
+		{"SELECT * FROM users WHERE id = $1 FOR UPDATE", "SELECT users"},
+		{"SELECT * FROM jobs FOR NO KEY UPDATE SKIP LOCKED", "SELECT jobs"},
+		{"INSERT INTO users (email) VALUES ($1) ON CONFLICT (email) DO UPDATE SET name = $2", "INSERT users"},
+		{"CREATE TABLE orders (user_id uuid REFERENCES users ON DELETE CASCADE ON UPDATE CASCADE)", "CREATE orders"},
+		{"SELECT trim(both 'x' FROM password) FROM users", "SELECT users"},
+		{"SELECT EXTRACT(YEAR FROM created_at) FROM orders", "SELECT orders"},
+		{"SELECT * FROM a, b x, c WHERE a.id = b.id", "SELECT a b c"},
+		{"TRUNCATE a, b", "TRUNCATE a b"},
+		{"DELETE FROM orders USING users WHERE orders.user_id = users.id", "DELETE orders users"},
+		{"SELECT * FROM (SELECT id FROM users) u, orders", "SELECT SELECT users orders"},
+		{"SELECT count(*) FROM users WHERE id IN (SELECT user_id FROM orders)", "SELECT users SELECT orders"},
+	} {
+		if got := summarize(c.sql); got != c.want {
+			t.Errorf("summarize(%q) = %q, want %q", c.sql, got, c.want)
+		}
+	}
+}
+
+// FuzzSummarize: any text gives a summary of at most 255 characters, and
+// no panic.
+func FuzzSummarize(f *testing.F) {
+	for _, seed := range []string{"SELECT * FROM a, (b", "))) FROM x(", "UPDATE t SET a = (SELECT 1 FROM", `"q""x" FROM "a""b"`, "$$ FROM $$"} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, sql string) {
+		if s := summarize(sql); len(s) > maxSummary {
+			t.Fatalf("summary of %d characters", len(s))
+		}
+	})
+}

@@ -427,7 +427,7 @@ func (b *BaseDatabase[T]) Patch(ctx context.Context, id uuid.UUID, fields map[st
 	}
 	var rows []T
 	// Find, not Scan: the row returned gets the AfterFind hooks Get's gets.
-	err = b.conn(withOwnSQL(ctx, "UPDATE")).Raw(stmt.SQL.String(), stmt.Vars...).Find(&rows).Error
+	err = ownSQL(b.conn(ctx).Raw(stmt.SQL.String(), stmt.Vars...), "UPDATE").Find(&rows).Error
 	if err == nil && len(rows) == 0 {
 		err = ErrNotFound
 	}

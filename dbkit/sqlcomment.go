@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"strings"
-	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -159,19 +158,19 @@ func uncachedMode(args []any) pgx.QueryExecMode {
 
 // plainText reports an argument pgx sends in the exec mode as the text the
 // server would have read had pgx known the parameter's type: NULL, strings
-// (sent as text in every mode), integers, booleans, times (timestamptz's
-// text, which date and timestamp columns read as they do a time.Time), UUIDs
-// (their Value is their text) and the nullable forms of these. Floats are
-// not: a float32's shortest decimal is not its value as a float64 (0.1 and
-// 0.10000000149011612 in a double precision column), and a float64 too
-// large for a real column is an error as text but Infinity in binary.
+// (sent as text in every mode), integers, booleans, UUIDs (their Value is
+// their text) and the nullable forms of these. Times are not: the exec mode
+// sends a time as UTC, which a date, timestamp or time column reads in UTC
+// (2026-05-01 00:30+02 becomes 2026-04-30), where the cached modes send it
+// as written in its own zone. Floats are not: a float32's shortest decimal
+// is not its value as a float64 (0.1 and 0.10000000149011612 in a double
+// precision column), and a float64 too large for a real column is an error
+// as text but Infinity in binary.
 func plainText(a any) bool {
 	switch a.(type) {
-	case nil, string, bool, int, int8, int16, int32, int64, uint, uint8, uint16, uint32, uint64,
-		time.Time, uuid.UUID,
-		*string, *bool, *int, *int8, *int16, *int32, *int64, *uint, *uint8, *uint16, *uint32, *uint64,
-		*time.Time, *uuid.UUID,
-		sql.NullString, sql.NullBool, sql.NullInt16, sql.NullInt32, sql.NullInt64, sql.NullTime, gorm.DeletedAt:
+	case nil, string, bool, int, int8, int16, int32, int64, uint, uint8, uint16, uint32, uint64, uuid.UUID,
+		*string, *bool, *int, *int8, *int16, *int32, *int64, *uint, *uint8, *uint16, *uint32, *uint64, *uuid.UUID,
+		sql.NullString, sql.NullBool, sql.NullInt16, sql.NullInt32, sql.NullInt64:
 		return true
 	}
 	return false

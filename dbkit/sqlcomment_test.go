@@ -137,7 +137,8 @@ func TestTraceCommentsStatement(t *testing.T) {
 	traced := trace.ContextWithSpanContext(context.Background(), specSpan)
 	id := uuid.New()
 	name := "ada"
-	plain := []any{id, 2, int64(3), "x", &name, (*string)(nil), nil, true, time.Now(), uint8(1)}
+	when := time.Date(2026, 5, 1, 0, 30, 0, 0, time.FixedZone("CEST", 2*3600)) // UTC in the exec mode: another day
+	plain := []any{id, 2, int64(3), "x", &name, (*string)(nil), nil, true, uint8(1)}
 	for _, tc := range []struct {
 		name      string
 		c         traceComments
@@ -158,6 +159,7 @@ func TestTraceCommentsStatement(t *testing.T) {
 		{"a valuer: describe_exec", traceCommentsUncached, traced, []any{jsonValuer{}}, true, commented, []any{pgx.QueryExecModeDescribeExec, jsonValuer{}}},
 		{"a duration: describe_exec", traceCommentsUncached, traced, []any{time.Second}, true, commented, []any{pgx.QueryExecModeDescribeExec, time.Second}},
 		{"a float: describe_exec", traceCommentsUncached, traced, []any{0.1}, true, commented, []any{pgx.QueryExecModeDescribeExec, 0.1}},
+		{"a time: describe_exec", traceCommentsUncached, traced, []any{id, when}, true, commented, []any{pgx.QueryExecModeDescribeExec, id, when}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			gotQuery, gotArgs := tc.c.statement(tc.ctx, query, tc.args, tc.rows)

@@ -32,6 +32,8 @@ type opObs struct {
 	parent          context.Context // the context before the operation's span
 	span            trace.Span      // nil when not traced
 	text            *sqlInfo        // the caller's SQL, known at the start; nil for SQL GORM builds
+	stmt            *gorm.Statement // the GORM statement observed; nil for others
+	ended           bool
 }
 
 type opObsKey struct{}
@@ -44,14 +46,17 @@ func (o *opObs) Value(key any) any {
 	return o.Context.Value(key)
 }
 
-// ownSQLKey marks a context in which dbkit runs SQL it had GORM build for
-// the repository's model, so that its statements keep the model's table;
-// its value is the statement's operation (an UPDATE ... RETURNING runs as
-// a query).
+// ownSQLKey marks, in a statement's settings, SQL dbkit had GORM build for
+// the repository's model and runs as given (Raw), so that the statement
+// keeps the model's table; its value is the statement's operation (an
+// UPDATE ... RETURNING runs as a query). The mark is the statement's, not
+// its context's: what a hook runs in that context is not dbkit's SQL.
 type ownSQLKey struct{}
 
-func withOwnSQL(ctx context.Context, op string) context.Context {
-	return context.WithValue(ctx, ownSQLKey{}, op)
+// ownSQL marks tx's statement as dbkit's own SQL, doing op.
+func ownSQL(tx *gorm.DB, op string) *gorm.DB {
+	tx.Statement.Settings.Store(ownSQLKey{}, op)
+	return tx
 }
 
 // Operations of transaction control statements, which have no table. Their
@@ -178,20 +183,25 @@ func (db *DB) stmtStart(tx *gorm.DB, op string) {
 	// the model it was run through does not say which table it reads, and
 	// its operation is not parsed out of its text (the conventions advise
 	// against it: one text can hold several statements); its summary is.
-	own, isOwn := ctx.Value(ownSQLKey{}).(string)
+	var own any
+	isOwn := false
+	if st.SQL.Len() > 0 {
+		own, isOwn = st.Settings.Load(ownSQLKey{})
+	}
 	if st.SQL.Len() > 0 && !isOwn {
 		info := db.sqlInfo.of(st.SQL.String())
 		obs = db.startOp(ctx, db.shapeOf("", "", info.summary))
 		obs.text = info
 	} else {
-		if st.SQL.Len() > 0 {
-			op = own
+		if isOwn {
+			op = own.(string)
 		}
 		if op == "DELETE" && !st.Unscoped && st.Schema != nil && len(st.Schema.DeleteClauses) > 0 {
 			op = "UPDATE" // GORM's soft delete
 		}
 		obs = db.startOp(ctx, db.shapeOf(op, st.Table, ""))
 	}
+	obs.stmt = st
 	st.Context = obs
 }
 
@@ -224,8 +234,8 @@ type spanTimes interface {
 func (db *DB) stmtEnd(tx *gorm.DB) {
 	st := tx.Statement
 	obs, ok := st.Context.Value(opObsKey{}).(*opObs)
-	if !ok {
-		return
+	if !ok || obs.stmt != st {
+		return // not this statement's: a dry run's, or one that did not start, in another's context
 	}
 	st.Context = obs.parent
 	if st.SQL.Len() == 0 {
@@ -256,6 +266,10 @@ func (db *DB) stmtEnd(tx *gorm.DB) {
 // span), and so is its log record.
 // err is translated: it carries no value.
 func (o *opObs) end(text string, rows, returned int64, err error) {
+	if o.ended {
+		return
+	}
+	o.ended = true
 	db := o.db
 	elapsed := time.Since(o.start)
 	errType, code := errorType(err)
@@ -353,7 +367,11 @@ func (db *DB) startCopy(ctx context.Context, table string, rows int) (context.Co
 // endCopy ends what startCopy started, with err translated.
 func (o *opObs) endCopy(rows int, err error) {
 	if o != nil {
-		o.end("COPY "+o.shape.table+" FROM STDIN", int64(rows), -1, err)
+		text := "COPY " + o.shape.table + " FROM STDIN"
+		if o.db.noQueryText {
+			text = ""
+		}
+		o.end(text, int64(rows), -1, err)
 	}
 }
 

@@ -250,7 +250,7 @@ func (b *BaseDatabase[T]) upsert(ctx context.Context, op, spanName string, items
 	}
 	var returned []T
 	// Find, not Scan: the rows returned get the AfterFind hooks Get's get.
-	if err := b.conn(withOwnSQL(ctx, "INSERT")).Raw(stmt.SQL.String(), stmt.Vars...).Find(&returned).Error; err != nil {
+	if err := ownSQL(b.conn(ctx).Raw(stmt.SQL.String(), stmt.Vars...), "INSERT").Find(&returned).Error; err != nil {
 		return b.finish(ctx, span, op, err)
 	}
 	// An inserted row comes back with the ID the item was given; a row that

@@ -902,3 +902,52 @@ func TestCallerSQLIsSummarized(t *testing.T) {
 		}
 	}
 }
+
+// peekingUser runs SQL of its own after each row it is read into.
+type peekingUser struct{ User }
+
+func (peekingUser) TableName() string { return "users" }
+
+func (u *peekingUser) AfterFind(tx *gorm.DB) error {
+	var n int64
+	return tx.Raw("SELECT count(*) FROM pg_class").Scan(&n).Error
+}
+
+// TestHookSQLIsTheCallers: SQL a hook runs while dbkit runs its own (the
+// UPDATE ... RETURNING of Patch) is the hook's: summarized from its text,
+// not taken for dbkit's UPDATE. And WithoutQueryText leaves COPY's text out.
+func TestHookSQLIsTheCallers(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	o := newObserved(t, srv.NewDatabase(t), dbkit.WithoutQueryText())
+	users := dbkit.NewBaseDatabase[peekingUser](o.db, dbkit.Patchable("name"))
+	u := peekingUser{User{Email: "peek@example.com"}}
+	if err := users.Create(ctx, &u); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := users.Patch(ctx, u.ID, map[string]any{"name": "p"}); err != nil {
+		t.Fatal(err)
+	}
+	var hook, update int
+	for _, s := range o.spans.Ended() {
+		switch a := attrs(s); s.Name() {
+		case "SELECT pg_class":
+			hook++
+			if _, ok := a["db.operation.name"]; ok {
+				t.Errorf("the hook's SQL has db.operation.name %q", a["db.operation.name"])
+			}
+		case "UPDATE users":
+			update++
+		}
+	}
+	if hook != 1 || update != 1 {
+		t.Errorf("spans %v: want one UPDATE users (Patch) and one SELECT pg_class (its hook)", names(o.spans.Ended()))
+	}
+	if err := dbkit.NewBaseDatabase[User](o.db).CreateMany(ctx, []User{{Email: "copy-no-text@example.com"}}); err != nil {
+		t.Fatal(err)
+	}
+	copySpan := o.span(t, "COPY users")
+	if text, ok := attrs(copySpan)["db.query.text"]; ok || strings.Contains(o.logs.String(), "FROM STDIN") {
+		t.Errorf("WithoutQueryText: COPY's text %q on its span or in the logs", text)
+	}
+}

@@ -636,7 +636,11 @@ func checkDurationMetric(t *testing.T, cfg dbkit.Config, m otlpMetric, spans []o
 		if len(p.BucketCounts) != len(durationBounds)+1 || inBuckets != p.Count {
 			t.Errorf("%s: %d samples, buckets %v; want them counted in %d buckets", what, p.Count, p.BucketCounts, len(durationBounds)+1)
 		}
-		// An exemplar leads to the span of its statement.
+		// An exemplar leads to the span of its statement: every series has
+		// one (the default filter keeps those of sampled spans).
+		if len(p.Exemplars) == 0 {
+			t.Errorf("%s: no exemplar", what)
+		}
 		for _, id := range p.Exemplars {
 			s, ok := byID[id]
 			switch {

@@ -167,7 +167,7 @@ func TestTraceCommentsReachTheServer(t *testing.T) {
 		done := make(chan error, 1)
 		go func() {
 			var one int
-			done <- users.Query(ctx).Raw("SELECT 1 FROM pg_sleep(0.3)").Scan(ctx, &one)
+			done <- users.Query(ctx).Raw("SELECT 1 FROM pg_sleep(1)").Scan(ctx, &one)
 		}()
 		var seen activity
 		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
@@ -182,7 +182,7 @@ func TestTraceCommentsReachTheServer(t *testing.T) {
 		if seen.Query == "" {
 			t.Fatal("pg_stat_activity never showed the statement running")
 		}
-		wantTraceComment(t, seen.Query, "SELECT 1 FROM pg_sleep(0.3)", o.clientSpan(t, "pg_sleep"))
+		wantTraceComment(t, seen.Query, "SELECT 1 FROM pg_sleep(1)", o.clientSpan(t, "pg_sleep"))
 	})
 }
 
@@ -458,5 +458,51 @@ func wantSameKinds(t *testing.T, got, want Kinds) {
 		(got.Note == nil) != (want.Note == nil), got.Note != nil && *got.Note != *want.Note,
 		(got.Ref == nil) != (want.Ref == nil), got.Ref != nil && *got.Ref != *want.Ref:
 		t.Errorf("read back\n%+v\nwant\n%+v", got, want)
+	}
+}
+
+// Dated has columns without a time zone, which read a time as written in
+// its own zone in pgx's cached modes.
+type Dated struct {
+	dbkit.Model
+	Day   time.Time `gorm:"type:date"`
+	Local time.Time `gorm:"type:timestamp"`
+	Clock string    `gorm:"-"`
+}
+
+var datedTable = migrate.Migration{ID: "202611300901_create_dated", Migrate: func(tx *gorm.DB) error {
+	return tx.Exec(`CREATE TABLE dateds (id uuid PRIMARY KEY, created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL,
+		day date NOT NULL, local timestamp NOT NULL)`).Error
+}}
+
+// TestTraceCommentsKeepLocalTimes: a time not in UTC, written to date and
+// timestamp columns and compared with them, gives what it gives without
+// comments. In pgx's exec mode it would be sent as UTC, a day or hours
+// away.
+func TestTraceCommentsKeepLocalTimes(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	when := time.Date(2026, 5, 1, 0, 30, 0, 0, time.FixedZone("CEST", 2*3600))
+	for _, comments := range []bool{false, true} {
+		opts := []dbkit.Option{dbkit.WithMigrations(datedTable)}
+		if comments {
+			opts = append(opts, dbkit.WithTraceComments())
+		}
+		o := newObserved(t, srv.NewDatabase(t), opts...)
+		dated := dbkit.NewBaseDatabase[Dated](o.db)
+		tctx, span := sdktrace.NewTracerProvider().Tracer("test").Start(ctx, "caller")
+		if err := dated.Create(tctx, &Dated{Day: when, Local: when}); err != nil {
+			t.Fatal(err)
+		}
+		var day, local string
+		if err := o.db.Gorm(ctx).Raw("SELECT day::text, local::text FROM dateds").Row().Scan(&day, &local); err != nil {
+			t.Fatal(err)
+		}
+		n, err := dated.Count(tctx, dbkit.Eq("Day", when), dbkit.Eq("Local", when))
+		span.End()
+		if day != "2026-05-01" || local != "2026-05-01 00:30:00" || err != nil || n != 1 {
+			t.Errorf("comments %v: stored %s and %s, %d found by the same time (%v); want 2026-05-01, 2026-05-01 00:30:00, 1",
+				comments, day, local, n, err)
+		}
 	}
 }
