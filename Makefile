@@ -6,7 +6,8 @@ BENCH_COUNT ?= 10
 
 .PHONY: demo test bench lint cover
 
-## demo: run the quickstart; it starts an ephemeral PostgreSQL unless DATABASE_URL is set
+## demo: run the quickstart on DATABASE_URL, else on a database of its own on DBKIT_TEST_DATABASE_URL's server,
+## else on an ephemeral PostgreSQL it starts (see examples/quickstart)
 demo:
 	$(GO) run ./examples/quickstart
 

@@ -2,21 +2,34 @@
 // applies two migrations (package examples/migrations), writes and reads a few rows, handles a duplicate
 // key with errors.Is, and prints what it did, then the trace of it as a tree.
 //
-// With DATABASE_URL set it uses that server; without it, it starts an
-// ephemeral PostgreSQL (dbkit/dbtest) and removes it at the end:
+// With DATABASE_URL set it uses that database (and deletes the rows it
+// wrote). Without it, it gets a server from dbkit/dbtest: with
+// DBKIT_TEST_DATABASE_URL set, a database of its own on that server, dropped
+// at the end (the server is left running); else an ephemeral PostgreSQL
+// (Docker or the local binaries), stopped and removed at the end:
 //
 //	make demo                # or: go run ./examples/quickstart
 //	DATABASE_URL=postgres://app:secret@localhost:5432/app make demo
+//	DBKIT_TEST_DATABASE_URL=postgres://postgres:postgres@localhost:5432/postgres make demo
+//
+// It says what it connects to before it waits for the server, and prints
+// each retry while the server does not answer (Connect waits up to
+// Config.ConnectTimeout, 30 s by default; connect_timeout=N in the URL
+// changes it).
 package main
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"slices"
+	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -64,12 +77,26 @@ func run(ctx context.Context, w io.Writer) error {
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
 	ctx, root := tp.Tracer("quickstart").Start(ctx, "quickstart")
 
-	// Connect: validate, wait for the server, SELECT 1, migrate.
+	// Connect: validate, wait for the server, SELECT 1, migrate. Its log
+	// records are shown while it runs (each retry while the server does not
+	// answer, the migration lock, each migration applied), then no more: the
+	// duplicate key below is on purpose.
+	timeout := cfg.WithDefaults().ConnectTimeout
+	say("connect", "to %s, database %q as %s: retrying for up to %v while the server does not answer",
+		cfg.Addr(), cfg.Database, cfg.User, timeout)
+	connecting := new(atomic.Bool)
+	connecting.Store(true)
 	start := time.Now()
 	db, err := dbkit.Connect(ctx, cfg,
 		dbkit.WithMigrations(migrations.All...),
+		dbkit.WithLogger(slog.New(&progress{say: say, on: connecting})),
 		dbkit.WithTracerProvider(tp),
 		dbkit.WithRepositorySpans()) // each call's span above its statements, for the tree below
+	connecting.Store(false)
+	if errors.Is(err, dbkit.ErrUnavailable) {
+		return fmt.Errorf("no PostgreSQL answered at %s within %v: start it, or check DATABASE_URL "+
+			"(unset, the quickstart starts a server of its own): %w", cfg.Addr(), timeout, err)
+	}
 	if err != nil {
 		return err
 	}
@@ -173,8 +200,9 @@ func printTree(w io.Writer, spans []sdktrace.ReadOnlySpan, parent trace.SpanID, 
 	}
 }
 
-// server returns the configuration of DATABASE_URL, or of a database on an
-// ephemeral server it starts; cleanup stops that server.
+// server returns the configuration of DATABASE_URL, or of a new database on
+// the server dbtest gives (DBKIT_TEST_DATABASE_URL's, or an ephemeral one it
+// starts); cleanup drops that database, or stops the ephemeral server.
 func server(ctx context.Context, say func(step, format string, args ...any)) (dbkit.Config, func(), error) {
 	if os.Getenv("DATABASE_URL") != "" {
 		cfg, err := dbkit.ConfigFromEnv()
@@ -184,28 +212,96 @@ func server(ctx context.Context, say func(step, format string, args ...any)) (db
 		say("server", "DATABASE_URL: %s", cfg)
 		return cfg, func() {}, nil
 	}
+	if os.Getenv(dbtest.EnvDatabaseURL) != "" {
+		say("server", "%s is set: a database of the quickstart's own on that server", dbtest.EnvDatabaseURL)
+	} else {
+		say("server", "DATABASE_URL is not set: starting an ephemeral PostgreSQL (Docker, else the local binaries)")
+	}
 	start := time.Now()
 	srv, err := dbtest.Start(ctx)
 	if err != nil {
 		return dbkit.Config{}, nil, err
 	}
+	// A name of its own each run: on a server that outlives the run, a
+	// second run (or one running alongside) finds no database in its way.
+	name := "quickstart_" + randomHex(4)
 	cleanup := func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
+		if srv.Source() == dbtest.SourceExternal {
+			if err := srv.DropDatabase(ctx, name); err != nil {
+				fmt.Fprintln(os.Stderr, "quickstart:", err)
+			} else {
+				say("cleanup", "database %q dropped; the server of %s is left running", name, dbtest.EnvDatabaseURL)
+			}
+		}
 		if err := srv.Stop(ctx); err != nil {
 			fmt.Fprintln(os.Stderr, "quickstart: stop server:", err)
-		} else {
+		} else if srv.Source() != dbtest.SourceExternal {
 			say("stop", "ephemeral server stopped and removed")
 		}
 	}
-	cfg, err := srv.CreateDatabase(ctx, "quickstart")
+	cfg, err := srv.CreateDatabase(ctx, name)
 	if err != nil {
 		cleanup()
 		return dbkit.Config{}, nil, err
 	}
-	say("server", "ephemeral PostgreSQL (%s) on %s, ready in %v", srv.Source(), cfg.Addr(), since(start))
+	if srv.Source() == dbtest.SourceExternal {
+		say("server", "database %q created on %s in %v", name, cfg.Addr(), since(start))
+	} else {
+		say("server", "ephemeral PostgreSQL (%s) on %s, ready in %v", srv.Source(), cfg.Addr(), since(start))
+	}
 	return cfg, cleanup, nil
 }
+
+// randomHex is n random bytes in hex.
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b) // never fails
+	return fmt.Sprintf("%x", b)
+}
+
+// progress is a slog.Handler that prints dbkit's records at INFO and above
+// as the quickstart's lines, one each, while on is set: Connect's retries,
+// the migration lock, the migrations applied.
+type progress struct {
+	say   func(step, format string, args ...any)
+	on    *atomic.Bool
+	attrs []slog.Attr
+}
+
+func (p *progress) Enabled(_ context.Context, l slog.Level) bool {
+	return l >= slog.LevelInfo && p.on.Load()
+}
+
+func (p *progress) Handle(_ context.Context, r slog.Record) error {
+	var b strings.Builder
+	b.WriteString(strings.TrimPrefix(r.Message, "dbkit: "))
+	write := func(a slog.Attr) bool {
+		if a.Key == "addr" || a.Key == "database" {
+			return true // the connect line named them
+		}
+		v := a.Value.String()
+		if a.Value.Kind() == slog.KindDuration {
+			v = a.Value.Duration().Round(time.Millisecond).String()
+		}
+		v, _, _ = strings.Cut(v, "\n") // pgx repeats a refusal once per TLS mode tried
+		fmt.Fprintf(&b, "; %s: %s", a.Key, v)
+		return true
+	}
+	for _, a := range p.attrs {
+		write(a)
+	}
+	r.Attrs(write)
+	p.say("connect", "%s", b.String())
+	return nil
+}
+
+func (p *progress) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return &progress{say: p.say, on: p.on, attrs: append(slices.Clip(p.attrs), attrs...)}
+}
+
+func (p *progress) WithGroup(string) slog.Handler { return p }
 
 func since(t time.Time) time.Duration { return time.Since(t).Round(time.Millisecond) }
 
