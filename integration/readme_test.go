@@ -1,22 +1,19 @@
 package integration
 
 import (
-	"bytes"
-	"context"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 )
 
 // readmeImports are the imports the README's prose names for its quickstart.
 var readmeImports = []string{"context", "fmt", "log", "github.com/dbkit-go/database/dbkit", "gorm.io/gorm"}
 
-// TestREADMEQuickstart compiles the README's quickstart and runs it against a
-// fresh database, so the README cannot drift from the API.
+// TestREADMEQuickstart follows the README in a module of its own: its go
+// get, then its quickstart as main.go, run against a fresh database with the
+// command line it gives. The README can drift neither from the API nor from
+// what installing takes.
 func TestREADMEQuickstart(t *testing.T) {
 	t.Parallel()
 	readme, err := os.ReadFile("../README.md")
@@ -49,34 +46,23 @@ func TestREADMEQuickstart(t *testing.T) {
 	}
 	header.WriteString(")\n\n")
 
-	dir, err := os.MkdirTemp("..", "_readme_test_") // inside the module, ignored by ./...
+	// As a new user would: a module of their own, the README's go get,
+	// the quickstart as main.go, and its command line.
+	m := newUserModule(t)
+	for _, cmd := range installCommands(t, "README.md") {
+		m.run(cmd[1:]...)
+	}
+	m.write(map[string]string{"main.go": header.String() + code})
+	dbURL := databaseURL(srv.NewDatabase(t))
+	if !strings.Contains(text, "Run it with `DATABASE_URL=postgres://user:password@localhost:5432/app go run .`") {
+		t.Error("the README no longer says how to run its quickstart as this test does")
+	}
+	out, err := runGo(t, m.dir, append(offline, "DATABASE_URL="+dbURL), "run", ".")
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("go run README quickstart: %v\n%s", err, out)
 	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(header.String()+code), 0o644); err != nil {
-		t.Fatal(err)
-	}
-
-	cfg := srv.NewDatabase(t)
-	dbURL := databaseURL(cfg)
-
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	goBin, err := exec.LookPath("go") // go test puts the go command that runs it first on PATH
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.CommandContext(ctx, goBin, "run", "./"+filepath.Base(dir))
-	cmd.Dir = ".."
-	cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("go run README quickstart: %v\n%s", err, out.String())
-	}
-	fields := strings.Fields(out.String())
+	fields := strings.Fields(out)
 	if len(fields) != 3 || fields[0] != "ada@example.com" || len(fields[1]) != 36 || fields[2] != "<nil>" {
-		t.Errorf("quickstart printed %q, want the email, a UUID and <nil>", out.String())
+		t.Errorf("quickstart printed %q, want the email, a UUID and <nil>", out)
 	}
 }

@@ -1,0 +1,230 @@
+package integration
+
+import (
+	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// A docSample is a ```go block of a doc, and the line its code starts on.
+type docSample struct {
+	doc  string // path from the repository's root: docs/queries.md
+	line int
+	code string
+}
+
+// docSamples returns the ```go blocks of doc (a path from the repository's
+// root) that start a line: indented blocks (inside list items) are fragments
+// and are not among them.
+func docSamples(t *testing.T, doc string) []docSample {
+	t.Helper()
+	text, err := os.ReadFile(filepath.Join("..", doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var samples []docSample
+	var cur *docSample
+	var code strings.Builder
+	for i, line := range strings.Split(string(text), "\n") {
+		switch {
+		case cur == nil && line == "```go":
+			cur = &docSample{doc: doc, line: i + 2}
+			code.Reset()
+		case cur != nil && line == "```":
+			cur.code = code.String()
+			samples = append(samples, *cur)
+			cur = nil
+		case cur != nil:
+			code.WriteString(line + "\n")
+		}
+	}
+	if cur != nil {
+		t.Fatalf("%s:%d: unterminated ```go block", doc, cur.line-1)
+	}
+	if len(samples) == 0 {
+		t.Fatalf("%s has no ```go block", doc)
+	}
+	return samples
+}
+
+// sampleImports are the packages doc samples may use, by name. A file of a
+// sample package imports those it names and does not declare itself.
+var sampleImports = map[string]string{
+	"context":    "context",
+	"errors":     "errors",
+	"fmt":        "fmt",
+	"http":       "net/http",
+	"httptest":   "net/http/httptest",
+	"json":       "encoding/json",
+	"log":        "log",
+	"os":         "os",
+	"slog":       "log/slog",
+	"sql":        "database/sql",
+	"strconv":    "strconv",
+	"strings":    "strings",
+	"testing":    "testing",
+	"time":       "time",
+	"uuid":       "github.com/google/uuid",
+	"gorm":       "gorm.io/gorm",
+	"dbkit":      "github.com/dbkit-go/database/dbkit",
+	"dbtest":     "github.com/dbkit-go/database/dbkit/dbtest",
+	"migrate":    "github.com/dbkit-go/database/migrate",
+	"migrations": "github.com/dbkit-go/database/examples/migrations",
+	"telemetry":  "github.com/dbkit-go/database/tracing/telemetry",
+	"tracing":    "github.com/dbkit-go/database/tracing",
+}
+
+// samplePackage turns samples into the files of Go package pkg, with the
+// files of preamble (by name: Go declarations, without package clause or
+// imports) declaring what the samples take as given: a ctx, a db, a model.
+//
+//   - A sample of declarations is a file as it is (a _test.go file when it
+//     uses package testing).
+//   - A sample of statements is the body of a func of its own returning
+//     error (so that it may return err), followed by `return nil`. Each
+//     variable it declares at its top level is then used (`_ = v`), and so
+//     is a value standing alone as a statement (a Filter literal, say): a
+//     sample may show a result without doing anything with it.
+//
+// Each file imports the packages of sampleImports it names, and carries
+// //line directives: compile errors name the doc's lines.
+func samplePackage(t *testing.T, pkg string, preamble map[string]string, samples []docSample) map[string]string {
+	t.Helper()
+	bodies := map[string]string{}
+	maps.Copy(bodies, preamble)
+	for _, s := range samples {
+		name := strings.NewReplacer("/", "_", ".", "_").Replace(s.doc) + "_" + strconv.Itoa(s.line)
+		path, err := filepath.Abs(filepath.Join("..", s.doc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		directive := fmt.Sprintf("//line %s:%d\n", path, s.line)
+		if _, err := parser.ParseFile(token.NewFileSet(), "", "package p\n"+s.code, parser.SkipObjectResolution); err == nil {
+			file := name + ".go"
+			if strings.Contains(s.code, "*testing.") {
+				file = name + "_test.go"
+			}
+			bodies[file] = directive + s.code
+			continue
+		}
+		body, err := statementSample(s.code)
+		if err != nil {
+			t.Fatalf("%s:%d: neither declarations nor statements: %v\n%s", s.doc, s.line, err, s.code)
+		}
+		bodies[name+".go"] = fmt.Sprintf("func sample%d() error {\n%s%s\treturn nil\n}\n", s.line, directive, body)
+	}
+	declared := map[string]bool{}
+	for file, body := range bodies {
+		f, err := parser.ParseFile(token.NewFileSet(), file, "package p\n"+body, parser.SkipObjectResolution)
+		if err != nil {
+			t.Fatalf("%s: %v", file, err)
+		}
+		for _, d := range f.Decls {
+			switch d := d.(type) {
+			case *ast.FuncDecl:
+				if d.Recv == nil {
+					declared[d.Name.Name] = true
+				}
+			case *ast.GenDecl:
+				for _, spec := range d.Specs {
+					switch spec := spec.(type) {
+					case *ast.TypeSpec:
+						declared[spec.Name.Name] = true
+					case *ast.ValueSpec:
+						for _, n := range spec.Names {
+							declared[n.Name] = true
+						}
+					}
+				}
+			}
+		}
+	}
+	files := make(map[string]string, len(bodies))
+	for file, body := range bodies {
+		f, err := parser.ParseFile(token.NewFileSet(), file, "package p\n"+body, 0)
+		if err != nil {
+			t.Fatalf("%s: %v", file, err)
+		}
+		var imports []string
+		for _, id := range f.Unresolved {
+			if path, ok := sampleImports[id.Name]; ok && !declared[id.Name] && !slices.Contains(imports, path) {
+				imports = append(imports, path)
+			}
+		}
+		sort.Strings(imports)
+		var b strings.Builder
+		fmt.Fprintf(&b, "package %s\n\n", pkg)
+		for _, path := range imports {
+			fmt.Fprintf(&b, "import %q\n", path)
+		}
+		b.WriteString("\n" + body)
+		files[file] = b.String()
+	}
+	return files
+}
+
+// statementSample returns code, statements, with `_ = v` after each
+// statement declaring v at the top level and `_ = ` before each value
+// standing alone, on the same lines.
+func statementSample(code string) (string, error) {
+	const head = "package p\nfunc _() error {\n"
+	fset := token.NewFileSet()
+	f, err := parser.ParseFile(fset, "", head+code+"}\n", parser.SkipObjectResolution)
+	if err != nil {
+		return "", err
+	}
+	type insertion struct {
+		at   int
+		text string
+	}
+	var ins []insertion
+	offset := func(p token.Pos) int { return fset.Position(p).Offset - len(head) }
+	use := func(after token.Pos, names []*ast.Ident) {
+		for _, n := range names {
+			if n.Name != "_" {
+				ins = append(ins, insertion{offset(after), "; _ = " + n.Name})
+			}
+		}
+	}
+	for _, stmt := range f.Decls[0].(*ast.FuncDecl).Body.List {
+		switch stmt := stmt.(type) {
+		case *ast.AssignStmt:
+			if stmt.Tok == token.DEFINE {
+				var names []*ast.Ident
+				for _, e := range stmt.Lhs {
+					names = append(names, e.(*ast.Ident))
+				}
+				use(stmt.End(), names)
+			}
+		case *ast.DeclStmt:
+			for _, spec := range stmt.Decl.(*ast.GenDecl).Specs {
+				if vs, ok := spec.(*ast.ValueSpec); ok {
+					use(stmt.End(), vs.Names)
+				}
+			}
+		case *ast.ExprStmt:
+			if _, call := stmt.X.(*ast.CallExpr); !call {
+				ins = append(ins, insertion{offset(stmt.Pos()), "_ = "})
+			}
+		}
+	}
+	sort.SliceStable(ins, func(i, j int) bool { return ins[i].at < ins[j].at })
+	var b strings.Builder
+	last := 0
+	for _, in := range ins {
+		b.WriteString(code[last:in.at])
+		b.WriteString(in.text)
+		last = in.at
+	}
+	b.WriteString(code[last:])
+	return b.String(), nil
+}
