@@ -2,6 +2,7 @@ package dbkit_test
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log"
@@ -25,17 +26,29 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	code := m.Run()
+	for _, name := range exampleDatabases { // a server that outlives the run (DBKIT_TEST_DATABASE_URL) keeps them
+		if err := srv.DropDatabase(context.Background(), name); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+		}
+	}
 	_ = srv.Stop(context.Background())
 	os.Exit(code)
 }
 
+// exampleDatabases are the databases the examples created.
+var exampleDatabases []string
+
 // exampleConfig stands for the service's configuration, usually
-// dbkit.ConfigFromEnv().
+// dbkit.ConfigFromEnv(): a new database named after name, unique to the run.
 func exampleConfig(name string) dbkit.Config {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b) // never fails
+	name = fmt.Sprintf("%s_%x", name, b)
 	cfg, err := srv.CreateDatabase(context.Background(), name)
 	if err != nil {
 		log.Fatal(err)
 	}
+	exampleDatabases = append(exampleDatabases, name)
 	return cfg
 }
 

@@ -57,6 +57,7 @@ func Example() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	defer srv.DropDatabase(ctx, "example") // a server that outlives srv (DBKIT_TEST_DATABASE_URL's) would keep it
 	db, err := dbkit.Connect(ctx, cfg)
 	if err != nil {
 		log.Fatal(err)

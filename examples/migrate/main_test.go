@@ -96,7 +96,8 @@ func TestCommand(t *testing.T) {
 		if code != want {
 			t.Fatalf("migrate %v: exit %d, want %d\nstdout:\n%s\nstderr:\n%s", args, code, want, out.String(), errOut.String())
 		}
-		if strings.Contains(errOut.String(), cfg.Password) || strings.Contains(out.String(), cfg.Password) {
+		// (A server that trusts its clients, as DBKIT_TEST_DATABASE_URL's may, has no password to print.)
+		if cfg.Password != "" && (strings.Contains(errOut.String(), cfg.Password) || strings.Contains(out.String(), cfg.Password)) {
 			t.Fatalf("migrate %v printed the password", args)
 		}
 		return out.String() + errOut.String()
