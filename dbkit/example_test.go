@@ -73,7 +73,7 @@ func ExampleConnect() {
 
 	db, err := dbkit.Connect(ctx, cfg, dbkit.WithMigrations(migrations...))
 	if err != nil {
-		log.Fatal(err) // *dbkit.ConfigError, *dbkit.ConnectError or *migrate.Error
+		log.Fatal(err) // *dbkit.ConfigError, *dbkit.ConnectError, or one of package migrate's errors
 	}
 	defer db.Close(ctx)
 

@@ -38,7 +38,8 @@ type options struct {
 // after the health check, under a lock that makes it safe for many replicas
 // to start at once; see package migrate. Connect fails with a
 // *migrate.Error naming the first migration that fails, a
-// *migrate.LockTimeoutError naming who held the lock too long, or a
+// *migrate.LockTimeoutError naming who held the lock too long, a
+// *migrate.ChecksumError listing applied migrations that changed, or a
 // *migrate.ValidationError.
 func WithMigrations(migrations ...Migration) Option {
 	return func(o *options) { o.migrations = append(o.migrations, migrations...) }
