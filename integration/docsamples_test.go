@@ -79,6 +79,7 @@ var sampleImports = map[string]string{
 	"dbtest":     "github.com/dbkit-go/database/dbkit/dbtest",
 	"migrate":    "github.com/dbkit-go/database/migrate",
 	"migrations": "github.com/dbkit-go/database/examples/migrations",
+	"pgx":        "github.com/jackc/pgx/v5",
 	"telemetry":  "github.com/dbkit-go/database/tracing/telemetry",
 	"tracing":    "github.com/dbkit-go/database/tracing",
 }
@@ -281,11 +282,13 @@ type Job struct {
 }
 
 var (
-	ctx      = context.Background()
-	db       *dbkit.DB
-	jobRepo  *dbkit.BaseDatabase[Job]
-	accounts *dbkit.BaseDatabase[Account]
-	from, to Account
+	ctx          = context.Background()
+	db           *dbkit.DB
+	users        *dbkit.BaseDatabase[User]
+	jobRepo      *dbkit.BaseDatabase[Job]
+	accounts     *dbkit.BaseDatabase[Account]
+	from, to     Account
+	since, until time.Time
 )
 
 func writeError(w http.ResponseWriter, err error) { http.Error(w, err.Error(), http.StatusBadRequest) }
@@ -326,9 +329,11 @@ type User struct {
 			"preamble.go": `
 var (
 	ctx    = context.Background()
+	db     *dbkit.DB
 	users  *dbkit.BaseDatabase[User]
 	u      User
 	cutoff time.Time
+	points [][]any
 )
 `,
 		}, docSamples(t, "docs/repository.md")),

@@ -35,7 +35,7 @@ func TestRepositoryStatementsAsDocumented(t *testing.T) {
 	if _, err := users.Get(ctx, u.ID); err != nil {
 		t.Fatal(err)
 	}
-	for _, preds := range [][]dbkit.Predicate{nil, {dbkit.Eq("email", u.Email)}} {
+	for _, preds := range [][]dbkit.QueryOption{nil, {dbkit.Eq("email", u.Email)}} {
 		if ok, err := users.Exists(ctx, preds...); err != nil || !ok {
 			t.Fatalf("Exists(%v) = %v, %v", preds, ok, err)
 		}
