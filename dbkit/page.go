@@ -184,6 +184,12 @@ type CursorPage[T any] struct {
 // A cursor carries the sort keys of its boundary row and a MAC (see
 // [WithCursorKey]); one that was altered, or that belongs to another sort, is
 // an error matching [ErrInvalid], never SQL.
+//
+// A sort field must be a pointer, or NOT NULL: a key, tagged gorm:"not null",
+// or on a column the database declares NOT NULL. The repository reads those
+// from PostgreSQL's catalog at the first FindCursor that needs them and keeps
+// them; a read that fails is returned, and the next call reads again. Other
+// sorts are errors matching [ErrInvalid].
 func (b *BaseDatabase[T]) FindCursor(ctx context.Context, req CursorRequest, opts ...QueryOption) (CursorPage[T], error) {
 	if b.err != nil {
 		return CursorPage[T]{}, b.err
@@ -193,8 +199,9 @@ func (b *BaseDatabase[T]) FindCursor(ctx context.Context, req CursorRequest, opt
 	if err == nil {
 		q, err = b.compilePaged(ctx, opts)
 	}
+	var notNull []bool
 	if err == nil {
-		err = b.checkCursorSort(q)
+		notNull, err = b.checkCursorSort(ctx, q)
 	}
 	var cur cursor
 	if err == nil && req.Cursor != "" {
@@ -214,7 +221,7 @@ func (b *BaseDatabase[T]) FindCursor(ctx context.Context, req CursorRequest, opt
 	read := q
 	read.order, read.limit = order, size+1
 	if req.Cursor != "" {
-		read.where.Exprs = append(slices.Clone(q.where.Exprs), keysetAfter(order, q.sortFields, cur.Keys))
+		read.where.Exprs = append(slices.Clone(q.where.Exprs), keysetAfter(order, notNull, cur.Keys))
 	}
 
 	ctx, span := b.start(ctx, b.names.findCursor)
@@ -260,30 +267,37 @@ func (b *BaseDatabase[T]) FindCursor(ctx context.Context, req CursorRequest, opt
 }
 
 // checkCursorSort refuses sorts a cursor cannot carry: fields input may not
-// name (their values would travel to the client in the cursor), fields that
-// can hold NULL but read it as a zero value (the cursor would place a NULL
-// row at "" or 0 and pages would repeat), and key types a cursor cannot
-// encode.
-func (b *BaseDatabase[T]) checkCursorSort(q compiled) error {
+// name (their values would travel to the client in the cursor), key types a
+// cursor cannot encode (both before any SQL), and fields that can hold NULL
+// but read it as a zero value (the cursor would place a NULL row at "" or 0
+// and pages would repeat). It returns which sort fields are NOT NULL, which
+// it learns from the database's catalog when their tags do not say (see
+// sortNotNull).
+func (b *BaseDatabase[T]) checkCursorSort(ctx context.Context, q compiled) ([]bool, error) {
 	for _, f := range q.sortFields {
 		if f.PrimaryKey {
 			continue
 		}
 		if visible, ok := b.fields.byName[f.DBName]; !ok || visible != f {
-			return fmt.Errorf("%w: %s.%s cannot sort cursor pages: the cursor would carry its values to the client", ErrInvalid, b.model, f.Name)
+			return nil, fmt.Errorf("%w: %s.%s cannot sort cursor pages: the cursor would carry its values to the client", ErrInvalid, b.model, f.Name)
 		}
-		t := f.FieldType
-		if t.Kind() != reflect.Pointer && !f.NotNull {
-			return fmt.Errorf("%w: %s.%s cannot sort cursor pages: declare it NOT NULL (gorm:\"not null\") or make it a pointer, or a NULL would read as a zero value and pages would repeat", ErrInvalid, b.model, f.Name)
-		}
-		switch k := indirect(t); {
+		switch k := indirect(f.FieldType); {
 		case k == timeType, k == uuidType:
 		case isNumber(k.Kind()), k.Kind() == reflect.String, k.Kind() == reflect.Bool:
 		default:
-			return fmt.Errorf("%w: %s.%s cannot sort cursor pages: a %s cannot be a cursor key", ErrInvalid, b.model, f.Name, k)
+			return nil, fmt.Errorf("%w: %s.%s cannot sort cursor pages: a %s cannot be a cursor key", ErrInvalid, b.model, f.Name, k)
 		}
 	}
-	return nil
+	notNull, err := b.sortNotNull(ctx, q.sortFields)
+	if err != nil {
+		return nil, err
+	}
+	for i, f := range q.sortFields {
+		if !notNull[i] && f.FieldType.Kind() != reflect.Pointer {
+			return nil, fmt.Errorf("%w: %s.%s cannot sort cursor pages: its column %s may hold NULL, which the field would read as a zero value, and pages would repeat: make the field a pointer, or the column NOT NULL (a view's: tag the field gorm:\"not null\")", ErrInvalid, b.model, f.Name, f.DBName)
+		}
+	}
+	return notNull, nil
 }
 
 // keysetAfter is the condition "strictly after keys in order": the
@@ -291,13 +305,13 @@ func (b *BaseDatabase[T]) checkCursorSort(q compiled) error {
 // direction and PostgreSQL's NULL placement (last ascending, first
 // descending). When every column is NOT NULL and all go the same way it is a
 // row comparison, (a, b) > ($1, $2), which an index on (a, b) serves.
-func keysetAfter(order []clause.OrderByColumn, fields []*schema.Field, keys []any) clause.Expression {
-	sameWay, notNull := true, true
+func keysetAfter(order []clause.OrderByColumn, notNull []bool, keys []any) clause.Expression {
+	sameWay, noNulls := true, true
 	for i, o := range order {
 		sameWay = sameWay && o.Desc == order[0].Desc
-		notNull = notNull && (fields[i].NotNull || fields[i].PrimaryKey) && keys[i] != nil
+		noNulls = noNulls && notNull[i] && keys[i] != nil
 	}
-	if sameWay && notNull {
+	if sameWay && noNulls {
 		cols := make([]string, len(order))
 		vars := make([]any, 0, 2*len(order))
 		for i, o := range order {

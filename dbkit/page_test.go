@@ -88,7 +88,7 @@ func TestForgedCursorStaysData(t *testing.T) {
 	}
 	db, _ := gorm.Open(tests.DummyDialector{}, &gorm.Config{DryRun: true})
 	var rows []filterModel
-	stmt := db.Model(&filterModel{}).Clauses(clause.Where{Exprs: []clause.Expression{keysetAfter(q.order, q.sortFields, c.Keys)}}).Find(&rows).Statement
+	stmt := db.Model(&filterModel{}).Clauses(clause.Where{Exprs: []clause.Expression{keysetAfter(q.order, []bool{false, true}, c.Keys)}}).Find(&rows).Statement
 	if strings.Contains(stmt.SQL.String(), "DROP") || stmt.Vars[0] != hostile {
 		t.Errorf("SQL %s with vars %v", stmt.SQL.String(), stmt.Vars)
 	}

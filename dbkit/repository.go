@@ -41,6 +41,10 @@ type BaseDatabase[T Entity] struct {
 	spanOpts   map[string][]trace.SpanStartOption // by span name
 	names      spanNames
 	err        error // why the repository is unusable, nil when it is fine
+
+	// notNull: the columns NOT NULL in the database, read at the first
+	// FindCursor that needs them.
+	notNull lazy[map[string]bool]
 }
 
 type spanNames struct {

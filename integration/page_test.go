@@ -7,8 +7,6 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/google/uuid"
-
 	"github.com/dbkit-go/database/dbkit"
 )
 
@@ -36,10 +34,10 @@ func seedOrders(t *testing.T, db *dbkit.DB, n int) *dbkit.BaseDatabase[Order] {
 	return orders
 }
 
-func ids(orders []Order) []uuid.UUID {
-	out := make([]uuid.UUID, len(orders))
-	for i, o := range orders {
-		out[i] = o.ID
+func ids[T dbkit.Entity](rows []T) []string {
+	out := make([]string, len(rows))
+	for i, r := range rows {
+		out[i] = r.PrimaryKey()
 	}
 	return out
 }
@@ -91,16 +89,16 @@ func TestFindPage(t *testing.T) {
 
 // walk reads every page forward, then every page backward from the last,
 // and returns both sequences of IDs.
-func walk(t *testing.T, orders *dbkit.BaseDatabase[Order], size int, opts ...dbkit.QueryOption) (forward, backward []uuid.UUID) {
+func walk[T dbkit.Entity](t *testing.T, repo *dbkit.BaseDatabase[T], size int, opts ...dbkit.QueryOption) (forward, backward []string) {
 	t.Helper()
 	ctx := context.Background()
 	req := dbkit.CursorRequest{Size: size}
-	var last dbkit.CursorPage[Order]
+	var last dbkit.CursorPage[T]
 	for pages := 0; ; pages++ {
 		if pages > 100 {
 			t.Fatal("pagination does not end")
 		}
-		page, err := orders.FindCursor(ctx, req, opts...)
+		page, err := repo.FindCursor(ctx, req, opts...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -117,7 +115,7 @@ func walk(t *testing.T, orders *dbkit.BaseDatabase[Order], size int, opts ...dbk
 		if pages > 100 {
 			t.Fatal("backward pagination does not end")
 		}
-		page, err := orders.FindCursor(ctx, req, opts...)
+		page, err := repo.FindCursor(ctx, req, opts...)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -378,16 +378,17 @@ func TestPagesHonourScopes(t *testing.T) {
 	}
 }
 
-// Cursor pages refuse sorts a cursor cannot carry before any SQL.
+// Cursor pages refuse sorts a cursor cannot carry.
 func TestCursorRefusesUnsafeSorts(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db := newDB(t)
 	users := dbkit.NewBaseDatabase[User](db)
-	// name is NOT NULL in the table but not declared so on the struct: a NULL
-	// would read as "", so the cursor cannot trust it.
-	if _, err := users.FindCursor(ctx, dbkit.CursorRequest{Size: 5}, dbkit.SortBy("name")); !errors.Is(err, dbkit.ErrInvalid) {
-		t.Errorf("a cursor sorted by a field that may read NULL as \"\": %v, want ErrInvalid", err)
+	// seen_id is nullable in the table and Hooked.SeenID no pointer: a NULL
+	// would read as the zero UUID, so the cursor cannot trust it.
+	hooked := dbkit.NewBaseDatabase[Hooked](db)
+	if _, err := hooked.FindCursor(ctx, dbkit.CursorRequest{Size: 5}, dbkit.SortBy("seen_id")); !errors.Is(err, dbkit.ErrInvalid) {
+		t.Errorf("a cursor sorted by a field that may read NULL as a zero UUID: %v, want ErrInvalid", err)
 	}
 	accounts := dbkit.NewBaseDatabase[Account](db)
 	if _, err := accounts.FindCursor(ctx, dbkit.CursorRequest{Size: 5}, dbkit.OrderBy("deleted_at")); !errors.Is(err, dbkit.ErrInvalid) {
