@@ -89,6 +89,7 @@ type DB struct {
 //     host:port and database, never the password.
 //  3. A health check, SELECT 1.
 //  4. The migrations given with [WithMigrations], if any.
+//  5. The schema check of [WithSchemaCheck], if any.
 //
 // GORM is set up with error translation, a transaction (or, inside one, a
 // savepoint) around exactly the writes that can run more than one statement
@@ -116,6 +117,9 @@ func Connect(ctx context.Context, cfg Config, opts ...Option) (*DB, error) {
 	}
 	if err == nil && len(o.migrations) > 0 {
 		err = db.migrate(ctx, o)
+	}
+	if err == nil {
+		err = db.checkSchemaAtConnect(ctx, o)
 	}
 	tracing.End(span, err, nil)
 	if err != nil {

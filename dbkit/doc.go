@@ -60,6 +60,15 @@
 // [BaseDatabase.FindPage] gives offset pages, [BaseDatabase.FindCursor]
 // keyset pages with signed cursors.
 //
+// # Schema drift
+//
+// [DB.CheckSchema] compares each model's GORM schema with the migrated
+// database and returns a *[SchemaDriftError] ([ErrSchemaDrift]) listing
+// every difference: a missing table or column, a type, a NOT NULL, a unique
+// index, an index, the primary key. [WithSchemaCheck] runs it in Connect,
+// after the migrations, and fails; [WithSchemaCheckWarn] logs instead. In a
+// test it is one line, dbtest.CheckSchema(t, db, &User{}).
+//
 // # Writes, locking and transactions
 //
 // [BaseDatabase.CreateMany] writes with COPY; [BaseDatabase.Upsert] returns

@@ -71,7 +71,36 @@ var (
 	// been committed, and running it again could apply it twice: check, then
 	// decide. It never matches ErrUnavailable.
 	ErrCommitUnknown = errors.New("COMMIT got no answer: the transaction may or may not be committed")
+
+	// ErrSchemaDrift reports models that differ from the database's schema:
+	// [DB.CheckSchema] and Connect with [WithSchemaCheck] return a
+	// *[SchemaDriftError] that matches it and lists the differences.
+	ErrSchemaDrift = errors.New("schema drift")
 )
+
+// SchemaDriftError lists every difference [DB.CheckSchema] found between
+// models and the database, one a line in its text. It matches
+// [ErrSchemaDrift]. It holds names and type names, never a value.
+type SchemaDriftError struct {
+	Drifts []Drift
+}
+
+func (e *SchemaDriftError) Error() string {
+	var b strings.Builder
+	places := "places"
+	if len(e.Drifts) == 1 {
+		places = "place"
+	}
+	fmt.Fprintf(&b, "dbkit: %s: the database differs from the models in %d %s:", ErrSchemaDrift, len(e.Drifts), places)
+	for _, d := range e.Drifts {
+		b.WriteString("\n\t")
+		b.WriteString(d.String())
+	}
+	return b.String()
+}
+
+// Is reports whether target is ErrSchemaDrift.
+func (e *SchemaDriftError) Is(target error) bool { return target == ErrSchemaDrift }
 
 // proxyError is a sentinel that also matches another library's sentinel, the
 // way pgx.ErrNoRows matches sql.ErrNoRows.

@@ -51,6 +51,9 @@ func (m *Model) base() *Model { return m }
 // [WithDeleted] or [OnlyDeleted]; [BaseDatabase.Restore] brings a row back
 // and [BaseDatabase.HardDelete] removes it for good.
 //
+// Its field is tagged gorm:"index", as gorm.Model's is: the migration
+// should create an index on deleted_at ([DB.CheckSchema] expects one).
+//
 // A unique constraint still sees deleted rows. To let a deleted row's value
 // (an email, say) be used again, make the unique index partial:
 //

@@ -32,6 +32,8 @@ type options struct {
 	repositorySpans bool
 	traceComments   bool
 	gormPlugins     []gorm.Plugin
+	schemaCheck     []any // models Connect compares with the database (WithSchemaCheck)
+	schemaWarn      []any // and those whose differences it only logs (WithSchemaCheckWarn)
 }
 
 // WithMigrations makes Connect apply the pending migrations, in ID order,
@@ -190,3 +192,28 @@ func WithGormPlugins(plugins ...gorm.Plugin) Option {
 // pg_stat_activity cuts a statement at track_activity_query_size (1 kB by
 // default): a longer one loses its comment there, not in the log.
 func WithTraceComments() Option { return func(o *options) { o.traceComments = true } }
+
+// WithSchemaCheck makes Connect compare each model with the database once
+// the migrations are applied or checked, as [DB.CheckSchema] does, and fail
+// with a *[SchemaDriftError] (matching [ErrSchemaDrift]) listing every
+// difference: a column no migration created, a type or nullability that
+// differs, a uniqueIndex tag with no unique index. It costs Connect two
+// catalog queries. models are pointers to (or values of) the models, as for
+// GORM: WithSchemaCheck(&User{}, &Order{}).
+//
+// Failing is the safe choice where a difference means a bug: tests, CI, a
+// staging start-up. A service that must start anyway (a schema with known,
+// harmless differences, being adopted) uses [WithSchemaCheckWarn].
+func WithSchemaCheck(models ...any) Option {
+	return func(o *options) { o.schemaCheck = append(o.schemaCheck, models...) }
+}
+
+// WithSchemaCheckWarn is [WithSchemaCheck] that lets Connect succeed: each
+// difference is logged at WARN through [WithLogger] ("dbkit: schema drift:
+// ..." with the attributes kind, model, field, table, column, want and got).
+// Give it a logger: without WithLogger dbkit logs nothing, and the
+// differences would go unseen. A catalog that cannot be read, or a model
+// GORM cannot parse, still fails Connect.
+func WithSchemaCheckWarn(models ...any) Option {
+	return func(o *options) { o.schemaWarn = append(o.schemaWarn, models...) }
+}

@@ -139,6 +139,7 @@ var schema = []migrate.Migration{
 					id uuid PRIMARY KEY, created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL,
 					deleted_at timestamptz, email text NOT NULL);
 				CREATE UNIQUE INDEX accounts_email_key ON accounts (email) WHERE deleted_at IS NULL;
+				CREATE INDEX accounts_deleted_at ON accounts (deleted_at); -- SoftDelete's index tag
 				CREATE TABLE counters (
 					id uuid PRIMARY KEY, created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL,
 					version bigint NOT NULL, value bigint NOT NULL DEFAULT 0, label text NOT NULL DEFAULT '');

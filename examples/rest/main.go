@@ -44,7 +44,7 @@ import (
 // clients filter and sort by.
 type User struct {
 	dbkit.Model
-	Email string `gorm:"not null" json:"email"` // NOT NULL, so cursor pages can sort by it
+	Email string `gorm:"not null" json:"email"` // NOT NULL, as the migration declares it (TestSchema checks)
 	Name  string `gorm:"not null" json:"name"`
 }
 

@@ -28,3 +28,10 @@ func TestUsers(t *testing.T) {
 		t.Fatalf("second user with Ada's email: %v, want ErrDuplicate", err)
 	}
 }
+
+// TestSchema keeps the migrations and the model in step: a field whose
+// column no migration created, or a type or NOT NULL that differs, fails it.
+func TestSchema(t *testing.T) {
+	t.Parallel()
+	dbtest.CheckSchema(t, dbtest.New(t, migrations.All...), &User{})
+}
