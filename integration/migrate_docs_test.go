@@ -16,27 +16,7 @@ import (
 // without its type.
 func docMigrations(t *testing.T) []string {
 	t.Helper()
-	doc, err := os.ReadFile("../docs/migrations.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var blocks []string
-	rest := string(doc)
-	for {
-		var ok bool
-		if _, rest, ok = strings.Cut(rest, "<!-- docs-test: migration -->\n```go\n"); !ok {
-			break
-		}
-		var block string
-		if block, rest, ok = strings.Cut(rest, "```"); !ok {
-			t.Fatal("docs/migrations.md: unterminated ```go block")
-		}
-		blocks = append(blocks, strings.TrimSpace(block))
-	}
-	if len(blocks) == 0 {
-		t.Fatal(`docs/migrations.md has no "<!-- docs-test: migration -->" block`)
-	}
-	return blocks
+	return docBlocks(t, "../docs/migrations.md", "migration")
 }
 
 // docProgram is a migration command made of the docs' migrations: it
@@ -91,26 +71,14 @@ func main() {
 func buildDocProgram(t *testing.T) func(dbURL string, args ...string) (string, error) {
 	t.Helper()
 	code := strings.Replace(docProgram, "%s", strings.Join(docMigrations(t), ",\n")+",\n", 1)
-	dir, err := os.MkdirTemp("..", "_docs_test_") // inside the module, ignored by ./...
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(code), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	goBin, err := exec.LookPath("go") // go test puts the go command that runs it first on PATH
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir := tempPackage(t, "_docs_test_", "main.go", code)
 	bin, err := filepath.Abs(filepath.Join(dir, "prog"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	build := exec.CommandContext(ctx, goBin, "build", "-o", bin, "./"+filepath.Base(dir))
-	build.Dir = ".."
+	build := goCommand(ctx, t, "build", "-o", bin, "./"+filepath.Base(dir))
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("the migrations of docs/migrations.md do not compile: %v\n%s\n%s", err, out, code)
 	}
