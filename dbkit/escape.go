@@ -30,11 +30,16 @@ const gormHatch = "DB.Gorm"
 //   - it gets its statement span, duration and log record;
 //   - rows of models embedding [Model] get their IDs and timestamps; writes
 //     that hooks or associations make more than one statement are atomic;
-//   - after [DB.Close] has begun it fails with [ErrClosed].
+//   - after [DB.Close] has begun, new work fails with [ErrClosed] (a
+//     transaction already running goes on, until Close's ctx ends).
 //
 // Each call returns a new session: conditions added to one do not reach
-// the next. Errors GORM meets after the statement, while reading the rows
-// of Rows(), are database/sql's: pass them through [TranslateError]. Strings
+// the next. Errors GORM meets after the statement, while reading rows (of
+// Rows(), and Scan's), are database/sql's: read rows with Find, or pass
+// those errors through [TranslateError]. For a transaction use [DB.InTx],
+// not GORM's Transaction or Begin, whose Row() errors are untranslated; a
+// session inside InTx cannot Commit or Rollback its transaction
+// ([ErrInvalid]). Strings
 // given to Where, Order, Select, Joins or Raw go into the SQL as written:
 // bind values with placeholders, never pass request input there.
 //
@@ -76,7 +81,8 @@ func (db *DB) Exec(ctx context.Context, sql string, args ...any) (int64, error) 
 // what it SET. Statements fn runs have no span, metric or log record of
 // dbkit's, and ctx bounds only what fn gives it.
 //
-// After [DB.Close] has begun it returns [ErrClosed] without calling fn.
+// After [DB.Close] has begun it returns [ErrClosed] without calling fn,
+// unless ctx carries a transaction already running.
 func (db *DB) WithPgxConn(ctx context.Context, fn func(ctx context.Context, conn *pgx.Conn) error) error {
 	if fn == nil {
 		return fmt.Errorf("dbkit: WithPgxConn: %w: nil func", ErrInvalid)

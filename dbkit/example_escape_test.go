@@ -36,7 +36,7 @@ func ExampleDB_Gorm() {
 		Email string
 		Name  string
 	}
-	err = db.Gorm(ctx).Raw("SELECT email, name FROM users ORDER BY email").Scan(&rows).Error
+	err = db.Gorm(ctx).Raw("SELECT email, name FROM users ORDER BY email").Find(&rows).Error
 	fmt.Println("read model:", rows, err)
 
 	// Migrations' status on the service's own connection.

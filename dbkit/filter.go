@@ -2,6 +2,7 @@ package dbkit
 
 import (
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"net/url"
 	"reflect"
@@ -89,7 +90,21 @@ type Filter struct {
 }
 
 func (f Filter) apply(q *query) { q.filters = append(q.filters, f) }
-func (f Filter) isGroup() bool  { return len(f.Or) > 0 || len(f.And) > 0 }
+
+// UnmarshalJSON decodes a Filter from request input: whatever f held
+// before, the result is input's, at every level. (encoding/json decodes into
+// the values already there and leaves unexported fields alone: decoding
+// over a filter made in code would otherwise keep its trust.)
+func (f *Filter) UnmarshalJSON(b []byte) error {
+	type plain Filter // the same fields, without this method
+	var p plain
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	*f = Filter(p)
+	return nil
+}
+func (f Filter) isGroup() bool { return len(f.Or) > 0 || len(f.And) > 0 }
 
 // isEmpty reports the zero condition: no field, no group, no negation.
 func (f Filter) isEmpty() bool { return f.Field == "" && f.Op == "" && !f.isGroup() && f.Not == nil }
@@ -347,9 +362,12 @@ func (r *fieldResolver) compileFilter(f Filter, depth int) (clause.Expression, e
 		if f.Field != "" || f.Op != "" || f.isGroup() {
 			return nil, fmt.Errorf("%w: a filter is a field condition, one group (or/and) or a negation (not), not several", ErrInvalid)
 		}
+		if f.Not.isEmpty() {
+			return nil, fmt.Errorf("%w: not of an empty filter", ErrInvalid)
+		}
 		e, err := r.compileFilter(*f.Not, depth+1)
-		if err != nil || e == nil {
-			return nil, err // not of no condition: no condition
+		if err != nil {
+			return nil, err
 		}
 		return clause.Not(e), nil
 	}
@@ -369,16 +387,17 @@ func (r *fieldResolver) compileFilter(f Filter, depth int) (clause.Expression, e
 		}
 		exprs := make([]clause.Expression, 0, len(group))
 		for _, g := range group {
+			// An empty filter is no condition at the top, where it is
+			// harmless; inside a group or a not its meaning (all rows? none?)
+			// would turn on the group around it: it is refused.
+			if g.isEmpty() {
+				return nil, fmt.Errorf("%w: an empty filter inside an or/and group", ErrInvalid)
+			}
 			e, err := r.compileFilter(g, depth+1)
 			if err != nil {
 				return nil, err
 			}
-			if e != nil {
-				exprs = append(exprs, e)
-			}
-		}
-		if len(exprs) == 0 {
-			return nil, nil
+			exprs = append(exprs, e)
 		}
 		return combine(exprs...), nil
 	}

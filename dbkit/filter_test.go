@@ -1,6 +1,7 @@
 package dbkit
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/url"
@@ -424,8 +425,8 @@ func TestCodeFilterSQL(t *testing.T) {
 			}
 		})
 	}
-	// No condition: the zero Filter, an empty And, Not of either.
-	for _, f := range []Filter{{}, And(), Not(Filter{})} {
+	// No condition: the zero Filter, an empty And, at the top.
+	for _, f := range []Filter{{}, And()} {
 		if sql, _, err := render(t, f); err != nil || strings.Contains(sql, "WHERE") {
 			t.Errorf("%#v: %s, %v; want no WHERE", f, sql, err)
 		}
@@ -439,11 +440,38 @@ func TestCodeFilterSQL(t *testing.T) {
 		"Gt nil":                Gt("Age", nil),
 		"Like of a number":      Like("Age", "1%"),
 		"not and field":         {Field: "name", Not: &Filter{Field: "name"}},
+		"not of nothing":        Not(Filter{}),
+		"or with nothing":       Or(Eq("Name", "a"), Filter{}),
+		"and with nothing":      Or(Eq("Name", "a"), And()),
+		"input or with nothing": decodeFilter(t, `{"or": [{"field": "name", "value": "a"}, {}]}`),
+		"a gorm.Valuer":         Eq("Age", gormValuer{}),
+		"In of a slice":         In("Age", []int{1, 2}),
+		// JSON decoded over a filter made in code is input, at every level.
+		"JSON over code":         decodeInto(t, Eq("Name", "a"), `{"field": "secret", "value": "s"}`),
+		"JSON over code, in not": decodeInto(t, Not(Eq("Name", "a")), `{"not": {"field": "secret", "value": "s"}}`),
+		"JSON over code, in or":  decodeInto(t, Or(Eq("Name", "a")), `{"or": [{"field": "secret", "value": "s"}]}`),
 	} {
 		if _, _, err := render(t, f); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%s: %v, want ErrInvalid", name, err)
 		}
 	}
+}
+
+// gormValuer is an expression GORM would write into the SQL as is.
+type gormValuer struct{}
+
+func (gormValuer) GormValue(context.Context, *gorm.DB) clause.Expr {
+	return clause.Expr{SQL: "0 OR true"}
+}
+
+// decodeInto decodes s over f, as a handler decoding a request into
+// defaults would.
+func decodeInto(t *testing.T, f Filter, s string) Filter {
+	t.Helper()
+	if err := json.Unmarshal([]byte(s), &f); err != nil {
+		t.Fatal(err)
+	}
+	return f
 }
 
 func decodeFilter(t *testing.T, s string) Filter {

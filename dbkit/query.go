@@ -428,8 +428,12 @@ func checkScalar(model string, f *schema.Field, v any) error {
 		return nil
 	}
 	t := reflect.TypeOf(v)
+	if _, ok := v.(gorm.Valuer); ok {
+		// GormValue returns an expression GORM writes into the SQL as is.
+		return fmt.Errorf("%w: %s.%s: a value, not an SQL expression (%s is a gorm.Valuer)", ErrInvalid, model, f.Name, t)
+	}
 	if t.Implements(expressionType) || reflect.PointerTo(t).Implements(expressionType) {
-		return fmt.Errorf("%w: %s.%s: Eq takes a value, not an SQL expression (%s)", ErrInvalid, model, f.Name, t)
+		return fmt.Errorf("%w: %s.%s: a condition takes a value, not an SQL expression (%s)", ErrInvalid, model, f.Name, t)
 	}
 	if t.Implements(valuerType) {
 		return nil
@@ -437,7 +441,7 @@ func checkScalar(model string, f *schema.Field, v any) error {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 		if t.Implements(expressionType) {
-			return fmt.Errorf("%w: %s.%s: Eq takes a value, not an SQL expression (%s)", ErrInvalid, model, f.Name, t)
+			return fmt.Errorf("%w: %s.%s: a condition takes a value, not an SQL expression (%s)", ErrInvalid, model, f.Name, t)
 		}
 		if t.Implements(valuerType) || reflect.PointerTo(t).Implements(valuerType) {
 			return nil
@@ -458,5 +462,5 @@ func checkScalar(model string, f *schema.Field, v any) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("%w: %s.%s: Eq takes a single value, not a %s", ErrInvalid, model, f.Name, t)
+	return fmt.Errorf("%w: %s.%s: a condition takes a single value, not a %s (In takes its values one by one: In(field, v1, v2) or In(field, values...))", ErrInvalid, model, f.Name, t)
 }

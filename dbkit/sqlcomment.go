@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/hex"
+	"fmt"
 	"strings"
 
 	"github.com/google/uuid"
@@ -222,3 +223,14 @@ func (t *txPool) QueryRowContext(ctx context.Context, query string, args ...any)
 
 // GetDBConn gives GORM's DB() the pool, as it finds it behind a *sql.Tx.
 func (t *txPool) GetDBConn() (*sql.DB, error) { return t.db.pool.GetDBConn() }
+
+// errTxOwned is what ending the transaction of InTx (or of a write dbkit
+// made atomic) from a statement inside it gets: InTx commits when its func
+// returns nil, and rolls back when it returns an error.
+var errTxOwned = fmt.Errorf("dbkit: %w: this transaction is dbkit's: return from the InTx func to commit it, or return an error to roll it back", ErrInvalid)
+
+// Commit refuses: see errTxOwned. dbkit commits the *sql.Tx itself.
+func (t *txPool) Commit() error { return errTxOwned }
+
+// Rollback refuses: see errTxOwned.
+func (t *txPool) Rollback() error { return errTxOwned }

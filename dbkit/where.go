@@ -76,7 +76,9 @@ func (b *BaseDatabase[T]) UpdateWhere(ctx context.Context, set map[string]any, o
 //
 // With no condition it would delete every row: it refuses, with an error
 // matching [ErrInvalid], unless opts hold [AllRows]. Find-only options
-// (order, limit, lock, preload, select) are refused.
+// (order, limit, lock, preload, select) are refused, and so are
+// [WithDeleted] and [OnlyDeleted] for a SoftDelete model (GORM would delete
+// those rows for good).
 //
 //	n, err := sessions.DeleteWhere(ctx, dbkit.Lt("expires_at", time.Now()))
 func (b *BaseDatabase[T]) DeleteWhere(ctx context.Context, opts ...QueryOption) (int64, error) {
@@ -86,6 +88,11 @@ func (b *BaseDatabase[T]) DeleteWhere(ctx context.Context, opts ...QueryOption) 
 	q, err := b.compileConds("DeleteWhere", opts)
 	if err != nil {
 		return 0, err
+	}
+	if q.unscoped && b.fields.deletedAt != nil {
+		// GORM deletes for good what it deletes unscoped: a soft-deleted
+		// row, and a live one too.
+		return 0, b.invalid("DeleteWhere", "WithDeleted and OnlyDeleted would delete rows for good; DeleteWhere of a SoftDelete model marks live rows only")
 	}
 	if !q.hasWhere() && !q.all {
 		return 0, b.invalid("DeleteWhere", "no condition: it would delete every row; pass AllRows() to mean it")
@@ -122,8 +129,12 @@ func (b *BaseDatabase[T]) codeAssignments(set map[string]any) (map[string]any, e
 		if err != nil {
 			return nil, err
 		}
-		if f.PrimaryKey || f.Name == "CreatedAt" || f.DBName == b.versionCol || (b.fields.deletedAt != nil && f == b.fields.deletedAt) {
+		if f.PrimaryKey || f.Name == "CreatedAt" || f.DBName == b.versionCol || (b.fields.deletedAt != nil && f == b.fields.deletedAt) ||
+			!f.Updatable {
 			return nil, fmt.Errorf("%w: %s.%s cannot be set by UpdateWhere", ErrInvalid, b.model, f.Name)
+		}
+		if _, twice := out[f.DBName]; twice {
+			return nil, fmt.Errorf("%w: %s.%s is set twice", ErrInvalid, b.model, f.Name)
 		}
 		if err := checkScalar(b.model, f, value); err != nil {
 			return nil, err

@@ -84,6 +84,17 @@ func TestGormKeepsTheGuarantees(t *testing.T) {
 		t.Errorf("after the rollback: %d rows, %v; want the write rolled back with the transaction", after, err)
 	}
 
+	// The transaction is InTx's: a session cannot end it under InTx's feet.
+	err = db.InTx(ctx, func(ctx context.Context) error {
+		if err := db.Gorm(ctx).Commit().Error; !errors.Is(err, dbkit.ErrInvalid) {
+			return fmt.Errorf("Commit on a session inside InTx: %v, want ErrInvalid", err)
+		}
+		return db.Gorm(ctx).Create(&User{Email: "still-in-tx@example.com"}).Error
+	})
+	if err != nil {
+		t.Error(err)
+	}
+
 	// Spans: the statements run through it are traced.
 	found := false
 	for _, s := range o.spans.Ended() {

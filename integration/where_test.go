@@ -159,6 +159,16 @@ func TestWritesByCondition(t *testing.T) {
 	if n, err := accounts.UpdateWhere(ctx, map[string]any{"email": "z@example.com"}, dbkit.Eq("email", "a@example.com"), dbkit.WithDeleted()); err != nil || n != 1 {
 		t.Errorf("UpdateWhere WithDeleted: %d, %v; want 1", n, err)
 	}
+	// DeleteWhere of a SoftDelete model never deletes for good: GORM would,
+	// unscoped, so WithDeleted and OnlyDeleted are refused.
+	for _, scope := range []dbkit.QueryOption{dbkit.WithDeleted(), dbkit.OnlyDeleted()} {
+		if n, err := accounts.DeleteWhere(ctx, dbkit.Eq("email", "b@example.com"), scope); !errors.Is(err, dbkit.ErrInvalid) || n != 0 {
+			t.Errorf("soft DeleteWhere with a scope: %d, %v; want ErrInvalid", n, err)
+		}
+	}
+	if n, err := accounts.Count(ctx, dbkit.WithDeleted()); err != nil || n != 2 {
+		t.Errorf("%d accounts in all after the refused deletes, %v; want 2", n, err)
+	}
 	// A constraint is translated, without the value.
 	if _, err := accounts.UpdateWhere(ctx, map[string]any{"email": "b@example.com"}, dbkit.Eq("email", "z@example.com"), dbkit.WithDeleted()); err != nil &&
 		strings.Contains(err.Error(), "b@example.com") {
