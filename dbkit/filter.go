@@ -251,6 +251,7 @@ type fieldResolver struct {
 	deletedAt *schema.Field            // the SoftDelete column, nil without one
 	limits    InputLimits              // defaults filled in
 	maxName   int                      // the longest name accepted: MaxNameBytes, or longer names of the model
+	rels      map[string]*relation     // the associations "assoc.field" may name, by Go and JSON name
 }
 
 // newFieldResolver indexes the fields of s that input may name: every
@@ -259,11 +260,25 @@ type fieldResolver struct {
 // InputFields) narrows that to the fields it names. Input is held to
 // limits, defaults filled in.
 func newFieldResolver(model string, s *schema.Schema, allow []string, limits InputLimits) (*fieldResolver, error) {
+	r, err := newFieldResolverOf(model, s, allow, limits)
+	if err != nil {
+		return nil, err
+	}
+	r.rels, err = relationsOf(model, s, allow, limits)
+	return r, err
+}
+
+// newFieldResolverOf is newFieldResolver without the associations: the
+// resolver of a related model, one level deep.
+func newFieldResolverOf(model string, s *schema.Schema, allow []string, limits InputLimits) (*fieldResolver, error) {
 	r := &fieldResolver{model: model, schema: s, byName: map[string]*schema.Field{}, deletedAt: softDeleteField(s)}
 	var allowed map[*schema.Field]bool
 	if len(allow) > 0 {
 		allowed = map[*schema.Field]bool{}
 		for _, name := range allow {
+			if strings.Contains(name, ".") {
+				continue // an association's field: its resolver's
+			}
 			f := s.LookUpField(name)
 			if f == nil || f.DBName == "" {
 				return nil, fmt.Errorf("%w: InputFields: %s has no field %s", ErrInvalid, model, quote(name))
@@ -354,7 +369,7 @@ func (r *fieldResolver) checkLen(field *schema.Field, v any, limit int, what str
 
 // compileFilter turns f into a clause expression with every identifier
 // resolved and every value converted to its field's type.
-func (r *fieldResolver) compileFilter(f Filter, depth int) (clause.Expression, error) {
+func (r *fieldResolver) compileFilter(f Filter, depth int, c *compiled) (clause.Expression, error) {
 	if depth > r.limits.MaxFilterDepth {
 		return nil, fmt.Errorf("%w: filter groups nested deeper than %d", ErrInvalid, r.limits.MaxFilterDepth)
 	}
@@ -365,7 +380,7 @@ func (r *fieldResolver) compileFilter(f Filter, depth int) (clause.Expression, e
 		if f.Not.isEmpty() {
 			return nil, fmt.Errorf("%w: not of an empty filter", ErrInvalid)
 		}
-		e, err := r.compileFilter(*f.Not, depth+1)
+		e, err := r.compileFilter(*f.Not, depth+1, c)
 		if err != nil {
 			return nil, err
 		}
@@ -393,7 +408,7 @@ func (r *fieldResolver) compileFilter(f Filter, depth int) (clause.Expression, e
 			if g.isEmpty() {
 				return nil, fmt.Errorf("%w: an empty filter inside an or/and group", ErrInvalid)
 			}
-			e, err := r.compileFilter(g, depth+1)
+			e, err := r.compileFilter(g, depth+1, c)
 			if err != nil {
 				return nil, err
 			}
@@ -402,13 +417,12 @@ func (r *fieldResolver) compileFilter(f Filter, depth int) (clause.Expression, e
 		return combine(exprs...), nil
 	}
 	if f.code {
-		return r.compileCodeFilter(f)
+		return r.compileCodeFilter(f, c)
 	}
-	field, err := r.field(f.Field)
+	field, col, err := r.column(f.Field, true, c)
 	if err != nil {
 		return nil, err
 	}
-	col := clause.Column{Table: clause.CurrentTable, Name: field.DBName}
 	op := f.Op
 	if op == "" {
 		op = OpEq
@@ -486,12 +500,11 @@ func (r *fieldResolver) compileFilter(f Filter, depth int) (clause.Expression, e
 
 // compileCodeFilter compiles a field condition made in code: any field of
 // the model, its value taken as it is (one value, not an SQL expression).
-func (r *fieldResolver) compileCodeFilter(f Filter) (clause.Expression, error) {
-	field, err := lookupField(r.schema, r.model, f.Field)
+func (r *fieldResolver) compileCodeFilter(f Filter, c *compiled) (clause.Expression, error) {
+	field, col, err := r.column(f.Field, false, c)
 	if err != nil {
 		return nil, err
 	}
-	col := clause.Column{Table: clause.CurrentTable, Name: field.DBName}
 	check := func(v any) error {
 		if err := checkScalar(r.model, field, v); err != nil {
 			return err

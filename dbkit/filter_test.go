@@ -499,3 +499,18 @@ func TestCondsOnly(t *testing.T) {
 		}
 	}
 }
+
+// TestAllowListNamesAssociations: an allow list entry "assoc.field" must
+// name an association the model has.
+func TestAllowListNamesAssociations(t *testing.T) {
+	s, err := filterSchemaOnce()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := newFieldResolver("filterModel", s, []string{"email", "owner.email"}, DefaultInputLimits()); !errors.Is(err, ErrInvalid) {
+		t.Errorf("an allow list naming a missing association: %v, want ErrInvalid", err)
+	}
+	if _, _, err := render(t, Eq("owner.email", "x")); !errors.Is(err, ErrInvalid) {
+		t.Errorf("a condition on a missing association: %v, want ErrInvalid", err)
+	}
+}

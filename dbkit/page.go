@@ -199,6 +199,9 @@ func (b *BaseDatabase[T]) FindCursor(ctx context.Context, req CursorRequest, opt
 	if err == nil {
 		q, err = b.compilePaged(ctx, opts)
 	}
+	if err == nil && len(q.joins) > 0 {
+		err = fmt.Errorf("%w: conditions or sorts on an association's fields: its keyset cursor cannot hold them (use FindPage)", ErrInvalid)
+	}
 	var notNull []bool
 	if err == nil {
 		notNull, err = b.checkCursorSort(ctx, q)

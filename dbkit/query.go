@@ -219,8 +219,9 @@ type compiled struct {
 	unscoped   bool            // soft-deleted rows included
 	lock       *clause.Locking // FOR UPDATE/SHARE
 	preloads   []string
-	selects    []string // column names
-	all        bool     // AllRows
+	selects    []string    // column names
+	all        bool        // AllRows
+	joins      []*relation // associations the conditions or the order name
 }
 
 func (c *compiled) hasWhere() bool { return len(c.where.Exprs) > 0 }
@@ -228,7 +229,7 @@ func (c *compiled) hasWhere() bool { return len(c.where.Exprs) > 0 }
 // forCount keeps what decides which rows match: conditions and the
 // soft-delete scope.
 func (c compiled) forCount() compiled {
-	return compiled{where: c.where, unscoped: c.unscoped}
+	return compiled{where: c.where, unscoped: c.unscoped, joins: c.joins}
 }
 
 // compileQuery resolves every field of opts: conditions and orders from code
@@ -260,7 +261,7 @@ func compileQuery(r *fieldResolver, opts []QueryOption, condsOnly bool) (compile
 		}
 	}
 	for _, f := range q.filters {
-		e, err := r.compileFilter(f, 0)
+		e, err := r.compileFilter(f, 0, &c)
 		if err != nil {
 			return c, err
 		}
@@ -275,23 +276,12 @@ func compileQuery(r *fieldResolver, opts []QueryOption, condsOnly bool) (compile
 	pk := r.schema.PrioritizedPrimaryField
 	hasPK := false
 	for _, o := range order {
-		var (
-			f   *schema.Field
-			err error
-		)
-		if o.input {
-			f, err = r.field(o.field)
-		} else {
-			f, err = lookupField(r.schema, r.model, o.field)
-		}
+		f, col, err := r.column(o.field, o.input, &c)
 		if err != nil {
 			return c, err
 		}
 		hasPK = hasPK || f == pk
-		c.order = append(c.order, clause.OrderByColumn{
-			Column: clause.Column{Table: clause.CurrentTable, Name: f.DBName},
-			Desc:   o.desc,
-		})
+		c.order = append(c.order, clause.OrderByColumn{Column: col, Desc: o.desc})
 		c.sortFields = append(c.sortFields, f)
 	}
 	if len(c.order) > 0 && !hasPK && pk != nil {

@@ -271,6 +271,10 @@ func (b *BaseDatabase[T]) scoped(ctx context.Context, q compiled) *gorm.DB {
 	if q.unscoped {
 		tx = tx.Unscoped()
 	}
+	if len(q.joins) > 0 {
+		// The model's columns only: a joined table's would share their names.
+		tx = tx.Clauses(fromClause(q.joins), clause.Select{Expression: clause.Expr{SQL: "?.*", Vars: []any{clause.Table{Name: clause.CurrentTable}}}})
+	}
 	if q.hasWhere() {
 		tx = tx.Clauses(q.where)
 	}
@@ -287,7 +291,15 @@ func (b *BaseDatabase[T]) scoped(ctx context.Context, q compiled) *gorm.DB {
 		tx = tx.Preload(p)
 	}
 	if len(q.selects) > 0 {
-		tx = tx.Select(q.selects)
+		if len(q.joins) > 0 {
+			cols := make([]clause.Column, len(q.selects))
+			for i, name := range q.selects {
+				cols[i] = clause.Column{Table: clause.CurrentTable, Name: name}
+			}
+			tx = tx.Clauses(clause.Select{Columns: cols})
+		} else {
+			tx = tx.Select(q.selects)
+		}
 	}
 	return tx
 }
@@ -345,7 +357,7 @@ func (b *BaseDatabase[T]) Exists(ctx context.Context, opts ...QueryOption) (bool
 	}
 	ctx, span := b.start(ctx, b.names.exists)
 	var ones []int
-	err = b.scoped(ctx, q).Model(new(T)).Select("1").Limit(1).Find(&ones).Error
+	err = b.scoped(ctx, q).Model(new(T)).Clauses(clause.Select{Expression: clause.Expr{SQL: "1"}}).Limit(1).Find(&ones).Error
 	return len(ones) > 0, b.finish(ctx, span, "Exists", err)
 }
 

@@ -58,6 +58,9 @@ func (b *BaseDatabase[T]) UpdateWhere(ctx context.Context, set map[string]any, o
 	if err != nil {
 		return 0, err
 	}
+	if len(q.joins) > 0 {
+		return 0, b.invalid("UpdateWhere", "conditions on an association's fields need a join, which UPDATE cannot take")
+	}
 	if !q.hasWhere() && !q.all {
 		return 0, b.invalid("UpdateWhere", "no condition: it would update every row; pass AllRows() to mean it")
 	}
@@ -88,6 +91,9 @@ func (b *BaseDatabase[T]) DeleteWhere(ctx context.Context, opts ...QueryOption) 
 	q, err := b.compileConds("DeleteWhere", opts)
 	if err != nil {
 		return 0, err
+	}
+	if len(q.joins) > 0 {
+		return 0, b.invalid("DeleteWhere", "conditions on an association's fields need a join, which DELETE cannot take")
 	}
 	if q.unscoped && b.fields.deletedAt != nil {
 		// GORM deletes for good what it deletes unscoped: a soft-deleted
