@@ -285,7 +285,13 @@ func (b *BaseDatabase[T]) scoped(ctx context.Context, q compiled) *gorm.DB {
 		tx = tx.Limit(q.limit)
 	}
 	if q.lock != nil {
-		tx = tx.Clauses(*q.lock)
+		lock := *q.lock
+		if len(q.joins) > 0 {
+			// The model's rows only: PostgreSQL refuses to lock the
+			// nullable side of an outer join.
+			lock.Table = clause.Table{Name: clause.CurrentTable}
+		}
+		tx = tx.Clauses(lock)
 	}
 	for _, p := range q.preloads {
 		tx = tx.Preload(p)

@@ -99,6 +99,18 @@ func TestAssociationFields(t *testing.T) {
 			t.Errorf("%s: %v, want ErrInvalid", name, err)
 		}
 	}
+	// A row lock with a join locks the model's rows (FOR UPDATE OF).
+	err = db.InTx(ctx, func(ctx context.Context) error {
+		// Sorted on the buyer, no condition on it: the join stays outer.
+		locked, err := orders.Find(ctx, dbkit.SortBy("user.email"), dbkit.ForUpdate())
+		if err == nil && len(locked) != 4 {
+			err = errors.New("not the four orders")
+		}
+		return err
+	})
+	if err != nil {
+		t.Errorf("ForUpdate sorted on the buyer: %v", err)
+	}
 	// Code may name a hidden association; the allow list admits its fields.
 	if rows, err := dbkit.NewBaseDatabase[sealedOrder](db).Find(ctx, dbkit.Eq("User.Email", "ada@example.com")); err != nil || len(rows) != 2 {
 		t.Errorf("a hidden association, from code: %d rows, %v", len(rows), err)
