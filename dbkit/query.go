@@ -222,6 +222,7 @@ type compiled struct {
 	selects    []string    // column names
 	all        bool        // AllRows
 	joins      []*relation // associations the conditions or the order name
+	whereJoins int         // how many of joins, first, the conditions name
 }
 
 func (c *compiled) hasWhere() bool { return len(c.where.Exprs) > 0 }
@@ -229,7 +230,7 @@ func (c *compiled) hasWhere() bool { return len(c.where.Exprs) > 0 }
 // forCount keeps what decides which rows match: conditions and the
 // soft-delete scope.
 func (c compiled) forCount() compiled {
-	return compiled{where: c.where, unscoped: c.unscoped, joins: c.joins}
+	return compiled{where: c.where, unscoped: c.unscoped, joins: c.joins[:c.whereJoins]}
 }
 
 // compileQuery resolves every field of opts: conditions and orders from code
@@ -269,6 +270,7 @@ func compileQuery(r *fieldResolver, opts []QueryOption, condsOnly bool) (compile
 			c.where.Exprs = append(c.where.Exprs, e)
 		}
 	}
+	c.whereJoins = len(c.joins)
 	order, err := r.expandSorts(q.order)
 	if err != nil {
 		return c, err
@@ -280,7 +282,7 @@ func compileQuery(r *fieldResolver, opts []QueryOption, condsOnly bool) (compile
 		if err != nil {
 			return c, err
 		}
-		hasPK = hasPK || f == pk
+		hasPK = hasPK || col.Table == clause.CurrentTable && f == pk
 		c.order = append(c.order, clause.OrderByColumn{Column: col, Desc: o.desc})
 		c.sortFields = append(c.sortFields, f)
 	}

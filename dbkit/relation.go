@@ -10,8 +10,10 @@ import (
 )
 
 // relation is an association whose fields conditions and sorts may name as
-// "assoc.field": a belongs-to or a has-one, so that joining it adds at most
-// one row to each of the model's and never repeats one.
+// "assoc.field": a belongs-to or a has-one whose join finds at most one
+// related row for each of the model's, so that it never repeats one: the
+// related row's key columns must be unique (its primary key, or a unique
+// index or constraint the model's tags declare).
 type relation struct {
 	name  string // the association's Go field name: the join's alias
 	rel   *schema.Relationship
@@ -27,7 +29,7 @@ func relationsOf(model string, s *schema.Schema, allow []string, limits InputLim
 	rels := map[string]*relation{}
 	for name, rel := range s.Relationships.Relations {
 		if rel.Type != schema.BelongsTo && rel.Type != schema.HasOne || rel.Polymorphic != nil ||
-			rel.FieldSchema == nil || len(rel.References) == 0 || rel.Field == nil {
+			rel.FieldSchema == nil || len(rel.References) == 0 || rel.Field == nil || !joinsOneRow(rel) {
 			continue
 		}
 		rl := &relation{name: name, rel: rel}
@@ -55,6 +57,55 @@ func relationsOf(model string, s *schema.Schema, allow []string, limits InputLim
 		}
 	}
 	return rels, nil
+}
+
+// joinsOneRow reports whether rel's join finds at most one related row:
+// the related columns it matches on are unique in the related table.
+func joinsOneRow(rel *schema.Relationship) bool {
+	var cols []*schema.Field
+	for _, ref := range rel.References {
+		if ref.PrimaryKey == nil || ref.ForeignKey == nil {
+			return false
+		}
+		if ref.OwnPrimaryKey {
+			cols = append(cols, ref.ForeignKey) // has-one: the related row holds the key
+		} else {
+			cols = append(cols, ref.PrimaryKey)
+		}
+	}
+	return uniqueColumns(rel.FieldSchema, cols)
+}
+
+// uniqueColumns reports whether s declares cols unique: as its primary key,
+// a unique field, or a unique index on exactly these columns.
+func uniqueColumns(s *schema.Schema, cols []*schema.Field) bool {
+	same := func(fields []*schema.Field) bool {
+		if len(fields) != len(cols) {
+			return false
+		}
+		for _, c := range cols {
+			if !slices.Contains(fields, c) {
+				return false
+			}
+		}
+		return true
+	}
+	if same(s.PrimaryFields) || len(cols) == 1 && cols[0].Unique {
+		return true
+	}
+	for _, idx := range s.ParseIndexes() {
+		if idx.Class != "UNIQUE" || idx.Where != "" {
+			continue
+		}
+		fields := make([]*schema.Field, 0, len(idx.Fields))
+		for _, f := range idx.Fields {
+			fields = append(fields, f.Field)
+		}
+		if same(fields) {
+			return true
+		}
+	}
+	return false
 }
 
 // column resolves a field name of a condition or a sort, from input or

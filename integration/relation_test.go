@@ -120,3 +120,61 @@ func TestAssociationFields(t *testing.T) {
 		t.Errorf("an allowed buyer's field: %d rows, %v", len(rows), err)
 	}
 }
+
+// userProfile is a user's, one at most: its user_id is unique.
+type userProfile struct {
+	dbkit.Model
+	UserID uuid.UUID `gorm:"type:uuid;not null;uniqueIndex"`
+	Bio    string
+}
+
+func (userProfile) TableName() string { return "profiles" }
+
+// profiledUser has one profile (a unique key: joinable) and orders through
+// a has-one on a key that is not unique (not joinable: it would repeat
+// users).
+type profiledUser struct {
+	User
+	Profile userProfile `gorm:"foreignKey:UserID" json:"profile"`
+	Order   Order       `gorm:"foreignKey:UserID" json:"order"`
+}
+
+func (profiledUser) TableName() string { return "users" }
+
+// TestHasOneJoinsOnlyUniqueKeys: a has-one is joined when its key is
+// unique, and not offered when it is not, since each user would appear
+// once per order.
+func TestHasOneJoinsOnlyUniqueKeys(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := newDB(t)
+	if _, err := db.Exec(ctx, `CREATE TABLE profiles (id uuid PRIMARY KEY, created_at timestamptz NOT NULL,
+		updated_at timestamptz NOT NULL, user_id uuid NOT NULL UNIQUE REFERENCES users, bio text NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+	users := dbkit.NewBaseDatabase[profiledUser](db)
+	for i, bio := range []string{"painter", "poet"} {
+		u := User{Email: bio + "@example.com", Age: 20 + i}
+		if err := dbkit.NewBaseDatabase[User](db).Create(ctx, &u); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Gorm(ctx).Create(&userProfile{UserID: u.ID, Bio: bio}).Error; err != nil {
+			t.Fatal(err)
+		}
+		for amount := range 3 {
+			if err := db.Gorm(ctx).Create(&Order{UserID: u.ID, Amount: amount + 1}).Error; err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	rows, err := users.Find(ctx, dbkit.Like("profile.bio", "p%"), dbkit.SortBy("-profile.bio"))
+	if err != nil || len(rows) != 2 || rows[0].Email != "poet@example.com" {
+		t.Errorf("Find through the profile: %d rows, %v; want the two users once each, poet first", len(rows), err)
+	}
+	if n, err := users.Count(ctx, dbkit.Like("profile.bio", "p%")); err != nil || n != 2 {
+		t.Errorf("Count through the profile: %d, %v; want 2", n, err)
+	}
+	if _, err := users.Find(ctx, dbkit.Gt("order.amount", 0)); !errors.Is(err, dbkit.ErrInvalid) {
+		t.Errorf("a has-one on a key that is not unique: %v, want ErrInvalid (each user would repeat)", err)
+	}
+}
