@@ -80,7 +80,7 @@ func (l *lazy[T]) read(ctx context.Context, reading chan struct{}, read func(con
 // fields tagged gorm:"not null", and fields whose column the database
 // declares NOT NULL. The database's NOT NULLs are read from its catalog at
 // the first sort that needs them, once per repository (see lazy).
-func (b *BaseDatabase[T]) sortNotNull(ctx context.Context, fields []*schema.Field) ([]bool, error) {
+func (b *Repository[T, K]) sortNotNull(ctx context.Context, fields []*schema.Field) ([]bool, error) {
 	notNull := make([]bool, len(fields))
 	var columns map[string]bool
 	for i, f := range fields {
@@ -101,7 +101,7 @@ func (b *BaseDatabase[T]) sortNotNull(ctx context.Context, fields []*schema.Fiel
 
 // readNotNull reads which of the table's columns are NOT NULL. It keeps
 // nothing while the table does not exist (the query on it will say so).
-func (b *BaseDatabase[T]) readNotNull(ctx context.Context) (map[string]bool, bool, error) {
+func (b *Repository[T, K]) readNotNull(ctx context.Context) (map[string]bool, bool, error) {
 	tables, err := pgcatalog.ReadColumns(ctx, b.db.catalog(), []string{b.schema.Table})
 	if err != nil {
 		return nil, false, b.db.fromDriver(ctx, err)

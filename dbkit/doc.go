@@ -25,7 +25,8 @@
 // # Models and repositories
 //
 // Models embed [Model] (a UUIDv7 ID and timestamps). [NewBaseDatabase] returns
-// the repository of a model, a [BaseDatabase]: Create, Get, Find, Count,
+// the repository of a model, a [BaseDatabase] (a [Repository] keyed by
+// uuid.UUID; [NewRepository] gives one to a model with a key of its own): Create, Get, Find, Count,
 // Exists, Update and Delete, typed and bound to a context. [BaseDatabase.Query]
 // is the model's escape hatch to GORM's generics API; [DB.Gorm] (GORM on
 // dbkit's connection), [DB.Exec] and [DB.WithPgxConn] (pgx itself) are the

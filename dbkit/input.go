@@ -236,7 +236,7 @@ func (p textPlan) check(model string, row reflect.Value) error {
 
 // checkRows refuses items when one has a text field badText refuses,
 // naming the item when there are several.
-func (b *BaseDatabase[T]) checkRows(items []T) error {
+func (b *Repository[T, K]) checkRows(items []T) error {
 	if len(b.text) == 0 {
 		return nil
 	}

@@ -93,7 +93,7 @@ func now() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
 func newID() (uuid.UUID, error) { return uuid.NewV7() }
 
 // assignIDs is a GORM create callback: it gives every dbkit model being
-// inserted a UUIDv7 when its ID is zero. It runs before GORM's before_create
+// inserted a UUIDv7 when its ID is zero, and a Versioned one Version 1. It runs before GORM's before_create
 // hooks, so they see the ID.
 func assignIDs(tx *gorm.DB) {
 	if tx.Error != nil {
@@ -114,10 +114,20 @@ func assignID(tx *gorm.DB, v reflect.Value) {
 	if v.Kind() != reflect.Struct || !v.CanAddr() {
 		return
 	}
-	if mb, ok := v.Addr().Interface().(modelBase); ok {
-		if _, err := prepareNew(mb); err != nil {
+	switch row := v.Addr().Interface().(type) {
+	case modelBase:
+		if _, err := prepareNew(row); err != nil {
 			_ = tx.AddError(err)
 		}
+	case versionedBase: // a Versioned model with a key of its own (NewRepository)
+		firstVersion(row)
+	}
+}
+
+// firstVersion gives a Versioned row about to be inserted Version 1.
+func firstVersion(vb versionedBase) {
+	if v := vb.versioned(); v != nil && v.Version == 0 {
+		v.Version = 1
 	}
 }
 
@@ -126,9 +136,7 @@ func assignID(tx *gorm.DB, v reflect.Value) {
 // nil when *Model is embedded by pointer and unset.
 func prepareNew(mb modelBase) (*Model, error) {
 	if vb, ok := mb.(versionedBase); ok {
-		if v := vb.versioned(); v != nil && v.Version == 0 {
-			v.Version = 1
-		}
+		firstVersion(vb)
 	}
 	m := mb.base()
 	if m == nil || m.ID != uuid.Nil {

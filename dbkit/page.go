@@ -79,7 +79,7 @@ type Page[T any] struct {
 // pages or infinite scroll. A page or size below 1, a page that would skip
 // more than [InputLimits].MaxOffset rows, or a Limit among opts, is an error
 // matching [ErrInvalid].
-func (b *BaseDatabase[T]) FindPage(ctx context.Context, req PageRequest, opts ...QueryOption) (Page[T], error) {
+func (b *Repository[T, K]) FindPage(ctx context.Context, req PageRequest, opts ...QueryOption) (Page[T], error) {
 	if b.err != nil {
 		return Page[T]{}, b.err
 	}
@@ -117,7 +117,7 @@ func (b *BaseDatabase[T]) FindPage(ctx context.Context, req PageRequest, opts ..
 }
 
 // pageSize checks a requested size and caps it.
-func (b *BaseDatabase[T]) pageSize(size int) (int, error) {
+func (b *Repository[T, K]) pageSize(size int) (int, error) {
 	if size < 1 {
 		return 0, fmt.Errorf("%w: page size must be 1 or more, got %d", ErrInvalid, size)
 	}
@@ -126,7 +126,7 @@ func (b *BaseDatabase[T]) pageSize(size int) (int, error) {
 
 // pageOffset checks a page number and returns the rows before it,
 // (page-1)*size, refusing an offset past MaxOffset before it can overflow.
-func (b *BaseDatabase[T]) pageOffset(page, size int) (int, error) {
+func (b *Repository[T, K]) pageOffset(page, size int) (int, error) {
 	if page < 1 {
 		return 0, fmt.Errorf("%w: page must be 1 or more, got %d", ErrInvalid, page)
 	}
@@ -139,7 +139,7 @@ func (b *BaseDatabase[T]) pageOffset(page, size int) (int, error) {
 
 // compilePaged compiles opts for a paginated query: no Limit of its own, and
 // the primary key as the order when none is given.
-func (b *BaseDatabase[T]) compilePaged(ctx context.Context, opts []QueryOption) (compiled, error) {
+func (b *Repository[T, K]) compilePaged(ctx context.Context, opts []QueryOption) (compiled, error) {
 	q, err := b.compileIn(ctx, opts)
 	if err != nil {
 		return q, err
@@ -190,7 +190,7 @@ type CursorPage[T any] struct {
 // from PostgreSQL's catalog at the first FindCursor that needs them and keeps
 // them; a read that fails is returned, and the next call reads again. Other
 // sorts are errors matching [ErrInvalid].
-func (b *BaseDatabase[T]) FindCursor(ctx context.Context, req CursorRequest, opts ...QueryOption) (CursorPage[T], error) {
+func (b *Repository[T, K]) FindCursor(ctx context.Context, req CursorRequest, opts ...QueryOption) (CursorPage[T], error) {
 	if b.err != nil {
 		return CursorPage[T]{}, b.err
 	}
@@ -276,7 +276,7 @@ func (b *BaseDatabase[T]) FindCursor(ctx context.Context, req CursorRequest, opt
 // and pages would repeat). It returns which sort fields are NOT NULL, which
 // it learns from the database's catalog when their tags do not say (see
 // sortNotNull).
-func (b *BaseDatabase[T]) checkCursorSort(ctx context.Context, q compiled) ([]bool, error) {
+func (b *Repository[T, K]) checkCursorSort(ctx context.Context, q compiled) ([]bool, error) {
 	for _, f := range q.sortFields {
 		if f.PrimaryKey {
 			continue
@@ -400,7 +400,7 @@ func fieldKeyText(ctx context.Context, f *schema.Field, rv reflect.Value) (text 
 }
 
 // encodeCursor makes the cursor of row's position in q's sort.
-func (b *BaseDatabase[T]) encodeCursor(ctx context.Context, q compiled, row *T, before bool) (string, error) {
+func (b *Repository[T, K]) encodeCursor(ctx context.Context, q compiled, row *T, before bool) (string, error) {
 	rv := reflect.ValueOf(row).Elem()
 	c := cursor{Sort: sortFingerprint(b.schema.Table, q), Before: before, Raw: make([]*string, len(q.sortFields))}
 	for i, f := range q.sortFields {
@@ -428,7 +428,7 @@ func (b *BaseDatabase[T]) encodeCursor(ctx context.Context, q compiled, row *T, 
 
 // decodeCursor checks s's MAC and sort, and converts its keys to the types
 // of q's sort fields.
-func (b *BaseDatabase[T]) decodeCursor(s string, q compiled) (cursor, error) {
+func (b *Repository[T, K]) decodeCursor(s string, q compiled) (cursor, error) {
 	invalid := fmt.Errorf("%w: the cursor is not one this query gave out", ErrInvalid)
 	raw, err := base64.RawURLEncoding.DecodeString(s)
 	if err != nil || len(raw) <= cursorMACSize || len(raw) > 16<<10 {

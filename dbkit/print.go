@@ -65,7 +65,7 @@ func (db *DB) LogValue() slog.Value {
 
 // String describes the repository by model, table and database, as
 // "dbkit.BaseDatabase[User]{table=users db=db.internal:5432/app}".
-func (b *BaseDatabase[T]) String() string {
+func (b *Repository[T, K]) String() string {
 	name := reflect.TypeFor[T]().Name()
 	if b == nil {
 		return "dbkit.BaseDatabase[" + name + "](nil)"
@@ -83,13 +83,13 @@ func (b *BaseDatabase[T]) String() string {
 }
 
 // GoString is String: %#v prints the description, not the fields.
-func (b *BaseDatabase[T]) GoString() string { return b.String() }
+func (b *Repository[T, K]) GoString() string { return b.String() }
 
 // Format implements fmt.Formatter: every verb prints the description.
-func (b *BaseDatabase[T]) Format(f fmt.State, verb rune) { redact.Format(f, verb, b) }
+func (b *Repository[T, K]) Format(f fmt.State, verb rune) { redact.Format(f, verb, b) }
 
 // LogValue implements slog.LogValuer: model, table and the DB's.
-func (b *BaseDatabase[T]) LogValue() slog.Value {
+func (b *Repository[T, K]) LogValue() slog.Value {
 	if b == nil {
 		return slog.StringValue(b.String())
 	}

@@ -18,15 +18,24 @@ import (
 	"github.com/dbkit-go/database/tracing"
 )
 
-// BaseDatabase is the typed data-access object of one model: CRUD and simple
-// queries, each call taking a context and returning typed results and dbkit
-// errors. It is safe for concurrent use; make one per model at start-up and
-// share it.
+// BaseDatabase is the typed data-access object of a model that embeds
+// [Model]: its repository, keyed by the UUIDv7 Model gives it. It is the
+// [Repository] of the model with a uuid.UUID key; [NewBaseDatabase] makes
+// one.
+type BaseDatabase[T Entity] = Repository[T, uuid.UUID]
+
+// Repository is the typed data-access object of one model T whose primary
+// key is of type K: CRUD and queries, each call taking a context and
+// returning typed results and dbkit errors. It is safe for concurrent use;
+// make one per model at start-up and share it. Models embedding [Model] get
+// theirs from [NewBaseDatabase] (K is uuid.UUID, IDs assigned by dbkit);
+// others, with keys of their own (an identity bigint, a natural text key),
+// from [NewRepository].
 //
 // Every method returns an error matching [ErrClosed] after [DB.Close], and an
 // error matching [ErrInvalid] when the repository itself is unusable (see
-// [NewBaseDatabase]).
-type BaseDatabase[T Entity] struct {
+// [NewBaseDatabase] and [NewRepository]).
+type Repository[T any, K comparable] struct {
 	db         *DB
 	schema     *schema.Schema
 	fields     *fieldResolver
@@ -58,8 +67,34 @@ type spanNames struct {
 // as *User, a nil db, a model GORM cannot parse) make every method return an
 // error matching [ErrInvalid] that says what is wrong.
 func NewBaseDatabase[T Entity](db *DB, opts ...RepositoryOption) *BaseDatabase[T] {
+	return newRepository[T, uuid.UUID](db, true, opts)
+}
+
+// NewRepository returns the repository of model T, whose primary key is of
+// type K, on db: for a model that does not embed [Model], such as one of an
+// existing schema (`ID uint` with gorm.Model, a `bigint GENERATED ALWAYS
+// AS IDENTITY`, a natural text key). Its rows keep the keys they are given
+// or the database assigns (Create reads them back); everything else is as
+// with [NewBaseDatabase]: conditions, pages and cursors, upserts, soft
+// delete ([SoftDelete]) and optimistic locking ([Versioned]).
+//
+// The compiler cannot check K against T's primary key: a mismatch (a key
+// of another type, a composite key) makes every method return an error
+// matching [ErrInvalid] that says so, as other misuses do.
+//
+//	type Invoice struct {
+//		Number string `gorm:"primaryKey"`
+//		Total  int64
+//	}
+//	invoices := dbkit.NewRepository[Invoice, string](db)
+//	inv, err := invoices.Get(ctx, "2026-0001")
+func NewRepository[T any, K comparable](db *DB, opts ...RepositoryOption) *Repository[T, K] {
+	return newRepository[T, K](db, false, opts)
+}
+
+func newRepository[T any, K comparable](db *DB, model bool, opts []RepositoryOption) *Repository[T, K] {
 	typ := reflect.TypeFor[T]()
-	b := &BaseDatabase[T]{db: db, model: typ.Name(), opts: repoOptions{maxPageSize: DefaultMaxPageSize}}
+	b := &Repository[T, K]{db: db, model: typ.Name(), opts: repoOptions{maxPageSize: DefaultMaxPageSize}}
 	for _, opt := range opts {
 		if opt != nil {
 			opt(&b.opts)
@@ -68,11 +103,11 @@ func NewBaseDatabase[T Entity](db *DB, opts ...RepositoryOption) *BaseDatabase[T
 	if b.model == "" {
 		b.model = typ.String()
 	}
-	b.err = b.init(typ)
+	b.err = b.init(typ, model)
 	return b
 }
 
-func (b *BaseDatabase[T]) init(typ reflect.Type) (err error) {
+func (b *Repository[T, K]) init(typ reflect.Type, embedsModel bool) (err error) {
 	if b.opts.maxPageSize < 1 {
 		return fmt.Errorf("%w: NewBaseDatabase[%s]: MaxPageSize must be 1 or more", ErrInvalid, typ)
 	}
@@ -87,7 +122,7 @@ func (b *BaseDatabase[T]) init(typ reflect.Type) (err error) {
 		return fmt.Errorf("%w: NewBaseDatabase[%s]: the type argument must be a struct type embedding dbkit.Model, not a %s",
 			ErrInvalid, typ, typ.Kind())
 	}
-	if f, ok := typ.FieldByName("Model"); !ok || !f.Anonymous || f.Type != reflect.TypeFor[Model]() {
+	if f, ok := typ.FieldByName("Model"); embedsModel && (!ok || !f.Anonymous || f.Type != reflect.TypeFor[Model]()) {
 		return fmt.Errorf("%w: NewBaseDatabase[%s]: embed dbkit.Model by value, not by pointer", ErrInvalid, typ)
 	}
 	stmt := &gorm.Statement{DB: b.db.gorm}
@@ -107,12 +142,18 @@ func (b *BaseDatabase[T]) init(typ reflect.Type) (err error) {
 		return fmt.Errorf("%w: NewBaseDatabase[%s]: %w", ErrInvalid, typ, err)
 	}
 	b.copy = newCopyPlan(b.schema)
+	if !embedsModel {
+		b.copy = copyPlan{reason: "it does not embed dbkit.Model"}
+	}
 	if f := b.schema.LookUpField("Version"); f != nil && reflect.PointerTo(typ).Implements(reflect.TypeFor[versionedBase]()) {
 		b.versionCol = f.DBName
 	}
 	pk := b.schema.PrioritizedPrimaryField
-	if pk == nil {
-		return fmt.Errorf("%w: NewBaseDatabase[%s]: no primary key", ErrInvalid, typ)
+	if pk == nil || len(b.schema.PrimaryFields) != 1 {
+		return fmt.Errorf("%w: NewBaseDatabase[%s]: one primary key column is needed, the model has %d", ErrInvalid, typ, len(b.schema.PrimaryFields))
+	}
+	if want := reflect.TypeFor[K](); pk.FieldType != want {
+		return fmt.Errorf("%w: NewRepository[%s, %s]: the primary key %s is a %s", ErrInvalid, typ, want, pk.Name, pk.FieldType)
 	}
 	b.pk = clause.Column{Table: clause.CurrentTable, Name: pk.DBName}
 	b.omit = []string{pk.DBName, clause.Associations}
@@ -150,8 +191,15 @@ func (b *BaseDatabase[T]) init(typ reflect.Type) (err error) {
 	return nil
 }
 
+// idOf returns v's primary key, and whether it is set (not K's zero).
+func (b *Repository[T, K]) idOf(ctx context.Context, v *T) (K, bool) {
+	val, zero := b.schema.PrioritizedPrimaryField.ValueOf(ctx, reflect.ValueOf(v).Elem())
+	id, ok := val.(K)
+	return id, ok && !zero
+}
+
 // Table returns the model's table name.
-func (b *BaseDatabase[T]) Table() string {
+func (b *Repository[T, K]) Table() string {
 	if b.schema == nil {
 		return ""
 	}
@@ -162,7 +210,7 @@ func (b *BaseDatabase[T]) Table() string {
 // transaction ctx carries (see DB.InTx) or else on the pool. (NewDB
 // spares the copy of the base statement that WithContext makes, and that
 // GORM would then copy again.)
-func (b *BaseDatabase[T]) conn(ctx context.Context) *gorm.DB {
+func (b *Repository[T, K]) conn(ctx context.Context) *gorm.DB {
 	if tx := b.db.txFrom(ctx); tx != nil {
 		return tx.Session(&gorm.Session{NewDB: true, Context: ctx})
 	}
@@ -172,7 +220,7 @@ func (b *BaseDatabase[T]) conn(ctx context.Context) *gorm.DB {
 // start opens the repository span of one call (WithRepositorySpans); without
 // them, a span that does nothing (not the caller's span, which End must not
 // end).
-func (b *BaseDatabase[T]) start(ctx context.Context, name string) (context.Context, trace.Span) {
+func (b *Repository[T, K]) start(ctx context.Context, name string) (context.Context, trace.Span) {
 	if !b.db.repoSpans {
 		return ctx, noSpan
 	}
@@ -180,7 +228,7 @@ func (b *BaseDatabase[T]) start(ctx context.Context, name string) (context.Conte
 }
 
 // finish translates err, prefixes it with the operation, and ends the span.
-func (b *BaseDatabase[T]) finish(ctx context.Context, span trace.Span, op string, err error) error {
+func (b *Repository[T, K]) finish(ctx context.Context, span trace.Span, op string, err error) error {
 	if err != nil {
 		err = fmt.Errorf("dbkit: %s.%s: %w", b.model, op, b.db.translate(ctx, err))
 	}
@@ -192,7 +240,7 @@ var noSpan trace.Span = noop.Span{}
 
 func isNotFound(err error) bool { return errors.Is(err, ErrNotFound) }
 
-func (b *BaseDatabase[T]) invalid(op, format string, args ...any) error {
+func (b *Repository[T, K]) invalid(op, format string, args ...any) error {
 	return fmt.Errorf("dbkit: %s.%s: %w: %s", b.model, op, ErrInvalid, fmt.Sprintf(format, args...))
 }
 
@@ -202,7 +250,7 @@ func (b *BaseDatabase[T]) invalid(op, format string, args ...any) error {
 // all of it runs in a transaction (in a savepoint inside [DB.InTx]): a
 // failing hook or association leaves no row behind. Errors: a *[ConstraintError] matching [ErrDuplicate],
 // [ErrForeignKey], [ErrCheck] or [ErrNotNull]; [ErrInvalid] for a nil v.
-func (b *BaseDatabase[T]) Create(ctx context.Context, v *T) error {
+func (b *Repository[T, K]) Create(ctx context.Context, v *T) error {
 	if b.err != nil {
 		return b.err
 	}
@@ -220,7 +268,7 @@ func (b *BaseDatabase[T]) Create(ctx context.Context, v *T) error {
 // Get returns the row whose primary key is id, or an error matching
 // [ErrNotFound]. opts may add [Filter]s, [WithDeleted], a row lock
 // ([ForUpdate], which needs a transaction), [Preload] or [Select].
-func (b *BaseDatabase[T]) Get(ctx context.Context, id uuid.UUID, opts ...QueryOption) (T, error) {
+func (b *Repository[T, K]) Get(ctx context.Context, id K, opts ...QueryOption) (T, error) {
 	var v T
 	if b.err != nil {
 		return v, b.err
@@ -236,7 +284,7 @@ func (b *BaseDatabase[T]) Get(ctx context.Context, id uuid.UUID, opts ...QueryOp
 
 // compileFor compiles opts for operation op and checks what depends on
 // ctx: a row lock needs ctx to carry a transaction.
-func (b *BaseDatabase[T]) compileFor(ctx context.Context, op string, opts []QueryOption) (compiled, error) {
+func (b *Repository[T, K]) compileFor(ctx context.Context, op string, opts []QueryOption) (compiled, error) {
 	q, err := b.compileIn(ctx, opts)
 	if err != nil {
 		return q, fmt.Errorf("dbkit: %s.%s: %w", b.model, op, err)
@@ -246,7 +294,7 @@ func (b *BaseDatabase[T]) compileFor(ctx context.Context, op string, opts []Quer
 
 // compileConds compiles the options of an operation that takes conditions
 // only (Count, Exists, UpdateWhere, DeleteWhere).
-func (b *BaseDatabase[T]) compileConds(op string, opts []QueryOption) (compiled, error) {
+func (b *Repository[T, K]) compileConds(op string, opts []QueryOption) (compiled, error) {
 	q, err := compileQuery(b.fields, opts, true)
 	if err != nil {
 		return q, fmt.Errorf("dbkit: %s.%s: %w", b.model, op, err)
@@ -256,7 +304,7 @@ func (b *BaseDatabase[T]) compileConds(op string, opts []QueryOption) (compiled,
 
 // compileIn compiles opts and checks that a row lock has a transaction in
 // ctx to live in.
-func (b *BaseDatabase[T]) compileIn(ctx context.Context, opts []QueryOption) (compiled, error) {
+func (b *Repository[T, K]) compileIn(ctx context.Context, opts []QueryOption) (compiled, error) {
 	q, err := compileQuery(b.fields, opts, false)
 	if err == nil && q.lock != nil && b.db.txFrom(ctx) == nil {
 		err = ErrNoTx
@@ -266,7 +314,7 @@ func (b *BaseDatabase[T]) compileIn(ctx context.Context, opts []QueryOption) (co
 
 // scoped applies q to a fresh statement on ctx's connection: conditions,
 // order, limit, soft-delete scope, row lock, preloads and selected columns.
-func (b *BaseDatabase[T]) scoped(ctx context.Context, q compiled) *gorm.DB {
+func (b *Repository[T, K]) scoped(ctx context.Context, q compiled) *gorm.DB {
 	tx := b.conn(ctx)
 	if q.unscoped {
 		tx = tx.Unscoped()
@@ -315,7 +363,7 @@ func (b *BaseDatabase[T]) scoped(ctx context.Context, q compiled) *gorm.DB {
 // Limit it returns every matching row. No match is an empty slice, not an
 // error. Unknown fields and unsupported values are errors matching
 // [ErrInvalid], returned before any SQL is sent.
-func (b *BaseDatabase[T]) Find(ctx context.Context, opts ...QueryOption) ([]T, error) {
+func (b *Repository[T, K]) Find(ctx context.Context, opts ...QueryOption) ([]T, error) {
 	if b.err != nil {
 		return nil, b.err
 	}
@@ -336,7 +384,7 @@ func (b *BaseDatabase[T]) Find(ctx context.Context, opts ...QueryOption) ([]T, e
 
 // Count returns the number of rows matching every condition of opts
 // ([Filter]s, [WithDeleted], [OnlyDeleted]).
-func (b *BaseDatabase[T]) Count(ctx context.Context, opts ...QueryOption) (int64, error) {
+func (b *Repository[T, K]) Count(ctx context.Context, opts ...QueryOption) (int64, error) {
 	if b.err != nil {
 		return 0, b.err
 	}
@@ -353,7 +401,7 @@ func (b *BaseDatabase[T]) Count(ctx context.Context, opts ...QueryOption) (int64
 // Exists reports whether at least one row matches every condition of opts
 // ([Filter]s, [WithDeleted], [OnlyDeleted]). It stops at the first match,
 // so it is cheaper than Count.
-func (b *BaseDatabase[T]) Exists(ctx context.Context, opts ...QueryOption) (bool, error) {
+func (b *Repository[T, K]) Exists(ctx context.Context, opts ...QueryOption) (bool, error) {
 	if b.err != nil {
 		return false, b.err
 	}
@@ -376,15 +424,15 @@ func (b *BaseDatabase[T]) Exists(ctx context.Context, opts ...QueryOption) (bool
 // Errors: [ErrNotFound] when no row has that ID (or it is soft-deleted);
 // [ErrStale] when a Versioned row has another version; [ErrInvalid] when v is
 // nil or its ID is zero; a *[ConstraintError].
-func (b *BaseDatabase[T]) Update(ctx context.Context, v *T) error {
+func (b *Repository[T, K]) Update(ctx context.Context, v *T) error {
 	if b.err != nil {
 		return b.err
 	}
 	if v == nil {
 		return b.invalid("Update", "nil %s", b.model)
 	}
-	id := any(v).(modelBase).base().ID
-	if id == uuid.Nil {
+	id, set := b.idOf(ctx, v)
+	if !set {
 		return b.invalid("Update", "%s has no ID: create it first", b.model)
 	}
 	if err := b.text.check(b.model, reflect.ValueOf(v).Elem()); err != nil {
@@ -430,7 +478,7 @@ func (b *BaseDatabase[T]) Update(ctx context.Context, v *T) error {
 // Errors: [ErrNotFound] when no row has that ID; [ErrInvalid] for a field
 // that cannot be set, a value that does not fit, or no fields at all; a
 // *[ConstraintError].
-func (b *BaseDatabase[T]) Patch(ctx context.Context, id uuid.UUID, fields map[string]any) (T, error) {
+func (b *Repository[T, K]) Patch(ctx context.Context, id K, fields map[string]any) (T, error) {
 	var out T
 	if b.err != nil {
 		return out, b.err
@@ -492,7 +540,7 @@ func patchableFields(model string, s *schema.Schema, allow []string) (map[string
 }
 
 // patchAssignments resolves and converts the fields of a Patch.
-func (b *BaseDatabase[T]) patchAssignments(fields map[string]any) (map[string]any, error) {
+func (b *Repository[T, K]) patchAssignments(fields map[string]any) (map[string]any, error) {
 	if len(fields) == 0 {
 		return nil, fmt.Errorf("%w: no fields to set", ErrInvalid)
 	}
@@ -523,17 +571,17 @@ func (b *BaseDatabase[T]) patchAssignments(fields map[string]any) (map[string]an
 // Delete deletes the row whose primary key is id, or returns an error
 // matching [ErrNotFound] when there is none. For a model with [SoftDelete]
 // it marks the row deleted (and a deleted row is not found again).
-func (b *BaseDatabase[T]) Delete(ctx context.Context, id uuid.UUID) error {
+func (b *Repository[T, K]) Delete(ctx context.Context, id K) error {
 	return b.delete(ctx, "Delete", b.names.delete, id, false)
 }
 
 // HardDelete removes the row whose primary key is id, soft-deleted or not;
 // for a model without [SoftDelete] it is Delete.
-func (b *BaseDatabase[T]) HardDelete(ctx context.Context, id uuid.UUID) error {
+func (b *Repository[T, K]) HardDelete(ctx context.Context, id K) error {
 	return b.delete(ctx, "HardDelete", b.names.hardDelete, id, true)
 }
 
-func (b *BaseDatabase[T]) delete(ctx context.Context, op, spanName string, id uuid.UUID, hard bool) error {
+func (b *Repository[T, K]) delete(ctx context.Context, op, spanName string, id K, hard bool) error {
 	if b.err != nil {
 		return b.err
 	}
@@ -554,7 +602,7 @@ func (b *BaseDatabase[T]) delete(ctx context.Context, op, spanName string, id uu
 // [ErrNotFound] when there is no such deleted row; [ErrInvalid] for a model
 // without [SoftDelete]; a *[ConstraintError] when a partial unique index
 // now has another live row with the same value.
-func (b *BaseDatabase[T]) Restore(ctx context.Context, id uuid.UUID) error {
+func (b *Repository[T, K]) Restore(ctx context.Context, id K) error {
 	if b.err != nil {
 		return b.err
 	}
@@ -594,7 +642,7 @@ func (b *BaseDatabase[T]) Restore(ctx context.Context, id uuid.UUID) error {
 //
 // On a repository that cannot work (see [NewBaseDatabase]) or after
 // [DB.Close], every query it builds fails with that error.
-func (b *BaseDatabase[T]) Query(ctx context.Context) gorm.Interface[T] {
+func (b *Repository[T, K]) Query(ctx context.Context) gorm.Interface[T] {
 	if b.db == nil {
 		failed, _ := gorm.Open(nil, &gorm.Config{Logger: logger.Discard})
 		_ = failed.AddError(b.err)

@@ -15,7 +15,7 @@ import (
 // what [BaseDatabase.Find]'s do, but a Limit.
 //
 //	u, err := users.FindOne(ctx, dbkit.Eq("email", email))
-func (b *BaseDatabase[T]) FindOne(ctx context.Context, opts ...QueryOption) (T, error) {
+func (b *Repository[T, K]) FindOne(ctx context.Context, opts ...QueryOption) (T, error) {
 	var v T
 	if b.err != nil {
 		return v, b.err
@@ -50,7 +50,7 @@ func (b *BaseDatabase[T]) FindOne(ctx context.Context, opts ...QueryOption) (T, 
 // (order, limit, lock, preload, select) are refused.
 //
 //	n, err := users.UpdateWhere(ctx, map[string]any{"active": false}, dbkit.Lt("last_seen", cutoff))
-func (b *BaseDatabase[T]) UpdateWhere(ctx context.Context, set map[string]any, opts ...QueryOption) (int64, error) {
+func (b *Repository[T, K]) UpdateWhere(ctx context.Context, set map[string]any, opts ...QueryOption) (int64, error) {
 	if b.err != nil {
 		return 0, b.err
 	}
@@ -84,7 +84,7 @@ func (b *BaseDatabase[T]) UpdateWhere(ctx context.Context, set map[string]any, o
 // those rows for good).
 //
 //	n, err := sessions.DeleteWhere(ctx, dbkit.Lt("expires_at", time.Now()))
-func (b *BaseDatabase[T]) DeleteWhere(ctx context.Context, opts ...QueryOption) (int64, error) {
+func (b *Repository[T, K]) DeleteWhere(ctx context.Context, opts ...QueryOption) (int64, error) {
 	if b.err != nil {
 		return 0, b.err
 	}
@@ -111,7 +111,7 @@ func (b *BaseDatabase[T]) DeleteWhere(ctx context.Context, opts ...QueryOption) 
 // whereStatement is the statement of a write by condition: q's conditions
 // and soft-delete scope, no hooks, and GORM's refusal of a statement
 // without a WHERE lifted when AllRows said so.
-func (b *BaseDatabase[T]) whereStatement(ctx context.Context, q compiled) *gorm.DB {
+func (b *Repository[T, K]) whereStatement(ctx context.Context, q compiled) *gorm.DB {
 	tx := b.conn(ctx).Session(&gorm.Session{SkipHooks: true, AllowGlobalUpdate: q.all})
 	if q.unscoped {
 		tx = tx.Unscoped()
@@ -125,7 +125,7 @@ func (b *BaseDatabase[T]) whereStatement(ctx context.Context, q compiled) *gorm.
 // codeAssignments checks the columns UpdateWhere sets: fields of the model
 // but the key, CreatedAt, DeletedAt and the version, each to one value of
 // its type (nil only where the field can hold it).
-func (b *BaseDatabase[T]) codeAssignments(set map[string]any) (map[string]any, error) {
+func (b *Repository[T, K]) codeAssignments(set map[string]any) (map[string]any, error) {
 	if len(set) == 0 {
 		return nil, fmt.Errorf("%w: no columns to set", ErrInvalid)
 	}

@@ -87,7 +87,7 @@ func newCopyPlan(s *schema.Schema) copyPlan {
 //
 // A constraint violation is a *[ConstraintError] (COPY reports the first one
 // and writes nothing).
-func (b *BaseDatabase[T]) CreateMany(ctx context.Context, items []T) error {
+func (b *Repository[T, K]) CreateMany(ctx context.Context, items []T) error {
 	if b.err != nil {
 		return b.err
 	}
@@ -113,7 +113,7 @@ func (b *BaseDatabase[T]) CreateMany(ctx context.Context, items []T) error {
 
 // copyFrom writes items with COPY on the connection ctx's transaction runs
 // on, or on a connection of the pool.
-func (b *BaseDatabase[T]) copyFrom(ctx context.Context, items []T) error {
+func (b *Repository[T, K]) copyFrom(ctx context.Context, items []T) error {
 	now := now()
 	for i := range items {
 		m, err := prepareNew(any(&items[i]).(modelBase))
@@ -189,7 +189,7 @@ type Conflict struct {
 // increments the version. Of the model's hooks only AfterFind runs, on the
 // rows returned, and associations are not saved: Upsert writes the row's own
 // columns.
-func (b *BaseDatabase[T]) Upsert(ctx context.Context, v *T, on Conflict) error {
+func (b *Repository[T, K]) Upsert(ctx context.Context, v *T, on Conflict) error {
 	if b.err != nil {
 		return b.err
 	}
@@ -209,7 +209,7 @@ func (b *BaseDatabase[T]) Upsert(ctx context.Context, v *T, on Conflict) error {
 // (not by the order PostgreSQL returns rows in). Two items with the same
 // conflict key are an error (PostgreSQL's 21000): it cannot update a row
 // twice in one statement.
-func (b *BaseDatabase[T]) UpsertMany(ctx context.Context, items []T, on Conflict) error {
+func (b *Repository[T, K]) UpsertMany(ctx context.Context, items []T, on Conflict) error {
 	if b.err != nil {
 		return b.err
 	}
@@ -219,7 +219,7 @@ func (b *BaseDatabase[T]) UpsertMany(ctx context.Context, items []T, on Conflict
 	return b.upsert(ctx, "UpsertMany", b.names.upsertMany, items, on)
 }
 
-func (b *BaseDatabase[T]) upsert(ctx context.Context, op, spanName string, items []T, on Conflict) error {
+func (b *Repository[T, K]) upsert(ctx context.Context, op, spanName string, items []T, on Conflict) error {
 	keys, updates, err := b.conflictColumns(on)
 	if err == nil {
 		err = b.checkRows(items)
@@ -255,13 +255,19 @@ func (b *BaseDatabase[T]) upsert(ctx context.Context, op, spanName string, items
 	}
 	// An inserted row comes back with the ID the item was given; a row that
 	// existed comes back with its own, and is found by its key.
-	byID := make(map[uuid.UUID]*T, len(returned))
+	byID := make(map[K]*T, len(returned))
 	for i := range returned {
-		byID[any(&returned[i]).(modelBase).base().ID] = &returned[i]
+		if id, set := b.idOf(ctx, &returned[i]); set {
+			byID[id] = &returned[i]
+		}
 	}
 	var byKey map[string]*T // built the first time an item is not found by ID
 	for i := range items {
-		row, ok := byID[any(&items[i]).(modelBase).base().ID]
+		var row *T
+		id, ok := b.idOf(ctx, &items[i]) // a key the database assigns is not known yet
+		if ok {
+			row, ok = byID[id]
+		}
 		if !ok {
 			if byKey == nil {
 				byKey = make(map[string]*T, len(returned))
@@ -286,7 +292,7 @@ func (b *BaseDatabase[T]) upsert(ctx context.Context, op, spanName string, items
 // Version cannot be updated. With nothing to update, the first key column
 // is set to its own value (a write PostgreSQL still makes, firing triggers)
 // so that it returns the existing row.
-func (b *BaseDatabase[T]) conflictColumns(on Conflict) (keys []clause.Column, updates []string, err error) {
+func (b *Repository[T, K]) conflictColumns(on Conflict) (keys []clause.Column, updates []string, err error) {
 	if len(on.Columns) == 0 {
 		return nil, nil, fmt.Errorf("%w: Conflict.Columns is empty", ErrInvalid)
 	}
@@ -322,7 +328,7 @@ func (b *BaseDatabase[T]) conflictColumns(on Conflict) (keys []clause.Column, up
 }
 
 // keyOf renders the values of the key columns of row, to match rows.
-func (b *BaseDatabase[T]) keyOf(ctx context.Context, row *T, keys []clause.Column) string {
+func (b *Repository[T, K]) keyOf(ctx context.Context, row *T, keys []clause.Column) string {
 	rv := reflect.ValueOf(row).Elem()
 	var sb strings.Builder
 	for _, k := range keys {
