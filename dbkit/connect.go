@@ -93,7 +93,7 @@ type DB struct {
 //
 // GORM is set up with error translation, a transaction (or, inside one, a
 // savepoint) around exactly the writes that can run more than one statement
-// or a hook (see [BaseDatabase.Create]), and no logger of its own. Every statement is observed
+// or a hook (see [Repository.Create]), and no logger of its own. Every statement is observed
 // by dbkit, without its parameter values: a span with [WithTracerProvider],
 // a duration with [WithMeterProvider], a log record with [WithLogger].
 func Connect(ctx context.Context, cfg Config, opts ...Option) (*DB, error) {

@@ -27,7 +27,7 @@
 // Models embed [Model] (a UUIDv7 ID and timestamps). [NewBaseDatabase] returns
 // the repository of a model, a [BaseDatabase] (a [Repository] keyed by
 // uuid.UUID; [NewRepository] gives one to a model with a key of its own): Create, Get, Find, Count,
-// Exists, Update and Delete, typed and bound to a context. [BaseDatabase.Query]
+// Exists, Update and Delete, typed and bound to a context. [Repository.Query]
 // is the model's escape hatch to GORM's generics API; [DB.Gorm] (GORM on
 // dbkit's connection), [DB.Exec] and [DB.WithPgxConn] (pgx itself) are the
 // DB's, with ctx's transaction, error translation and telemetry kept;
@@ -43,8 +43,8 @@
 // # Conditions
 //
 // A [Filter] is every condition, and every read and write by condition
-// takes it: Get, Find, [BaseDatabase.FindOne], FindPage, FindCursor, Count,
-// Exists, [BaseDatabase.UpdateWhere], [BaseDatabase.DeleteWhere]. Code
+// takes it: Get, Find, [Repository.FindOne], FindPage, FindCursor, Count,
+// Exists, [Repository.UpdateWhere], [Repository.DeleteWhere]. Code
 // makes them with [Eq], [Ne], [Gt], [Gte], [Lt], [Lte], [In], [Like],
 // [IsNull], [Between], [Or], [And] and [Not]; writes by condition refuse to
 // run with none unless given [AllRows].
@@ -58,7 +58,7 @@
 // is sent. Sizes and counts are bounded by the repository's [InputLimits]
 // (see [Limits]), text that is not valid UTF-8 or holds a NUL is refused,
 // and messages quote at most a short prefix of the input.
-// [BaseDatabase.FindPage] gives offset pages, [BaseDatabase.FindCursor]
+// [Repository.FindPage] gives offset pages, [Repository.FindCursor]
 // keyset pages with signed cursors.
 //
 // # Schema drift
@@ -72,7 +72,7 @@
 //
 // # Writes, locking and transactions
 //
-// [BaseDatabase.CreateMany] writes with COPY; [BaseDatabase.Upsert] returns
+// [Repository.CreateMany] writes with COPY; [Repository.Upsert] returns
 // the stored row; [SoftDelete] and [Versioned] embeds add soft delete and
 // optimistic locking ([ErrStale]); [ForUpdate] and [SkipLocked] lock rows.
 // [DB.InTx] runs a function in a transaction that every repository call

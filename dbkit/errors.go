@@ -179,7 +179,7 @@ func (e *ConstraintError) Unwrap() error { return e.err }
 // returned unchanged. The driver's error stays reachable with errors.As
 // (a *pgconn.PgError, which holds the values). ctx may be nil.
 //
-// Errors from queries built with [BaseDatabase.Query] are translated already
+// Errors from queries built with [Repository.Query] are translated already
 // when GORM returns them from its callbacks; TranslateError is for the rest
 // (rows read after the query ran, code that bypasses dbkit's connection).
 func TranslateError(ctx context.Context, err error) error { return (*DB)(nil).translate(ctx, err) }

@@ -17,8 +17,8 @@ import (
 //
 // dbkit assigns ID (a UUIDv7: time-ordered, so inserts stay at the right edge
 // of the primary-key index) and the timestamps when a row is created through
-// a [DB], whichever API creates it: [BaseDatabase.Create], or GORM through
-// [BaseDatabase.Query]. It does so in a GORM callback, not in a model hook, so
+// a [DB], whichever API creates it: [Repository.Create], or GORM through
+// [Repository.Query]. It does so in a GORM callback, not in a model hook, so
 // a BeforeCreate hook on your model neither shadows it nor runs without an
 // ID. An ID or CreatedAt you set yourself is kept.
 //
@@ -48,8 +48,8 @@ func (m *Model) base() *Model { return m }
 
 // SoftDelete makes Delete mark rows deleted instead of removing them: embed
 // it next to Model. Reads then leave deleted rows out unless given
-// [WithDeleted] or [OnlyDeleted]; [BaseDatabase.Restore] brings a row back
-// and [BaseDatabase.HardDelete] removes it for good.
+// [WithDeleted] or [OnlyDeleted]; [Repository.Restore] brings a row back
+// and [Repository.HardDelete] removes it for good.
 //
 // Its field is tagged gorm:"index", as gorm.Model's is: the migration
 // should create an index on deleted_at ([DB.CheckSchema] expects one).

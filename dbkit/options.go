@@ -96,7 +96,7 @@ func WithTracerProvider(tp trace.TracerProvider) Option {
 }
 
 // WithCursorKey sets the secret that authenticates the cursors of
-// [BaseDatabase.FindCursor]: with it a client cannot make a cursor of its
+// [Repository.FindCursor]: with it a client cannot make a cursor of its
 // own. Give every replica of a service the same key, at least 32 random
 // bytes (Connect refuses a shorter one), or a cursor from one replica fails
 // on another. Without it cursors are checked against a key derived from the

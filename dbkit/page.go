@@ -47,7 +47,7 @@ func InputFields(fields ...string) RepositoryOption {
 	return func(o *repoOptions) { o.inputFields = append(o.inputFields, fields...) }
 }
 
-// Patchable names the fields [BaseDatabase.Patch] may set (Go, column or
+// Patchable names the fields [Repository.Patch] may set (Go, column or
 // JSON names), in addition to fields tagged dbkit:"patch". Patch sets no
 // other field: a request body cannot reach a column nobody listed.
 func Patchable(fields ...string) RepositoryOption {
@@ -75,7 +75,7 @@ type Page[T any] struct {
 // total costs a COUNT: it is computed only when req.WithTotal is set.
 //
 // OFFSET makes PostgreSQL read and discard every row before the page: the
-// cost grows with the page number. Prefer [BaseDatabase.FindCursor] for deep
+// cost grows with the page number. Prefer [Repository.FindCursor] for deep
 // pages or infinite scroll. A page or size below 1, a page that would skip
 // more than [InputLimits].MaxOffset rows, or a Limit among opts, is an error
 // matching [ErrInvalid].

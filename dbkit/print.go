@@ -2,6 +2,7 @@ package dbkit
 
 import (
 	"fmt"
+	"github.com/google/uuid"
 	"log/slog"
 	"reflect"
 	"strings"
@@ -64,13 +65,13 @@ func (db *DB) LogValue() slog.Value {
 }
 
 // String describes the repository by model, table and database, as
-// "dbkit.BaseDatabase[User]{table=users db=db.internal:5432/app}".
+// "dbkit.BaseDatabase[User]{table=users db=db.internal:5432/app}" (or
+// "dbkit.Repository[Ticket, int64]{...}" for one of NewRepository).
 func (b *Repository[T, K]) String() string {
-	name := reflect.TypeFor[T]().Name()
 	if b == nil {
-		return "dbkit.BaseDatabase[" + name + "](nil)"
+		return b.typeName() + "(nil)"
 	}
-	s := "dbkit.BaseDatabase[" + b.model + "]{table=" + b.Table() + " db="
+	s := b.typeName() + "{table=" + b.Table() + " db="
 	if b.db == nil {
 		s += "nil"
 	} else {
@@ -94,7 +95,7 @@ func (b *Repository[T, K]) LogValue() slog.Value {
 		return slog.StringValue(b.String())
 	}
 	attrs := []slog.Attr{
-		slog.String("type", "dbkit.BaseDatabase"),
+		slog.String("type", strings.SplitN(b.typeName(), "[", 2)[0]),
 		slog.String("model", b.model),
 		slog.String("table", b.Table()),
 	}
@@ -143,4 +144,17 @@ func kindName(kind error) string {
 		return "nil"
 	}
 	return fmt.Sprintf("errors.New(%q)", kind.Error())
+}
+
+// typeName is the repository's type as its constructor names it:
+// dbkit.BaseDatabase[User], or dbkit.Repository[Ticket, int64].
+func (b *Repository[T, K]) typeName() string {
+	model := reflect.TypeFor[T]().Name()
+	if b != nil && b.model != "" {
+		model = b.model
+	}
+	if b != nil && b.viaBase || b == nil && reflect.TypeFor[K]() == reflect.TypeFor[uuid.UUID]() {
+		return "dbkit.BaseDatabase[" + model + "]"
+	}
+	return "dbkit.Repository[" + model + ", " + reflect.TypeFor[K]().String() + "]"
 }

@@ -154,7 +154,7 @@ type allRows struct{}
 
 func (allRows) apply(q *query) { q.all = true }
 
-// AllRows lets [BaseDatabase.UpdateWhere] and [BaseDatabase.DeleteWhere]
+// AllRows lets [Repository.UpdateWhere] and [Repository.DeleteWhere]
 // run with no condition, on every row: without it they refuse to, with an
 // error matching [ErrInvalid], so that a filter left empty by mistake (an
 // empty request, a condition dropped in a refactor) does not write the

@@ -50,6 +50,7 @@ type Repository[T any, K comparable] struct {
 	spanOpts   map[string][]trace.SpanStartOption // by span name
 	names      spanNames
 	err        error // why the repository is unusable, nil when it is fine
+	viaBase    bool  // made by NewBaseDatabase: the model embeds dbkit.Model
 
 	// notNull: the columns NOT NULL in the database, read at the first
 	// FindCursor that needs them.
@@ -103,43 +104,48 @@ func newRepository[T any, K comparable](db *DB, model bool, opts []RepositoryOpt
 	if b.model == "" {
 		b.model = typ.String()
 	}
+	b.viaBase = model
 	b.err = b.init(typ, model)
 	return b
 }
 
 func (b *Repository[T, K]) init(typ reflect.Type, embedsModel bool) (err error) {
+	ctor := fmt.Sprintf("NewBaseDatabase[%s]", typ)
+	if !embedsModel {
+		ctor = fmt.Sprintf("NewRepository[%s, %s]", typ, reflect.TypeFor[K]())
+	}
 	if b.opts.maxPageSize < 1 {
-		return fmt.Errorf("%w: NewBaseDatabase[%s]: MaxPageSize must be 1 or more", ErrInvalid, typ)
+		return fmt.Errorf("%w: %s: MaxPageSize must be 1 or more", ErrInvalid, ctor)
 	}
 	if b.db == nil {
-		return fmt.Errorf("%w: NewBaseDatabase[%s]: db is nil", ErrInvalid, typ)
+		return fmt.Errorf("%w: %s: db is nil", ErrInvalid, ctor)
 	}
 	if typ.Kind() == reflect.Pointer {
-		return fmt.Errorf("%w: NewBaseDatabase[%s]: the type argument must be a struct type such as %s, not a pointer",
-			ErrInvalid, typ, typ.Elem())
+		return fmt.Errorf("%w: %s: the type argument must be a struct type such as %s, not a pointer",
+			ErrInvalid, ctor, typ.Elem())
 	}
 	if typ.Kind() != reflect.Struct {
-		return fmt.Errorf("%w: NewBaseDatabase[%s]: the type argument must be a struct type embedding dbkit.Model, not a %s",
-			ErrInvalid, typ, typ.Kind())
+		return fmt.Errorf("%w: %s: the type argument must be a struct type, not a %s",
+			ErrInvalid, ctor, typ.Kind())
 	}
 	if f, ok := typ.FieldByName("Model"); embedsModel && (!ok || !f.Anonymous || f.Type != reflect.TypeFor[Model]()) {
-		return fmt.Errorf("%w: NewBaseDatabase[%s]: embed dbkit.Model by value, not by pointer", ErrInvalid, typ)
+		return fmt.Errorf("%w: %s: embed dbkit.Model by value, not by pointer", ErrInvalid, ctor)
 	}
 	stmt := &gorm.Statement{DB: b.db.gorm}
 	if err := stmt.Parse(new(T)); err != nil {
-		return fmt.Errorf("%w: NewBaseDatabase[%s]: %w", ErrInvalid, typ, err)
+		return fmt.Errorf("%w: %s: %w", ErrInvalid, ctor, err)
 	}
 	b.schema = stmt.Schema
 	limits, err := b.opts.limits.withDefaults()
 	if err != nil {
-		return fmt.Errorf("NewBaseDatabase[%s]: %w", typ, err)
+		return fmt.Errorf("%s: %w", ctor, err)
 	}
 	if b.fields, err = newFieldResolver(b.model, b.schema, b.opts.inputFields, limits); err != nil {
-		return fmt.Errorf("NewBaseDatabase[%s]: %w", typ, err)
+		return fmt.Errorf("%s: %w", ctor, err)
 	}
 	b.text = newTextPlan(b.schema)
 	if b.patchable, err = patchableFields(b.model, b.schema, b.opts.patchable); err != nil {
-		return fmt.Errorf("%w: NewBaseDatabase[%s]: %w", ErrInvalid, typ, err)
+		return fmt.Errorf("%w: %s: %w", ErrInvalid, ctor, err)
 	}
 	b.copy = newCopyPlan(b.schema)
 	if !embedsModel {
@@ -149,11 +155,11 @@ func (b *Repository[T, K]) init(typ reflect.Type, embedsModel bool) (err error) 
 		b.versionCol = f.DBName
 	}
 	pk := b.schema.PrioritizedPrimaryField
-	if pk == nil || len(b.schema.PrimaryFields) != 1 {
-		return fmt.Errorf("%w: NewBaseDatabase[%s]: one primary key column is needed, the model has %d", ErrInvalid, typ, len(b.schema.PrimaryFields))
+	if pk == nil || !embedsModel && len(b.schema.PrimaryFields) != 1 {
+		return fmt.Errorf("%w: %s: one primary key column is needed, the model has %d", ErrInvalid, ctor, len(b.schema.PrimaryFields))
 	}
 	if want := reflect.TypeFor[K](); pk.FieldType != want {
-		return fmt.Errorf("%w: NewRepository[%s, %s]: the primary key %s is a %s", ErrInvalid, typ, want, pk.Name, pk.FieldType)
+		return fmt.Errorf("%w: %s: the primary key %s is a %s", ErrInvalid, ctor, pk.Name, pk.FieldType)
 	}
 	b.pk = clause.Column{Table: clause.CurrentTable, Name: pk.DBName}
 	b.omit = []string{pk.DBName, clause.Associations}
@@ -187,6 +193,17 @@ func (b *Repository[T, K]) init(typ reflect.Type, embedsModel bool) (err error) 
 		patch: name("Patch"), hardDelete: name("HardDelete"), restore: name("Restore"),
 		exists: name("Exists"), update: name("Update"), delete: name("Delete"),
 		findOne: name("FindOne"), updateWhere: name("UpdateWhere"), deleteWhere: name("DeleteWhere"),
+	}
+	return nil
+}
+
+// checkKey refuses a text key that no text column can hold (invalid UTF-8,
+// a NUL), as the value of any condition is refused, before any SQL:
+// PostgreSQL would answer SQLSTATE 22021, neither ErrInvalid nor
+// ErrNotFound.
+func (b *Repository[T, K]) checkKey(op string, id K) error {
+	if err := checkTextValue(b.model, b.schema.PrioritizedPrimaryField, id); err != nil {
+		return fmt.Errorf("dbkit: %s.%s: %w", b.model, op, err)
 	}
 	return nil
 }
@@ -244,8 +261,9 @@ func (b *Repository[T, K]) invalid(op, format string, args ...any) error {
 	return fmt.Errorf("dbkit: %s.%s: %w: %s", b.model, op, ErrInvalid, fmt.Sprintf(format, args...))
 }
 
-// Create inserts *v. It assigns v.ID (a UUIDv7) when it is zero, and
-// CreatedAt and UpdatedAt when they are zero. Associations are saved as GORM
+// Create inserts *v. For a model embedding [Model] it assigns v.ID (a
+// UUIDv7) when it is zero; a key the database assigns (an identity) is read
+// back into v. It sets CreatedAt and UpdatedAt when they are zero. Associations are saved as GORM
 // saves them. When hooks or associations make it more than one statement,
 // all of it runs in a transaction (in a savepoint inside [DB.InTx]): a
 // failing hook or association leaves no row behind. Errors: a *[ConstraintError] matching [ErrDuplicate],
@@ -272,6 +290,9 @@ func (b *Repository[T, K]) Get(ctx context.Context, id K, opts ...QueryOption) (
 	var v T
 	if b.err != nil {
 		return v, b.err
+	}
+	if err := b.checkKey("Get", id); err != nil {
+		return v, err
 	}
 	q, err := b.compileFor(ctx, "Get", opts)
 	if err != nil {
@@ -473,7 +494,7 @@ func (b *Repository[T, K]) Update(ctx context.Context, v *T) error {
 // without reaching a column nobody listed; the primary key, timestamps,
 // DeletedAt and Version never can (UpdatedAt is set to now, Version
 // incremented). Of the model's hooks only AfterFind runs, on the row
-// returned, as for [BaseDatabase.Get].
+// returned, as for [Repository.Get].
 //
 // Errors: [ErrNotFound] when no row has that ID; [ErrInvalid] for a field
 // that cannot be set, a value that does not fit, or no fields at all; a
@@ -482,6 +503,9 @@ func (b *Repository[T, K]) Patch(ctx context.Context, id K, fields map[string]an
 	var out T
 	if b.err != nil {
 		return out, b.err
+	}
+	if err := b.checkKey("Patch", id); err != nil {
+		return out, err
 	}
 	set, err := b.patchAssignments(fields)
 	if err != nil {
@@ -585,6 +609,9 @@ func (b *Repository[T, K]) delete(ctx context.Context, op, spanName string, id K
 	if b.err != nil {
 		return b.err
 	}
+	if err := b.checkKey(op, id); err != nil {
+		return err
+	}
 	ctx, span := b.start(ctx, spanName)
 	tx := b.conn(ctx)
 	if hard {
@@ -605,6 +632,9 @@ func (b *Repository[T, K]) delete(ctx context.Context, op, spanName string, id K
 func (b *Repository[T, K]) Restore(ctx context.Context, id K) error {
 	if b.err != nil {
 		return b.err
+	}
+	if err := b.checkKey("Restore", id); err != nil {
+		return err
 	}
 	f := b.fields.deletedAt
 	if f == nil {
@@ -657,7 +687,7 @@ func (b *Repository[T, K]) Query(ctx context.Context) gorm.Interface[T] {
 	return gorm.G[T](tx, escapeHatch{where: b.model + ".Query"})
 }
 
-// escapeHatch marks the statements built from [BaseDatabase.Query] (GORM's
+// escapeHatch marks the statements built from [Repository.Query] (GORM's
 // generic API copies the statement per call, but applies its options to
 // each copy), so that their errors get the repository's prefix and
 // sentinels: "dbkit: User.Query: record not found", matching ErrNotFound.

@@ -114,7 +114,7 @@ func (d Drift) String() string {
 //     is NULL: sql.Null*, gorm.DeletedAt), is written, and its column is NOT
 //     NULL: writing nil would fail. A plain string or int on a nullable
 //     column is not a difference (GORM creates those; a NULL reads as the
-//     zero value, which is why [BaseDatabase.FindCursor] will not sort by
+//     zero value, which is why [Repository.FindCursor] will not sort by
 //     it);
 //   - a uniqueIndex or unique tag with no valid unique index or constraint
 //     on exactly its columns, in any order (a partial one counts: its

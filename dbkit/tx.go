@@ -89,7 +89,7 @@ func (db *DB) txStateFrom(ctx context.Context) *txState {
 
 // InTx runs fn in a transaction and commits it if fn returns nil. Every
 // [BaseDatabase] method of this DB called with the ctx fn receives joins the
-// transaction, whatever the repository; so does [BaseDatabase.Query].
+// transaction, whatever the repository; so does [Repository.Query].
 //
 //	err := db.InTx(ctx, func(ctx context.Context) error {
 //		if err := accounts.Update(ctx, &from); err != nil {

@@ -12,7 +12,7 @@ import (
 // FindOne returns the first row matching every [Filter] among opts, in the
 // order they give ([SortBy], [OrderBy]; by primary key when they give
 // none), or an error matching [ErrNotFound] when no row matches. opts take
-// what [BaseDatabase.Find]'s do, but a Limit.
+// what [Repository.Find]'s do, but a Limit.
 //
 //	u, err := users.FindOne(ctx, dbkit.Eq("email", email))
 func (b *Repository[T, K]) FindOne(ctx context.Context, opts ...QueryOption) (T, error) {

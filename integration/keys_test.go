@@ -3,8 +3,12 @@ package integration
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/dbkit-go/database/dbkit"
 )
@@ -19,6 +23,13 @@ type Ticket struct {
 	UpdatedAt time.Time
 	dbkit.SoftDelete
 	dbkit.Versioned
+}
+
+// Member embeds dbkit.Model and has a composite key.
+type Member struct {
+	dbkit.Model
+	OrgID uuid.UUID `gorm:"type:uuid;primaryKey"`
+	Name  string
 }
 
 // Country has a natural text key.
@@ -118,6 +129,32 @@ func TestOtherKeys(t *testing.T) {
 	}
 	if err := countries.Create(ctx, &Country{Code: "XX", Name: "Germany"}); !errors.Is(err, dbkit.ErrDuplicate) {
 		t.Errorf("a duplicate name: %v, want ErrDuplicate", err)
+	}
+	// A text key no column can hold is refused before any SQL, as any
+	// condition's value is.
+	for _, bad := range []string{"a\x00b", "\xff"} {
+		if _, err := countries.Get(ctx, bad); !errors.Is(err, dbkit.ErrInvalid) {
+			t.Errorf("Get(%q): %v, want ErrInvalid", bad, err)
+		}
+		if err := countries.Delete(ctx, bad); !errors.Is(err, dbkit.ErrInvalid) {
+			t.Errorf("Delete(%q): %v, want ErrInvalid", bad, err)
+		}
+	}
+	// A model embedding dbkit.Model with a composite key keeps working:
+	// its ID is the key GORM prioritizes.
+	if _, err := db.Exec(ctx, "CREATE TABLE members (id uuid, org_id uuid, created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL, name text NOT NULL, PRIMARY KEY (id, org_id))"); err != nil {
+		t.Fatal(err)
+	}
+	members := dbkit.NewBaseDatabase[Member](db)
+	m := Member{OrgID: uuid.Must(uuid.NewV7()), Name: "m"}
+	if err := members.Create(ctx, &m); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := members.Get(ctx, m.ID); err != nil || got.Name != "m" {
+		t.Errorf("a composite-key dbkit.Model: %+v, %v", got, err)
+	}
+	if s := fmt.Sprint(tickets); !strings.HasPrefix(s, "dbkit.Repository[Ticket, int64]{table=tickets") {
+		t.Errorf("a NewRepository prints as %s", s)
 	}
 	// A key type that is not the model's: refused, saying so.
 	if _, err := dbkit.NewRepository[Ticket, string](db).Get(ctx, "1"); !errors.Is(err, dbkit.ErrInvalid) {
