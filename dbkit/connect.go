@@ -249,9 +249,25 @@ func (db *DB) openGorm(sqlDB *sql.DB, o options) error {
 		if p == nil {
 			return fmt.Errorf("dbkit: WithGormPlugins: %w: a nil plugin", ErrInvalid)
 		}
-		if err := db.gorm.Use(p); err != nil {
-			return fmt.Errorf("dbkit: GORM plugin %s: %w", p.Name(), err)
+		if err := usePlugin(db.gorm, p); err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+// usePlugin initializes p on g. A plugin that panics fails Connect, which
+// then closes what it opened, rather than leaving the pool open behind a
+// panic; the panic's value is not quoted (it is the plugin's, and may hold
+// anything).
+func usePlugin(g *gorm.DB, p gorm.Plugin) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("dbkit: GORM plugin %s panicked while initializing (a %T)", p.Name(), r)
+		}
+	}()
+	if err := g.Use(p); err != nil {
+		return fmt.Errorf("dbkit: GORM plugin %s: %w", p.Name(), err)
 	}
 	return nil
 }

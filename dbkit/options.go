@@ -149,7 +149,8 @@ func WithRepositorySpans() Option { return func(o *options) { o.repositorySpans 
 // registers callbacks, clauses or a ConnPool of their own) to dbkit's GORM,
 // after dbkit's callbacks and before the migrations run, so that
 // migrations and every statement after them see the plugins. Connect fails
-// with the error a plugin's Initialize returns. A plugin that replaces
+// with the error a plugin's Initialize returns, or with an error if it
+// panics, closing what it opened. A plugin that replaces
 // GORM's ConnPool or callbacks dbkit registers (gorm:begin_transaction,
 // gorm:commit_or_rollback_transaction, dbkit:*) takes dbkit's guarantees
 // over: read what it does first.

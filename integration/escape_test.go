@@ -284,7 +284,15 @@ func TestGormPlugins(t *testing.T) {
 	if _, err := dbkit.Connect(ctx, cfg, dbkit.WithGormPlugins(failingPlugin{})); err == nil || !strings.Contains(err.Error(), "plugin failing") {
 		t.Errorf("Connect with a failing plugin: %v", err)
 	}
+	if _, err := dbkit.Connect(ctx, cfg, dbkit.WithGormPlugins(panickingPlugin{})); err == nil || !strings.Contains(err.Error(), "panicked") {
+		t.Errorf("Connect with a plugin that panics: %v, want an error", err)
+	}
 }
+
+type panickingPlugin struct{}
+
+func (panickingPlugin) Name() string              { return "panicking" }
+func (panickingPlugin) Initialize(*gorm.DB) error { panic("the plugin's own trouble") }
 
 type failingPlugin struct{}
 
