@@ -7,6 +7,7 @@ import (
 	"math"
 	"net"
 	"net/url"
+	"os"
 	"reflect"
 	"strconv"
 	"strings"
@@ -57,9 +58,9 @@ type Config struct {
 	Password string
 
 	SSLMode     string `validate:"oneof=disable allow prefer require verify-ca verify-full"`
-	SSLRootCert string `validate:"omitempty,file"` // CA certificate file (sslrootcert)
-	SSLCert     string `validate:"omitempty,file"` // client certificate file (sslcert)
-	SSLKey      string `validate:"omitempty,file"` // client key file (sslkey)
+	SSLRootCert string `validate:"omitempty,cafile"` // CA certificate file, or "system" for the system's CAs (sslrootcert)
+	SSLCert     string `validate:"omitempty,file"`   // client certificate file (sslcert)
+	SSLKey      string `validate:"omitempty,file"`   // client key file (sslkey)
 
 	// ApplicationName is reported to the server (pg_stat_activity).
 	ApplicationName string `validate:"maxbytes=63"`
@@ -143,6 +144,15 @@ var validate = sync.OnceValue(func() *validator.Validate {
 		n, err := strconv.Atoi(fl.Param())
 		return err == nil && len(fl.Field().String()) <= n
 	})
+	// sslrootcert: a file, or libpq's and pgx's "system", the system's CAs.
+	_ = v.RegisterValidation("cafile", func(fl validator.FieldLevel) bool {
+		name := fl.Field().String()
+		if name == "system" {
+			return true
+		}
+		info, err := os.Stat(name)
+		return err == nil && !info.IsDir()
+	})
 	return v
 })
 
@@ -197,6 +207,8 @@ func ruleMessage(fe validator.FieldError) string {
 		return "must be one of: " + strings.ReplaceAll(p, " ", ", ")
 	case "file":
 		return "must name an existing file"
+	case "cafile":
+		return `must name an existing file, or be "system" (the system's CAs)`
 	case "maxbytes":
 		return "must be at most " + p + " bytes long"
 	}

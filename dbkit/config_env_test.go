@@ -418,3 +418,15 @@ func TestParseURLAtSignInQuery(t *testing.T) {
 		t.Errorf("ParseURL(password with '?') = %v", err)
 	}
 }
+
+// TestParseURLSystemCAs: sslrootcert=system, libpq's and pgx's name for the
+// system's CAs, parses and reaches pgx as it is.
+func TestParseURLSystemCAs(t *testing.T) {
+	c, err := ParseURL("postgres://app@db.example.com/orders?sslmode=verify-full&sslrootcert=system")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.SSLRootCert != "system" || !strings.Contains(c.DSN(), "sslrootcert='system'") {
+		t.Errorf("SSLRootCert %q, DSN without sslrootcert=system", c.SSLRootCert)
+	}
+}

@@ -125,7 +125,7 @@ func TestConfigValidateReportsEveryInvalidField(t *testing.T) {
 		},
 		{name: "unknown query exec mode", cfg: withCfg(func(c *Config) { c.QueryExecMode = "prepare" }), want: []string{"QueryExecMode"}, rules: map[string]string{"QueryExecMode": "oneof"}},
 		{name: "query exec mode in pgx's String form", cfg: withCfg(func(c *Config) { c.QueryExecMode = "simple protocol" }), want: []string{"QueryExecMode"}},
-		{name: "missing CA file", cfg: withCfg(func(c *Config) { c.SSLRootCert = missing }), want: []string{"SSLRootCert"}, rules: map[string]string{"SSLRootCert": "file"}},
+		{name: "missing CA file", cfg: withCfg(func(c *Config) { c.SSLRootCert = missing }), want: []string{"SSLRootCert"}, rules: map[string]string{"SSLRootCert": "cafile"}},
 		{name: "missing cert and key", cfg: withCfg(func(c *Config) { c.SSLCert, c.SSLKey = missing, missing }), want: []string{"SSLCert", "SSLKey"}},
 		{
 			name: "NUL in every string",
@@ -199,6 +199,7 @@ func TestConfigValidateAccepts(t *testing.T) {
 		{"255-char host", withCfg(func(c *Config) { c.Host = strings.Repeat("h", 255) })},
 		{"every sslmode", withCfg(func(c *Config) { c.SSLMode = "verify-full" })},
 		{"existing cert files", withCfg(func(c *Config) { c.SSLRootCert, c.SSLCert, c.SSLKey = cert, cert, cert })},
+		{"the system's CAs", withCfg(func(c *Config) { c.SSLMode, c.SSLRootCert = "verify-full", "system" })},
 		{"idle equals open", withCfg(func(c *Config) { c.MaxOpenConns, c.MaxIdleConns = 3, 3 })},
 		{"idle below open", withCfg(func(c *Config) { c.MaxOpenConns, c.MaxIdleConns = 3, 1 })},
 		{"1s minimums", withCfg(func(c *Config) {
