@@ -166,6 +166,7 @@ func TestStartRejectsUnknownSource(t *testing.T) {
 
 func TestStartUsesExternalURL(t *testing.T) {
 	s := startTestServer(t)
+	t.Setenv(EnvServer, "") // the caller's choice of source (docker, say) is not this test's
 	t.Setenv(EnvDatabaseURL, fmt.Sprintf("postgres://postgres:%s@%s/postgres?sslmode=disable", s.admin.Password, s.admin.Addr()))
 	ext, err := Start(context.Background())
 	if err != nil {
