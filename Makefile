@@ -4,7 +4,7 @@ GO    ?= go
 PKGS  ?= ./...
 BENCH_COUNT ?= 10
 
-.PHONY: demo test bench lint cover
+.PHONY: demo test test-docker bench lint cover
 
 ## demo: run the quickstart on DATABASE_URL, else on a database of its own on DBKIT_TEST_DATABASE_URL's server,
 ## else on an ephemeral PostgreSQL it starts (see examples/quickstart)
@@ -17,6 +17,12 @@ demo:
 test:
 	set -o pipefail; $(GO) test -race -count=1 -v $(PKGS) 2>&1 \
 	  | grep -Ev '^\s*(=== (RUN|PAUSE|CONT|NAME)|--- PASS: |PASS$$)'
+
+## test-docker: dbtest's Testcontainers path for real, on Debian as root with no registry: dockerd in a network
+## namespace of its own (loopback only), a PostgreSQL 15 image built from Debian packages and kept in
+## .cache/docker-test, Ryuk off; fails if TestTestcontainersServer skips (scripts/test-docker.sh, docs/testing.md)
+test-docker:
+	./scripts/test-docker.sh
 
 ## bench: dbkit vs bare GORM vs raw pgx, a write with associations (atomic) vs GORM with and without its transaction, telemetry off vs on, trace comments off vs on, and dbtest's per-test database, interleaved runs, summarised by benchstat
 ## (see docs/performance.md). BENCH_COUNT runs of every benchmark, 10 by default.
