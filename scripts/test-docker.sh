@@ -17,13 +17,14 @@
 # Environment:
 #   DBKIT_DOCKER_CACHE     where dockerd keeps its images between runs (default
 #                          .cache/docker-test in the repository; delete it to rebuild)
-#   DBKIT_DOCKER_TEST_RUN  go test -run pattern (default ^TestTestcontainersServer$)
+#   DBKIT_DOCKER_TEST_RUN  go test -run pattern (default: TestTestcontainersServer and
+#                          TestContainerReapedWhenProcessEnds, both required to pass)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
 
 cache=${DBKIT_DOCKER_CACHE:-$repo/.cache/docker-test}
-run_pattern=${DBKIT_DOCKER_TEST_RUN:-'^TestTestcontainersServer$'}
+run_pattern=${DBKIT_DOCKER_TEST_RUN:-'^(TestTestcontainersServer|TestContainerReapedWhenProcessEnds)$'}
 pg_major=15
 packages="base-files,dash,coreutils,mawk,grep,sed,util-linux,libc-bin,tzdata,postgresql-$pg_major"
 
@@ -231,3 +232,8 @@ left=$(docker ps -aq | wc -l)
 grep -q -- '--- PASS: TestTestcontainersServer ' "$tmp/test.log" ||
   die "TestTestcontainersServer did not pass (skipped or not run)"
 log "PASS: TestTestcontainersServer ran on Docker"
+if [ -z "${DBKIT_DOCKER_TEST_RUN:-}" ]; then
+  grep -q -- '--- PASS: TestContainerReapedWhenProcessEnds ' "$tmp/test.log" ||
+    die "TestContainerReapedWhenProcessEnds did not pass (skipped or not run)"
+  log "PASS: a killed test process's container was removed without Ryuk"
+fi

@@ -41,7 +41,9 @@ func DockerAvailable(ctx context.Context) (err error) {
 
 // StartContainer runs PostgreSQL in a container with Testcontainers: the
 // image DBKIT_TEST_POSTGRES_IMAGE or [DefaultImage], data on a tmpfs,
-// durability off. Stop removes the container.
+// durability off. Stop removes the container; so does Testcontainers'
+// reaper (Ryuk) when the process ends, or, with Ryuk off
+// (TESTCONTAINERS_RYUK_DISABLED=true), a reaper process of dbtest's.
 func StartContainer(ctx context.Context) (*Server, error) {
 	if err := DockerAvailable(ctx); err != nil {
 		return nil, fmt.Errorf("dbtest: Testcontainers: %w", err)
@@ -87,7 +89,8 @@ func StartContainer(ctx context.Context) (*Server, error) {
 			Host: host, Port: int(port.Num()), Database: "postgres", User: "postgres",
 			Password: password, SSLMode: "disable", ApplicationName: "dbtest",
 		},
-		stop: func(context.Context) error { return testcontainers.TerminateContainer(ctr) },
+		stop:        func(context.Context) error { return testcontainers.TerminateContainer(ctr) },
+		containerID: ctr.GetContainerID(),
 	}
 	s.hint = func(db string) string {
 		return fmt.Sprintf("psql %q (password: see the container's POSTGRES_PASSWORD; while the container runs)",
@@ -96,6 +99,15 @@ func StartContainer(ctx context.Context) (*Server, error) {
 	if err := s.connectAdmin(ctx); err != nil {
 		_ = testcontainers.TerminateContainer(ctr)
 		return nil, err
+	}
+	// Without Ryuk nothing would remove the container of a test process
+	// that ends without stopping it (dbtest.Shared's, always): a reaper
+	// process of dbtest's does, when this one ends.
+	if ryukDisabled() {
+		if err := startReaper(ctr.GetContainerID()); err != nil {
+			_ = testcontainers.TerminateContainer(ctr)
+			return nil, fmt.Errorf("dbtest: start the container's reaper: %w", err)
+		}
 	}
 	return s, nil
 }

@@ -58,6 +58,8 @@ type Server struct {
 	pool   *sql.DB      // admin connections
 	hint   func(db string) string
 	stop   func(context.Context) error
+	// containerID is the Docker source's container, "" for the others.
+	containerID string
 
 	stopOnce sync.Once
 	stopErr  error

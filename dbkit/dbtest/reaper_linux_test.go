@@ -1,0 +1,70 @@
+package dbtest
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/moby/moby/client"
+	"github.com/testcontainers/testcontainers-go"
+)
+
+const envReaperHelper = "DBKIT_TEST_REAPER_HELPER"
+
+// With Ryuk off, the container of a test process that ends without
+// stopping it (killed outright here) is removed by dbtest's reaper.
+func TestContainerReapedWhenProcessEnds(t *testing.T) {
+	if os.Getenv(envReaperHelper) == "1" {
+		s, err := StartContainer(context.Background())
+		if err != nil {
+			fmt.Println("ERR", err)
+			os.Exit(1)
+		}
+		fmt.Println("READY", s.containerID)
+		select {} // wait to be killed
+	}
+	if err := DockerAvailable(context.Background()); err != nil {
+		t.Skipf("Testcontainers needs a Docker engine and none answers here: %v", err)
+	}
+	if !ryukDisabled() {
+		t.Skip("Ryuk removes the containers here (TESTCONTAINERS_RYUK_DISABLED is not true)")
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestContainerReapedWhenProcessEnds$")
+	cmd.Env = append(os.Environ(), envReaperHelper+"=1")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	line, err := bufio.NewReader(out).ReadString('\n')
+	id, ready := strings.CutPrefix(strings.TrimSpace(line), "READY ")
+	if err != nil || !ready || id == "" {
+		t.Fatalf("helper said %q, %v", line, err)
+	}
+	ctx := context.Background()
+	cli, err := testcontainers.NewDockerClientWithOpts(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	if _, err := cli.ContainerInspect(ctx, id, client.ContainerInspectOptions{}); err != nil {
+		t.Fatalf("the helper's container %s is not there while it runs: %v", id, err)
+	}
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if _, err := cli.ContainerInspect(ctx, id, client.ContainerInspectOptions{}); err != nil {
+			return // gone
+		}
+	}
+	_, _ = cli.ContainerRemove(ctx, id, client.ContainerRemoveOptions{Force: true})
+	t.Fatalf("container %s still there 30 s after its test process was killed", id)
+}
