@@ -439,20 +439,7 @@ func (r *fieldResolver) compileFilter(f Filter, depth int, c *compiled) (clause.
 		if v == nil && op != OpEq && op != OpNe {
 			return nil, fmt.Errorf("%w: %s.%s %s: a null value only goes with eq, ne or isnull", ErrInvalid, r.model, field.Name, op)
 		}
-		switch op {
-		case OpEq:
-			return clause.Eq{Column: col, Value: v}, nil
-		case OpNe:
-			return clause.Neq{Column: col, Value: v}, nil
-		case OpLt:
-			return clause.Lt{Column: col, Value: v}, nil
-		case OpLte:
-			return clause.Lte{Column: col, Value: v}, nil
-		case OpGt:
-			return clause.Gt{Column: col, Value: v}, nil
-		default:
-			return clause.Gte{Column: col, Value: v}, nil
-		}
+		return comparison(op, col, v), nil
 	case OpIn, OpNin:
 		values, err := r.convertList(field, f.Value)
 		if err != nil {
@@ -519,20 +506,7 @@ func (r *fieldResolver) compileCodeFilter(f Filter, c *compiled) (clause.Express
 		if f.Value == nil && f.Op != OpEq && f.Op != OpNe {
 			return nil, fmt.Errorf("%w: %s.%s %s: a null value only goes with Eq, Ne or IsNull", ErrInvalid, r.model, field.Name, f.Op)
 		}
-		switch f.Op {
-		case OpEq:
-			return clause.Eq{Column: col, Value: f.Value}, nil
-		case OpNe:
-			return clause.Neq{Column: col, Value: f.Value}, nil
-		case OpLt:
-			return clause.Lt{Column: col, Value: f.Value}, nil
-		case OpLte:
-			return clause.Lte{Column: col, Value: f.Value}, nil
-		case OpGt:
-			return clause.Gt{Column: col, Value: f.Value}, nil
-		default:
-			return clause.Gte{Column: col, Value: f.Value}, nil
-		}
+		return comparison(f.Op, col, f.Value), nil
 	case OpIn:
 		values, _ := f.Value.([]any)
 		for _, v := range values {
@@ -556,6 +530,24 @@ func (r *fieldResolver) compileCodeFilter(f Filter, c *compiled) (clause.Express
 		return clause.Expr{SQL: "? IS NULL", Vars: []any{col}}, nil
 	}
 	return nil, fmt.Errorf("%w: %s.%s: unknown operator %s", ErrInvalid, r.model, field.Name, quote(string(f.Op)))
+}
+
+// comparison is col op v for op one of eq, ne, lt, lte, gt, gte; a nil v
+// with eq or ne is IS (NOT) NULL, as GORM writes it.
+func comparison(op Op, col clause.Column, v any) clause.Expression {
+	switch op {
+	case OpEq:
+		return clause.Eq{Column: col, Value: v}
+	case OpNe:
+		return clause.Neq{Column: col, Value: v}
+	case OpLt:
+		return clause.Lt{Column: col, Value: v}
+	case OpLte:
+		return clause.Lte{Column: col, Value: v}
+	case OpGt:
+		return clause.Gt{Column: col, Value: v}
+	}
+	return clause.Gte{Column: col, Value: v}
 }
 
 // anyOf is clause.Or without its trap: GORM joins a one-element

@@ -139,23 +139,7 @@ func TestFilterSQL(t *testing.T) {
 			"`filter_models`.`age` = ? AND `filter_models`.`name` = ?", []any{1, "a"}},
 	}
 	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			sql, vars, err := render(t, c.f)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !strings.Contains(sql, "WHERE "+c.sql) {
-				t.Errorf("SQL = %s\nwant WHERE %s", sql, c.sql)
-			}
-			if len(vars) != len(c.vars) {
-				t.Fatalf("vars = %#v, want %#v", vars, c.vars)
-			}
-			for i := range vars {
-				if !equalValue(vars[i], c.vars[i]) {
-					t.Errorf("var %d = %#v (%T), want %#v (%T)", i, vars[i], vars[i], c.vars[i], c.vars[i])
-				}
-			}
-		})
+		t.Run(c.name, func(t *testing.T) { wantWhere(t, c.f, c.sql, c.vars) })
 	}
 }
 
@@ -407,23 +391,7 @@ func TestCodeFilterSQL(t *testing.T) {
 		{"hidden field in code", Eq("Secret", "s"), "`filter_models`.`secret` = ?", []any{"s"}},
 	}
 	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			sql, vars, err := render(t, c.f)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !strings.Contains(sql, "WHERE "+c.sql) {
-				t.Errorf("SQL = %s\nwant WHERE %s", sql, c.sql)
-			}
-			if len(vars) != len(c.vars) {
-				t.Fatalf("vars = %#v, want %#v", vars, c.vars)
-			}
-			for i := range vars {
-				if !equalValue(vars[i], c.vars[i]) {
-					t.Errorf("var %d = %#v (%T), want %#v (%T)", i, vars[i], vars[i], c.vars[i], c.vars[i])
-				}
-			}
-		})
+		t.Run(c.name, func(t *testing.T) { wantWhere(t, c.f, c.sql, c.vars) })
 	}
 	// No condition: the zero Filter, an empty And, at the top.
 	for _, f := range []Filter{{}, And()} {
@@ -512,5 +480,25 @@ func TestAllowListNamesAssociations(t *testing.T) {
 	}
 	if _, _, err := render(t, Eq("owner.email", "x")); !errors.Is(err, ErrInvalid) {
 		t.Errorf("a condition on a missing association: %v, want ErrInvalid", err)
+	}
+}
+
+// wantWhere checks that f renders the WHERE condition sql with vars bound.
+func wantWhere(t *testing.T, f Filter, sql string, vars []any) {
+	t.Helper()
+	got, gotVars, err := render(t, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(got, "WHERE "+sql) {
+		t.Errorf("SQL = %s\nwant WHERE %s", got, sql)
+	}
+	if len(gotVars) != len(vars) {
+		t.Fatalf("vars = %#v, want %#v", gotVars, vars)
+	}
+	for i := range gotVars {
+		if !equalValue(gotVars[i], vars[i]) {
+			t.Errorf("var %d = %#v (%T), want %#v (%T)", i, gotVars[i], gotVars[i], vars[i], vars[i])
+		}
 	}
 }

@@ -77,31 +77,25 @@ func joinsOneRow(rel *schema.Relationship) bool {
 }
 
 // uniqueColumns reports whether s declares cols unique: as its primary key,
-// a unique field, or a unique index on exactly these columns.
+// a unique field, or a unique index on exactly these columns (compared as
+// the schema check compares them, sameColumns).
 func uniqueColumns(s *schema.Schema, cols []*schema.Field) bool {
-	same := func(fields []*schema.Field) bool {
-		if len(fields) != len(cols) {
-			return false
-		}
-		for _, c := range cols {
-			if !slices.Contains(fields, c) {
-				return false
-			}
-		}
-		return true
+	names := make([]string, len(cols))
+	for i, c := range cols {
+		names[i] = c.DBName
 	}
-	if same(s.PrimaryFields) || len(cols) == 1 && cols[0].Unique {
+	if sameColumns(names, s.PrimaryFieldDBNames) || len(cols) == 1 && cols[0].Unique {
 		return true
 	}
 	for _, idx := range s.ParseIndexes() {
 		if idx.Class != "UNIQUE" || idx.Where != "" {
 			continue
 		}
-		fields := make([]*schema.Field, 0, len(idx.Fields))
-		for _, f := range idx.Fields {
-			fields = append(fields, f.Field)
+		columns := make([]string, len(idx.Fields))
+		for i, f := range idx.Fields {
+			columns[i] = f.DBName
 		}
-		if same(fields) {
+		if sameColumns(names, columns) {
 			return true
 		}
 	}

@@ -578,7 +578,7 @@ func (b *Repository[T, K]) patchAssignments(fields map[string]any) (map[string]a
 		if err != nil {
 			return nil, err
 		}
-		if v == nil && f.FieldType.Kind() != reflect.Pointer && !reflect.PointerTo(f.FieldType).Implements(scannerType) {
+		if v == nil && !holdsNull(f) {
 			return nil, fmt.Errorf("%w: %s.%s cannot be null", ErrInvalid, b.model, f.Name)
 		}
 		set[f.DBName] = v

@@ -7,6 +7,7 @@ import (
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
+	"gorm.io/gorm/schema"
 )
 
 // FindOne returns the first row matching every [Filter] among opts, in the
@@ -148,7 +149,7 @@ func (b *Repository[T, K]) codeAssignments(set map[string]any) (map[string]any, 
 		if err := checkTextValue(b.model, f, value); err != nil {
 			return nil, err
 		}
-		if value == nil && f.FieldType.Kind() != reflect.Pointer && !reflect.PointerTo(f.FieldType).Implements(scannerType) {
+		if value == nil && !holdsNull(f) {
 			return nil, fmt.Errorf("%w: %s.%s cannot be null", ErrInvalid, b.model, f.Name)
 		}
 		out[f.DBName] = value
@@ -162,4 +163,10 @@ func (b *Repository[T, K]) codeAssignments(set map[string]any) (map[string]any, 
 		}
 	}
 	return out, nil
+}
+
+// holdsNull reports whether f's Go type can hold a NULL read back: a
+// pointer, or a sql.Scanner (sql.NullString, gorm.DeletedAt...).
+func holdsNull(f *schema.Field) bool {
+	return f.FieldType.Kind() == reflect.Pointer || reflect.PointerTo(f.FieldType).Implements(scannerType)
 }

@@ -30,11 +30,10 @@ func init() {
 
 // ryukDisabled reports Testcontainers' reaper (Ryuk) turned off, as where
 // its image cannot be pulled: then no one removes a container whose test
-// process ended without stopping it, unless dbtest does.
-func ryukDisabled() bool {
-	v := os.Getenv("TESTCONTAINERS_RYUK_DISABLED")
-	return v == "true" || v == "1"
-}
+// process ended without stopping it, unless dbtest does. It is
+// Testcontainers' own reading (TESTCONTAINERS_RYUK_DISABLED, or
+// ryuk.disabled in ~/.testcontainers.properties).
+func ryukDisabled() bool { return testcontainers.ReadConfig().Config.RyukDisabled }
 
 // startReaper starts a process that removes the container id when this
 // process ends, however it ends: it holds the read end of a pipe whose
