@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,6 +28,12 @@ const (
 	DefaultConnMaxIdleTime = 5 * time.Minute
 	DefaultQueryExecMode   = "cache_statement" // pgx's own default
 	DefaultDeadPeerTimeout = 30 * time.Second
+
+	// Read replicas (see [Config.Replicas] and docs/scaling.md).
+	DefaultReplicaCheckInterval = time.Second
+	DefaultMaxReplicaLagBytes   = 8 << 20 // 8 MiB of WAL, GitLab's max_replication_difference
+	DefaultMaxReplicaLag        = 60 * time.Second
+	DefaultReplicaFallback      = "primary"
 )
 
 // SSLModes lists the values libpq accepts for sslmode, weakest first.
@@ -101,6 +108,56 @@ type Config struct {
 	// it and give up by its end, and data unacknowledged for that long
 	// drops the connection (TCP_USER_TIMEOUT, Linux only). Default 30s.
 	DeadPeerTimeout time.Duration `validate:"min=1s"`
+
+	// Replicas are streaming standbys of this server (its read replicas).
+	// With at least one, the repository's reads (Get, Find, FindOne,
+	// FindPage, FindCursor, Count, Exists) go to a healthy replica, except
+	// inside a transaction, with a row lock, under [OnPrimary], or when
+	// the caller's [Session] wrote something no replica has replayed yet;
+	// everything else goes to this server, the primary. Each replica has a
+	// pool of its own with the primary's settings (database, user,
+	// password, TLS, limits, pool sizes). docs/scaling.md explains it.
+	Replicas []Replica `validate:"dive"`
+	// ReplicaCheckInterval is how often each replica's health and lag are
+	// measured (default 1s).
+	ReplicaCheckInterval time.Duration `validate:"min=10ms"`
+	// A replica whose replay is more than MaxReplicaLagBytes of WAL (default
+	// 8 MiB) or MaxReplicaLag (default 60s) behind the primary leaves the
+	// rotation until it catches up.
+	MaxReplicaLagBytes int64         `validate:"min=1"`
+	MaxReplicaLag      time.Duration `validate:"min=1ms"`
+	// ReplicaFallback says where reads go when no replica is in the
+	// rotation: "primary" (the default) or "refuse", which fails them with
+	// an error matching [ErrUnavailable] instead of loading the primary.
+	ReplicaFallback string `validate:"oneof=primary refuse"`
+
+	// DirectHost and DirectPort name the server itself when Host and Port
+	// name a connection pooler in transaction mode (PgBouncer): migrations
+	// and their session advisory lock, which such a pooler breaks, run on
+	// a connection of their own to it. Empty: migrations use Host and
+	// Port, and refuse to run through a transaction pooler. DirectPort
+	// defaults to 5432.
+	DirectHost string `validate:"maxbytes=255"`
+	DirectPort int    `validate:"min=0,max=65535"`
+}
+
+// Replica is a read replica of the primary [Config] names: a streaming
+// standby. Everything but its address comes from the primary's Config.
+type Replica struct {
+	Host string `validate:"required,maxbytes=255"`
+	Port int    `validate:"min=0,max=65535"` // 0: 5432
+	// Name names its pool in metrics and logs (db.client.connection.pool.name);
+	// default host:port/database.
+	Name string `validate:"maxbytes=255"`
+}
+
+// Addr returns the replica's host:port, 5432 when Port is 0.
+func (r Replica) Addr() string {
+	port := r.Port
+	if port == 0 {
+		port = DefaultPort
+	}
+	return net.JoinHostPort(r.Host, strconv.Itoa(port))
 }
 
 // WithDefaults returns a copy of c with every zero-valued setting replaced by
@@ -132,6 +189,29 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.DeadPeerTimeout == 0 {
 		c.DeadPeerTimeout = DefaultDeadPeerTimeout
+	}
+	if c.ReplicaCheckInterval == 0 {
+		c.ReplicaCheckInterval = DefaultReplicaCheckInterval
+	}
+	if c.MaxReplicaLagBytes == 0 {
+		c.MaxReplicaLagBytes = DefaultMaxReplicaLagBytes
+	}
+	if c.MaxReplicaLag == 0 {
+		c.MaxReplicaLag = DefaultMaxReplicaLag
+	}
+	if c.ReplicaFallback == "" {
+		c.ReplicaFallback = DefaultReplicaFallback
+	}
+	if c.DirectHost != "" && c.DirectPort == 0 {
+		c.DirectPort = DefaultPort
+	}
+	if len(c.Replicas) > 0 {
+		c.Replicas = slices.Clone(c.Replicas)
+		for i := range c.Replicas {
+			if c.Replicas[i].Port == 0 {
+				c.Replicas[i].Port = DefaultPort
+			}
+		}
 	}
 	return c
 }
@@ -167,7 +247,9 @@ func (c Config) Validate() error {
 			return fmt.Errorf("dbkit: validate config: %w", err)
 		}
 		for _, fe := range verrs {
-			fields = append(fields, FieldError{Field: fe.Field(), Rule: fe.Tag(), Message: ruleMessage(fe)})
+			// The namespace names a replica's field too: Replicas[1].Host.
+			field := strings.TrimPrefix(fe.Namespace(), "Config.")
+			fields = append(fields, FieldError{Field: field, Rule: fe.Tag(), Message: ruleMessage(fe)})
 		}
 	}
 	if d.MaxOpenConns >= 1 && d.MaxIdleConns > d.MaxOpenConns {
@@ -176,11 +258,22 @@ func (c Config) Validate() error {
 	for _, f := range []struct{ name, value string }{
 		{"Host", d.Host}, {"Database", d.Database}, {"User", d.User}, {"Password", d.Password},
 		{"ApplicationName", d.ApplicationName}, {"SSLRootCert", d.SSLRootCert},
-		{"SSLCert", d.SSLCert}, {"SSLKey", d.SSLKey},
+		{"SSLCert", d.SSLCert}, {"SSLKey", d.SSLKey}, {"DirectHost", d.DirectHost},
 	} {
 		if strings.IndexByte(f.value, 0) >= 0 {
 			fields = append(fields, FieldError{Field: f.name, Rule: "nonul", Message: "must not contain a NUL byte"})
 		}
+	}
+	seen := map[string]bool{d.Addr(): true}
+	for i, r := range d.Replicas {
+		if strings.IndexByte(r.Host, 0) >= 0 || strings.IndexByte(r.Name, 0) >= 0 {
+			fields = append(fields, FieldError{Field: fmt.Sprintf("Replicas[%d]", i), Rule: "nonul", Message: "must not contain a NUL byte"})
+		}
+		if seen[r.Addr()] {
+			fields = append(fields, FieldError{Field: fmt.Sprintf("Replicas[%d]", i), Rule: "unique",
+				Message: "must name a server not named before (the primary or another replica)"})
+		}
+		seen[r.Addr()] = true
 	}
 	if len(fields) == 0 {
 		return nil
@@ -335,6 +428,22 @@ func dialTimeoutSeconds(d time.Duration) int {
 	return max(s, 2)
 }
 
+// at returns the Config of the server at host:port, with every other
+// setting of c's (defaults applied) and no replica or direct address of its
+// own: a replica's, or the direct connection's.
+func (c Config) at(host string, port int) Config {
+	d := c.WithDefaults()
+	d.Host, d.Port = host, port
+	d.Replicas, d.DirectHost, d.DirectPort = nil, "", 0
+	return d
+}
+
+// directConfig is the Config of the direct connection (DirectHost).
+func (c Config) directConfig() Config {
+	d := c.WithDefaults()
+	return d.at(d.DirectHost, d.DirectPort)
+}
+
 // Addr returns host:port (defaults applied), the form errors and spans use.
 func (c Config) Addr() string {
 	d := c.WithDefaults()
@@ -395,6 +504,16 @@ func (c Config) LogValue() slog.Value {
 		slog.String("default_query_exec_mode", d.QueryExecMode),
 		slog.Duration("dead_peer_timeout", d.DeadPeerTimeout),
 	)
+	if len(d.Replicas) > 0 {
+		addrs := make([]string, len(d.Replicas))
+		for i, r := range d.Replicas {
+			addrs[i] = r.Addr()
+		}
+		attrs = append(attrs, slog.Any("replicas", addrs))
+	}
+	if d.DirectHost != "" {
+		attrs = append(attrs, slog.String("direct", d.directConfig().Addr()))
+	}
 	for _, a := range []struct {
 		key string
 		d   time.Duration

@@ -2,6 +2,8 @@ package dbkit
 
 import (
 	"errors"
+	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"os/user"
@@ -28,7 +30,11 @@ func ConfigFromEnv() (Config, error) {
 
 func configFromEnv(getenv func(string) string) (Config, error) {
 	if raw := getenv("DATABASE_URL"); raw != "" {
-		return ParseURL(raw)
+		c, err := ParseURL(raw)
+		if err != nil {
+			return Config{}, err
+		}
+		return topologyFromEnv(c, getenv)
 	}
 	var p parseErrors
 	c := Config{
@@ -62,7 +68,60 @@ func configFromEnv(getenv func(string) string) (Config, error) {
 	if err := p.finish(c); err != nil {
 		return Config{}, err
 	}
+	return topologyFromEnv(c, getenv)
+}
+
+// topologyFromEnv adds to c the servers other than the primary the
+// environment names: DATABASE_REPLICAS, a comma-separated list of the read
+// replicas' host:port (libpq's multi-host syntax, "db-r1:5432,db-r2:5432"),
+// and DATABASE_DIRECT_URL, the server itself behind a transaction pooler,
+// of which only the host and port are used (its user and database, when
+// given, must be c's).
+func topologyFromEnv(c Config, getenv func(string) string) (Config, error) {
+	var p parseErrors
+	if v := getenv("DATABASE_REPLICAS"); v != "" {
+		for i, hp := range strings.Split(v, ",") {
+			r, ok := parseHostPort(strings.TrimSpace(hp))
+			if !ok {
+				p.add(fmt.Sprintf("Replicas[%d]", i), "parse", "(DATABASE_REPLICAS) must be host:port or host")
+				continue
+			}
+			c.Replicas = append(c.Replicas, r)
+		}
+	}
+	if raw := getenv("DATABASE_DIRECT_URL"); raw != "" {
+		d, err := ParseURL(raw)
+		if err != nil {
+			p.add("DirectHost", "parse", "(DATABASE_DIRECT_URL) is not a valid URL: "+err.Error())
+		} else if d.User != c.User || d.Database != c.Database {
+			p.add("DirectHost", "parse", "(DATABASE_DIRECT_URL) must name the same user and database as the main connection")
+		} else {
+			c.DirectHost, c.DirectPort = d.Host, d.Port
+		}
+	}
+	if err := p.finish(c); err != nil {
+		return Config{}, err
+	}
 	return c, nil
+}
+
+// parseHostPort reads "host:port", "[v6]:port" or a bare host.
+func parseHostPort(s string) (Replica, bool) {
+	if s == "" {
+		return Replica{}, false
+	}
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		if strings.Contains(s, ":") && !strings.HasPrefix(s, "[") && strings.Count(s, ":") == 1 {
+			return Replica{}, false // "host:" or a bad port
+		}
+		return Replica{Host: strings.Trim(s, "[]")}, true
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || host == "" {
+		return Replica{}, false
+	}
+	return Replica{Host: host, Port: n}, true
 }
 
 // ParseURL parses a postgres:// or postgresql:// URL such as

@@ -3,6 +3,7 @@ package dbkit
 import (
 	"net/url"
 	"os/user"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -87,7 +88,7 @@ func TestParseURL(t *testing.T) {
 			if err != nil {
 				t.Fatalf("ParseURL(%q) = %v", tt.raw, err)
 			}
-			if got != tt.want {
+			if !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("ParseURL(%q)\n got %#v\nwant %#v\n(passwords %q, %q)", tt.raw, got, tt.want, got.Password, tt.want.Password)
 			}
 		})
@@ -164,7 +165,7 @@ func TestParseURLErrors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			c, err := ParseURL(tt.raw)
 			cerr := requireConfigError(t, err)
-			if c != (Config{}) {
+			if !reflect.DeepEqual(c, Config{}) {
 				t.Errorf("ParseURL returned a config with its error: %#v", c)
 			}
 			for _, f := range tt.fields {
@@ -292,7 +293,7 @@ func TestConfigFromEnv(t *testing.T) {
 			if err != nil {
 				t.Fatalf("configFromEnv = %v", err)
 			}
-			if got != tt.want {
+			if !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("configFromEnv\n got %#v\nwant %#v", got, tt.want)
 			}
 		})
@@ -363,7 +364,7 @@ func TestConfigFromEnvErrors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			c, err := configFromEnv(env(tt.env))
 			cerr := requireConfigError(t, err)
-			if c != (Config{}) {
+			if !reflect.DeepEqual(c, Config{}) {
 				t.Errorf("config returned with the error: %#v", c)
 			}
 			for _, f := range tt.fields {
@@ -401,7 +402,7 @@ func TestConfigFromEnvReadsProcessEnvironment(t *testing.T) {
 		t.Fatalf("ConfigFromEnv = %v", err)
 	}
 	want := Config{Host: "db.example", Port: 6000, User: "envuser", Database: "envdb", Password: "envpw"}
-	if got != want {
+	if !reflect.DeepEqual(got, want) {
 		t.Errorf("ConfigFromEnv\n got %#v\nwant %#v", got, want)
 	}
 }
@@ -428,5 +429,41 @@ func TestParseURLSystemCAs(t *testing.T) {
 	}
 	if c.SSLRootCert != "system" || !strings.Contains(c.DSN(), "sslrootcert='system'") {
 		t.Errorf("SSLRootCert %q, DSN without sslrootcert=system", c.SSLRootCert)
+	}
+}
+
+func TestConfigFromEnvTopology(t *testing.T) {
+	env := map[string]string{
+		"DATABASE_URL":        "postgres://app:pw@primary:5432/app",
+		"DATABASE_REPLICAS":   "r1:5433, r2 ,[::1]:5434",
+		"DATABASE_DIRECT_URL": "postgres://app:pw@direct:5432/app",
+	}
+	c, err := configFromEnv(func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatalf("configFromEnv: %v", err)
+	}
+	want := []Replica{{Host: "r1", Port: 5433}, {Host: "r2"}, {Host: "::1", Port: 5434}}
+	if !reflect.DeepEqual(c.Replicas, want) {
+		t.Errorf("Replicas = %+v, want %+v", c.Replicas, want)
+	}
+	if c.DirectHost != "direct" || c.DirectPort != 5432 {
+		t.Errorf("direct = %s:%d", c.DirectHost, c.DirectPort)
+	}
+	for _, tt := range []struct{ replicas, direct, field string }{
+		{"r1:x", "", "Replicas[0]"},
+		{"r1,,r2", "", "Replicas[1]"},
+		{"", "postgres://other:pw@direct/app", "DirectHost"},
+		{"", "postgres://app:pw@direct/otherdb", "DirectHost"},
+		{"", "mysql://direct", "DirectHost"},
+	} {
+		env["DATABASE_REPLICAS"], env["DATABASE_DIRECT_URL"] = tt.replicas, tt.direct
+		_, err := configFromEnv(func(k string) string { return env[k] })
+		cerr := requireConfigError(t, err)
+		if !cerr.Has(tt.field) {
+			t.Errorf("%q %q: fields %v, want %s", tt.replicas, tt.direct, fieldNames(cerr), tt.field)
+		}
+		if strings.Contains(err.Error(), "pw") {
+			t.Errorf("error quotes the password: %v", err)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package dbkit
 
 import (
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -76,7 +77,7 @@ func FuzzParseURL(f *testing.F) {
 			if !errors.As(err, &cerr) {
 				t.Fatalf("ParseURL(%q) error is %T, want *ConfigError: %v", raw, err, err)
 			}
-			if c != (Config{}) {
+			if !reflect.DeepEqual(c, Config{}) {
 				t.Errorf("ParseURL(%q) returned %#v with its error", raw, c)
 			}
 			if pw, ok := passwordOf(raw); ok && len(pw) >= 4 && strings.Contains(err.Error(), pw) {

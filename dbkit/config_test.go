@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -253,8 +254,10 @@ func TestConfigWithDefaults(t *testing.T) {
 		MaxOpenConns: DefaultMaxOpenConns, MaxIdleConns: DefaultMaxOpenConns,
 		ConnMaxLifetime: DefaultConnMaxLifetime, ConnMaxIdleTime: DefaultConnMaxIdleTime,
 		QueryExecMode: DefaultQueryExecMode, DeadPeerTimeout: DefaultDeadPeerTimeout,
+		ReplicaCheckInterval: DefaultReplicaCheckInterval, MaxReplicaLagBytes: DefaultMaxReplicaLagBytes,
+		MaxReplicaLag: DefaultMaxReplicaLag, ReplicaFallback: DefaultReplicaFallback,
 	}
-	if d != want {
+	if !reflect.DeepEqual(d, want) {
 		t.Errorf("WithDefaults() = %#v\nwant %#v", configFields(d), configFields(want))
 	}
 
@@ -302,7 +305,7 @@ func TestConfigErrorNeverContainsValues(t *testing.T) {
 func TestConfigErrorHas(t *testing.T) {
 	e := &ConfigError{Fields: []FieldError{{Field: "Port"}, {Field: "Host"}}}
 	for field, want := range map[string]bool{"Port": true, "Host": true, "User": false, "": false, "port": false} {
-		if got := e.Has(field); got != want {
+		if got := e.Has(field); !reflect.DeepEqual(got, want) {
 			t.Errorf("Has(%q) = %v, want %v", field, got, want)
 		}
 	}
@@ -481,7 +484,7 @@ func TestConfigAddr(t *testing.T) {
 	}
 	for _, tt := range tests {
 		c := withCfg(func(c *Config) { c.Host, c.Port = tt.host, tt.port })
-		if got := c.Addr(); got != tt.want {
+		if got := c.Addr(); !reflect.DeepEqual(got, tt.want) {
 			t.Errorf("Addr(%q, %d) = %q, want %q", tt.host, tt.port, got, tt.want)
 		}
 	}
@@ -758,7 +761,7 @@ func TestConfigServerLimits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := cfg.RuntimeParams["options"], "-c statement_timeout=5000 -c lock_timeout=1500 -c idle_in_transaction_session_timeout=60000"; got != want {
+	if got, want := cfg.RuntimeParams["options"], "-c statement_timeout=5000 -c lock_timeout=1500 -c idle_in_transaction_session_timeout=60000"; !reflect.DeepEqual(got, want) {
 		t.Errorf("options = %q, want %q", got, want)
 	}
 	if _, ok := pgxRuntimeOptions(validConfig()); ok {
@@ -781,4 +784,64 @@ func pgxRuntimeOptions(c Config) (string, bool) {
 	}
 	o, ok := cfg.RuntimeParams["options"]
 	return o, ok
+}
+
+func TestConfigReplicas(t *testing.T) {
+	c := validConfig()
+	c.Replicas = []Replica{{Host: "r1"}, {Host: "r2", Port: 5433, Name: "east"}}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("Validate: %v", err)
+	}
+	d := c.WithDefaults()
+	if d.Replicas[0].Port != DefaultPort || d.Replicas[1].Port != 5433 {
+		t.Errorf("replica ports after defaults: %+v", d.Replicas)
+	}
+	if c.Replicas[0].Port != 0 {
+		t.Errorf("WithDefaults changed the caller's Replicas: %+v", c.Replicas)
+	}
+	r := d.at("r2", 5433)
+	if r.Host != "r2" || r.Port != 5433 || r.Database != c.Database || r.User != c.User || r.Replicas != nil {
+		t.Errorf("at(r2, 5433) = %#v", r)
+	}
+	for _, tt := range []struct {
+		name  string
+		reps  []Replica
+		field string
+	}{
+		{"no host", []Replica{{Port: 5433}}, "Replicas[0].Host"},
+		{"bad port", []Replica{{Host: "r1"}, {Host: "r2", Port: 70000}}, "Replicas[1].Port"},
+		{"the primary again", []Replica{{Host: "db.internal", Port: 5432}}, "Replicas[0]"},
+		{"twice", []Replica{{Host: "r1"}, {Host: "r1", Port: 5432}}, "Replicas[1]"},
+		{"NUL", []Replica{{Host: "r\x00"}}, "Replicas[0]"},
+	} {
+		c := validConfig()
+		c.Replicas = tt.reps
+		cerr := requireConfigError(t, c.Validate())
+		if !cerr.Has(tt.field) {
+			t.Errorf("%s: fields %v, want %s", tt.name, fieldNames(cerr), tt.field)
+		}
+	}
+	for _, tt := range []struct {
+		name  string
+		set   func(*Config)
+		field string
+	}{
+		{"interval", func(c *Config) { c.ReplicaCheckInterval = time.Millisecond }, "ReplicaCheckInterval"},
+		{"lag bytes", func(c *Config) { c.MaxReplicaLagBytes = -1 }, "MaxReplicaLagBytes"},
+		{"lag", func(c *Config) { c.MaxReplicaLag = -time.Second }, "MaxReplicaLag"},
+		{"fallback", func(c *Config) { c.ReplicaFallback = "replica" }, "ReplicaFallback"},
+		{"direct port", func(c *Config) { c.DirectHost, c.DirectPort = "db", -1 }, "DirectPort"},
+	} {
+		c := validConfig()
+		tt.set(&c)
+		cerr := requireConfigError(t, c.Validate())
+		if !cerr.Has(tt.field) {
+			t.Errorf("%s: fields %v, want %s", tt.name, fieldNames(cerr), tt.field)
+		}
+	}
+	c = validConfig()
+	c.DirectHost = "db-direct"
+	if got := c.WithDefaults().directConfig().Addr(); got != "db-direct:5432" {
+		t.Errorf("direct address = %s", got)
+	}
 }
