@@ -129,6 +129,9 @@ func (db *DB) endWrite(tx *gorm.DB) {
 		}
 		if op == opCommit {
 			err = endErr
+			if err == nil {
+				db.wrote(ctx)
+			}
 		}
 	case w.tx == nil:
 		op, end := opReleaseSavepoint, "RELEASE SAVEPOINT "+writeSavepoint

@@ -530,12 +530,26 @@ func (c Config) LogValue() slog.Value {
 type configFields Config
 
 // GoString implements fmt.GoStringer so that %#v redacts the password too.
+// It shows the fields set, not those left at their zero value.
 func (c Config) GoString() string {
 	f := configFields(c)
 	if f.Password != "" {
 		f.Password = redacted
 	}
-	return strings.Replace(fmt.Sprintf("%#v", f), "dbkit.configFields", "dbkit.Config", 1)
+	v := reflect.ValueOf(f)
+	var b strings.Builder
+	b.WriteString("dbkit.Config{")
+	for i := range v.NumField() {
+		if v.Field(i).IsZero() {
+			continue
+		}
+		if b.Len() > len("dbkit.Config{") {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%s:%#v", v.Type().Field(i).Name, v.Field(i).Interface())
+	}
+	b.WriteByte('}')
+	return b.String()
 }
 
 // MarshalJSON writes c with the password redacted, so that a Config dumped

@@ -72,6 +72,8 @@ type DB struct {
 	warnCursorKey    sync.Once    // says so once, at the first cursor
 	tracer           trace.Tracer // dbkit's: every span
 	attrs            []attribute.KeyValue
+	// router sends repository reads to read replicas; nil without them.
+	router *router
 
 	closed    atomic.Bool // Close has begun: no new work
 	ended     atomic.Bool // Close has cut what ran, or closed the pool: errors now are its doing
@@ -127,6 +129,7 @@ func Connect(ctx context.Context, cfg Config, opts ...Option) (*DB, error) {
 			_ = db.poolReg.Unregister()
 		}
 		if db.sql != nil {
+			db.closeReplicas()
 			_ = db.sql.Close()
 			_ = db.healthDB.Close()
 		}
@@ -165,19 +168,40 @@ func newDB(cfg Config, o options) *DB {
 		db.defaultCursorKey = true
 	}
 	db.tracer = tracing.Tracer(db.tp)
-	db.attrs = []attribute.KeyValue{
-		tracing.PostgreSQL,
-		tracing.DBNamespace.String(cfg.Database),
-		tracing.ServerAddress.String(cfg.Host),
-		tracing.ServerPort.Int(cfg.Port),
-	}
+	db.attrs = nodeAttrs(cfg.Database, cfg.Host, cfg.Port)
 	return db
 }
 
 func (db *DB) open(ctx context.Context, o options) error {
-	connCfg, err := pgx.ParseConfig(db.cfg.DSN())
+	connCfg, err := db.connConfig(db.cfg)
 	if err != nil {
-		return fmt.Errorf("dbkit: connection settings for %s database %q: %w", db.cfg.Addr(), db.cfg.Database, parseCause(err))
+		return err
+	}
+	db.sql = db.openPool(connCfg, db.cfg.MaxOpenConns, db.cfg.MaxIdleConns)
+	// Health has a connection of its own: a pool saturated by the
+	// application says nothing about the server.
+	db.healthDB = db.openPool(connCfg, 1, 1)
+
+	if err := db.waitForServer(ctx); err != nil {
+		return err
+	}
+	if err := db.openReplicas(); err != nil {
+		return err
+	}
+	if err := db.openGorm(db.sql, o); err != nil {
+		return err
+	}
+	if db.router != nil {
+		db.router.checker.start(ctx) // the first round now: reads go to replicas from the start
+	}
+	return nil
+}
+
+// connConfig returns pgx's settings for the server cfg names.
+func (db *DB) connConfig(cfg Config) (*pgx.ConnConfig, error) {
+	connCfg, err := pgx.ParseConfig(cfg.DSN())
+	if err != nil {
+		return nil, fmt.Errorf("dbkit: connection settings for %s database %q: %w", cfg.Addr(), cfg.Database, parseCause(err))
 	}
 	// On a cancelled ctx, ask the server to cancel the statement (the
 	// connection stays usable) instead of pgx's default of only closing the
@@ -186,28 +210,24 @@ func (db *DB) open(ctx context.Context, o options) error {
 	connCfg.BuildContextWatcherHandler = func(c *pgconn.PgConn) ctxwatch.Handler {
 		return &pgconn.CancelRequestContextWatcherHandler{Conn: c, DeadlineDelay: cancelGrace}
 	}
-	connCfg.DialFunc = dialer(db.cfg.DeadPeerTimeout)
+	connCfg.DialFunc = dialer(cfg.DeadPeerTimeout)
 	connCfg.AfterNetConnect = db.conns.track
+	return connCfg, nil
+}
+
+// openPool opens a pool of at most maxOpen connections made with connCfg,
+// keeping maxIdle idle, with the Config's lifetimes.
+func (db *DB) openPool(connCfg *pgx.ConnConfig, maxOpen, maxIdle int) *sql.DB {
 	afterConnect := stdlib.OptionAfterConnect(func(ctx context.Context, c *pgx.Conn) error {
 		db.conns.ready(c.PgConn())
 		return scanTimestamptzInUTC(ctx, c)
 	})
-	db.sql = stdlib.OpenDB(*connCfg, afterConnect)
-	db.sql.SetMaxOpenConns(db.cfg.MaxOpenConns)
-	db.sql.SetMaxIdleConns(db.cfg.MaxIdleConns)
-	db.sql.SetConnMaxLifetime(db.cfg.ConnMaxLifetime)
-	db.sql.SetConnMaxIdleTime(db.cfg.ConnMaxIdleTime)
-	// Health has a connection of its own: a pool saturated by the
-	// application says nothing about the server.
-	db.healthDB = stdlib.OpenDB(*connCfg, afterConnect)
-	db.healthDB.SetMaxOpenConns(1)
-	db.healthDB.SetMaxIdleConns(1)
-	db.healthDB.SetConnMaxLifetime(db.cfg.ConnMaxLifetime)
-
-	if err := db.waitForServer(ctx); err != nil {
-		return err
-	}
-	return db.openGorm(db.sql, o)
+	p := stdlib.OpenDB(*connCfg, afterConnect)
+	p.SetMaxOpenConns(maxOpen)
+	p.SetMaxIdleConns(maxIdle)
+	p.SetConnMaxLifetime(db.cfg.ConnMaxLifetime)
+	p.SetConnMaxIdleTime(db.cfg.ConnMaxIdleTime)
+	return p
 }
 
 // openGorm sets GORM up on sqlDB: dbkit's pool around it, settings,
@@ -287,17 +307,29 @@ func (db *DB) registerCallbacks() error {
 			}
 		}
 	}
+	// A statement that may write, run outside a repository read: the
+	// Session in its ctx must see it (see Session). Inside a transaction,
+	// the commit counts too.
+	write := translate
+	if db.router != nil {
+		write = func(tx *gorm.DB) {
+			translate(tx)
+			if ctx := tx.Statement.Context; db.routeFrom(ctx) == nil {
+				db.wrote(ctx)
+			}
+		}
+	}
 	return errors.Join(
 		cb.Create().Before("gorm:before_create").Register("dbkit:assign_id", assignIDs),
 		// Right after the statement: GORM puts a callback that is only
 		// "after" another at the end of the chain, after the hooks and the
 		// associations' statements.
-		cb.Create().After("gorm:create").Before("gorm:save_after_associations").Register("dbkit:translate", translate),
+		cb.Create().After("gorm:create").Before("gorm:save_after_associations").Register("dbkit:translate", write),
 		cb.Query().After("gorm:query").Before("gorm:preload").Register("dbkit:translate", translate),
-		cb.Update().After("gorm:update").Before("gorm:save_after_associations").Register("dbkit:translate", translate),
-		cb.Delete().After("gorm:delete").Before("gorm:after_delete").Register("dbkit:translate", translate),
-		cb.Row().After("gorm:row").Register("dbkit:translate", translate),
-		cb.Raw().After("gorm:raw").Register("dbkit:translate", translate),
+		cb.Update().After("gorm:update").Before("gorm:save_after_associations").Register("dbkit:translate", write),
+		cb.Delete().After("gorm:delete").Before("gorm:after_delete").Register("dbkit:translate", write),
+		cb.Row().After("gorm:row").Register("dbkit:translate", write),
+		cb.Raw().After("gorm:raw").Register("dbkit:translate", write),
 	)
 }
 
@@ -469,6 +501,7 @@ func (db *DB) Close(ctx context.Context) error {
 	_, span := db.tracer.Start(ctx, tracing.SpanClose, trace.WithAttributes(db.attrs...))
 	err := db.drain(ctx)
 	db.ended.Store(true)
+	db.closeReplicas()
 	if db.healthDB != nil {
 		_ = db.healthDB.Close()
 	}
@@ -497,7 +530,7 @@ const cutGrace = 2 * time.Second
 // connection in use (a statement, its rows, a transaction). When ctx ends
 // first, it cuts what runs and says how much.
 func (db *DB) drain(ctx context.Context) error {
-	idle := func() bool { return db.pool.active.Load() == 0 && db.sql.Stats().InUse == 0 }
+	idle := func() bool { return db.pool.active.Load() == 0 && db.sql.Stats().InUse == 0 && db.replicasInUse() == 0 }
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	for !idle() {
@@ -509,9 +542,14 @@ func (db *DB) drain(ctx context.Context) error {
 		// Close the pool first: calls still waiting for a connection fail
 		// (with ErrClosed) instead of getting one the cut frees. Then cancel
 		// what runs and close the connections it runs on.
-		running := db.sql.Stats().InUse
+		running := db.sql.Stats().InUse + db.replicasInUse()
 		db.ended.Store(true)
 		_ = db.sql.Close()
+		if db.router != nil {
+			for _, n := range db.router.replicas {
+				_ = n.sql.Close()
+			}
+		}
 		grace, cancel := context.WithTimeout(context.WithoutCancel(ctx), cutGrace)
 		db.conns.cut(grace)
 		cancel()

@@ -111,6 +111,7 @@ func (db *DB) rawConn(ctx context.Context, fn func(driverConn any) error) error 
 		return err
 	}
 	defer func() { _ = conn.Close() }()
+	defer db.wrote(ctx) // fn may have written: a Session in ctx reads it
 	return conn.Raw(fn)
 }
 

@@ -47,7 +47,7 @@ func ExampleConfig_String() {
 	fmt.Printf("%#v\n", cfg)
 	// Output:
 	// postgres://app:[REDACTED]@db.internal:5432/orders?sslmode=require
-	// dbkit.Config{Host:"db.internal", Port:0, Database:"orders", User:"app", Password:"[REDACTED]", SSLMode:"require", SSLRootCert:"", SSLCert:"", SSLKey:"", ApplicationName:"", ConnectTimeout:0, MaxOpenConns:0, MaxIdleConns:0, ConnMaxLifetime:0, ConnMaxIdleTime:0, QueryExecMode:"", StatementTimeout:0, LockTimeout:0, IdleInTransactionTimeout:0, DeadPeerTimeout:0, Replicas:[]dbkit.Replica(nil), ReplicaCheckInterval:0, MaxReplicaLagBytes:0, MaxReplicaLag:0, ReplicaFallback:"", DirectHost:"", DirectPort:0}
+	// dbkit.Config{Host:"db.internal", Database:"orders", User:"app", Password:"[REDACTED]", SSLMode:"require"}
 }
 
 func ExampleParseURL() {

@@ -112,6 +112,9 @@ func (t *liveTx) commit(ctx context.Context) error {
 	})
 	switch {
 	case err == nil:
+		if t.db != nil {
+			t.db.wrote(t.ctx)
+		}
 		return nil
 	case ctx.Err() != nil:
 		return fmt.Errorf("%w: %w (%w)", ErrCommitUnknown, ctxError(ctx), err)

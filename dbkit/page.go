@@ -99,14 +99,17 @@ func (b *Repository[T, K]) FindPage(ctx context.Context, req PageRequest, opts .
 	if span.IsRecording() {
 		span.SetAttributes(tracing.PageSize.Int(size))
 	}
-	page := Page[T]{Page: req.Page, Size: size, Items: []T{}}
-	err = b.scoped(ctx, q).Limit(size).Offset(offset).Find(&page.Items).Error
-	if err == nil && req.WithTotal {
-		var total int64
-		if err = b.scoped(ctx, q.forCount()).Model(new(T)).Count(&total).Error; err == nil {
-			page.Total = &total
+	var page Page[T]
+	err = b.db.read(ctx, span, func(ctx context.Context) error {
+		page = Page[T]{Page: req.Page, Size: size, Items: []T{}}
+		if err := b.scoped(ctx, q).Limit(size).Offset(offset).Find(&page.Items).Error; err != nil || !req.WithTotal {
+			return err
 		}
-	}
+		var total int64
+		err := b.scoped(ctx, q.forCount()).Model(new(T)).Count(&total).Error
+		page.Total = &total
+		return err
+	})
 	if err != nil {
 		return Page[T]{}, b.finish(ctx, span, "FindPage", err)
 	}
@@ -232,7 +235,10 @@ func (b *Repository[T, K]) FindCursor(ctx context.Context, req CursorRequest, op
 		span.SetAttributes(tracing.PageSize.Int(size))
 	}
 	var rows []T
-	err = b.scoped(ctx, read).Find(&rows).Error
+	err = b.db.read(ctx, span, func(ctx context.Context) error {
+		rows = nil
+		return b.scoped(ctx, read).Find(&rows).Error
+	})
 	if err != nil {
 		return CursorPage[T]{}, b.finish(ctx, span, "FindCursor", err)
 	}

@@ -67,6 +67,18 @@ func (p *pool) enter() *sql.DB {
 	return p.open
 }
 
+// enterRead is enter for a query: a repository read's (see DB.read) goes to
+// the server its route names.
+func (p *pool) enterRead(ctx context.Context) *sql.DB {
+	db := p.enter()
+	if db != nil && p.db.router != nil {
+		if rt := p.db.routeFrom(ctx); rt != nil {
+			return rt.node.sql
+		}
+	}
+	return db
+}
+
 func (p *pool) leave() { p.active.Add(-1) }
 
 func (p *pool) PrepareContext(ctx context.Context, query string) (*sql.Stmt, error) {
@@ -97,7 +109,7 @@ func (p *pool) ExecContext(ctx context.Context, query string, args ...any) (sql.
 
 func (p *pool) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
 	defer p.leave()
-	db := p.enter()
+	db := p.enterRead(ctx)
 	if db == nil {
 		return nil, errPoolClosed
 	}
@@ -111,7 +123,7 @@ func (p *pool) QueryContext(ctx context.Context, query string, args ...any) (*sq
 
 func (p *pool) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
 	defer p.leave()
-	db := p.enter()
+	db := p.enterRead(ctx)
 	if db == nil {
 		return failedRow(ctx, errPoolClosed)
 	}

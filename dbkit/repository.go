@@ -299,7 +299,10 @@ func (b *Repository[T, K]) Get(ctx context.Context, id K, opts ...QueryOption) (
 		return v, err
 	}
 	ctx, span := b.start(ctx, b.names.get)
-	err = b.scoped(ctx, q).Where(clause.Eq{Column: b.pk, Value: id}).Take(&v).Error
+	err = b.db.read(ctx, span, func(ctx context.Context) error {
+		v = *new(T)
+		return b.scoped(ctx, q).Where(clause.Eq{Column: b.pk, Value: id}).Take(&v).Error
+	})
 	return v, b.finish(ctx, span, "Get", err)
 }
 
@@ -393,8 +396,12 @@ func (b *Repository[T, K]) Find(ctx context.Context, opts ...QueryOption) ([]T, 
 		return nil, err
 	}
 	ctx, span := b.start(ctx, b.names.find)
-	out := []T{}
-	if err = b.scoped(ctx, q).Find(&out).Error; err != nil {
+	var out []T
+	err = b.db.read(ctx, span, func(ctx context.Context) error {
+		out = []T{}
+		return b.scoped(ctx, q).Find(&out).Error
+	})
+	if err != nil {
 		out = nil
 	}
 	if b.db.returnedRows && span.IsRecording() {
@@ -415,7 +422,10 @@ func (b *Repository[T, K]) Count(ctx context.Context, opts ...QueryOption) (int6
 	}
 	ctx, span := b.start(ctx, b.names.count)
 	var n int64
-	err = b.scoped(ctx, q).Model(new(T)).Count(&n).Error
+	err = b.db.read(ctx, span, func(ctx context.Context) error {
+		n = 0
+		return b.scoped(ctx, q).Model(new(T)).Count(&n).Error
+	})
 	return n, b.finish(ctx, span, "Count", err)
 }
 
@@ -432,7 +442,10 @@ func (b *Repository[T, K]) Exists(ctx context.Context, opts ...QueryOption) (boo
 	}
 	ctx, span := b.start(ctx, b.names.exists)
 	var ones []int
-	err = b.scoped(ctx, q).Model(new(T)).Clauses(clause.Select{Expression: clause.Expr{SQL: "1"}}).Limit(1).Find(&ones).Error
+	err = b.db.read(ctx, span, func(ctx context.Context) error {
+		ones = nil
+		return b.scoped(ctx, q).Model(new(T)).Clauses(clause.Select{Expression: clause.Expr{SQL: "1"}}).Limit(1).Find(&ones).Error
+	})
 	return len(ones) > 0, b.finish(ctx, span, "Exists", err)
 }
 

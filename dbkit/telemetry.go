@@ -2,6 +2,7 @@ package dbkit
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"slices"
@@ -75,6 +76,7 @@ const (
 // and summary): its span's start options and its duration's attributes on
 // success, built once rather than per statement.
 type opShape struct {
+	node               *node // a replica, nil for the primary
 	op, table, summary string
 	name               string // the span's: the summary, else db.system.name
 	spanOpts           []trace.SpanStartOption
@@ -82,7 +84,10 @@ type opShape struct {
 }
 
 // shapeKey identifies an opShape.
-type shapeKey struct{ op, table, summary string }
+type shapeKey struct {
+	node               *node
+	op, table, summary string
+}
 
 // maxShapes bounds the caches keyed by an operation's shape: GORM builds a
 // few per model, and the caller's SQL names a bounded set of tables, but
@@ -92,15 +97,20 @@ const maxShapes = 4096
 // shapeOf returns the shape of op on table; summary is the caller's SQL's,
 // "" for a statement GORM built, whose summary is the operation and table.
 func (db *DB) shapeOf(op, table, summary string) *opShape {
-	key := shapeKey{op, table, summary}
+	return db.shapeOn(nil, op, table, summary)
+}
+
+// shapeOn is shapeOf for a statement on n, a replica (nil: the primary).
+func (db *DB) shapeOn(n *node, op, table, summary string) *opShape {
+	key := shapeKey{n, op, table, summary}
 	if s, ok := db.shapes.Load(key); ok {
 		return s.(*opShape)
 	}
 	if summary == "" {
 		summary = summaryOf(op, table)
 	}
-	attrs := db.opAttrs(op, table, summary)
-	s := &opShape{op: op, table: table, summary: summary, name: summary,
+	attrs := db.opAttrs(n, op, table, summary)
+	s := &opShape{node: n, op: op, table: table, summary: summary, name: summary,
 		spanOpts: []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...)}}
 	if s.name == "" {
 		s.name = "postgresql"
@@ -178,6 +188,12 @@ func (db *DB) stmtStart(tx *gorm.DB, op string) {
 	}
 	st := tx.Statement
 	ctx := st.Context
+	var on *node // the replica a repository read runs on
+	if db.router != nil {
+		if rt := db.routeFrom(ctx); rt != nil && rt.node.replica != nil {
+			on = rt.node
+		}
+	}
 	var obs *opObs
 	// SQL given before the statement runs is the caller's (Raw, Exec):
 	// the model it was run through does not say which table it reads, and
@@ -190,7 +206,7 @@ func (db *DB) stmtStart(tx *gorm.DB, op string) {
 	}
 	if st.SQL.Len() > 0 && !isOwn {
 		info := db.sqlInfo.of(st.SQL.String())
-		obs = db.startOp(ctx, db.shapeOf("", "", info.summary))
+		obs = db.startOp(ctx, db.shapeOn(on, "", "", info.summary))
 		obs.text = info
 	} else {
 		if isOwn {
@@ -199,7 +215,7 @@ func (db *DB) stmtStart(tx *gorm.DB, op string) {
 		if op == "DELETE" && !st.Unscoped && st.Schema != nil && len(st.Schema.DeleteClauses) > 0 {
 			op = "UPDATE" // GORM's soft delete
 		}
-		obs = db.startOp(ctx, db.shapeOf(op, st.Table, ""))
+		obs = db.startOp(ctx, db.shapeOn(on, op, st.Table, ""))
 	}
 	obs.stmt = st
 	st.Context = obs
@@ -327,9 +343,13 @@ func summaryOf(op, table string) string {
 // opAttrs are the attributes of an operation known before it runs, for its
 // span and its duration: the connection's, the operation, the table and the
 // summary, each when known.
-func (db *DB) opAttrs(op, table, summary string) []attribute.KeyValue {
-	attrs := make([]attribute.KeyValue, 0, len(db.attrs)+3)
-	attrs = append(attrs, db.attrs...)
+func (db *DB) opAttrs(n *node, op, table, summary string) []attribute.KeyValue {
+	server := db.attrs
+	if n != nil {
+		server = n.attrs
+	}
+	attrs := make([]attribute.KeyValue, 0, len(server)+3)
+	attrs = append(attrs, server...)
 	if op != "" {
 		attrs = append(attrs, tracing.DBOperationName.String(op))
 	}
@@ -411,7 +431,7 @@ func (db *DB) failedAttrs(s *opShape, errType, code string) metric.RecordOption 
 	if opt, ok := db.durationOpts.Load(key); ok {
 		return opt.(metric.RecordOption)
 	}
-	attrs := errorAttrs(db.opAttrs(s.op, s.table, s.summary), errType, code)
+	attrs := errorAttrs(db.opAttrs(s.node, s.op, s.table, s.summary), errType, code)
 	opt, _ := db.durationOpts.LoadOrStore(key, metric.WithAttributeSet(attribute.NewSet(attrs...)))
 	return opt.(metric.RecordOption)
 }
@@ -452,19 +472,66 @@ func (db *DB) setupMetrics(mp metric.MeterProvider) error {
 	if err := errors.Join(err1, err2, err3, err4, err5); err != nil {
 		return fmt.Errorf("dbkit: metrics: %w", err)
 	}
-	pool := attribute.NewSet(tracing.PoolName.String(db.poolName))
-	idle := metric.WithAttributes(tracing.PoolName.String(db.poolName), semconv.DBClientConnectionStateIdle)
-	used := metric.WithAttributes(tracing.PoolName.String(db.poolName), semconv.DBClientConnectionStateUsed)
+	type pooled struct {
+		sql        *sql.DB
+		pool       attribute.Set
+		idle, used metric.MeasurementOption
+		replica    *replica
+	}
+	pools := []pooled{}
+	addPool := func(name string, sqlDB *sql.DB, rp *replica) {
+		pools = append(pools, pooled{sql: sqlDB, replica: rp,
+			pool: attribute.NewSet(tracing.PoolName.String(name)),
+			idle: metric.WithAttributes(tracing.PoolName.String(name), semconv.DBClientConnectionStateIdle),
+			used: metric.WithAttributes(tracing.PoolName.String(name), semconv.DBClientConnectionStateUsed)})
+	}
+	addPool(db.poolName, db.sql, nil)
+	instruments := []metric.Observable{count, maxOpen, maxIdle, waits, waitTime}
+	var inRotation, lagBytes metric.Int64ObservableGauge
+	var lagTime metric.Float64ObservableGauge
+	if db.router != nil {
+		for _, n := range db.router.replicas {
+			addPool(n.name, n.sql, n.replica)
+		}
+		var err1, err2, err3, err4 error
+		db.router.checker.removals, err1 = meter.Int64Counter(tracing.MetricReplicaRemovals, metric.WithUnit("{removal}"),
+			metric.WithDescription("Times a read replica left the rotation, by reason."))
+		inRotation, err2 = meter.Int64ObservableGauge(tracing.MetricReplicaInRotation, metric.WithUnit("1"),
+			metric.WithDescription("1 while the read replica is in the rotation, 0 while it is out."))
+		lagBytes, err3 = meter.Int64ObservableGauge(tracing.MetricReplicaLag, metric.WithUnit("By"),
+			metric.WithDescription("WAL the read replica has not replayed, at its last check."))
+		lagTime, err4 = meter.Float64ObservableGauge(tracing.MetricReplicaLagTime, metric.WithUnit("s"),
+			metric.WithDescription("Age of the last transaction the read replica replayed while WAL waits, at its last check."))
+		if err := errors.Join(err1, err2, err3, err4); err != nil {
+			return fmt.Errorf("dbkit: metrics: %w", err)
+		}
+		instruments = append(instruments, inRotation, lagBytes, lagTime)
+	}
 	db.poolReg, err = meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
-		st := db.sql.Stats()
-		o.ObserveInt64(count, int64(st.Idle), idle)
-		o.ObserveInt64(count, int64(st.InUse), used)
-		o.ObserveInt64(maxOpen, int64(st.MaxOpenConnections), metric.WithAttributeSet(pool))
-		o.ObserveInt64(maxIdle, int64(max(db.cfg.MaxIdleConns, 0)), metric.WithAttributeSet(pool))
-		o.ObserveInt64(waits, st.WaitCount, metric.WithAttributeSet(pool))
-		o.ObserveFloat64(waitTime, st.WaitDuration.Seconds(), metric.WithAttributeSet(pool))
+		for _, p := range pools {
+			st := p.sql.Stats()
+			o.ObserveInt64(count, int64(st.Idle), p.idle)
+			o.ObserveInt64(count, int64(st.InUse), p.used)
+			set := metric.WithAttributeSet(p.pool)
+			o.ObserveInt64(maxOpen, int64(st.MaxOpenConnections), set)
+			o.ObserveInt64(maxIdle, int64(max(db.cfg.MaxIdleConns, 0)), set)
+			o.ObserveInt64(waits, st.WaitCount, set)
+			o.ObserveFloat64(waitTime, st.WaitDuration.Seconds(), set)
+			if p.replica != nil {
+				rs := p.replica.state.get()
+				in := int64(0)
+				if rs.in {
+					in = 1
+				}
+				o.ObserveInt64(inRotation, in, set)
+				if rs.lagBytes >= 0 {
+					o.ObserveInt64(lagBytes, rs.lagBytes, set)
+				}
+				o.ObserveFloat64(lagTime, rs.lag.Seconds(), set)
+			}
+		}
 		return nil
-	}, count, maxOpen, maxIdle, waits, waitTime)
+	}, instruments...)
 	if err != nil {
 		return fmt.Errorf("dbkit: metrics: %w", err)
 	}

@@ -33,7 +33,10 @@ func (b *Repository[T, K]) FindOne(ctx context.Context, opts ...QueryOption) (T,
 	}
 	q.limit = 1
 	ctx, span := b.start(ctx, b.names.findOne)
-	err = b.scoped(ctx, q).Take(&v).Error
+	err = b.db.read(ctx, span, func(ctx context.Context) error {
+		v = *new(T)
+		return b.scoped(ctx, q).Take(&v).Error
+	})
 	return v, b.finish(ctx, span, "FindOne", err)
 }
 

@@ -80,6 +80,14 @@ const (
 	MigrationCount       = attribute.Key("dbkit.migration.count")
 	TxAttempt            = attribute.Key("dbkit.tx.attempt")
 	TxIsolation          = attribute.Key("dbkit.tx.isolation")
+	// With read replicas: the pool a repository read ran on, and why
+	// there (replica, read_your_writes, replica_lag, no_healthy_replica,
+	// on_primary; docs/scaling.md).
+	ReadNode   = attribute.Key("dbkit.read.node")
+	ReadReason = attribute.Key("dbkit.read.reason")
+	// Why a read replica left the rotation (unreachable, not_standby,
+	// lag_bytes, lag_time).
+	ReplicaReason = attribute.Key("dbkit.replica.reason")
 )
 
 // Metric names. The connection metrics come from database/sql's pool
@@ -94,6 +102,11 @@ const (
 	MetricConnectionIdleMax  = "db.client.connection.idle.max" // MaxIdleConns
 	MetricConnectionWaits    = "dbkit.pool.waits"              // waits for a connection, cumulative
 	MetricConnectionWaitTime = "dbkit.pool.wait_time"          // time waited, cumulative, s
+	// Read replicas, by pool name.
+	MetricReplicaRemovals   = "dbkit.replica.removals"    // times one left the rotation, by reason
+	MetricReplicaInRotation = "dbkit.replica.in_rotation" // 1 in the rotation, 0 out
+	MetricReplicaLag        = "dbkit.replica.lag"         // replay behind the primary, By
+	MetricReplicaLagTime    = "dbkit.replica.lag_time"    // age of the last transaction not replayed, s
 )
 
 // ScopeName is the instrumentation scope of dbkit's tracer and meter.

@@ -1,0 +1,45 @@
+// Package wal reads and writes PostgreSQL write-ahead log locations
+// (pg_lsn): a 64-bit byte position in the WAL, written as two hexadecimal
+// halves, "16/B374D848".
+package wal
+
+import (
+	"errors"
+	"strconv"
+	"strings"
+)
+
+// LSN is a WAL location. Zero is "no location" (PostgreSQL's 0/0, which no
+// record has).
+type LSN uint64
+
+// ErrSyntax is the error of a text that is not a pg_lsn.
+var ErrSyntax = errors.New("wal: not a WAL location (want two hexadecimal halves such as 16/B374D848)")
+
+// Parse reads s as pg_lsn's text form: up to 8 hexadecimal digits, a '/',
+// up to 8 more.
+func Parse(s string) (LSN, error) {
+	hi, lo, ok := strings.Cut(s, "/")
+	if !ok || hi == "" || lo == "" || len(hi) > 8 || len(lo) > 8 {
+		return 0, ErrSyntax
+	}
+	h, err1 := strconv.ParseUint(hi, 16, 32)
+	l, err2 := strconv.ParseUint(lo, 16, 32)
+	if err1 != nil || err2 != nil || strings.ContainsAny(s, "+-_") {
+		return 0, ErrSyntax
+	}
+	return LSN(h<<32 | l), nil
+}
+
+// String writes l as PostgreSQL does, "16/B374D848".
+func (l LSN) String() string {
+	return strings.ToUpper(strconv.FormatUint(uint64(l)>>32, 16)) + "/" + strings.ToUpper(strconv.FormatUint(uint64(l)&0xFFFFFFFF, 16))
+}
+
+// Diff returns how many bytes of WAL a is ahead of b, 0 when it is not.
+func Diff(a, b LSN) int64 {
+	if a <= b {
+		return 0
+	}
+	return int64(min(uint64(a-b), 1<<63-1))
+}

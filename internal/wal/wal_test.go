@@ -1,0 +1,62 @@
+package wal
+
+import "testing"
+
+func TestParse(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want LSN
+		ok   bool
+	}{
+		{"0/0", 0, true},
+		{"16/B374D848", 0x16_B374D848, true},
+		{"ffffffff/ffffffff", 0xFFFFFFFF_FFFFFFFF, true},
+		{"0/1", 1, true},
+		{"", 0, false},
+		{"16", 0, false},
+		{"/1", 0, false},
+		{"1/", 0, false},
+		{"1/2/3", 0, false},
+		{"123456789/0", 0, false},
+		{"+1/0", 0, false},
+		{"0/-1", 0, false},
+		{"g/0", 0, false},
+		{"1_0/0", 0, false},
+	} {
+		got, err := Parse(tt.in)
+		if (err == nil) != tt.ok || got != tt.want {
+			t.Errorf("Parse(%q) = %v, %v; want %v, ok=%v", tt.in, uint64(got), err, uint64(tt.want), tt.ok)
+		}
+	}
+}
+
+func TestString(t *testing.T) {
+	if got := LSN(0x16_B374D848).String(); got != "16/B374D848" {
+		t.Errorf("String = %s", got)
+	}
+	if got := LSN(0).String(); got != "0/0" {
+		t.Errorf("String = %s", got)
+	}
+}
+
+func TestDiff(t *testing.T) {
+	if Diff(10, 3) != 7 || Diff(3, 10) != 0 || Diff(5, 5) != 0 || Diff(^LSN(0), 0) != 1<<63-1 {
+		t.Error("Diff")
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{"0/0", "16/B374D848", "ffffffff/ffffffff", "1/", "x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		l, err := Parse(s)
+		if err != nil {
+			return
+		}
+		back, err := Parse(l.String())
+		if err != nil || back != l {
+			t.Fatalf("Parse(%q) = %v, which reads back as %v, %v", s, l, back, err)
+		}
+	})
+}
