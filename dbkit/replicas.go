@@ -26,6 +26,7 @@ const (
 // replica is a read replica's health, measured by the checker.
 type replica struct {
 	node  *node
+	route *route  // a read's route to it
 	check *sql.DB // one connection of its own for the checks
 	// replay is the highest replay location it reported (a wal.LSN).
 	replay atomic.Uint64
@@ -268,9 +269,11 @@ func (db *DB) openReplicas() error {
 		}
 		n := newNode(cfg, rc.Name, rc.Host, rc.Port, db.openPool(connCfg, cfg.MaxOpenConns, cfg.MaxIdleConns))
 		n.replica = &replica{node: n, check: db.openPool(connCfg, 1, 1)}
+		n.replica.route = &route{db: db, node: n, reason: reasonReplica}
 		n.replica.state.set(replicaState{why: outUnreachable, lagBytes: -1})
 		r.replicas = append(r.replicas, n)
 	}
+	r.primaryRoutes()
 	r.checker = &checker{r: r, interval: db.cfg.ReplicaCheckInterval, timeout: checkTimeout(db.cfg.ReplicaCheckInterval),
 		maxBytes: db.cfg.MaxReplicaLagBytes, maxLag: db.cfg.MaxReplicaLag, log: db.logger}
 	db.router = r

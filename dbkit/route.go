@@ -138,26 +138,26 @@ type router struct {
 	primaryLSN atomic.Uint64
 	refuse     bool // ReplicaFallback "refuse"
 	checker    *checker
+	// toPrimary are the routes to the primary, by reason.
+	toPrimary map[string]*route
 }
 
 // route picks the server of a read in ctx, never skip (a replica that just
-// failed it).
+// failed it). The routes it returns are made once and shared.
 func (r *router) route(ctx context.Context, skip *node) (*route, error) {
-	rt := &route{db: r.db, node: r.primary}
 	if onPrimary(ctx) {
-		rt.reason = reasonForced
-		return rt, nil
+		return r.toPrimary[reasonForced], nil
 	}
 	rotation := *r.rotation.Load()
 	if skip != nil {
 		rotation = without(rotation, skip)
 	}
 	if len(rotation) == 0 {
-		rt.reason = r.checker.outReason()
+		reason := r.checker.outReason()
 		if r.refuse {
-			return nil, fmt.Errorf("dbkit: no read replica is in the rotation (%s) and ReplicaFallback is \"refuse\": %w", rt.reason, ErrUnavailable)
+			return nil, fmt.Errorf("dbkit: no read replica is in the rotation (%s) and ReplicaFallback is \"refuse\": %w", reason, ErrUnavailable)
 		}
-		return rt, nil
+		return r.toPrimary[reason], nil
 	}
 	start := int(r.next.Add(1) % uint64(len(rotation)))
 	var need wal.LSN
@@ -168,24 +168,28 @@ func (r *router) route(ctx context.Context, skip *node) (*route, error) {
 		}
 	}
 	if need == 0 {
-		rt.node, rt.reason = rotation[start], reasonReplica
-		return rt, nil
+		return rotation[start].replica.route, nil
 	}
 	// A replica known to have replayed the caller's writes, else the next
 	// one asked: reading its replay location costs a round trip, the same
 	// as reading on the primary, so only one is asked.
 	for i := range rotation {
 		if n := rotation[(start+i)%len(rotation)]; wal.LSN(n.replica.replay.Load()) >= need {
-			rt.node, rt.reason = n, reasonReplica
-			return rt, nil
+			return n.replica.route, nil
 		}
 	}
 	if n := rotation[start]; n.replica.askReplay(ctx) >= need {
-		rt.node, rt.reason = n, reasonReplica
-		return rt, nil
+		return n.replica.route, nil
 	}
-	rt.reason = reasonReadYourWrites
-	return rt, nil
+	return r.toPrimary[reasonReadYourWrites], nil
+}
+
+// primaryRoutes makes the routes to the primary, one per reason.
+func (r *router) primaryRoutes() {
+	r.toPrimary = map[string]*route{}
+	for _, reason := range []string{reasonForced, reasonReadYourWrites, reasonReplicaLag, reasonNoReplica} {
+		r.toPrimary[reason] = &route{db: r.db, node: r.primary, reason: reason}
+	}
 }
 
 // without returns nodes without n.

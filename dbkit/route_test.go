@@ -17,11 +17,13 @@ func testRouter(n int) *router {
 	for i := range n {
 		m := &node{name: "replica" + string(rune('1'+i))}
 		m.replica = &replica{node: m}
+		m.replica.route = &route{db: db, node: m, reason: reasonReplica}
 		r.replicas = append(r.replicas, m)
 	}
 	rotation := append([]*node(nil), r.replicas...)
 	r.rotation.Store(&rotation)
 	r.primaryLSN.Store(1 << 40)
+	r.primaryRoutes()
 	db.router = r
 	return r
 }
@@ -136,4 +138,34 @@ func FuzzNewSession(f *testing.F) {
 			t.Fatalf("%q reads back as %q: %v", token, back, err)
 		}
 	})
+}
+
+// BenchmarkOverheadRoute is what routing adds to one read: db.read around
+// a read that does nothing, on a DB without replicas (impl=single) and on
+// one with two replicas in the rotation (impl=replicas), without and with a
+// Session that wrote nothing (impl=replicas_session).
+func BenchmarkOverheadRoute(b *testing.B) {
+	noop := func(context.Context) error { return nil }
+	span := noSpan
+	single := &DB{}
+	routed := testRouter(2).db
+	sess, _ := NewSession("")
+	for _, c := range []struct {
+		name string
+		db   *DB
+		ctx  context.Context
+	}{
+		{"single", single, context.Background()},
+		{"replicas", routed, context.Background()},
+		{"replicas_session", routed, WithSession(context.Background(), sess)},
+	} {
+		b.Run("impl="+c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := c.db.read(c.ctx, span, noop); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
