@@ -319,7 +319,19 @@ func (db *DB) registerCallbacks() error {
 			}
 		}
 	}
+	var unroute error
+	if db.router != nil {
+		// What a read's AfterFind hooks run is not the read: it goes to
+		// the primary (a write on a replica would fail), and counts as a
+		// write of the ctx's Session. The read's preloads keep its route.
+		unroute = cb.Query().After("gorm:preload").Before("gorm:after_query").Register("dbkit:unroute", func(tx *gorm.DB) {
+			if ctx := tx.Statement.Context; db.routeFrom(ctx) != nil {
+				tx.Statement.Context = context.WithValue(ctx, routeKey{}, (*route)(nil))
+			}
+		})
+	}
 	return errors.Join(
+		unroute,
 		cb.Create().Before("gorm:before_create").Register("dbkit:assign_id", assignIDs),
 		// Right after the statement: GORM puts a callback that is only
 		// "after" another at the end of the chain, after the hooks and the

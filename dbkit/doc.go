@@ -79,6 +79,20 @@
 // with its ctx joins, with savepoints when nested and optional retries of
 // serialization failures.
 //
+// # Read replicas
+//
+// With [Config.Replicas], the repository's reads go to streaming replicas
+// in the rotation, round robin; writes, transactions and everything dbkit
+// cannot know to be a read go to the primary, and so do reads under
+// [OnPrimary]. A [Session] in ctx ([WithSession]) gives read-your-writes:
+// after a write, its reads go to a replica only once that replica has
+// replayed the write, and [Session.Token] carries the position to the
+// user's next request ([NewSession]). Replicas whose lag passes
+// [Config.MaxReplicaLagBytes] or [Config.MaxReplicaLag], or that stop
+// answering, leave the rotation until a check finds them healthy; a read
+// that fails on a replica that died runs again elsewhere. docs/scaling.md
+// has the details.
+//
 // # Errors
 //
 // Sentinels match with errors.Is: [ErrNotFound] (which also matches

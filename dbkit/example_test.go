@@ -9,6 +9,7 @@ import (
 	"os"
 	"testing"
 
+	"github.com/google/uuid"
 	"gorm.io/gorm"
 
 	"github.com/dbkit-go/database/dbkit"
@@ -117,4 +118,30 @@ func ExampleBaseDatabase() {
 	// find: 1 <nil>
 	// duplicate: users_email_key
 	// after delete: true
+}
+
+// A Session carries a user's read position from request to request: the
+// token its Token method returns (in a cookie, say) gives NewSession the
+// same position on the next request, on any instance of the service.
+func ExampleNewSession() {
+	sess, err := dbkit.NewSession("wal1:16/B374D848") // from the request's cookie
+	fmt.Println(err)
+	tok, _ := sess.Token(context.Background())
+	fmt.Println(tok)
+
+	_, err = dbkit.NewSession("forged!")
+	fmt.Println(errors.Is(err, dbkit.ErrInvalid))
+	// Output:
+	// <nil>
+	// wal1:16/B374D848
+	// true
+}
+
+// OnPrimary sends a read to the primary, never to a read replica.
+func ExampleOnPrimary() {
+	var users *dbkit.BaseDatabase[User] // dbkit.NewBaseDatabase[User](db), db with Config.Replicas
+	check := func(ctx context.Context, id uuid.UUID) (User, error) {
+		return users.Get(dbkit.OnPrimary(ctx), id) // sees every committed write
+	}
+	_ = check
 }

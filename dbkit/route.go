@@ -209,7 +209,9 @@ func without(nodes []*node, n *node) []*node {
 // off). It must be asked after the commit, in a statement of its own.
 func (r *router) currentLSN(ctx context.Context) (wal.LSN, error) {
 	var text string
-	if err := r.primary.sql.QueryRowContext(ctx, "SELECT pg_current_wal_insert_lsn()::text").Scan(&text); err != nil {
+	// On dbkit's pool (not the *sql.DB under it): ErrClosed once Close
+	// began, and Close waits for it.
+	if err := r.db.pool.QueryRowContext(ctx, "SELECT pg_current_wal_insert_lsn()::text").Scan(&text); err != nil {
 		return 0, fmt.Errorf("dbkit: read the primary's WAL location: %w", r.db.fromDriver(ctx, err))
 	}
 	lsn, err := wal.Parse(text)

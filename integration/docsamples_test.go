@@ -337,6 +337,19 @@ var (
 )
 `,
 		}, docSamples(t, "docs/repository.md")),
+		"scaling": samplePackage(t, "scaling", map[string]string{
+			"preamble.go": `
+type User struct {
+	dbkit.Model
+	Name string
+}
+
+type Item struct {
+	dbkit.Model
+	Stock int
+}
+`,
+		}, docSamples(t, "docs/scaling.md")),
 	}
 	out := testSamplePackages(t, pkgs)
 	for _, test := range []string{"TestListUsers", "TestUsers"} { // the preamble's, testing.md's
