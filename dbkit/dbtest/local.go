@@ -31,6 +31,7 @@ type localServer struct {
 	port     int
 	password string   // the superuser's
 	owner    *os.File // holds owner.lock while the server is this process's
+	args     []string // settings given to postgres after dbtest's own
 	cmd      *exec.Cmd
 	exited   chan struct{}
 	waitErr  error
@@ -58,6 +59,21 @@ func StartLocal(ctx context.Context) (*Server, error) {
 // startLocal is StartLocal, also returning the server's process and
 // directory.
 func startLocal(ctx context.Context) (*Server, *localServer, error) {
+	return startLocalWith(ctx, localSetup{})
+}
+
+// localSetup changes what startLocalWith starts.
+type localSetup struct {
+	// fill creates ls.dir/data and sets ls.password; nil runs initdb with a
+	// new password. postgres is the path of the server binary.
+	fill func(ctx context.Context, ls *localServer, postgres string, cred *syscall.Credential) error
+	// args are settings given to postgres after dbtest's own ("-c", "k=v").
+	args []string
+}
+
+// startLocalWith is startLocal with the data directory and settings of
+// setup.
+func startLocalWith(ctx context.Context, setup localSetup) (*Server, *localServer, error) {
 	removeStaleDirs()
 	initdb, postgres, err := findBinaries()
 	if err != nil {
@@ -78,7 +94,7 @@ func startLocal(ctx context.Context) (*Server, *localServer, error) {
 		_ = os.RemoveAll(dir)
 		return nil, nil, fmt.Errorf("dbtest: %w", err)
 	}
-	ls := &localServer{dir: dir, owner: owner}
+	ls := &localServer{dir: dir, owner: owner, args: setup.args}
 	cleanup := func() {
 		_ = os.RemoveAll(dir)
 		_ = owner.Close()
@@ -89,8 +105,13 @@ func startLocal(ctx context.Context) (*Server, *localServer, error) {
 			return nil, nil, fmt.Errorf("dbtest: %w", err)
 		}
 	}
-	password := randomHex(16)
-	if err := ls.initdb(ctx, initdb, cred, password); err != nil {
+	if setup.fill != nil {
+		err = setup.fill(ctx, ls, postgres, cred)
+	} else {
+		ls.password = randomHex(16)
+		err = ls.initdb(ctx, initdb, cred, ls.password)
+	}
+	if err != nil {
 		cleanup()
 		return nil, nil, err
 	}
@@ -110,7 +131,7 @@ func startLocal(ctx context.Context) (*Server, *localServer, error) {
 		}
 	}
 
-	ls.port, ls.password = port, password
+	ls.port = port
 	s := ls.server(ls.stop)
 	if err := s.connectAdmin(ctx); err != nil {
 		_ = ls.stop(context.Background())
@@ -163,7 +184,8 @@ func (ls *localServer) initdb(ctx context.Context, bin string, cred *syscall.Cre
 // start runs postgres on port and waits until it accepts connections.
 func (ls *localServer) start(ctx context.Context, bin string, cred *syscall.Credential, port int) error {
 	logPath := filepath.Join(ls.dir, "postgres.log")
-	logFile, err := os.Create(logPath)
+	// Appended to: a server started again keeps the log of its last run.
+	logFile, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o666)
 	if err != nil {
 		return fmt.Errorf("dbtest: %w", err)
 	}
@@ -183,6 +205,7 @@ func (ls *localServer) start(ctx context.Context, bin string, cred *syscall.Cred
 		// when postgres is killed (in /dev/shm they would outlive it).
 		"-c", "dynamic_shared_memory_type=mmap",
 	)
+	cmd.Args = append(cmd.Args, ls.args...)
 	cmd.Dir = ls.dir
 	cmd.Env = serverEnv()
 	cmd.Stdout, cmd.Stderr = logFile, logFile

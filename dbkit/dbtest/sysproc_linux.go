@@ -1,6 +1,10 @@
 package dbtest
 
 import (
+	"bytes"
+	"os"
+	"strconv"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -26,3 +30,53 @@ func memoryDir() string {
 
 // maxConnections of a local server: every test process of a run shares it.
 const maxConnections = 1000
+
+// childProcesses returns the pids of the processes whose parent is pid.
+func childProcesses(pid int) []int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, e := range entries {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if parent, _ := procStat(child); parent == pid {
+			out = append(out, child)
+		}
+	}
+	return out
+}
+
+// processRunning reports whether pid is a process that has not exited: a
+// zombie (exited, not yet reaped, as an orphan in a container whose init
+// does not reap) does not run.
+func processRunning(pid int) bool {
+	if !processAlive(pid) {
+		return false
+	}
+	_, state := procStat(pid)
+	return state != "Z"
+}
+
+// procStat returns the parent pid and state of a process from
+// /proc/<pid>/stat; 0 and "" when it is gone.
+func procStat(pid int) (ppid int, state string) {
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, ""
+	}
+	// pid (comm) state ppid ...; comm may hold spaces and parentheses.
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, ""
+	}
+	fields := strings.Fields(string(stat[i+1:]))
+	if len(fields) < 2 {
+		return 0, ""
+	}
+	ppid, _ = strconv.Atoi(fields[1])
+	return ppid, fields[0]
+}

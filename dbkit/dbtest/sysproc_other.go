@@ -15,3 +15,9 @@ func memoryDir() string { return "" }
 // maxConnections of a local server: PostgreSQL's default, which the System V
 // semaphore limits of macOS and the BSDs allow.
 const maxConnections = 100
+
+// childProcesses is nil outside Linux: there is no /proc to list them.
+func childProcesses(int) []int { return nil }
+
+// processRunning reports whether pid is a process.
+func processRunning(pid int) bool { return processAlive(pid) }
