@@ -2,8 +2,10 @@ package dbtest
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -228,4 +230,43 @@ func TestCluster(t *testing.T) {
 	if err := r1.PauseReplay(ctx); err == nil {
 		t.Errorf("PauseReplay of a standby of a stopped cluster succeeded")
 	}
+}
+
+const envClusterOrphanHelper = "DBKIT_TEST_CLUSTER_ORPHAN_HELPER"
+
+// A test binary killed outright takes its cluster with it: the primary, the
+// replicas and all their processes.
+func TestClusterDiesWithTestProcess(t *testing.T) {
+	if os.Getenv(envClusterOrphanHelper) == "1" {
+		c, err := StartCluster(context.Background(), 1)
+		if err != nil {
+			fmt.Println("ERR", err)
+			os.Exit(1)
+		}
+		_, dirs := clusterProcesses(t, c)
+		fmt.Println("READY", strings.Join(dirs, " "))
+		select {} // wait to be killed
+	}
+
+	cmd, line, err := startHelper(t, "TestClusterDiesWithTestProcess", envClusterOrphanHelper)
+	rest, ready := strings.CutPrefix(strings.TrimSpace(line), "READY ")
+	dirs := strings.Fields(rest)
+	if err != nil || !ready || len(dirs) != 2 {
+		t.Fatalf("helper said %q, %v", line, err)
+	}
+	t.Cleanup(func() { // the helper cannot remove them
+		for _, dir := range dirs {
+			os.RemoveAll(dir)
+		}
+	})
+	var procs []int
+	for _, dir := range dirs {
+		postmaster := postmasterPID(t, dir)
+		procs = append(append(procs, postmaster), childrenOf(t, postmaster)...)
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	waitGone(t, "after the test process was killed", procs)
 }

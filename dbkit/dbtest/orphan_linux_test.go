@@ -27,17 +27,7 @@ func TestServerDiesWithTestProcess(t *testing.T) {
 		select {}                                            // wait to be killed
 	}
 
-	cmd := exec.Command(os.Args[0], "-test.run=^TestServerDiesWithTestProcess$")
-	cmd.Env = append(os.Environ(), envOrphanHelper+"=1")
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() }) // on an early failure
-	line, err := bufio.NewReader(out).ReadString('\n')
+	cmd, line, err := startHelper(t, "TestServerDiesWithTestProcess", envOrphanHelper)
 	dir, ready := strings.CutPrefix(strings.TrimSpace(line), "READY ")
 	if err != nil || !ready || !strings.HasPrefix(dir, serverParentDir()) {
 		cmd.Process.Kill()
@@ -63,6 +53,25 @@ func TestServerDiesWithTestProcess(t *testing.T) {
 		t.Errorf("the killed process's server directory is not seen as stale")
 	}
 	waitGone(t, "after the test process was killed", started)
+}
+
+// startHelper runs this test binary again, for the test named test only,
+// with the variable env set to 1, and returns it with the first line it
+// printed (and the error reading it). It is killed when the test ends.
+func startHelper(t *testing.T, test, env string) (*exec.Cmd, string, error) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^"+test+"$")
+	cmd.Env = append(os.Environ(), env+"=1")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() }) // on an early failure
+	line, err := bufio.NewReader(out).ReadString('\n')
+	return cmd, line, err
 }
 
 // waitGone waits up to 20 s for the processes procs to end and the files

@@ -1,11 +1,9 @@
 package dbtest
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -34,17 +32,7 @@ func TestContainerReapedWhenProcessEnds(t *testing.T) {
 	if !ryukDisabled() {
 		t.Skip("Ryuk removes the containers here (TESTCONTAINERS_RYUK_DISABLED is not true)")
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestContainerReapedWhenProcessEnds$")
-	cmd.Env = append(os.Environ(), envReaperHelper+"=1")
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	line, err := bufio.NewReader(out).ReadString('\n')
+	cmd, line, err := startHelper(t, "TestContainerReapedWhenProcessEnds", envReaperHelper)
 	id, ready := strings.CutPrefix(strings.TrimSpace(line), "READY ")
 	if err != nil || !ready || id == "" {
 		t.Fatalf("helper said %q, %v", line, err)
