@@ -352,7 +352,7 @@ type Item struct {
 		}, docSamples(t, "docs/scaling.md")),
 	}
 	out := testSamplePackages(t, pkgs)
-	for _, test := range []string{"TestListUsers", "TestUsers"} { // the preamble's, testing.md's
+	for _, test := range []string{"TestListUsers", "TestUsers", "TestReadsFromReplicas"} { // the preamble's, testing.md's
 		if !strings.Contains(out, "--- PASS: "+test+" ") {
 			t.Errorf("%s did not pass:\n%s", test, out)
 		}

@@ -53,4 +53,24 @@
 // A test binary may also own a server: [Start] (same sources, a local server
 // of its own that dies with the process on Linux) and [Server.Stop], with
 // databases from [Server.New] or [Server.NewDatabase].
+//
+// # Read replicas
+//
+// [StartCluster] starts, from the local binaries, a primary and n streaming
+// replicas (hot standbys made by pg_basebackup, named replica1, replica2...,
+// each on a port of its own) for tests of code that reads from replicas:
+//
+//	cluster, err := dbtest.StartCluster(ctx, 2)
+//	...
+//	t.Cleanup(func() { cluster.Stop(context.Background()) })
+//	cfg := cluster.NewDatabase(t) // on the primary, replayed by the replicas, cfg.Replicas set
+//
+// [Cluster.Primary] is a [Server] like any other. [Cluster.WaitForReplay]
+// waits until the replicas have replayed everything committed on the
+// primary. Faults come on demand: [Standby.PauseReplay] makes a replica lag
+// (it keeps answering, with the data as it was) until
+// [Standby.ResumeReplay]; [Standby.Kill] crashes one (SIGKILL) and
+// [Standby.Start] brings it back on the same port, streaming again.
+// [Cluster.Stop] stops it all and removes the directories; on Linux the
+// servers also die with the test process.
 package dbtest
