@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,7 +31,7 @@ func StartCluster(ctx context.Context, replicas int) (*Cluster, error) {
 		return nil, fmt.Errorf("dbtest: StartCluster: %d replicas", replicas)
 	}
 	args := clusterArgs(replicas)
-	primary, pls, err := startLocalWith(ctx, localSetup{args: append(args, "-c", "synchronous_commit=on")})
+	primary, pls, err := startLocalWith(ctx, localSetup{args: slices.Concat(args, []string{"-c", "synchronous_commit=on"})})
 	if err != nil {
 		return nil, fmt.Errorf("dbtest: start the primary: %w", err)
 	}
@@ -80,14 +81,6 @@ func clusterArgs(n int) []string {
 // startStandby makes a standby of primary named name, starts it and waits
 // until it streams.
 func startStandby(ctx context.Context, primary *localServer, name string, args []string) (*Standby, error) {
-	_, postgres, err := findBinaries()
-	if err != nil {
-		return nil, err
-	}
-	cred, err := serverCredential()
-	if err != nil {
-		return nil, err
-	}
 	srv, ls, err := startLocalWith(ctx, localSetup{
 		fill: func(ctx context.Context, ls *localServer, postgres string, cred *syscall.Credential) error {
 			bin, err := findBasebackup(postgres)
@@ -96,14 +89,14 @@ func startStandby(ctx context.Context, primary *localServer, name string, args [
 			}
 			return ls.basebackup(ctx, bin, cred, primary, name)
 		},
-		args: append(args, "-c", "cluster_name="+name),
+		args: slices.Concat(args, []string{"-c", "cluster_name=" + name}),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("dbtest: start %s: %w", name, err)
 	}
 	s := &Standby{
 		name: name, host: "127.0.0.1", port: ls.port,
-		proc: &localStandby{ls: ls, postgres: postgres, cred: cred},
+		proc: &localStandby{ls: ls},
 		srv:  srv,
 	}
 	s.mu.Lock()
@@ -163,11 +156,7 @@ func findBasebackup(postgres string) (string, error) {
 }
 
 // localStandby is a standby's postgres run from the local binaries.
-type localStandby struct {
-	ls       *localServer
-	postgres string // the binary
-	cred     *syscall.Credential
-}
+type localStandby struct{ ls *localServer }
 
 var _ standbyProcess = (*localStandby)(nil)
 
@@ -197,7 +186,7 @@ func (p *localStandby) kill() error {
 }
 
 func (p *localStandby) start(ctx context.Context) (*Server, error) {
-	if err := p.ls.start(ctx, p.postgres, p.cred, p.ls.port); err != nil {
+	if err := p.ls.start(ctx, p.ls.postgres, p.ls.cred, p.ls.port); err != nil {
 		return nil, err
 	}
 	srv := p.ls.server(p.ls.stop)

@@ -32,6 +32,8 @@ type localServer struct {
 	password string   // the superuser's
 	owner    *os.File // holds owner.lock while the server is this process's
 	args     []string // settings given to postgres after dbtest's own
+	postgres string   // the binary, to start it again
+	cred     *syscall.Credential
 	cmd      *exec.Cmd
 	exited   chan struct{}
 	waitErr  error
@@ -94,7 +96,7 @@ func startLocalWith(ctx context.Context, setup localSetup) (*Server, *localServe
 		_ = os.RemoveAll(dir)
 		return nil, nil, fmt.Errorf("dbtest: %w", err)
 	}
-	ls := &localServer{dir: dir, owner: owner, args: setup.args}
+	ls := &localServer{dir: dir, owner: owner, args: setup.args, postgres: postgres, cred: cred}
 	cleanup := func() {
 		_ = os.RemoveAll(dir)
 		_ = owner.Close()
