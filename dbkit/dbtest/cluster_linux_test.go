@@ -270,3 +270,14 @@ func TestClusterDiesWithTestProcess(t *testing.T) {
 	_ = cmd.Wait()
 	waitGone(t, "after the test process was killed", procs)
 }
+
+// Without pg_basebackup, StartCluster says where it looked and what to
+// install.
+func TestMissingBasebackupSaysWhatToInstall(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	_, err := findBasebackup("/nowhere/bin/postgres")
+	if err == nil || !strings.Contains(err.Error(), "no pg_basebackup in /nowhere/bin") ||
+		!strings.Contains(err.Error(), "apt-get install postgresql-client") {
+		t.Errorf("error = %v, want where it looked and what to install", err)
+	}
+}
