@@ -19,8 +19,8 @@ import (
 )
 
 // StartCluster starts, from the local PostgreSQL binaries (as [StartLocal]
-// finds and runs them), a primary and replicas streaming replicas of it on
-// 127.0.0.1, and returns once every replica streams. Each replica is a hot
+// finds and runs them), a primary and as many streaming replicas of it as
+// replicas says, on 127.0.0.1, and returns once every replica streams. Each replica is a hot
 // standby made by pg_basebackup -R -X stream -C -S <name> from the primary,
 // named replica1, replica2... (its cluster_name and replication slot), on a
 // port of its own. The primary commits synchronously to its WAL (fsync
@@ -72,7 +72,7 @@ func clusterArgs(n int) []string {
 		// pg_basebackup -C creates its slot only once the copy has begun:
 		// until then, the checkpoint of another replica's pg_basebackup
 		// may remove the WAL the copy starts from (it did, with two
-		// replicas copied at once). Keep the first 64 MB.
+		// replicas copied at once). Keep the last 64 MB of WAL.
 		"-c", "wal_keep_size=64MB",
 		"-c", "hot_standby=on",
 	}
