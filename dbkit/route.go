@@ -64,7 +64,7 @@ type routeKey struct{}
 
 // routeFrom returns the route db's read in ctx takes, or nil.
 func (db *DB) routeFrom(ctx context.Context) *route {
-	if r, ok := ctx.Value(routeKey{}).(*route); ok && r.db == db {
+	if r, ok := ctx.Value(routeKey{}).(*route); ok && r != nil && r.db == db {
 		return r
 	}
 	return nil

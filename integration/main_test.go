@@ -33,7 +33,9 @@ func run(m *testing.M) int {
 		return 1
 	}
 	srv = s
-	return m.Run()
+	code := m.Run()
+	stopCluster()
+	return code
 }
 
 // openDB connects to cfg with opts, ending the test on failure; the
@@ -50,7 +52,7 @@ func openDB(t *testing.T, cfg dbkit.Config, opts ...dbkit.Option) *dbkit.DB {
 
 // migrateDB applies migrations to cfg's database on a connection of its
 // own, closed at once, ending the test on failure.
-func migrateDB(t *testing.T, cfg dbkit.Config, migrations ...dbkit.Migration) {
+func migrateDB(t testing.TB, cfg dbkit.Config, migrations ...dbkit.Migration) {
 	t.Helper()
 	db, err := dbkit.Connect(context.Background(), cfg, dbkit.WithMigrations(migrations...))
 	if err != nil {
