@@ -24,7 +24,7 @@ test:
 test-docker:
 	./scripts/test-docker.sh
 
-## bench: dbkit vs bare GORM vs raw pgx, a write with associations (atomic) vs GORM with and without its transaction, telemetry off vs on, trace comments off vs on, and dbtest's per-test database, interleaved runs, summarised by benchstat
+## bench: dbkit vs bare GORM vs raw pgx, reads over read replicas and the routing's cost, a write with associations (atomic) vs GORM with and without its transaction, telemetry off vs on, trace comments off vs on, and dbtest's per-test database, interleaved runs, summarised by benchstat
 ## (see docs/performance.md). BENCH_COUNT runs of every benchmark, 10 by default.
 bench:
 	@mkdir -p .bench
@@ -52,6 +52,10 @@ bench:
 	$(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da -filter '.name:/NewDatabase|StartLocal/' \
 	  -col '/impl@(template migrate truncate)' bench.txt
 	$(GO) run ./internal/benchratio -base pgx,keyset_first,template bench.txt
+	$(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da -filter '.name:/ReplicaReads/' \
+	  -col '/impl@(primary replicas)' bench.txt
+	$(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da -filter '.name:/OverheadRoute/' \
+	  -col '/impl@(single replicas replicas_session)' bench.txt
 
 ## lint: gofmt, go vet, and golangci-lint (.golangci.yml: errcheck, govet, ineffassign, staticcheck, unused)
 lint:
