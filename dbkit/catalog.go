@@ -19,7 +19,9 @@ func (db *DB) catalog() pgcatalog.Querier {
 		if conn == nil {
 			conn = db.gorm
 		}
-		return conn.Session(&gorm.Session{NewDB: true, Context: ctx}).Raw(query, args...).Rows()
+		tx := conn.Session(&gorm.Session{NewDB: true, Context: ctx}).Raw(query, args...)
+		tx.Statement.Settings.Store(readOnlyKey{}, true) // not a write of ctx's Session
+		return tx.Rows()
 	}
 }
 

@@ -307,17 +307,17 @@ func (db *DB) registerCallbacks() error {
 			}
 		}
 	}
-	// A statement that may write, run outside a repository read: the
-	// Session in its ctx must see it (see Session). Inside a transaction,
-	// the commit counts too.
-	write := translate
+	// Every statement run on the primary outside a repository read may
+	// have written (an UPDATE ... RETURNING runs as a query): the Session
+	// in its ctx must see it (see Session). Inside a transaction, the
+	// commit counts too.
+	write, query := translate, translate
 	if db.router != nil {
 		write = func(tx *gorm.DB) {
 			translate(tx)
-			if ctx := tx.Statement.Context; db.routeFrom(ctx) == nil {
-				db.wrote(ctx)
-			}
+			db.markWrite(tx)
 		}
+		query = write
 	}
 	var unroute error
 	if db.router != nil {
@@ -337,7 +337,7 @@ func (db *DB) registerCallbacks() error {
 		// "after" another at the end of the chain, after the hooks and the
 		// associations' statements.
 		cb.Create().After("gorm:create").Before("gorm:save_after_associations").Register("dbkit:translate", write),
-		cb.Query().After("gorm:query").Before("gorm:preload").Register("dbkit:translate", translate),
+		cb.Query().After("gorm:query").Before("gorm:preload").Register("dbkit:translate", query),
 		cb.Update().After("gorm:update").Before("gorm:save_after_associations").Register("dbkit:translate", write),
 		cb.Delete().After("gorm:delete").Before("gorm:after_delete").Register("dbkit:translate", write),
 		cb.Row().After("gorm:row").Register("dbkit:translate", write),

@@ -112,17 +112,17 @@ func (t *liveTx) commit(ctx context.Context) error {
 	})
 	switch {
 	case err == nil:
-		if t.db != nil {
-			t.db.wrote(t.ctx)
-		}
+		t.db.wrote(t.ctx)
 		return nil
 	case ctx.Err() != nil:
+		t.db.wrote(t.ctx) // it may have committed
 		return fmt.Errorf("%w: %w (%w)", ErrCommitUnknown, ctxError(ctx), err)
 	case unavailable(err):
 		// The connection was lost at COMMIT: whether the server got it
 		// and committed is unknown (pgx's "not sent" is about its own
 		// buffer, not what reached the server before a reset), so it is
 		// never taken for a rollback.
+		t.db.wrote(t.ctx)
 		return fmt.Errorf("%w: %w", ErrCommitUnknown, err)
 	}
 	return err

@@ -37,19 +37,30 @@ type replica struct {
 type replicaState struct {
 	in       bool   // in the rotation
 	why      string // why not: one of the out* reasons
+	cause    string // what made it unreachable, without values
 	lagBytes int64  // -1 when unknown
 	lag      time.Duration
 }
 
+// syncState is a replica's state, and its epoch: how many times a failed
+// read took it out, so that a check measured before the last of them does
+// not put it back.
 type syncState struct {
-	mu sync.Mutex
-	s  replicaState
+	mu    sync.Mutex
+	s     replicaState
+	epoch uint64
 }
 
 func (s *syncState) get() replicaState {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.s
+}
+
+func (s *syncState) getEpoch() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.epoch
 }
 
 // set stores st and returns the state before.
@@ -59,6 +70,20 @@ func (s *syncState) set(st replicaState) replicaState {
 	old := s.s
 	s.s = st
 	return old
+}
+
+// setAt stores st, measured from epoch on, unless a failed read came
+// since (ok false); readFailed (failed) starts a new epoch.
+func (s *syncState) setAt(st replicaState, epoch uint64, failed bool) (old replicaState, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if failed {
+		s.epoch++
+	} else if s.epoch != epoch {
+		return s.s, false
+	}
+	old, s.s = s.s, st
+	return old, true
 }
 
 // askReplay asks the replica, on its pool, how far it has replayed, and
@@ -120,8 +145,16 @@ func (c *checker) run(ctx context.Context) {
 	}
 }
 
-// start runs the first round of checks, then the rest in the background.
+// start reads the primary's WAL page and segment sizes, runs the first
+// round of checks, then the rest in the background.
 func (c *checker) start(ctx context.Context) {
+	sizeCtx, cancel := context.WithTimeout(ctx, c.timeout)
+	var block, segment uint64
+	if err := c.r.primaryCheck.QueryRowContext(sizeCtx,
+		"SELECT current_setting('wal_block_size')::int8, pg_size_bytes(current_setting('wal_segment_size'))").Scan(&block, &segment); err == nil {
+		c.r.blockSize, c.r.segmentSize = block, segment
+	}
+	cancel()
 	c.checkAll(ctx)
 	bg, cancel := context.WithCancel(context.Background())
 	c.cancel, c.done = cancel, make(chan struct{})
@@ -140,9 +173,13 @@ func (c *checker) stop() {
 func (c *checker) checkAll(parent context.Context) {
 	ctx, cancel := context.WithTimeout(parent, c.timeout)
 	defer cancel()
+	epochs := make([]uint64, len(c.r.replicas))
+	for i, n := range c.r.replicas {
+		epochs[i] = n.replica.state.getEpoch()
+	}
 	primary := wal.LSN(0)
 	var text string
-	if err := c.r.db.healthDB.QueryRowContext(ctx, "SELECT pg_current_wal_insert_lsn()::text").Scan(&text); err == nil {
+	if err := c.r.primaryCheck.QueryRowContext(ctx, "SELECT pg_current_wal_insert_lsn()::text").Scan(&text); err == nil {
 		if l, err := wal.Parse(text); err == nil {
 			primary = l
 			storeMax(&c.r.primaryLSN, l)
@@ -158,7 +195,7 @@ func (c *checker) checkAll(parent context.Context) {
 		return // stopping: what was measured is not the replicas' doing
 	}
 	for i, n := range c.r.replicas {
-		c.set(ctx, n, states[i])
+		c.set(ctx, n, states[i], epochs[i], false)
 	}
 }
 
@@ -178,7 +215,7 @@ func (c *checker) measure(ctx context.Context, rp *replica, primary wal.LSN) rep
 		err = query() // a connection the replica's restart closed: once more, on a new one
 	}
 	if err != nil {
-		return replicaState{why: outUnreachable, lagBytes: -1}
+		return replicaState{why: outUnreachable, cause: connectCause(err), lagBytes: -1}
 	}
 	if !standby || !replay.Valid {
 		return replicaState{why: outNotStandby, lagBytes: -1}
@@ -199,13 +236,14 @@ func (c *checker) measure(ctx context.Context, rp *replica, primary wal.LSN) rep
 	return st
 }
 
-// set records n's new state, logs and counts its leaving or rejoining the
+// set records n's new state, measured from epoch on (or, when failed, a
+// read that failed on it), logs and counts its leaving or rejoining the
 // rotation, and updates the rotation.
-func (c *checker) set(ctx context.Context, n *node, st replicaState) {
+func (c *checker) set(ctx context.Context, n *node, st replicaState, epoch uint64, failed bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	old := n.replica.state.set(st)
-	if old.in == st.in && old.why == st.why {
+	old, ok := n.replica.state.setAt(st, epoch, failed)
+	if !ok || (old.in == st.in && old.why == st.why) {
 		return
 	}
 	attrs := []slog.Attr{slog.String("replica", n.name), slog.String("addr", n.addr)}
@@ -215,8 +253,11 @@ func (c *checker) set(ctx context.Context, n *node, st replicaState) {
 	if st.in {
 		c.log.LogAttrs(ctx, slog.LevelInfo, "dbkit: read replica in the rotation", append(attrs, slog.Duration("lag", st.lag))...)
 	} else {
-		c.log.LogAttrs(ctx, slog.LevelWarn, "dbkit: read replica out of the rotation",
-			append(attrs, slog.String("reason", st.why), slog.Duration("lag", st.lag))...)
+		attrs = append(attrs, slog.String("reason", st.why), slog.Duration("lag", st.lag))
+		if st.cause != "" {
+			attrs = append(attrs, slog.String("error", st.cause))
+		}
+		c.log.LogAttrs(ctx, slog.LevelWarn, "dbkit: read replica out of the rotation", attrs...)
 		if c.removals != nil {
 			c.removals.Add(ctx, 1, metric.WithAttributes(tracing.PoolName.String(n.name), tracing.ReplicaReason.String(st.why)))
 		}
@@ -247,7 +288,7 @@ func (r *router) readFailed(ctx context.Context, n *node, err error) {
 	if sqlState(err) == "40001" {
 		return // a conflict with recovery: the replica is fine
 	}
-	r.checker.set(ctx, n, replicaState{why: outUnreachable, lagBytes: -1})
+	r.checker.set(ctx, n, replicaState{why: outUnreachable, cause: connectCause(err), lagBytes: -1}, 0, true)
 }
 
 // openReplicas opens a pool per replica of the Config, with a connection
@@ -257,14 +298,21 @@ func (db *DB) openReplicas() error {
 	if len(db.cfg.Replicas) == 0 {
 		return nil
 	}
+	primaryCfg, err := db.connConfig(db.cfg)
+	if err != nil {
+		return err
+	}
 	r := &router{db: db, primary: &node{name: db.poolName, addr: db.cfg.Addr(), sql: db.sql, attrs: db.attrs},
-		refuse: db.cfg.ReplicaFallback == "refuse"}
+		refuse: db.cfg.ReplicaFallback == "refuse", primaryCheck: db.openPool(primaryCfg, 1, 1),
+		// PostgreSQL's defaults, until the primary says (checker.start).
+		blockSize: 8192, segmentSize: 16 << 20}
 	r.rotation.Store(&[]*node{})
 	for _, rc := range db.cfg.Replicas {
 		cfg := db.cfg.at(rc.Host, rc.Port)
 		connCfg, err := db.connConfig(cfg)
 		if err != nil {
 			closeNodes(r.replicas)
+			_ = r.primaryCheck.Close()
 			return err
 		}
 		n := newNode(cfg, rc.Name, rc.Host, rc.Port, db.openPool(connCfg, cfg.MaxOpenConns, cfg.MaxIdleConns))
@@ -285,6 +333,7 @@ func (db *DB) closeReplicas() {
 	if db.router != nil {
 		db.router.checker.stop()
 		closeNodes(db.router.replicas)
+		_ = db.router.primaryCheck.Close()
 	}
 }
 

@@ -106,11 +106,15 @@ func (db *DB) read(ctx context.Context, span trace.Span, fn func(ctx context.Con
 	if err != nil && rt.node.replica != nil && ctx.Err() == nil && retryElsewhere(err) {
 		failed := rt.node
 		r.readFailed(ctx, failed, err)
-		if rt, err = r.route(ctx, failed); err == nil {
-			err = fn(context.WithValue(ctx, routeKey{}, rt))
+		// Run again, elsewhere. (A read's AfterFind hooks that ran before
+		// the failure run again too: docs/scaling.md says so.)
+		if next, rerr := r.route(ctx, failed); rerr != nil {
+			err = fmt.Errorf("%w (and after it, on retrying elsewhere: %w)", err, rerr)
+		} else {
+			rt, err = next, fn(context.WithValue(ctx, routeKey{}, next))
 		}
 	}
-	if rt != nil && span.IsRecording() {
+	if span.IsRecording() {
 		span.SetAttributes(tracing.ReadNode.String(rt.node.name), tracing.ReadReason.String(rt.reason))
 	}
 	return err
@@ -140,6 +144,12 @@ type router struct {
 	checker    *checker
 	// toPrimary are the routes to the primary, by reason.
 	toPrimary map[string]*route
+	// primaryCheck is the checks' connection to the primary: neither the
+	// application's pool, which may be saturated, nor Health's.
+	primaryCheck *sql.DB
+	// The primary's wal_block_size and wal_segment_size, read at Connect:
+	// a WAL location is moved back off a page header with them.
+	blockSize, segmentSize uint64
 }
 
 // route picks the server of a read in ctx, never skip (a replica that just
@@ -219,6 +229,9 @@ func (r *router) currentLSN(ctx context.Context) (wal.LSN, error) {
 		return 0, fmt.Errorf("dbkit: read the primary's WAL location: %w", err)
 	}
 	storeMax(&r.primaryLSN, lsn)
+	// At a page's start, the insert location is past the page's header,
+	// which no standby reports having replayed.
+	lsn = wal.AtBoundary(lsn, r.blockSize, r.segmentSize)
 	return lsn, nil
 }
 

@@ -3,6 +3,7 @@ package dbkit
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"testing"
 
 	"github.com/dbkit-go/database/internal/wal"
@@ -13,7 +14,7 @@ import (
 func testRouter(n int) *router {
 	db := &DB{}
 	r := &router{db: db, primary: &node{name: "primary"}}
-	r.checker = &checker{r: r}
+	r.checker = &checker{r: r, log: slog.New(slog.DiscardHandler)}
 	for i := range n {
 		m := &node{name: "replica" + string(rune('1'+i))}
 		m.replica = &replica{node: m}
@@ -167,5 +168,30 @@ func BenchmarkOverheadRoute(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// A round of checks measures every replica, then records what it found: a
+// read that failed on a replica in between (out, unreachable) is not undone
+// by the measure taken before it.
+func TestStaleCheckDoesNotUndoFailedRead(t *testing.T) {
+	r := testRouter(2)
+	ctx := context.Background()
+	healthy := replicaState{in: true}
+	for _, n := range r.replicas {
+		r.checker.set(ctx, n, healthy, n.replica.state.getEpoch(), false)
+	}
+	epoch := r.replicas[0].replica.state.getEpoch() // the round starts measuring
+	r.readFailed(ctx, r.replicas[0], errors.New("connection reset"))
+	if rot := *r.rotation.Load(); len(rot) != 1 || rot[0] != r.replicas[1] {
+		t.Fatalf("after a failed read: rotation %d, want replica2 alone", len(rot))
+	}
+	r.checker.set(ctx, r.replicas[0], healthy, epoch, false) // the round records what it measured before
+	if rot := *r.rotation.Load(); len(rot) != 1 {
+		t.Errorf("a measure older than the failed read put the replica back (rotation %d)", len(rot))
+	}
+	r.checker.set(ctx, r.replicas[0], healthy, r.replicas[0].replica.state.getEpoch(), false) // the next round
+	if rot := *r.rotation.Load(); len(rot) != 2 {
+		t.Errorf("a check after the failure did not bring it back (rotation %d)", len(rot))
 	}
 }

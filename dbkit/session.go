@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"gorm.io/gorm"
+
 	"github.com/dbkit-go/database/internal/wal"
 )
 
@@ -103,10 +105,30 @@ func sessionFrom(ctx context.Context) *Session {
 	return s
 }
 
+// readOnlyKey marks, in a statement's settings, SQL dbkit runs on the
+// primary that only reads (the catalog's queries): not a write of the
+// Session in its ctx.
+type readOnlyKey struct{}
+
+// markWrite records a statement GORM ran as a write of the Session in its
+// ctx, unless it was a repository read (routed), a dry run (nothing was
+// sent: Patch and Upsert build their SQL so, and send it after), or
+// dbkit's own read.
+func (db *DB) markWrite(tx *gorm.DB) {
+	st := tx.Statement
+	if tx.DryRun || db.routeFrom(st.Context) != nil {
+		return
+	}
+	if _, ro := st.Settings.Load(readOnlyKey{}); ro {
+		return
+	}
+	db.wrote(st.Context)
+}
+
 // wrote records, when ctx carries a Session and db has replicas, that a
 // write in ctx has ended: the next read in it asks where the primary is.
 func (db *DB) wrote(ctx context.Context) {
-	if db.router == nil {
+	if db == nil || db.router == nil {
 		return
 	}
 	if s := sessionFrom(ctx); s != nil {

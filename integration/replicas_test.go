@@ -741,7 +741,7 @@ func TestReplicaReadHookWrites(t *testing.T) {
 func spanAttr(attrs []attribute.KeyValue, key attribute.Key) string {
 	for _, a := range attrs {
 		if a.Key == key {
-			return a.Value.Emit()
+			return a.Value.String()
 		}
 	}
 	return ""

@@ -43,3 +43,28 @@ func Diff(a, b LSN) int64 {
 	}
 	return int64(min(uint64(a-b), 1<<63-1))
 }
+
+// The sizes of a WAL page's headers: the short one of every page, the long
+// one of a segment's first page (SizeOfXLogShortPHD, SizeOfXLogLongPHD on
+// 64-bit platforms).
+const (
+	shortPageHeader = 24
+	longPageHeader  = 40
+)
+
+// AtBoundary returns l moved back to the page boundary when l points just
+// past a page's header, as the server's WAL insert location
+// (pg_current_wal_insert_lsn) does when no record has been inserted on the
+// page yet; a standby that replayed everything before it reports the
+// boundary itself (pg_last_wal_replay_lsn), and would never seem to reach
+// l. blockSize and segmentSize are the server's wal_block_size and
+// wal_segment_size; a zero one is not checked.
+func AtBoundary(l LSN, blockSize, segmentSize uint64) LSN {
+	switch {
+	case segmentSize > 0 && uint64(l)%segmentSize == longPageHeader:
+		return l - longPageHeader
+	case blockSize > 0 && uint64(l)%blockSize == shortPageHeader && (segmentSize == 0 || uint64(l)%segmentSize != shortPageHeader):
+		return l - shortPageHeader
+	}
+	return l
+}

@@ -60,3 +60,23 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestAtBoundary(t *testing.T) {
+	const block, seg = 8192, 16 << 20
+	for _, tt := range []struct{ in, want LSN }{
+		{0x5000028, 0x5000000},              // a segment's first page: past its long header
+		{0x5002018, 0x5002000},              // another page: past its short header
+		{0x5002020, 0x5002020},              // a record on the page
+		{0x5000018, 0x5000018},              // 24 bytes into a segment: within its long header, not a short one
+		{0x5001FF8, 0x5001FF8},              // before the boundary
+		{LSN(seg) + 40, LSN(seg)},           // the second segment
+		{LSN(3*block) + 24, LSN(3 * block)}, // any page
+	} {
+		if got := AtBoundary(tt.in, block, seg); got != tt.want {
+			t.Errorf("AtBoundary(%v) = %v, want %v", tt.in, got, tt.want)
+		}
+	}
+	if got := AtBoundary(0x5000028, 0, 0); got != 0x5000028 {
+		t.Errorf("sizes unknown: %v", got)
+	}
+}
