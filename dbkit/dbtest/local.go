@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -34,9 +33,7 @@ type localServer struct {
 	args     []string // settings given to postgres after dbtest's own
 	postgres string   // the binary, to start it again
 	cred     *syscall.Credential
-	cmd      *exec.Cmd
-	exited   chan struct{}
-	waitErr  error
+	child    // the postgres process
 }
 
 // StartLocal runs initdb and postgres from the local PostgreSQL installation
@@ -208,57 +205,20 @@ func (ls *localServer) start(ctx context.Context, bin string, cred *syscall.Cred
 		"-c", "dynamic_shared_memory_type=mmap",
 	)
 	cmd.Args = append(cmd.Args, ls.args...)
-	cmd.Dir = ls.dir
-	cmd.Env = serverEnv()
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
-	setDeathSignal(cmd.SysProcAttr)
-	started := make(chan error, 1)
-	exited := make(chan struct{})
-	go func() {
-		// The kernel sends the death signal when the thread that started
-		// postgres exits, not the process, and Go ends a thread when a
-		// goroutine locked to it returns: keep this thread until postgres
-		// exits, so that no other goroutine can lock it.
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		ls.waitErr = cmd.Wait()
-		close(exited)
-	}()
-	if err := <-started; err != nil {
-		return fmt.Errorf("dbtest: start postgres: %w", err)
+	if err := ls.child.start(cmd, ls.dir, cred, logFile); err != nil {
+		return err
 	}
-	ls.cmd, ls.exited = cmd, exited
 
 	// Ready when a connection gets an answer that is not "starting up".
 	dsn := fmt.Sprintf("host=%s port=%d user=postgres dbname=postgres sslmode=disable connect_timeout=2", ls.dir, port)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	log := func() string { b, _ := os.ReadFile(logPath); return tail(b, 20) }
+	return ls.waitReady(ctx, 30*time.Second, "postgres", log, func() (bool, error) {
 		conn, err := pgconn.Connect(ctx, dsn)
 		if err == nil {
 			_ = conn.Close(ctx)
-			return nil
 		}
-		select {
-		case <-ls.exited:
-			log, _ := os.ReadFile(logPath)
-			return fmt.Errorf("dbtest: postgres exited at start (%v):\n%s", ls.waitErr, tail(log, 20))
-		case <-ctx.Done():
-			_ = ls.terminate(context.Background())
-			return fmt.Errorf("dbtest: waiting for postgres: %w", ctx.Err())
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			_ = ls.terminate(context.Background())
-			log, _ := os.ReadFile(logPath)
-			return fmt.Errorf("dbtest: postgres did not accept connections within 30s (last error: %v):\n%s", err, tail(log, 20))
-		}
-	}
+		return err == nil, err
+	})
 }
 
 // stop terminates postgres and removes its directory.
@@ -276,24 +236,7 @@ func (ls *localServer) stop(ctx context.Context) error {
 // terminate shuts postgres down (fast shutdown: running sessions are ended)
 // and kills it if it has not exited after 10 s or when ctx ends.
 func (ls *localServer) terminate(ctx context.Context) error {
-	var err error
-	if ls.cmd != nil && ls.cmd.Process != nil {
-		_ = ls.cmd.Process.Signal(syscall.SIGINT)
-		timer := time.NewTimer(10 * time.Second)
-		select {
-		case <-ls.exited:
-		case <-timer.C:
-			_ = ls.cmd.Process.Kill()
-			<-ls.exited
-			err = errors.New("dbtest: postgres did not stop within 10s and was killed")
-		case <-ctx.Done():
-			_ = ls.cmd.Process.Kill()
-			<-ls.exited
-			err = fmt.Errorf("dbtest: stopping postgres: %w", ctx.Err())
-		}
-		timer.Stop()
-	}
-	return err
+	return ls.child.terminate(ctx, syscall.SIGINT, 10*time.Second, "postgres")
 }
 
 // installDirs are where PostgreSQL's server binaries are usually installed.

@@ -60,6 +60,10 @@ type Server struct {
 	stop   func(context.Context) error
 	// containerID is the Docker source's container, "" for the others.
 	containerID string
+	// via, when set, turns the configurations given to tests into the same
+	// through a pooler: the Server is a view (PgBouncer.Server), whose Stop
+	// leaves the admin pool to the Server it shares it with.
+	via func(dbkit.Config) dbkit.Config
 
 	stopOnce sync.Once
 	stopErr  error
@@ -179,6 +183,9 @@ func (s *Server) CreateDatabase(ctx context.Context, name string) (dbkit.Config,
 func (s *Server) configFor(name string) dbkit.Config {
 	cfg := s.admin
 	cfg.Database = name
+	if s.via != nil {
+		cfg = s.via(cfg)
+	}
 	return cfg
 }
 
@@ -195,7 +202,7 @@ func (s *Server) DropDatabase(ctx context.Context, name string) error {
 func (s *Server) Stop(ctx context.Context) error {
 	s.stopOnce.Do(func() {
 		s.stopped.Store(true)
-		if s.pool != nil {
+		if s.pool != nil && s.via == nil {
 			_ = s.pool.Close()
 		}
 		s.stopErr = s.stop(ctx)
