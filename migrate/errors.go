@@ -31,6 +31,14 @@ var (
 	// code's Checksum differs from the recorded one. The error is a
 	// *ChecksumError listing them.
 	ErrChecksumMismatch = errors.New("migrate: applied migration changed")
+	// ErrTransactionPooler: the migrator's connection goes through a
+	// pooler in transaction mode (PgBouncer's pool_mode = transaction),
+	// which hands a server process to another client after each
+	// transaction: the session advisory lock the migrator takes would not
+	// hold. Up, Down, DownTo and To return it before taking the lock, so
+	// nothing was changed. Migrate on a direct connection to the server.
+	ErrTransactionPooler = errors.New("migrate: session advisory locks do not hold through a transaction pooler: " +
+		"give the server's own address for migrations (dbkit Config.DirectHost / DATABASE_DIRECT_URL)")
 )
 
 // Error reports the migration that failed, applying it (OpUp) or rolling it

@@ -393,6 +393,11 @@ func (m *Migrator) locked(ctx context.Context, fn func(conn *gorm.DB) error) (er
 		_ = sqlConn.Raw(func(any) error { return driver.ErrBadConn }) // discard it
 		_ = sqlConn.Close()
 	}()
+	// Before anything is sent that a transaction pooler would leave on a
+	// pooled server process (watchClient's settings, the lock).
+	if err := m.checkPooler(ctx, sqlConn); err != nil {
+		return err
+	}
 	conn := m.db.Session(&gorm.Session{NewDB: true, Context: ctx})
 	conn.Statement.ConnPool = pin(sqlDB, sqlConn)
 	if err := m.watchClient(ctx, conn); err != nil {
