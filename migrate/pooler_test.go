@@ -44,16 +44,7 @@ func startPgBouncer(t *testing.T, mode string) (*dbtest.Server, *dbtest.PgBounce
 	if err != nil {
 		t.Fatal(err)
 	}
-	pgb, err := dbtest.StartPgBouncer(ctx, srv, dbtest.PoolMode(mode))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("pgbouncer's log:\n%s", pgb.Log())
-		}
-		_ = pgb.Stop(context.Background())
-	})
+	pgb := dbtest.NewPgBouncer(t, srv, dbtest.PoolMode(mode))
 	return srv, pgb
 }
 

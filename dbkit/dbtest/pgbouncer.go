@@ -107,6 +107,29 @@ func StartPgBouncer(ctx context.Context, s *Server, opts ...PgBouncerOption) (*P
 	}
 }
 
+// NewPgBouncer starts PgBouncer in front of s for the calling test, as
+// [StartPgBouncer] does, and ends the test if it cannot. It is stopped when
+// the test ends; if the test failed, its log is logged first.
+func NewPgBouncer(t TB, s *Server, opts ...PgBouncerOption) *PgBouncer {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	p, err := StartPgBouncer(ctx, s, opts...)
+	if err != nil {
+		t.Fatalf("%v", err)
+		return nil
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("dbtest: pgbouncer's log:\n%s", p.Log())
+		}
+		if err := p.Stop(context.Background()); err != nil {
+			t.Logf("%v", err)
+		}
+	})
+	return p
+}
+
 // findPgBouncer returns the path of the pgbouncer binary.
 func findPgBouncer() (string, error) {
 	if path, err := exec.LookPath("pgbouncer"); err == nil {

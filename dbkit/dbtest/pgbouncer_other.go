@@ -23,6 +23,13 @@ func StartPgBouncer(context.Context, *Server, ...PgBouncerOption) (*PgBouncer, e
 	return nil, errors.New("dbtest: PgBouncer is supported on Unix only")
 }
 
+// NewPgBouncer is not supported on this platform: it fails the test.
+func NewPgBouncer(t TB, _ *Server, _ ...PgBouncerOption) *PgBouncer {
+	t.Helper()
+	t.Fatalf("dbtest: PgBouncer is supported on Unix only")
+	return nil
+}
+
 func (*PgBouncer) Addr() string               { return "" }
 func (*PgBouncer) Config(string) dbkit.Config { return dbkit.Config{} }
 func (*PgBouncer) Server() *Server            { return nil }
