@@ -118,7 +118,7 @@ func Connect(ctx context.Context, cfg Config, opts ...Option) (*DB, error) {
 		err = db.health(ctx)
 	}
 	if err == nil && len(o.migrations) > 0 {
-		err = db.migrate(ctx, o)
+		err = db.migrateAt(ctx, o) // on DirectHost when set (direct.go)
 	}
 	if err == nil {
 		err = db.checkSchemaAtConnect(ctx, o)

@@ -24,7 +24,8 @@ import (
 // line override them.
 //
 // It reads the command line (see [migrate.Usage]: up, down [N], to ID,
-// status, plan) and the connection from the environment ([ConfigFromEnv]),
+// status, plan) and the connection from the environment ([ConfigFromEnv]:
+// DATABASE_DIRECT_URL, when set, is the one it uses),
 // runs the command, and returns the exit status: 0 on success, 1 on failure,
 // 2 on a bad command line. Ctrl-C or SIGTERM cancels it cleanly: the running
 // migration's transaction is rolled back and the lock released.
@@ -51,6 +52,11 @@ func RunMigrateCommand(ctx context.Context, args []string, stdout, stderr io.Wri
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
+	}
+	if cfg.DirectHost != "" {
+		// DATABASE_DIRECT_URL: Host and Port name a transaction pooler,
+		// through which the migration lock does not hold.
+		cfg = cfg.directConfig()
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, nil))
 	db, err := Connect(ctx, cfg, WithLogger(logger))
