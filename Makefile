@@ -4,7 +4,7 @@ GO    ?= go
 PKGS  ?= ./...
 BENCH_COUNT ?= 10
 
-.PHONY: demo test test-docker bench lint cover
+.PHONY: demo test test-docker test-pgbouncer bench lint cover
 
 ## demo: run the quickstart on DATABASE_URL, else on a database of its own on DBKIT_TEST_DATABASE_URL's server,
 ## else on an ephemeral PostgreSQL it starts (see examples/quickstart)
@@ -23,6 +23,24 @@ test:
 ## .cache/docker-test, Ryuk off; fails if TestTestcontainersServer skips (scripts/test-docker.sh, docs/testing.md)
 test-docker:
 	./scripts/test-docker.sh
+
+## test-pgbouncer: the integration suite's repository and transaction tests through PgBouncer 1.18 in transaction
+## mode (apt-get install pgbouncer): DBKIT_TEST_PGBOUNCER=1 points the tests' configurations at it, QueryExecMode
+## exec, migrations on the server itself (DirectHost); docs/scaling.md. Run: the tests of repository, repository_sql,
+## tx, writes, atomic, where, page, relation, rows, keys and cursor_notnull. Excluded, as measured through it:
+## tx_cancel (statements cancelled at their deadline: PgBouncer 1.18 crashes when a client closes before its cancel
+## request is forwarded, pgbouncer#801); migrate_* (they drive migrate.Migrator on the pooled address: refused with
+## ErrTransactionPooler by design, tested in pgbouncer_test.go); sqlcomment, close, LockTimeoutNamesTheHolder (they
+## read pg_stat_activity of one session, or SET a session TimeZone); WithPgxConn (LISTEN); roles other than the
+## superuser (connect, print, tracing, otlp: not in PgBouncer's auth_file); StatementTimeout (faults: the startup
+## "options" PgBouncer 1.18 refuses); a server restart (faults); SchemaChangeInsideATransaction (cache_statement's
+## stale plan, which exec mode never meets); README and doc samples (processes of their own, no DirectHost).
+PGBOUNCER_TESTS := $(shell cd integration 2>/dev/null && grep -ho '^func Test[A-Za-z0-9_]*' \
+  repository_test.go repository_sql_test.go tx_test.go writes_test.go atomic_test.go where_test.go page_test.go \
+  relation_test.go rows_test.go keys_test.go cursor_notnull_test.go | sed 's/^func //' | paste -sd'|')
+test-pgbouncer:
+	set -o pipefail; DBKIT_TEST_PGBOUNCER=1 $(GO) test -race -count=1 -v -run '^($(PGBOUNCER_TESTS))$$' ./integration/ 2>&1 \
+	  | grep -Ev '^\s*(=== (RUN|PAUSE|CONT|NAME)|--- PASS: |PASS$$)'
 
 ## bench: dbkit vs bare GORM vs raw pgx, reads over read replicas and the routing's cost, a write with associations (atomic) vs GORM with and without its transaction, telemetry off vs on, trace comments off vs on, and dbtest's per-test database, interleaved runs, summarised by benchstat
 ## (see docs/performance.md). BENCH_COUNT runs of every benchmark, 10 by default.

@@ -33,10 +33,26 @@ func run(m *testing.M) int {
 		return 1
 	}
 	srv = s
+	if os.Getenv(envPgBouncer) == "1" {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		pgb, err := dbtest.StartPgBouncer(ctx, s)
+		cancel()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer func() { _ = pgb.Stop(context.Background()) }()
+		srv = pgb.Server() // NewDatabase and New: through PgBouncer, DirectHost the server
+	}
 	code := m.Run()
 	stopCluster()
 	return code
 }
+
+// envPgBouncer=1 runs the tests through PgBouncer in transaction mode
+// (make test-pgbouncer): the configurations srv gives them name PgBouncer,
+// with QueryExecMode exec and the server itself as DirectHost.
+const envPgBouncer = "DBKIT_TEST_PGBOUNCER"
 
 // openDB connects to cfg with opts, ending the test on failure; the
 // connection is closed when the test ends.

@@ -179,13 +179,21 @@ func (s *Server) CreateDatabase(ctx context.Context, name string) (dbkit.Config,
 	return s.configFor(name), nil
 }
 
-// configFor is the superuser's configuration for database name.
+// configFor is the superuser's configuration for database name, through
+// the view's pooler if s is one (via).
 func (s *Server) configFor(name string) dbkit.Config {
-	cfg := s.admin
-	cfg.Database = name
+	cfg := s.serverConfigFor(name)
 	if s.via != nil {
 		cfg = s.via(cfg)
 	}
+	return cfg
+}
+
+// serverConfigFor is the superuser's configuration for database name on
+// the server itself.
+func (s *Server) serverConfigFor(name string) dbkit.Config {
+	cfg := s.admin
+	cfg.Database = name
 	return cfg
 }
 

@@ -267,7 +267,10 @@ func (s *Server) buildTemplate(ctx context.Context, conn *sql.Conn, name string,
 		return err
 	}
 	err := func() error {
-		db, err := dbkit.Connect(ctx, s.configFor(build), append(slices.Clip(opts), dbkit.WithMigrations(migrations...))...)
+		// On the server itself, even on a view through a pooler: the
+		// pooler would keep connections to build open, and a database
+		// with connections cannot be renamed nor copied.
+		db, err := dbkit.Connect(ctx, s.serverConfigFor(build), append(slices.Clip(opts), dbkit.WithMigrations(migrations...))...)
 		if err != nil {
 			return err // it says "migrate" and which migration failed
 		}
