@@ -7,11 +7,14 @@ import (
 	"database/sql"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/dbkit-go/database/dbkit"
 )
 
 // PgBouncer runs in transaction mode in front of the server, lets a test's
@@ -122,5 +125,27 @@ func TestMissingPgBouncerSaysWhatToInstall(t *testing.T) {
 	_, err := StartPgBouncer(context.Background(), &Server{})
 	if err == nil || !strings.Contains(err.Error(), "apt-get install pgbouncer") {
 		t.Errorf("err = %v, want installation advice", err)
+	}
+}
+
+// A Schema on the view builds its template on the server itself (PgBouncer
+// would keep connections to the build database, which then cannot be
+// renamed) and gives each test a migrated database through PgBouncer.
+func TestSchemaThroughPgBouncer(t *testing.T) {
+	s := startTestServer(t)
+	p := NewPgBouncer(t, s)
+	var runs atomic.Int32
+	schema := Schema{Migrations: counted(&runs), Server: p.Server()}
+	tb := &fakeTB{name: "TestThroughPgBouncer"}
+	db := schema.New(tb)
+	if db == nil {
+		t.Fatal(tb.fatals)
+	}
+	defer tb.finish()
+	if got := db.Config().Addr(); got != p.Addr() {
+		t.Errorf("the test's DB is at %s, want PgBouncer's %s", got, p.Addr())
+	}
+	if err := dbkit.NewBaseDatabase[account](db).Create(context.Background(), &account{Email: "ada@example.com"}); err != nil {
+		t.Fatalf("the clone is not migrated: %v", err)
 	}
 }
