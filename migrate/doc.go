@@ -25,7 +25,9 @@
 //     when nothing is pending.
 //  2. Otherwise it pins one connection and takes a PostgreSQL advisory lock
 //     on it ([LockKey]), waiting at most the lock timeout; past it, a
-//     *[LockTimeoutError] names the sessions holding the lock.
+//     *[LockTimeoutError] names the sessions holding the lock. Through a
+//     pooler in transaction mode (PgBouncer), where a session lock does not
+//     hold, it fails with [ErrTransactionPooler] before taking it.
 //  3. Under the lock it reads again, then applies each pending migration in
 //     its own transaction together with its record. A failing one is rolled
 //     back, later ones do not run, and the error is a *[Error] naming it.

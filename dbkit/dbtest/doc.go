@@ -73,4 +73,14 @@
 // [Standby.Start] brings it back on the same port, streaming again.
 // [Cluster.Stop] stops it all and removes the directories; on Linux the
 // servers also die with the test process.
+//
+// # PgBouncer
+//
+// [StartPgBouncer] (or [NewPgBouncer], for one test) runs the local
+// pgbouncer (apt-get install pgbouncer) in front of a Server, in transaction
+// pooling mode unless [PoolMode] says otherwise, on 127.0.0.1. Its
+// [PgBouncer.Config] names a database through it, with QueryExecMode exec
+// and the server as DirectHost; [PgBouncer.Server] is a view of the Server
+// whose test databases are reached through it (make test-pgbouncer runs
+// integration tests so).
 package dbtest
