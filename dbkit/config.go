@@ -58,11 +58,22 @@ const redacted = "[REDACTED]"
 // [Config.GoString], [Config.MarshalJSON] and [ConfigError] all redact it.
 // Only [Config.DSN] contains it, because it is the connection string itself.
 type Config struct {
-	Host     string `validate:"required,maxbytes=255"` // host name, IP address, or Unix socket directory (starts with '/')
-	Port     int    `validate:"min=1,max=65535"`
-	Database string `validate:"required,maxbytes=63"` // PostgreSQL names are at most 63 bytes
-	User     string `validate:"required,maxbytes=63"`
-	Password string
+	Host string `validate:"required,maxbytes=255"` // host name, IP address, or Unix socket directory (starts with '/')
+	Port int    `validate:"min=1,max=65535"`
+	// Fallbacks are other servers of the same cluster, tried in order
+	// after Host:Port whenever a connection is made (libpq's and pgx's
+	// multi-host list, "host1:port1,host2:port2"): with TargetSessionAttrs
+	// "read-write", a pool that lost its primary to a failover finds the
+	// new one. See docs/ha.md.
+	Fallbacks []Endpoint `validate:"dive"`
+	// TargetSessionAttrs is which of those servers a connection may settle
+	// on, as libpq's target_session_attrs: "any" (the default: the first
+	// that answers), "read-write", "read-only", "primary", "standby" or
+	// "prefer-standby".
+	TargetSessionAttrs string `validate:"omitempty,oneof=any read-write read-only primary standby prefer-standby"`
+	Database           string `validate:"required,maxbytes=63"` // PostgreSQL names are at most 63 bytes
+	User               string `validate:"required,maxbytes=63"`
+	Password           string
 
 	SSLMode     string `validate:"oneof=disable allow prefer require verify-ca verify-full"`
 	SSLRootCert string `validate:"omitempty,cafile"` // CA certificate file, or "system" for the system's CAs (sslrootcert)
@@ -141,6 +152,22 @@ type Config struct {
 	DirectPort int    `validate:"min=0,max=65535"`
 }
 
+// Endpoint is a server's address: a host name, IP address or Unix socket
+// directory, and a port (0: 5432).
+type Endpoint struct {
+	Host string `validate:"required,maxbytes=255"`
+	Port int    `validate:"min=0,max=65535"`
+}
+
+// Addr returns host:port, 5432 when Port is 0.
+func (e Endpoint) Addr() string {
+	port := e.Port
+	if port == 0 {
+		port = DefaultPort
+	}
+	return net.JoinHostPort(e.Host, strconv.Itoa(port))
+}
+
 // Replica is a read replica of the primary [Config] names: a streaming
 // standby. Everything but its address comes from the primary's Config.
 type Replica struct {
@@ -205,6 +232,14 @@ func (c Config) WithDefaults() Config {
 	if c.DirectHost != "" && c.DirectPort == 0 {
 		c.DirectPort = DefaultPort
 	}
+	if len(c.Fallbacks) > 0 {
+		c.Fallbacks = slices.Clone(c.Fallbacks)
+		for i := range c.Fallbacks {
+			if c.Fallbacks[i].Port == 0 {
+				c.Fallbacks[i].Port = DefaultPort
+			}
+		}
+	}
 	if len(c.Replicas) > 0 {
 		c.Replicas = slices.Clone(c.Replicas)
 		for i := range c.Replicas {
@@ -262,6 +297,14 @@ func (c Config) Validate() error {
 	} {
 		if strings.IndexByte(f.value, 0) >= 0 {
 			fields = append(fields, FieldError{Field: f.name, Rule: "nonul", Message: "must not contain a NUL byte"})
+		}
+	}
+	if strings.Contains(d.Host, ",") {
+		fields = append(fields, FieldError{Field: "Host", Rule: "single", Message: "must name one server: put the others in Fallbacks"})
+	}
+	for i, f := range d.Fallbacks {
+		if strings.ContainsAny(f.Host, ",\x00") {
+			fields = append(fields, FieldError{Field: fmt.Sprintf("Fallbacks[%d].Host", i), Rule: "single", Message: "must name one server, with no comma or NUL byte"})
 		}
 	}
 	seen := map[string]bool{d.Addr(): true}
@@ -369,8 +412,13 @@ func (c Config) DSN() string {
 		}
 		b.WriteByte('\'')
 	}
-	kv("host", d.Host)
-	kv("port", strconv.Itoa(d.Port))
+	hosts, ports := d.Host, strconv.Itoa(d.Port)
+	for _, f := range d.Fallbacks {
+		hosts += "," + f.Host
+		ports += "," + strconv.Itoa(f.Port)
+	}
+	kv("host", hosts)
+	kv("port", ports)
 	kv("dbname", d.Database)
 	kv("user", d.User)
 	if d.Password != "" {
@@ -390,6 +438,9 @@ func (c Config) DSN() string {
 		kv("application_name", d.ApplicationName)
 	}
 	kv("connect_timeout", strconv.Itoa(dialTimeoutSeconds(d.ConnectTimeout)))
+	if d.TargetSessionAttrs != "" && d.TargetSessionAttrs != "any" {
+		kv("target_session_attrs", d.TargetSessionAttrs)
+	}
 	if d.QueryExecMode != DefaultQueryExecMode {
 		kv("default_query_exec_mode", d.QueryExecMode)
 	}
@@ -435,6 +486,7 @@ func (c Config) at(host string, port int) Config {
 	d := c.WithDefaults()
 	d.Host, d.Port = host, port
 	d.Replicas, d.DirectHost, d.DirectPort = nil, "", 0
+	d.Fallbacks, d.TargetSessionAttrs = nil, ""
 	return d
 }
 
@@ -459,6 +511,9 @@ func (c Config) String() string {
 		u.Host = ":" + strconv.Itoa(d.Port)
 	} else {
 		u.Host = d.Addr()
+		for _, f := range d.Fallbacks {
+			u.Host += "," + f.Addr()
+		}
 	}
 	q := url.Values{}
 	if strings.HasPrefix(d.Host, "/") {
@@ -470,6 +525,9 @@ func (c Config) String() string {
 	}
 	if d.QueryExecMode != DefaultQueryExecMode {
 		q.Set("default_query_exec_mode", d.QueryExecMode)
+	}
+	if d.TargetSessionAttrs != "" {
+		q.Set("target_session_attrs", d.TargetSessionAttrs)
 	}
 	u.RawQuery = q.Encode()
 	// url.URL would percent-encode the brackets of the redaction marker.
@@ -504,6 +562,16 @@ func (c Config) LogValue() slog.Value {
 		slog.String("default_query_exec_mode", d.QueryExecMode),
 		slog.Duration("dead_peer_timeout", d.DeadPeerTimeout),
 	)
+	if len(d.Fallbacks) > 0 {
+		addrs := make([]string, len(d.Fallbacks))
+		for i, f := range d.Fallbacks {
+			addrs[i] = f.Addr()
+		}
+		attrs = append(attrs, slog.Any("fallbacks", addrs))
+	}
+	if d.TargetSessionAttrs != "" {
+		attrs = append(attrs, slog.String("target_session_attrs", d.TargetSessionAttrs))
+	}
 	if len(d.Replicas) > 0 {
 		addrs := make([]string, len(d.Replicas))
 		for i, r := range d.Replicas {

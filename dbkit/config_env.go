@@ -107,21 +107,27 @@ func topologyFromEnv(c Config, getenv func(string) string) (Config, error) {
 
 // parseHostPort reads "host:port", "[v6]:port" or a bare host.
 func parseHostPort(s string) (Replica, bool) {
+	host, port, ok := splitHostPort(s)
+	return Replica{Host: host, Port: port}, ok
+}
+
+// splitHostPort reads "host:port", "[v6]:port" or a bare host (port 0).
+func splitHostPort(s string) (string, int, bool) {
 	if s == "" {
-		return Replica{}, false
+		return "", 0, false
 	}
 	host, port, err := net.SplitHostPort(s)
 	if err != nil {
 		if strings.Contains(s, ":") && !strings.HasPrefix(s, "[") && strings.Count(s, ":") == 1 {
-			return Replica{}, false // "host:" or a bad port
+			return "", 0, false // "host:" or a bad port
 		}
-		return Replica{Host: strings.Trim(s, "[]")}, true
+		return strings.Trim(s, "[]"), 0, true
 	}
 	n, err := strconv.Atoi(port)
 	if err != nil || host == "" {
-		return Replica{}, false
+		return "", 0, false
 	}
-	return Replica{Host: host, Port: n}, true
+	return host, n, true
 }
 
 // ParseURL parses a postgres:// or postgresql:// URL such as
@@ -141,6 +147,7 @@ func parseHostPort(s string) (Replica, bool) {
 //
 // The result is validated; errors never contain the password.
 func ParseURL(raw string) (Config, error) {
+	raw, hostList := firstHostOnly(raw)
 	u, err := url.Parse(raw)
 	if err != nil {
 		return Config{}, &ConfigError{Fields: []FieldError{{Field: "URL", Rule: "url", Message: urlProblem(raw)}}}
@@ -167,23 +174,43 @@ func ParseURL(raw string) (Config, error) {
 		c.User = u.User.Username()
 		c.Password, _ = u.User.Password()
 	}
-	c.Host = u.Hostname()
-	if strings.Contains(u.Host, ",") {
-		p.add("Host", "single", "must name one server (multi-host URLs are not supported)")
+	// "host1:port1,host2:port2": libpq's multi-host list; the first is
+	// Host and Port, the others Fallbacks.
+	if hostList == "" {
+		hostList = u.Host
 	}
-	if port := u.Port(); port != "" {
-		c.Port = p.int("Port", "URL port", port)
+	for i, hp := range strings.Split(hostList, ",") {
+		host, port := hp, 0
+		if h, ps, err := net.SplitHostPort(hp); err == nil {
+			host = h
+			if ps != "" {
+				port = p.int("Port", "URL port", ps)
+			}
+		}
+		host = strings.Trim(host, "[]")
+		if i == 0 {
+			c.Host, c.Port = host, port
+		} else {
+			c.Fallbacks = append(c.Fallbacks, Endpoint{Host: host, Port: port})
+		}
 	}
 	c.Database = strings.TrimPrefix(u.Path, "/")
 
 	unknown := 0
+	var ports []string // the port parameter's list, applied once the hosts are known
 	for key, values := range query {
 		v := values[len(values)-1]
 		switch key {
 		case "host":
-			c.Host = v
+			hosts := strings.Split(v, ",")
+			c.Host, c.Fallbacks = hosts[0], nil
+			for _, h := range hosts[1:] {
+				c.Fallbacks = append(c.Fallbacks, Endpoint{Host: h})
+			}
 		case "port":
-			c.Port = p.int("Port", "port", v)
+			ports = strings.Split(v, ",")
+		case "target_session_attrs":
+			c.TargetSessionAttrs = v
 		case "dbname":
 			c.Database = v
 		case "user":
@@ -219,10 +246,47 @@ func ParseURL(raw string) (Config, error) {
 	if unknown > 0 {
 		p.add("URL", "param", unknownParams(unknown))
 	}
+	// libpq: one port for every host, or one per host.
+	switch {
+	case len(ports) == 1:
+		c.Port = p.int("Port", "port", ports[0])
+		for i := range c.Fallbacks {
+			c.Fallbacks[i].Port = c.Port
+		}
+	case len(ports) == len(c.Fallbacks)+1:
+		c.Port = p.int("Port", "port", ports[0])
+		for i := range c.Fallbacks {
+			c.Fallbacks[i].Port = p.int("Port", "port", ports[i+1])
+		}
+	case len(ports) > 1:
+		p.add("Port", "parse", "(port) must give one port, or one per host")
+	}
 	if err := p.finish(c); err != nil {
 		return Config{}, err
 	}
 	return c, nil
+}
+
+// firstHostOnly returns raw with a multi-host authority
+// ("db1:5432,db2:5433", which net/url refuses) cut to its first host, and
+// the whole list ("" when raw names one host at most).
+func firstHostOnly(raw string) (string, string) {
+	i := strings.Index(raw, "://")
+	if i < 0 {
+		return raw, ""
+	}
+	rest := raw[i+3:]
+	end := strings.IndexAny(rest, "/?#")
+	if end < 0 {
+		end = len(rest)
+	}
+	at := strings.LastIndex(rest[:end], "@") + 1
+	hosts := rest[at:end]
+	comma := strings.Index(hosts, ",")
+	if comma < 0 {
+		return raw, ""
+	}
+	return raw[:i+3] + rest[:at] + hosts[:comma] + rest[end:], hosts
 }
 
 // unknownParams says how many parameters ParseURL does not know, without

@@ -57,6 +57,22 @@ func TestParseURL(t *testing.T) {
 			},
 		},
 		{
+			name: "several hosts, libpq's list",
+			raw:  "postgres://app@db1:5432,db2:5433,db3/orders?target_session_attrs=read-write",
+			want: Config{Host: "db1", Port: 5432, Fallbacks: []Endpoint{{Host: "db2", Port: 5433}, {Host: "db3"}},
+				TargetSessionAttrs: "read-write", Database: "orders", User: "app"},
+		},
+		{
+			name: "several hosts as parameters, one port each",
+			raw:  "postgres://app@/orders?host=db1,db2&port=5432,5433",
+			want: Config{Host: "db1", Port: 5432, Fallbacks: []Endpoint{{Host: "db2", Port: 5433}}, Database: "orders", User: "app"},
+		},
+		{
+			name: "several hosts as parameters, one port for all",
+			raw:  "postgres://app@/orders?host=db1,db2&port=6432",
+			want: Config{Host: "db1", Port: 6432, Fallbacks: []Endpoint{{Host: "db2", Port: 6432}}, Database: "orders", User: "app"},
+		},
+		{
 			name: "unix socket in host parameter",
 			raw:  "postgres://app@/orders?host=/var/run/postgresql",
 			want: Config{Host: "/var/run/postgresql", Database: "orders", User: "app"},
@@ -120,7 +136,9 @@ func TestParseURLErrors(t *testing.T) {
 		{name: "non-integer port", raw: "postgres://app:" + pw + "@db:abc/orders", fields: []string{"URL"}, contains: []string{"port"}},
 		{name: "non-integer port parameter", raw: "postgres://app@db/orders?port=abc", fields: []string{"Port"}, contains: []string{"integer"}},
 		{name: "port out of range", raw: "postgres://app@db:70000/orders", fields: []string{"Port"}},
-		{name: "multi-host", raw: "postgres://app:" + pw + "@h1,h2/orders", fields: []string{"Host"}, contains: []string{"one server"}},
+		{name: "multi-host, a port too many", raw: "postgres://app:" + pw + "@h1,h2/orders?port=1,2,3", fields: []string{"Port"}, contains: []string{"one per host"}},
+		{name: "multi-host, an empty host", raw: "postgres://app:" + pw + "@h1,,h2/orders", fields: []string{"Fallbacks[0].Host"}},
+		{name: "multi-host, bad attrs", raw: "postgres://app:" + pw + "@h1,h2/orders?target_session_attrs=writable", fields: []string{"TargetSessionAttrs"}},
 		{name: "bad sslmode", raw: "postgres://app@db/orders?sslmode=bogus", fields: []string{"SSLMode"}},
 		{name: "bad connect_timeout", raw: "postgres://app@db/orders?connect_timeout=5s", fields: []string{"ConnectTimeout"}, contains: []string{"connect_timeout"}},
 		{name: "negative connect_timeout", raw: "postgres://app@db/orders?connect_timeout=-1", fields: []string{"ConnectTimeout"}},

@@ -845,3 +845,27 @@ func TestConfigReplicas(t *testing.T) {
 		t.Errorf("direct address = %s", got)
 	}
 }
+
+func TestConfigFallbacksDSN(t *testing.T) {
+	c := validConfig()
+	c.Port = 5433
+	c.Fallbacks = []Endpoint{{Host: "db2"}, {Host: "db3", Port: 6000}}
+	c.TargetSessionAttrs = "read-write"
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	dsn := c.DSN()
+	for _, want := range []string{"host='db.internal,db2,db3'", "port='5433,5432,6000'", "target_session_attrs='read-write'"} {
+		if !strings.Contains(dsn, want) {
+			t.Errorf("DSN %q lacks %s", dsn, want)
+		}
+	}
+	back, err := ParseURL(c.String())
+	if err != nil || !reflect.DeepEqual(back.Fallbacks, []Endpoint{{Host: "db2", Port: 5432}, {Host: "db3", Port: 6000}}) || back.TargetSessionAttrs != "read-write" {
+		t.Errorf("ParseURL(String()) = %#v, %v", back, err)
+	}
+	c.Host = "a,b"
+	if cerr := requireConfigError(t, c.Validate()); !cerr.Has("Host") {
+		t.Errorf("a comma in Host: fields %v", fieldNames(cerr))
+	}
+}
