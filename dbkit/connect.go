@@ -74,6 +74,9 @@ type DB struct {
 	attrs            []attribute.KeyValue
 	// router sends repository reads to read replicas; nil without them.
 	router *router
+	// failover drops the primary pool's connections to a server that
+	// went away (failover.go).
+	failover *failover
 
 	closed    atomic.Bool // Close has begun: no new work
 	ended     atomic.Bool // Close has cut what ran, or closed the pool: errors now are its doing
@@ -169,6 +172,7 @@ func newDB(cfg Config, o options) *DB {
 	}
 	db.tracer = tracing.Tracer(db.tp)
 	db.attrs = nodeAttrs(cfg.Database, cfg.Host, cfg.Port)
+	db.failover = newFailover(db)
 	return db
 }
 
@@ -177,10 +181,11 @@ func (db *DB) open(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	db.sql = db.openPool(connCfg, db.cfg.MaxOpenConns, db.cfg.MaxIdleConns)
+	connCfg.OnPgError = db.failover.onPgError
+	db.sql = db.openPool(connCfg, db.cfg.MaxOpenConns, db.cfg.MaxIdleConns, db.failover)
 	// Health has a connection of its own: a pool saturated by the
 	// application says nothing about the server.
-	db.healthDB = db.openPool(connCfg, 1, 1)
+	db.healthDB = db.openPool(connCfg, 1, 1, nil)
 
 	if err := db.waitForServer(ctx); err != nil {
 		return err
@@ -216,13 +221,20 @@ func (db *DB) connConfig(cfg Config) (*pgx.ConnConfig, error) {
 }
 
 // openPool opens a pool of at most maxOpen connections made with connCfg,
-// keeping maxIdle idle, with the Config's lifetimes.
-func (db *DB) openPool(connCfg *pgx.ConnConfig, maxOpen, maxIdle int) *sql.DB {
-	afterConnect := stdlib.OptionAfterConnect(func(ctx context.Context, c *pgx.Conn) error {
+// keeping maxIdle idle, with the Config's lifetimes. f, for the primary's
+// pool, follows the server its connections reach (nil for the others).
+func (db *DB) openPool(connCfg *pgx.ConnConfig, maxOpen, maxIdle int, f *failover) *sql.DB {
+	opts := []stdlib.OptionOpenDB{stdlib.OptionAfterConnect(func(ctx context.Context, c *pgx.Conn) error {
 		db.conns.ready(c.PgConn())
+		if f != nil {
+			f.connected(ctx, c)
+		}
 		return scanTimestamptzInUTC(ctx, c)
-	})
-	p := stdlib.OpenDB(*connCfg, afterConnect)
+	})}
+	if f != nil {
+		opts = append(opts, stdlib.OptionResetSession(f.resetSession))
+	}
+	p := stdlib.OpenDB(*connCfg, opts...)
 	p.SetMaxOpenConns(maxOpen)
 	p.SetMaxIdleConns(maxIdle)
 	p.SetConnMaxLifetime(db.cfg.ConnMaxLifetime)
@@ -301,6 +313,9 @@ func (db *DB) registerCallbacks() error {
 	translate := func(tx *gorm.DB) {
 		if tx.Error != nil {
 			ctx := tx.Statement.Context
+			if rt := db.routeFrom(ctx); rt == nil || rt.node.replica == nil {
+				db.failover.lost(ctx, tx.Error) // a lost primary connection: its siblings go too
+			}
 			tx.Error = db.fromDriver(ctx, tx.Error)
 			if where, ok := tx.Statement.Settings.Load(escapeHatchKey{}); ok {
 				tx.Error = escapeHatchError(where.(string), tx.Error)

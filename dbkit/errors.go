@@ -207,6 +207,11 @@ func (db *DB) translate(ctx context.Context, err error) error {
 // marked ErrUnavailable when the server was out of reach. An EOF of the
 // caller's own (a request body, another service) is no sign of that.
 func (db *DB) fromDriver(ctx context.Context, err error) error {
+	if db.failover.demoted(err) {
+		// A write refused by a server that is no longer the primary: the
+		// pool has left it, and the same write finds the new one.
+		return fmt.Errorf("%w: %w", ErrUnavailable, db.translate(ctx, err))
+	}
 	return markUnavailable(ctx, db.translate(ctx, err))
 }
 

@@ -246,6 +246,7 @@ type trackedConn struct {
 	net.Conn
 	set  *conns
 	pg   *pgconn.PgConn // set once the connection is up
+	gen  atomic.Uint64  // the primary pool's generation it was made in (failover)
 	once sync.Once
 }
 

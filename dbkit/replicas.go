@@ -303,7 +303,7 @@ func (db *DB) openReplicas() error {
 		return err
 	}
 	r := &router{db: db, primary: &node{name: db.poolName, addr: db.cfg.Addr(), sql: db.sql, attrs: db.attrs},
-		refuse: db.cfg.ReplicaFallback == "refuse", primaryCheck: db.openPool(primaryCfg, 1, 1),
+		refuse: db.cfg.ReplicaFallback == "refuse", primaryCheck: db.openPool(primaryCfg, 1, 1, nil),
 		// PostgreSQL's defaults, until the primary says (checker.start).
 		blockSize: 8192, segmentSize: 16 << 20}
 	r.rotation.Store(&[]*node{})
@@ -315,8 +315,8 @@ func (db *DB) openReplicas() error {
 			_ = r.primaryCheck.Close()
 			return err
 		}
-		n := newNode(cfg, rc.Name, rc.Host, rc.Port, db.openPool(connCfg, cfg.MaxOpenConns, cfg.MaxIdleConns))
-		n.replica = &replica{node: n, check: db.openPool(connCfg, 1, 1)}
+		n := newNode(cfg, rc.Name, rc.Host, rc.Port, db.openPool(connCfg, cfg.MaxOpenConns, cfg.MaxIdleConns, nil))
+		n.replica = &replica{node: n, check: db.openPool(connCfg, 1, 1, nil)}
 		n.replica.route = &route{db: db, node: n, reason: reasonReplica}
 		n.replica.state.set(replicaState{why: outUnreachable, lagBytes: -1})
 		r.replicas = append(r.replicas, n)

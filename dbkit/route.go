@@ -95,8 +95,15 @@ func onPrimary(ctx context.Context) bool {
 // span, records where the read ran and why.
 func (db *DB) read(ctx context.Context, span trace.Span, fn func(ctx context.Context) error) error {
 	r := db.router
-	if r == nil || db.txStateFrom(ctx) != nil {
-		return fn(ctx) // no replicas, or the transaction's connection
+	if db.txStateFrom(ctx) != nil {
+		return fn(ctx) // the transaction's connection
+	}
+	if r == nil {
+		err := fn(ctx)
+		if retryOnce(ctx, err) {
+			err = fn(ctx) // on another connection: the one that failed is gone
+		}
+		return err
 	}
 	rt, err := r.route(ctx, nil)
 	if err != nil {
@@ -113,11 +120,23 @@ func (db *DB) read(ctx context.Context, span trace.Span, fn func(ctx context.Con
 		} else {
 			rt, err = next, fn(context.WithValue(ctx, routeKey{}, next))
 		}
+	} else if rt.node.replica == nil && retryOnce(ctx, err) {
+		err = fn(context.WithValue(ctx, routeKey{}, rt))
 	}
 	if span.IsRecording() {
 		span.SetAttributes(tracing.ReadNode.String(rt.node.name), tracing.ReadReason.String(rt.reason))
 	}
 	return err
+}
+
+// retryOnce reports whether a read that failed with err on the primary,
+// outside a transaction, runs once more: the server was out of reach or
+// refusing work (ErrUnavailable: a connection the server closed, a
+// failover under way), and ctx has not ended. Reads are idempotent; a
+// connection lost takes its pool's siblings with it (failover.go), so the
+// second run gets a fresh one.
+func retryOnce(ctx context.Context, err error) bool {
+	return err != nil && ctx.Err() == nil && errors.Is(err, ErrUnavailable)
 }
 
 // retryElsewhere reports the errors of a read that another server may

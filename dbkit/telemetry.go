@@ -469,7 +469,10 @@ func (db *DB) setupMetrics(mp metric.MeterProvider) error {
 		metric.WithDescription("Times a caller waited for a connection, since the pool opened."))
 	waitTime, err5 := meter.Float64ObservableCounter(tracing.MetricConnectionWaitTime, metric.WithUnit("s"),
 		metric.WithDescription("Time callers spent waiting for a connection, since the pool opened."))
-	if err := errors.Join(err1, err2, err3, err4, err5); err != nil {
+	var err6 error
+	db.failover.changes, err6 = meter.Int64Counter(tracing.MetricPrimaryChanges, metric.WithUnit("{change}"),
+		metric.WithDescription("Times the primary's pool found the primary on another server (a failover)."))
+	if err := errors.Join(err1, err2, err3, err4, err5, err6); err != nil {
 		return fmt.Errorf("dbkit: metrics: %w", err)
 	}
 	type pooled struct {

@@ -102,6 +102,9 @@ const (
 	MetricConnectionIdleMax  = "db.client.connection.idle.max" // MaxIdleConns
 	MetricConnectionWaits    = "dbkit.pool.waits"              // waits for a connection, cumulative
 	MetricConnectionWaitTime = "dbkit.pool.wait_time"          // time waited, cumulative, s
+	// The server the primary's pool reaches changed (a failover), by pool
+	// name and the new server's address.
+	MetricPrimaryChanges = "dbkit.primary.changes"
 	// Read replicas, by pool name.
 	MetricReplicaRemovals   = "dbkit.replica.removals"    // times one left the rotation, by reason
 	MetricReplicaInRotation = "dbkit.replica.in_rotation" // 1 in the rotation, 0 out

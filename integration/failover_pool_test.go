@@ -1,0 +1,142 @@
+package integration
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/dbkit-go/database/dbkit"
+	"github.com/dbkit-go/database/dbkit/dbtest"
+)
+
+// twoServers starts two servers of their own with the same superuser
+// password and a database "ha" with the users table on each, and returns
+// the Config of a pool that prefers the first and falls back to the
+// second, settling on one that takes writes (TargetSessionAttrs
+// read-write), as a pool over a Patroni cluster does.
+func twoServers(t *testing.T) (cfg dbkit.Config, first, second *dbtest.Server) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var servers [2]*dbtest.Server
+	for i := range servers {
+		s, err := dbtest.StartLocal(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Stop(context.Background()) })
+		servers[i] = s
+	}
+	first, second = servers[0], servers[1]
+	admin := first.Config()
+	quoted := "'" + strings.ReplaceAll(admin.Password, "'", "''") + "'"
+	if err := second.Exec(ctx, "ALTER ROLE "+admin.User+" PASSWORD "+quoted); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range servers {
+		if _, err := s.CreateDatabase(ctx, "ha"); err != nil {
+			t.Fatal(err)
+		}
+		c := admin
+		c.Host, c.Port, c.Database = s.Config().Host, s.Config().Port, "ha"
+		migrateDB(t, c, schema...)
+	}
+	cfg = admin
+	cfg.Database = "ha"
+	cfg.Fallbacks = []dbkit.Endpoint{{Host: second.Config().Host, Port: second.Config().Port}}
+	cfg.TargetSessionAttrs = "read-write"
+	cfg.MaxOpenConns = 4
+	return cfg, first, second
+}
+
+// TestDemotedPrimaryIsLeft: when the primary becomes read-only (a
+// demoted primary after a failover), the first write that meets it fails
+// with SQLSTATE 25006, and the pool then leaves it: that connection is
+// closed, the others of that server are discarded before their next use,
+// and new connections find the server that takes writes. The change is
+// logged. (Before, every pooled connection to the demoted primary kept
+// failing writes until its ConnMaxLifetime.)
+func TestDemotedPrimaryIsLeft(t *testing.T) {
+	cfg, first, _ := twoServers(t)
+	var log syncBuffer
+	db := openDB(t, cfg, dbkit.WithLogger(slog.New(slog.NewTextHandler(&log, nil))))
+	users := dbkit.NewBaseDatabase[User](db)
+	ctx := context.Background()
+	for i := range 8 { // every pooled connection used, on the first server
+		if err := users.Create(ctx, &User{Email: "before" + string(rune('a'+i)) + "@example.com", Name: "b"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := first.Exec(ctx, "ALTER SYSTEM SET default_transaction_read_only = on"); err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Exec(ctx, "SELECT pg_reload_conf()"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // every session reloads its configuration
+	failed := 0
+	for i := range 20 {
+		err := users.Create(ctx, &User{Email: "after" + string(rune('a'+i)) + "@example.com", Name: "a"})
+		if err != nil {
+			failed++
+			t.Logf("write %d: %v", i, err)
+		}
+	}
+	if failed > 1 {
+		t.Errorf("%d of 20 writes failed after the primary turned read-only, want 1 at most: the pool kept its connections to it", failed)
+	}
+	if !strings.Contains(log.String(), "dbkit: the primary changed") {
+		t.Errorf("no log record of the primary change; log:\n%s", log.String())
+	}
+}
+
+// CutUser reads through a view that sleeps, so that a read can be cut
+// while the server runs it.
+type CutUser struct {
+	dbkit.Model
+	Email string
+}
+
+func (CutUser) TableName() string { return "cut_users" }
+
+// TestReadCutMidwayRunsAgain: a read outside a transaction whose
+// connection the server ends while it runs (a failover, a restart) runs
+// once more, on a new connection, and is served.
+func TestReadCutMidwayRunsAgain(t *testing.T) {
+	cfg := srv.NewDatabase(t)
+	migrateDB(t, cfg, append(schema, dbkit.Migration{ID: "cut_users", Migrate: func(tx *gorm.DB) error {
+		return tx.Exec("CREATE VIEW cut_users AS SELECT u.* FROM users u WHERE (SELECT pg_sleep(0.3)::text) IS NOT NULL").Error
+	}})...)
+	db := openDB(t, cfg)
+	users := dbkit.NewBaseDatabase[User](db)
+	slow := dbkit.NewBaseDatabase[CutUser](db)
+	ctx := context.Background()
+	u := User{Email: "slow@example.com", Name: "s"}
+	if err := users.Create(ctx, &u); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := slow.Get(ctx, u.ID)
+		done <- err
+	}()
+	// Cut it while the server runs it.
+	admin := openDB(t, srv.Config())
+	cut := 0
+	for deadline := time.Now().Add(5 * time.Second); cut == 0 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if err := admin.SQL().QueryRowContext(ctx, `SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))
+			FROM pg_stat_activity WHERE datname = $1 AND state = 'active' AND query LIKE '%cut_users%'`, cfg.Database).Scan(&cut); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if cut == 0 {
+		t.Fatal("the read was never seen running")
+	}
+	if err := <-done; err != nil {
+		t.Errorf("a read cut while it ran: %v, want it run again and served", err)
+	}
+}
