@@ -77,6 +77,10 @@ type DB struct {
 	// failover drops the primary pool's connections to a server that
 	// went away (failover.go).
 	failover *failover
+	// primaryAttrs are the server attributes of statements on the
+	// primary: attrs', until a connection reaches another server of
+	// Host and Fallbacks.
+	primaryAttrs atomic.Pointer[[]attribute.KeyValue]
 
 	closed    atomic.Bool // Close has begun: no new work
 	ended     atomic.Bool // Close has cut what ran, or closed the pool: errors now are its doing
@@ -172,6 +176,7 @@ func newDB(cfg Config, o options) *DB {
 	}
 	db.tracer = tracing.Tracer(db.tp)
 	db.attrs = nodeAttrs(cfg.Database, cfg.Host, cfg.Port)
+	db.primaryAttrs.Store(&db.attrs)
 	db.failover = newFailover(db)
 	return db
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -128,7 +129,11 @@ func (f *failover) connected(ctx context.Context, c *pgx.Conn) {
 	prev := f.server
 	f.server = server
 	f.mu.Unlock()
-	if prev == "" || prev == server {
+	if prev == server {
+		return
+	}
+	f.db.setPrimaryServer(server)
+	if prev == "" {
 		return
 	}
 	f.end("the primary changed")
@@ -140,6 +145,26 @@ func (f *failover) connected(ctx context.Context, c *pgx.Conn) {
 	if f.changes != nil {
 		f.changes.Add(ctx, 1, metric.WithAttributes(tracing.PoolName.String(f.db.poolName), tracing.ServerAddress.String(server)))
 	}
+}
+
+// setPrimaryServer makes server (host:port) the server.address and
+// server.port of the statements on the primary from now on. The shapes
+// built with the previous server are dropped.
+func (db *DB) setPrimaryServer(server string) {
+	host, port, err := net.SplitHostPort(server)
+	n, perr := strconv.Atoi(port)
+	if err != nil || perr != nil {
+		return
+	}
+	cur := *db.primaryAttrs.Load()
+	attrs := nodeAttrs(db.cfg.Database, host, n)
+	if slices.Equal(cur, attrs) {
+		return
+	}
+	db.primaryAttrs.Store(&attrs)
+	db.shapes.Clear()
+	db.durationOpts.Clear()
+	db.nShapes.Store(0)
 }
 
 // name names the server at addr (ip:port) by the configured host of its

@@ -344,7 +344,7 @@ func summaryOf(op, table string) string {
 // span and its duration: the connection's, the operation, the table and the
 // summary, each when known.
 func (db *DB) opAttrs(n *node, op, table, summary string) []attribute.KeyValue {
-	server := db.attrs
+	server := *db.primaryAttrs.Load()
 	if n != nil {
 		server = n.attrs
 	}

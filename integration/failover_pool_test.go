@@ -3,14 +3,18 @@ package integration
 import (
 	"context"
 	"log/slog"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"gorm.io/gorm"
 
 	"github.com/dbkit-go/database/dbkit"
 	"github.com/dbkit-go/database/dbkit/dbtest"
+	"github.com/dbkit-go/database/tracing"
 )
 
 // twoServers starts two servers of their own with the same superuser
@@ -61,9 +65,11 @@ func twoServers(t *testing.T) (cfg dbkit.Config, first, second *dbtest.Server) {
 // logged. (Before, every pooled connection to the demoted primary kept
 // failing writes until its ConnMaxLifetime.)
 func TestDemotedPrimaryIsLeft(t *testing.T) {
-	cfg, first, _ := twoServers(t)
+	cfg, first, second := twoServers(t)
 	var log syncBuffer
-	db := openDB(t, cfg, dbkit.WithLogger(slog.New(slog.NewTextHandler(&log, nil))))
+	spans := tracetest.NewSpanRecorder()
+	db := openDB(t, cfg, dbkit.WithLogger(slog.New(slog.NewTextHandler(&log, nil))),
+		dbkit.WithTracerProvider(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))))
 	users := dbkit.NewBaseDatabase[User](db)
 	ctx := context.Background()
 	for i := range 8 { // every pooled connection used, on the first server
@@ -91,6 +97,12 @@ func TestDemotedPrimaryIsLeft(t *testing.T) {
 	}
 	if !strings.Contains(log.String(), "dbkit: the primary changed") {
 		t.Errorf("no log record of the primary change; log:\n%s", log.String())
+	}
+	// The statements name the server they ran on: the second one now.
+	ended := spans.Ended()
+	last := ended[len(ended)-1]
+	if port := spanAttr(last.Attributes(), tracing.ServerPort); last.Name() != "INSERT users" || port != strconv.Itoa(second.Config().Port) {
+		t.Errorf("the last span: %s on port %s, want INSERT users on the second server's %d", last.Name(), port, second.Config().Port)
 	}
 }
 
