@@ -321,6 +321,10 @@ func (db *DB) registerCallbacks() error {
 			if rt := db.routeFrom(ctx); rt == nil || rt.node.replica == nil {
 				db.failover.lost(ctx, tx.Error) // a lost primary connection: its siblings go too
 			}
+			if writeInDoubt(tx) {
+				tx.Error = fmt.Errorf("%w: the connection was lost after the write was sent, before its answer: it may have been applied (%w)",
+					ErrCommitUnknown, tx.Error)
+			}
 			tx.Error = db.fromDriver(ctx, tx.Error)
 			if where, ok := tx.Statement.Settings.Load(escapeHatchKey{}); ok {
 				tx.Error = escapeHatchError(where.(string), tx.Error)

@@ -57,8 +57,11 @@ var (
 	// refused work for now, so that trying again later may succeed: a
 	// connection refused, reset or lost, a server starting, shutting down or
 	// restarting (SQLSTATE 57P01-57P03), one with too many connections
-	// (53300), or another connection exception (class 08). A statement that
-	// failed so may or may not have run, unless it was a read; InTx's
+	// (53300), another connection exception (class 08), or a write refused
+	// by a former primary (25006, with [Config.TargetSessionAttrs]
+	// read-write or primary). A write outside a transaction that failed so
+	// was not applied (one whose connection was lost after it was sent is
+	// [ErrCommitUnknown] instead); InTx's
 	// RetrySerializationFailures runs again a transaction that failed so
 	// before its COMMIT was sent (one whose COMMIT got no answer is
 	// [ErrCommitUnknown] instead). It is not returned for a ctx that ended,
@@ -67,9 +70,11 @@ var (
 
 	// ErrCommitUnknown reports a transaction whose COMMIT got no answer:
 	// its ctx ended while the COMMIT was on its way (the error also matches
-	// ctx.Err()), or the connection was lost then. It may or may not have
-	// been committed, and running it again could apply it twice: check, then
-	// decide. It never matches ErrUnavailable.
+	// ctx.Err()), or the connection was lost then; or a write outside a
+	// transaction (which commits by itself) whose connection was lost after
+	// it was sent, before the server answered (a failover, docs/ha.md). It
+	// may or may not have been committed, and running it again could apply
+	// it twice: check, then decide. It never matches ErrUnavailable.
 	ErrCommitUnknown = errors.New("COMMIT got no answer: the transaction may or may not be committed")
 
 	// ErrSchemaDrift reports models that differ from the database's schema:

@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"go.opentelemetry.io/otel/metric"
+	"gorm.io/gorm"
 
 	"github.com/dbkit-go/database/tracing"
 )
@@ -177,6 +178,35 @@ func (f *failover) name(addr string) string {
 		}
 	}
 	return addr
+}
+
+// writeInDoubt reports a statement that may have written, run outside a
+// transaction (it commits by itself), whose connection was lost after it
+// was sent and before the server answered: it may have been applied.
+// Calling it unavailable would invite a retry that could write twice
+// (docs/ha.md), so it is ErrCommitUnknown, as a COMMIT without an answer
+// is. Inside a transaction nothing commits without the COMMIT, which
+// liveTx judges.
+func writeInDoubt(tx *gorm.DB) bool {
+	st := tx.Statement
+	err := tx.Error
+	if _, inTx := st.ConnPool.(gorm.TxCommitter); inTx || pgconn.SafeToRetry(err) || (st.Context != nil && st.Context.Err() != nil) {
+		return false
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return false // the server answered: it did not apply it
+	}
+	if _, ro := st.Settings.Load(readOnlyKey{}); ro {
+		return false
+	}
+	if st.SQL.Len() > 0 && strings.HasPrefix(strings.TrimSpace(strings.ToUpper(st.SQL.String())), "SELECT") {
+		if op, own := st.Settings.Load(ownSQLKey{}); !own || op == "SELECT" {
+			return false // a read
+		}
+	}
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed) || pgconn.Timeout(err)
 }
 
 // resetSession is database/sql's check of a pooled connection before its

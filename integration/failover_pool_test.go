@@ -1,10 +1,14 @@
 package integration
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"log/slog"
+	"net"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -150,5 +154,50 @@ func TestReadCutMidwayRunsAgain(t *testing.T) {
 	}
 	if err := <-done; err != nil {
 		t.Errorf("a read cut while it ran: %v, want it run again and served", err)
+	}
+}
+
+// TestWriteLostInFlightIsInDoubt: a write outside a transaction (it
+// commits by itself) whose connection is lost after the server got it and
+// before its answer reached the client may have been applied: it fails
+// with ErrCommitUnknown, never ErrUnavailable (which invites a retry that
+// could write twice). Here it was applied.
+func TestWriteLostInFlightIsInDoubt(t *testing.T) {
+	cfg := dbtest.Schema{Migrations: schema, Server: srv}.NewConfig(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p *faultProxy
+	var armed atomic.Bool
+	p = faultProxyOn(t, l, cfg.Addr(), func(b []byte) {
+		// The INSERT's execution (its Bind carries the value) goes to the
+		// server; its answer is held.
+		if armed.Load() && bytes.Contains(b, []byte("in-doubt@example.com")) {
+			armed.Store(false)
+			p.frozen.Store(true)
+		}
+	})
+	users := dbkit.NewBaseDatabase[User](openDB(t, p.config(cfg)))
+	ctx := context.Background()
+	armed.Store(true)
+	u := User{Email: "in-doubt@example.com", Name: "d"}
+	done := make(chan error, 1)
+	go func() { done <- users.Create(ctx, &u) }()
+	for deadline := time.Now().Add(5 * time.Second); !p.frozen.Load(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the INSERT never went through the proxy")
+		}
+	}
+	time.Sleep(200 * time.Millisecond) // the server commits and answers; the proxy holds the answer
+	p.down(50 * time.Millisecond)      // and the connection is lost
+	p.frozen.Store(false)
+	err = <-done
+	if !errors.Is(err, dbkit.ErrCommitUnknown) || errors.Is(err, dbkit.ErrUnavailable) {
+		t.Errorf("a write whose answer was lost: %v, want ErrCommitUnknown and not ErrUnavailable", err)
+	}
+	direct := dbkit.NewBaseDatabase[User](openDB(t, cfg))
+	if n, err := direct.Count(ctx, dbkit.Eq("email", u.Email)); err != nil || n != 1 {
+		t.Errorf("the in-doubt write: %d rows, %v; want it applied (1)", n, err)
 	}
 }
