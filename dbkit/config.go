@@ -121,6 +121,8 @@ type Config struct {
 	DeadPeerTimeout time.Duration `validate:"min=1s"`
 
 	// Replicas are streaming standbys of this server (its read replicas).
+	// With a cluster whose primary moves (Fallbacks), name every node: the
+	// one that is not a standby is left out of the rotation.
 	// With at least one, the repository's reads (Get, Find, FindOne,
 	// FindPage, FindCursor, Count, Exists) go to a healthy replica, except
 	// inside a transaction, with a row lock, under [OnPrimary], or when
@@ -307,14 +309,17 @@ func (c Config) Validate() error {
 			fields = append(fields, FieldError{Field: fmt.Sprintf("Fallbacks[%d].Host", i), Rule: "single", Message: "must name one server, with no comma or NUL byte"})
 		}
 	}
-	seen := map[string]bool{d.Addr(): true}
+	// A replica may be the primary's address (or a fallback's): with a
+	// cluster whose primary moves, every node is named both ways, and the
+	// checks leave the one that is not a standby out of the rotation.
+	seen := map[string]bool{}
 	for i, r := range d.Replicas {
 		if strings.IndexByte(r.Host, 0) >= 0 || strings.IndexByte(r.Name, 0) >= 0 {
 			fields = append(fields, FieldError{Field: fmt.Sprintf("Replicas[%d]", i), Rule: "nonul", Message: "must not contain a NUL byte"})
 		}
 		if seen[r.Addr()] {
 			fields = append(fields, FieldError{Field: fmt.Sprintf("Replicas[%d]", i), Rule: "unique",
-				Message: "must name a server not named before (the primary or another replica)"})
+				Message: "must name a server no other replica names"})
 		}
 		seen[r.Addr()] = true
 	}

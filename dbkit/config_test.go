@@ -810,7 +810,6 @@ func TestConfigReplicas(t *testing.T) {
 	}{
 		{"no host", []Replica{{Port: 5433}}, "Replicas[0].Host"},
 		{"bad port", []Replica{{Host: "r1"}, {Host: "r2", Port: 70000}}, "Replicas[1].Port"},
-		{"the primary again", []Replica{{Host: "db.internal", Port: 5432}}, "Replicas[0]"},
 		{"twice", []Replica{{Host: "r1"}, {Host: "r1", Port: 5432}}, "Replicas[1]"},
 		{"NUL", []Replica{{Host: "r\x00"}}, "Replicas[0]"},
 	} {
