@@ -178,6 +178,7 @@ func newDB(cfg Config, o options) *DB {
 	db.attrs = nodeAttrs(cfg.Database, cfg.Host, cfg.Port)
 	db.primaryAttrs.Store(&db.attrs)
 	db.failover = newFailover(db)
+	db.conns.gen = &db.failover.gen
 	return db
 }
 
@@ -186,11 +187,12 @@ func (db *DB) open(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
+	// Health has a connection of its own: a pool saturated by the
+	// application says nothing about the server. (pgx's own handling of
+	// server errors: what happens to it does not move the pool.)
+	db.healthDB = db.openPool(connCfg, 1, 1, nil)
 	connCfg.OnPgError = db.failover.onPgError
 	db.sql = db.openPool(connCfg, db.cfg.MaxOpenConns, db.cfg.MaxIdleConns, db.failover)
-	// Health has a connection of its own: a pool saturated by the
-	// application says nothing about the server.
-	db.healthDB = db.openPool(connCfg, 1, 1, nil)
 
 	if err := db.waitForServer(ctx); err != nil {
 		return err
@@ -315,15 +317,11 @@ func usePlugin(g *gorm.DB, p gorm.Plugin) (err error) {
 // span, the log nor the caller of Query sees a value the server quoted).
 func (db *DB) registerCallbacks() error {
 	cb := db.gorm.Callback()
-	translate := func(tx *gorm.DB) {
+	translateOne := func(tx *gorm.DB) {
 		if tx.Error != nil {
 			ctx := tx.Statement.Context
 			if rt := db.routeFrom(ctx); rt == nil || rt.node.replica == nil {
 				db.failover.lost(ctx, tx.Error) // a lost primary connection: its siblings go too
-			}
-			if writeInDoubt(tx) {
-				tx.Error = fmt.Errorf("%w: the connection was lost after the write was sent, before its answer: it may have been applied (%w)",
-					ErrCommitUnknown, tx.Error)
 			}
 			tx.Error = db.fromDriver(ctx, tx.Error)
 			if where, ok := tx.Statement.Settings.Load(escapeHatchKey{}); ok {
@@ -331,17 +329,29 @@ func (db *DB) registerCallbacks() error {
 			}
 		}
 	}
+	translateFor := func(mayWrite bool) func(tx *gorm.DB) {
+		return func(tx *gorm.DB) {
+			if tx.Error != nil && writeInDoubt(tx, mayWrite) {
+				tx.Error = inDoubt(tx.Error)
+			}
+			translateOne(tx)
+		}
+	}
 	// Every statement run on the primary outside a repository read may
 	// have written (an UPDATE ... RETURNING runs as a query): the Session
 	// in its ctx must see it (see Session). Inside a transaction, the
 	// commit counts too.
-	write, query := translate, translate
+	write, query := translateFor(true), translateFor(false)
 	if db.router != nil {
+		translateWrite, translateQuery := write, query
 		write = func(tx *gorm.DB) {
-			translate(tx)
+			translateWrite(tx)
 			db.markWrite(tx)
 		}
-		query = write
+		query = func(tx *gorm.DB) {
+			translateQuery(tx)
+			db.markWrite(tx)
+		}
 	}
 	var unroute error
 	if db.router != nil {
@@ -356,6 +366,7 @@ func (db *DB) registerCallbacks() error {
 	}
 	return errors.Join(
 		unroute,
+		cb.Query().Before("gorm:query").Register("dbkit:mark_raw", markRaw),
 		cb.Create().Before("gorm:before_create").Register("dbkit:assign_id", assignIDs),
 		// Right after the statement: GORM puts a callback that is only
 		// "after" another at the end of the chain, after the hooks and the

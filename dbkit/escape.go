@@ -95,7 +95,7 @@ func (db *DB) WithPgxConn(ctx context.Context, fn func(ctx context.Context, conn
 		return fn(ctx, conn.Conn())
 	})
 	if err != nil {
-		return fmt.Errorf("dbkit: WithPgxConn: %w", db.fromDriver(ctx, err))
+		return fmt.Errorf("dbkit: WithPgxConn: %w", db.fromRaw(ctx, err))
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql/driver"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -13,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -44,17 +46,21 @@ type failover struct {
 	server   string // host:port the newest connection reached
 	changes  metric.Int64Counter
 	hostname map[string]string // configured port -> host, to name a server by its address
+	hosts    []Endpoint        // Host and Fallbacks
+	resolved sync.Map          // host name -> []string: its addresses, looked up once
 	// demotions are the 25006 errors of a read-only server (not of a
 	// READ ONLY transaction), which fromDriver marks ErrUnavailable.
 	demotions sync.Map // *pgconn.PgError -> struct{}
 	nDemoted  atomic.Int64
+	lastLoss  atomic.Int64 // Unix ns of the last connection lost
 }
 
 func newFailover(db *DB) *failover {
 	f := &failover{db: db, wantRW: db.cfg.TargetSessionAttrs == "read-write" || db.cfg.TargetSessionAttrs == "primary",
 		hostname: map[string]string{}}
 	f.gen.Store(1)
-	for _, e := range append([]Endpoint{{Host: db.cfg.Host, Port: db.cfg.Port}}, db.cfg.Fallbacks...) {
+	f.hosts = append([]Endpoint{{Host: db.cfg.Host, Port: db.cfg.Port}}, db.cfg.Fallbacks...)
+	for _, e := range f.hosts {
 		port := strconv.Itoa(e.Port)
 		if _, dup := f.hostname[port]; dup {
 			f.hostname[port] = "" // several hosts on one port: name them by address
@@ -73,7 +79,7 @@ func (f *failover) onPgError(pc *pgconn.PgConn, pgErr *pgconn.PgError) bool {
 	fatal := strings.EqualFold(pgErr.Severity, "FATAL") || strings.EqualFold(pgErr.Severity, "PANIC")
 	switch {
 	case pgErr.Code == "57P01", pgErr.Code == "57P02", pgErr.Code == "57P03":
-		f.end("server shutting down (SQLSTATE " + pgErr.Code + ")")
+		f.loss("server shutting down (SQLSTATE " + pgErr.Code + ")")
 	case pgErr.Code == "25006" && f.wantRW && (readOnlyServer(pc) || pc.TxStatus() == 'I'):
 		if f.nDemoted.Add(1) > 1024 { // bounded: errors nobody translated
 			f.demotions.Clear()
@@ -121,20 +127,16 @@ func (f *failover) end(why string) {
 // generation, and a primary change when it reached another server.
 func (f *failover) connected(ctx context.Context, c *pgx.Conn) {
 	tc, _ := c.PgConn().Conn().(*trackedConn)
-	if tc != nil {
-		tc.gen.Store(f.gen.Load())
-	}
 	addr := c.PgConn().Conn().RemoteAddr().String()
-	server := f.name(addr)
+	server, named := f.name(ctx, addr)
 	f.mu.Lock()
 	prev := f.server
 	f.server = server
-	f.mu.Unlock()
-	if prev == server {
-		return
+	if prev != server && named {
+		f.db.setPrimaryServer(server)
 	}
-	f.db.setPrimaryServer(server)
-	if prev == "" {
+	f.mu.Unlock()
+	if prev == "" || prev == server {
 		return
 	}
 	f.end("the primary changed")
@@ -168,16 +170,51 @@ func (db *DB) setPrimaryServer(server string) {
 	db.nShapes.Store(0)
 }
 
-// name names the server at addr (ip:port) by the configured host of its
-// port, when only one host has that port.
-func (f *failover) name(addr string) string {
-	_, port, err := net.SplitHostPort(addr)
-	if err == nil {
-		if host := f.hostname[port]; host != "" {
-			return net.JoinHostPort(host, port)
+// name names the server at addr (ip:port) by the configured host it is:
+// the only one with its port, else the one that is that IP or resolves to
+// it. named is false when none is (addr itself is returned).
+func (f *failover) name(ctx context.Context, addr string) (name string, named bool) {
+	ip, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr, false // a Unix socket: nothing to name
+	}
+	if host := f.hostname[port]; host != "" {
+		return net.JoinHostPort(host, port), true
+	}
+	for _, e := range f.hosts {
+		if strconv.Itoa(e.Port) == port && (e.Host == ip || slices.Contains(f.addresses(ctx, e.Host), ip)) {
+			return net.JoinHostPort(e.Host, port), true
 		}
 	}
-	return addr
+	return addr, false
+}
+
+// addresses returns host's addresses, looked up once (within half a
+// second; none when the lookup fails).
+func (f *failover) addresses(ctx context.Context, host string) []string {
+	if v, ok := f.resolved.Load(host); ok {
+		return v.([]string)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	addrs, err := net.DefaultResolver.LookupHost(ctx, host)
+	if err != nil {
+		return nil
+	}
+	f.resolved.Store(host, addrs)
+	return addrs
+}
+
+// rawSQLKey marks, in a statement's settings, SQL given to GORM as text
+// (Raw, Exec) rather than built by it: dbkit cannot tell whether it writes.
+type rawSQLKey struct{}
+
+// markRaw is the Query chain's first callback: SQL already there is the
+// caller's (or dbkit's own, ownSQL), not GORM's.
+func markRaw(tx *gorm.DB) {
+	if tx.Statement.SQL.Len() > 0 {
+		tx.Statement.Settings.Store(rawSQLKey{}, true)
+	}
 }
 
 // writeInDoubt reports a statement that may have written, run outside a
@@ -186,27 +223,61 @@ func (f *failover) name(addr string) string {
 // Calling it unavailable would invite a retry that could write twice
 // (docs/ha.md), so it is ErrCommitUnknown, as a COMMIT without an answer
 // is. Inside a transaction nothing commits without the COMMIT, which
-// liveTx judges.
-func writeInDoubt(tx *gorm.DB) bool {
+// liveTx judges. mayWrite is the chain's: Create, Update, Delete, and SQL
+// given as text (Exec, Raw), which dbkit cannot tell from a read, may
+// write; a query GORM built is a read.
+func writeInDoubt(tx *gorm.DB, mayWrite bool) bool {
 	st := tx.Statement
-	err := tx.Error
-	if _, inTx := st.ConnPool.(gorm.TxCommitter); inTx || pgconn.SafeToRetry(err) || (st.Context != nil && st.Context.Err() != nil) {
+	if _, inTx := st.ConnPool.(gorm.TxCommitter); inTx {
 		return false
-	}
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		return false // the server answered: it did not apply it
 	}
 	if _, ro := st.Settings.Load(readOnlyKey{}); ro {
 		return false
 	}
-	if st.SQL.Len() > 0 && strings.HasPrefix(strings.TrimSpace(strings.ToUpper(st.SQL.String())), "SELECT") {
-		if op, own := st.Settings.Load(ownSQLKey{}); !own || op == "SELECT" {
-			return false // a read
+	if !mayWrite {
+		if _, raw := st.Settings.Load(rawSQLKey{}); !raw {
+			return false
 		}
+	}
+	return lostInFlight(st.Context, tx.Error)
+}
+
+// lostInFlight reports err, the failure of something sent outside a
+// transaction, as a connection lost after it was sent and before the
+// server answered (it may have been applied): not a connection that never
+// came (a connect error), not one pgx knows it sent nothing on, not an
+// answer from the server, not the caller's ctx ending.
+func lostInFlight(ctx context.Context, err error) bool {
+	if err == nil || pgconn.SafeToRetry(err) || (ctx != nil && ctx.Err() != nil) {
+		return false
+	}
+	var (
+		pgErr   *pgconn.PgError
+		connErr *pgconn.ConnectError
+	)
+	if errors.As(err, &pgErr) || errors.As(err, &connErr) {
+		return false
 	}
 	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
 		errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed) || pgconn.Timeout(err)
+}
+
+// fromRaw translates an error of what dbkit ran on a driver connection
+// outside GORM (COPY, WithPgxConn), as fromDriver does, and, outside a
+// transaction, a connection lost in flight as in doubt (a COPY commits by
+// itself); a lost connection also counts for the pool's generation.
+func (db *DB) fromRaw(ctx context.Context, err error) error {
+	db.failover.lost(ctx, err)
+	if db.txStateFrom(ctx) == nil && lostInFlight(ctx, err) {
+		err = inDoubt(err)
+	}
+	return db.fromDriver(ctx, err)
+}
+
+// inDoubt wraps err, lost in flight, as ErrCommitUnknown.
+func inDoubt(err error) error {
+	return fmt.Errorf("%w: the connection was lost after the write was sent, before its answer: it may have been applied (%w)",
+		ErrCommitUnknown, err)
 }
 
 // resetSession is database/sql's check of a pooled connection before its
@@ -227,6 +298,22 @@ func (f *failover) lost(ctx context.Context, err error) {
 	}
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
 		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EPIPE) {
-		f.end("connection lost")
+		f.loss("connection lost")
+	}
+}
+
+// lossWindow is how close two connection losses must be for the pool to
+// take them for a server that went away rather than one connection's end
+// (a DBA's pg_terminate_backend sends 57P01 too): one loss alone costs
+// only its own connection, and idle connections are pinged before reuse
+// anyway; a failover loses many at once.
+const lossWindow = 2 * time.Second
+
+// loss records a connection lost; a second within lossWindow ends the
+// generation.
+func (f *failover) loss(why string) {
+	now := time.Now().UnixNano()
+	if prev := f.lastLoss.Swap(now); prev != 0 && now-prev < int64(lossWindow) {
+		f.end(why)
 	}
 }

@@ -239,6 +239,10 @@ func (failingDriver) Open(string) (driver.Conn, error) { return nil, errPoolClos
 type conns struct {
 	mu sync.Mutex
 	m  map[*trackedConn]struct{}
+	// gen is the primary pool's generation (failover.go), which a
+	// connection belongs to from its dial: one that reached a server
+	// before the generation ended is discarded with the others.
+	gen *atomic.Uint64
 }
 
 // trackedConn is a pool connection's socket, known to conns until closed.
@@ -262,6 +266,9 @@ func (c *trackedConn) Close() error {
 // track is pgconn's AfterNetConnect: it wraps every new connection's socket.
 func (s *conns) track(_ context.Context, _ *pgconn.Config, c net.Conn) (net.Conn, error) {
 	tc := &trackedConn{Conn: c, set: s}
+	if s.gen != nil {
+		tc.gen.Store(s.gen.Load())
+	}
 	s.mu.Lock()
 	if s.m == nil {
 		s.m = make(map[*trackedConn]struct{})

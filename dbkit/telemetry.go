@@ -76,7 +76,8 @@ const (
 // and summary): its span's start options and its duration's attributes on
 // success, built once rather than per statement.
 type opShape struct {
-	node               *node // a replica, nil for the primary
+	node               *node                 // a replica, nil for the primary
+	server             *[]attribute.KeyValue // the primary's server attributes it was built with
 	op, table, summary string
 	name               string // the span's: the summary, else db.system.name
 	spanOpts           []trace.SpanStartOption
@@ -103,14 +104,15 @@ func (db *DB) shapeOf(op, table, summary string) *opShape {
 // shapeOn is shapeOf for a statement on n, a replica (nil: the primary).
 func (db *DB) shapeOn(n *node, op, table, summary string) *opShape {
 	key := shapeKey{n, op, table, summary}
-	if s, ok := db.shapes.Load(key); ok {
+	server := db.primaryAttrs.Load()
+	if s, ok := db.shapes.Load(key); ok && (n != nil || s.(*opShape).server == server) {
 		return s.(*opShape)
 	}
 	if summary == "" {
 		summary = summaryOf(op, table)
 	}
-	attrs := db.opAttrs(n, op, table, summary)
-	s := &opShape{node: n, op: op, table: table, summary: summary, name: summary,
+	attrs := db.opAttrsOn(n, server, op, table, summary)
+	s := &opShape{node: n, server: server, op: op, table: table, summary: summary, name: summary,
 		spanOpts: []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...)}}
 	if s.name == "" {
 		s.name = "postgresql"
@@ -122,6 +124,10 @@ func (db *DB) shapeOn(n *node, op, table, summary string) *opShape {
 		db.shapes.Clear()
 		db.durationOpts.Clear()
 		db.nShapes.Store(0)
+	}
+	if n == nil {
+		db.shapes.Store(key, s) // replacing one built with a former primary's attributes
+		return s
 	}
 	v, _ := db.shapes.LoadOrStore(key, s)
 	return v.(*opShape)
@@ -344,7 +350,12 @@ func summaryOf(op, table string) string {
 // span and its duration: the connection's, the operation, the table and the
 // summary, each when known.
 func (db *DB) opAttrs(n *node, op, table, summary string) []attribute.KeyValue {
-	server := *db.primaryAttrs.Load()
+	return db.opAttrsOn(n, db.primaryAttrs.Load(), op, table, summary)
+}
+
+// opAttrsOn is opAttrs with primary, the primary's server attributes.
+func (db *DB) opAttrsOn(n *node, primary *[]attribute.KeyValue, op, table, summary string) []attribute.KeyValue {
+	server := *primary
 	if n != nil {
 		server = n.attrs
 	}
@@ -431,7 +442,7 @@ func (db *DB) failedAttrs(s *opShape, errType, code string) metric.RecordOption 
 	if opt, ok := db.durationOpts.Load(key); ok {
 		return opt.(metric.RecordOption)
 	}
-	attrs := errorAttrs(db.opAttrs(s.node, s.op, s.table, s.summary), errType, code)
+	attrs := errorAttrs(db.opAttrsOn(s.node, s.server, s.op, s.table, s.summary), errType, code)
 	opt, _ := db.durationOpts.LoadOrStore(key, metric.WithAttributeSet(attribute.NewSet(attrs...)))
 	return opt.(metric.RecordOption)
 }

@@ -102,7 +102,7 @@ func (b *Repository[T, K]) CreateMany(ctx context.Context, items []T) error {
 	if b.copy.reason == "" {
 		copyCtx, obs := b.db.startCopy(ctx, b.schema.Table, len(items))
 		if err = b.copyFrom(copyCtx, items); err != nil {
-			err = b.db.fromDriver(ctx, err)
+			err = b.db.fromRaw(ctx, err)
 		}
 		obs.endCopy(len(items), err)
 	} else {
