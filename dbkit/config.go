@@ -512,17 +512,28 @@ func (c Config) Addr() string {
 func (c Config) String() string {
 	d := c.WithDefaults()
 	u := url.URL{Scheme: "postgres", Path: "/" + d.Database}
-	if strings.HasPrefix(d.Host, "/") {
+	q := url.Values{}
+	// Several hosts go in the authority, as libpq lists them, unless one
+	// is a Unix socket directory or an IPv6 address, which it cannot hold
+	// in a list (Go's URL parser refuses them): then in host= and port=.
+	listed := len(d.Fallbacks) > 0 && (strings.ContainsAny(d.Host, "/:") ||
+		slices.ContainsFunc(d.Fallbacks, func(e Endpoint) bool { return strings.ContainsAny(e.Host, "/:") }))
+	switch {
+	case listed:
+		hosts, ports := []string{d.Host}, []string{strconv.Itoa(d.Port)}
+		for _, f := range d.Fallbacks {
+			hosts, ports = append(hosts, f.Host), append(ports, strconv.Itoa(f.Port))
+		}
+		q.Set("host", strings.Join(hosts, ","))
+		q.Set("port", strings.Join(ports, ","))
+	case strings.HasPrefix(d.Host, "/"):
 		u.Host = ":" + strconv.Itoa(d.Port)
-	} else {
+		q.Set("host", d.Host)
+	default:
 		u.Host = d.Addr()
 		for _, f := range d.Fallbacks {
 			u.Host += "," + f.Addr()
 		}
-	}
-	q := url.Values{}
-	if strings.HasPrefix(d.Host, "/") {
-		q.Set("host", d.Host)
 	}
 	q.Set("sslmode", d.SSLMode)
 	if d.ApplicationName != "" {

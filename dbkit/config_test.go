@@ -868,3 +868,28 @@ func TestConfigFallbacksDSN(t *testing.T) {
 		t.Errorf("a comma in Host: fields %v", fieldNames(cerr))
 	}
 }
+
+// String gives a URL ParseURL reads back with the same servers, whatever
+// they are: names, Unix socket directories, IPv6 addresses. (Found in
+// review: a socket directory's Fallbacks were dropped, a socket fallback
+// read back as a host named "%2Ftmp".)
+func TestConfigStringRoundTripsServers(t *testing.T) {
+	for _, c := range []Config{
+		{Host: "db1", Port: 5432, Fallbacks: []Endpoint{{Host: "db2", Port: 5433}}, TargetSessionAttrs: "read-write"},
+		{Host: "/var/run/postgresql", Port: 5432, Fallbacks: []Endpoint{{Host: "db2", Port: 5433}}},
+		{Host: "db1", Port: 5432, Fallbacks: []Endpoint{{Host: "/tmp", Port: 5433}}},
+		{Host: "::1", Port: 5432, Fallbacks: []Endpoint{{Host: "fe80::1", Port: 5433}}},
+	} {
+		c.Database, c.User, c.Password = "d", "u", "p"
+		s := strings.Replace(c.String(), redacted, "p", 1)
+		got, err := ParseURL(s)
+		if err != nil {
+			t.Errorf("%s: %v", s, err)
+			continue
+		}
+		w, g := c.WithDefaults(), got.WithDefaults()
+		if w.Host != g.Host || w.Port != g.Port || !reflect.DeepEqual(w.Fallbacks, g.Fallbacks) || w.TargetSessionAttrs != g.TargetSessionAttrs {
+			t.Errorf("%s reads back as %s:%d, fallbacks %+v, %q", s, g.Host, g.Port, g.Fallbacks, g.TargetSessionAttrs)
+		}
+	}
+}
