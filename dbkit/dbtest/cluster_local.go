@@ -171,9 +171,14 @@ func (p *localStandby) kill() error {
 	case <-time.After(10 * time.Second):
 		return fmt.Errorf("postmaster %d still runs 10s after SIGKILL", pid)
 	}
-	// Its children exit when they notice that the postmaster died; one that
-	// has not within 5 s is killed too. A new postmaster would refuse to
-	// start beside them (they hold its shared memory).
+	return reapChildren(pid, children)
+}
+
+// reapChildren waits until children, the processes of postmaster pid that
+// was killed, are gone. They exit when they notice that the postmaster
+// died; one that has not within 5 s is killed too. A new postmaster would
+// refuse to start beside them (they hold its shared memory).
+func reapChildren(pid int, children []int) error {
 	if left := waitProcessesGone(children, 5*time.Second); len(left) > 0 {
 		for _, c := range left {
 			_ = syscall.Kill(c, syscall.SIGKILL)
