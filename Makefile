@@ -4,7 +4,7 @@ GO    ?= go
 PKGS  ?= ./...
 BENCH_COUNT ?= 10
 
-.PHONY: demo test test-docker test-pgbouncer bench lint cover
+.PHONY: demo test test-docker test-pgbouncer test-failover bench lint cover
 
 ## demo: run the quickstart on DATABASE_URL, else on a database of its own on DBKIT_TEST_DATABASE_URL's server,
 ## else on an ephemeral PostgreSQL it starts (see examples/quickstart)
@@ -41,6 +41,15 @@ PGBOUNCER_TESTS := $(shell cd integration 2>/dev/null && grep -ho '^func Test[A-
 test-pgbouncer:
 	set -o pipefail; DBKIT_TEST_PGBOUNCER=1 $(GO) test -race -count=1 -v -run '^($(PGBOUNCER_TESTS))$$' ./integration/ 2>&1 \
 	  | grep -Ev '^\s*(=== (RUN|PAUSE|CONT|NAME)|--- PASS: |PASS$$)'
+
+## test-failover: dbkit through the death of a primary on a real 3-node Patroni cluster (apt-get install patroni
+## etcd-server; dbtest.StartPatroni): a switchover, the leader's postmaster killed, the leader's node lost, under 16
+## writers, on an asynchronous then a synchronous cluster; asserts nothing acknowledged lost in synchronous mode and
+## the unavailability bounds, and prints the figures of docs/ha.md. DBKIT_FAILOVER_SECONDS (default 15) per scenario;
+## about 4 minutes on 2 cores. Build tag "failover": make test does not compile these tests. -p 1: one cluster at once.
+test-failover:
+	$(GO) test -tags failover -race -count=1 -v -p 1 -timeout 15m -run '^(TestFailover|TestStartPatroni)$$' \
+	  ./integration/failover/ ./dbkit/dbtest/
 
 ## bench: dbkit vs bare GORM vs raw pgx, reads over read replicas and the routing's cost, a write with associations (atomic) vs GORM with and without its transaction, telemetry off vs on, trace comments off vs on, and dbtest's per-test database, interleaved runs, summarised by benchstat
 ## (see docs/performance.md). BENCH_COUNT runs of every benchmark, 10 by default.
