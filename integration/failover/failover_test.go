@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"regexp"
 	"runtime"
 	"sort"
 	"strconv"
@@ -454,8 +455,20 @@ func unavailability(all []write, from time.Time) (gap, errSpan time.Duration) {
 	return gap, lastFail.Sub(firstFail)
 }
 
+// normalize returns an error text with its ports and database name
+// replaced, so that the same failure is counted once.
+func normalize(text string) string {
+	text = portRE.ReplaceAllString(text, "127.0.0.1:PORT")
+	return databaseRE.ReplaceAllString(text, "database=DB")
+}
+
+var (
+	portRE     = regexp.MustCompile(`127\.0\.0\.1:\d+`)
+	databaseRE = regexp.MustCompile(`database=\w+`)
+)
+
 // logErrors logs, for each kind of failure, how many and the distinct
-// error texts (the first 5).
+// error texts, ports and database names aside (the first 8).
 func logErrors(t *testing.T, all []write) {
 	t.Helper()
 	texts := map[kind]map[string]int{}
@@ -466,7 +479,7 @@ func logErrors(t *testing.T, all []write) {
 		if texts[w.kind] == nil {
 			texts[w.kind] = map[string]int{}
 		}
-		texts[w.kind][w.err.Error()]++
+		texts[w.kind][normalize(w.err.Error())]++
 	}
 	for k := range kinds {
 		if len(texts[k]) == 0 {
@@ -476,9 +489,9 @@ func logErrors(t *testing.T, all []write) {
 		for text, n := range texts[k] {
 			lines = append(lines, fmt.Sprintf("  %5d × %s", n, text))
 		}
-		sort.Strings(lines)
-		if len(lines) > 5 {
-			lines = append(lines[:5], fmt.Sprintf("  ... and %d other texts", len(lines)-5))
+		sort.Sort(sort.Reverse(sort.StringSlice(lines))) // the most frequent first
+		if len(lines) > 8 {
+			lines = append(lines[:8], fmt.Sprintf("  ... and %d other texts", len(lines)-8))
 		}
 		t.Logf("%s:\n%s", kindNames[k], strings.Join(lines, "\n"))
 	}
