@@ -325,6 +325,9 @@ type User struct {
 `,
 		}, docSamples(t, "docs/testing.md")),
 		"configuration": samplePackage(t, "configuration", nil, docSamples(t, "docs/configuration.md")),
+		// ha.md's test helpers compile; they start a Patroni cluster, which
+		// make test-failover's tests do, so none of them is a Test here.
+		"ha": samplePackage(t, "ha", nil, docSamples(t, "docs/ha.md")),
 		"repository": samplePackage(t, "repository", map[string]string{
 			"preamble.go": `
 var (

@@ -83,4 +83,16 @@
 // and the server as DirectHost; [PgBouncer.Server] is a view of the Server
 // whose test databases are reached through it (make test-pgbouncer runs
 // integration tests so).
+//
+// # Patroni
+//
+// [StartPatroni] runs a one-member etcd and three PostgreSQL nodes under
+// Patroni (apt-get install patroni etcd-server) on 127.0.0.1, for failover
+// tests: [Patroni.Config] names every node with TargetSessionAttrs
+// "read-write"; [Patroni.Switchover], [PatroniNode.KillPostmaster],
+// [PatroniNode.KillNode] and [PatroniNode.Restart] disrupt it, and
+// [Patroni.WaitHealthy] waits until it is whole again. A watchdog process
+// removes it when the test process dies (Patroni starts PostgreSQL
+// detached, out of reach of a death signal). make test-failover runs
+// dbkit's failover tests on it (docs/ha.md).
 package dbtest
