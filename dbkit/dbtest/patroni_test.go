@@ -4,8 +4,8 @@ package dbtest_test
 
 import (
 	"context"
+	"errors"
 	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -23,6 +23,7 @@ func TestStartPatroni(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("bring-up: %s", time.Since(start).Round(10*time.Millisecond))
+	dir := dbtest.PatroniDir(p)
 	defer func() {
 		start := time.Now()
 		if err := p.Stop(context.Background()); err != nil {
@@ -32,10 +33,8 @@ func TestStartPatroni(t *testing.T) {
 		if err := p.Stop(context.Background()); err != nil {
 			t.Errorf("second Stop: %v", err)
 		}
-		left, _ := filepath.Glob(filepath.Join("/dev/shm", "dbkit-patroni-*"))
-		left2, _ := filepath.Glob(filepath.Join(os.TempDir(), "dbkit-patroni-*"))
-		if len(left)+len(left2) > 0 {
-			t.Errorf("left behind: %v %v", left, left2)
+		if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("Stop left %s behind (%v)", dir, err)
 		}
 	}()
 	if _, err := p.CreateDatabase(ctx, "app"); err != nil {
