@@ -45,11 +45,11 @@ test-pgbouncer:
 ## test-failover: dbkit through the death of a primary on a real 3-node Patroni cluster (apt-get install patroni
 ## etcd-server; dbtest.StartPatroni): a switchover, the leader's postmaster killed, the leader's node lost, under 16
 ## writers, on an asynchronous then a synchronous cluster; asserts nothing acknowledged lost in synchronous mode and
-## the unavailability bounds, and prints the figures of docs/ha.md. DBKIT_FAILOVER_SECONDS (default 15) per scenario;
+## the unavailability bounds, and prints the figures of docs/ha.md; and examples/rest answering through a switchover. DBKIT_FAILOVER_SECONDS (default 15) per scenario;
 ## about 4 minutes on 2 cores. Build tag "failover": make test does not compile these tests. -p 1: one cluster at once.
 test-failover:
-	$(GO) test -tags failover -race -count=1 -v -p 1 -timeout 15m -run '^(TestFailover|TestStartPatroni|TestPatroniDiesWithTestProcess)$$' \
-	  ./integration/failover/ ./dbkit/dbtest/
+	$(GO) test -tags failover -race -count=1 -v -p 1 -timeout 15m -run '^(TestFailover|TestStartPatroni|TestPatroniDiesWithTestProcess|TestRESTThroughAFailover)$$' \
+	  ./integration/failover/ ./dbkit/dbtest/ ./examples/rest/
 
 ## bench: dbkit vs bare GORM vs raw pgx, reads over read replicas and the routing's cost, a write with associations (atomic) vs GORM with and without its transaction, telemetry off vs on, trace comments off vs on, and dbtest's per-test database, interleaved runs, summarised by benchstat
 ## (see docs/performance.md). BENCH_COUNT runs of every benchmark, 10 by default.
