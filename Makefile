@@ -51,13 +51,14 @@ test-failover:
 	$(GO) test -tags failover -race -count=1 -v -p 1 -timeout 15m -run '^(TestFailover|TestStartPatroni|TestPatroniDiesWithTestProcess|TestRESTThroughAFailover)$$' \
 	  ./integration/failover/ ./dbkit/dbtest/ ./examples/rest/
 
-## bench: dbkit vs bare GORM vs raw pgx, reads over read replicas and the routing's cost, a write with associations (atomic) vs GORM with and without its transaction, telemetry off vs on, trace comments off vs on, and dbtest's per-test database, interleaved runs, summarised by benchstat
+## bench: dbkit vs bare GORM vs raw pgx (and vs bun: the peer table of bench/, a module of its own), reads over read replicas and the routing's cost, a write with associations (atomic) vs GORM with and without its transaction, telemetry off vs on, trace comments off vs on, and dbtest's per-test database, interleaved runs, summarised by benchstat
 ## (see docs/performance.md). BENCH_COUNT runs of every benchmark, 10 by default.
 bench:
 	@mkdir -p .bench
 	$(GO) test -c -o .bench/dbkit.test ./dbkit/
 	$(GO) test -c -o .bench/integration.test ./integration/
 	$(GO) test -c -o .bench/dbtest.test ./dbkit/dbtest/
+	cd bench && $(GO) test -c -o ../.bench/peers.test .
 	@rm -f bench.txt
 	@for i in $$(seq $(BENCH_COUNT)); do \
 	  echo "bench: run $$i of $(BENCH_COUNT)"; \
@@ -65,7 +66,11 @@ bench:
 	  (cd integration && ../.bench/integration.test -test.run '^$$' -test.bench . -test.benchmem) >> bench.txt || exit 1; \
 	  (cd dbkit/dbtest && ../../.bench/dbtest.test -test.run '^$$' -test.bench NewDatabase -test.benchtime 100x) >> bench.txt || exit 1; \
 	  (cd dbkit/dbtest && ../../.bench/dbtest.test -test.run '^$$' -test.bench StartLocal -test.benchtime 5x) >> bench.txt || exit 1; \
+	  (cd bench && ../.bench/peers.test -test.run '^$$' -test.bench Peer -test.benchmem) >> bench.txt || exit 1; \
 	done
+	@echo "dbkit among its peers (bench/, a module of its own): raw pgx is the limit"
+	$(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da -filter '.name:/Peer/' \
+	  -col '/impl@(pgx gorm bun dbkit)' bench.txt
 	$(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da -col '/impl@(gorm dbkit pgx)' bench.txt
 	$(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da -filter '.name:/CreateWithOrders/' \
 	  -col '/impl@(gorm_notx gorm dbkit)' bench.txt
