@@ -181,13 +181,7 @@ type Replica struct {
 }
 
 // Addr returns the replica's host:port, 5432 when Port is 0.
-func (r Replica) Addr() string {
-	port := r.Port
-	if port == 0 {
-		port = DefaultPort
-	}
-	return net.JoinHostPort(r.Host, strconv.Itoa(port))
-}
+func (r Replica) Addr() string { return Endpoint{Host: r.Host, Port: r.Port}.Addr() }
 
 // WithDefaults returns a copy of c with every zero-valued setting replaced by
 // its default. Negative values are kept so that Validate reports them.

@@ -434,9 +434,15 @@ func unavailable(err error) bool {
 	}
 	// (A timeout here is pgx's own, dialing or reading: the caller's ctx,
 	// had it ended, was excluded by markUnavailable.)
-	return errors.As(err, &opErr) || errors.Is(err, driver.ErrBadConn) ||
-		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) ||
-		errors.Is(err, pgconn.ErrConnClosed) ||
-		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EPIPE) ||
+	return errors.As(err, &opErr) || errors.Is(err, driver.ErrBadConn) || connectionLost(err) ||
+		errors.Is(err, net.ErrClosed) || errors.Is(err, pgconn.ErrConnClosed) || errors.Is(err, syscall.ECONNREFUSED) ||
 		pgconn.Timeout(err)
+}
+
+// connectionLost reports the errors of a connection the other end closed
+// or reset: what unavailable, failover.lost and lostInFlight all start
+// from.
+func connectionLost(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }

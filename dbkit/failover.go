@@ -5,7 +5,6 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"slices"
@@ -258,8 +257,7 @@ func lostInFlight(ctx context.Context, err error) bool {
 	if errors.As(err, &pgErr) || errors.As(err, &connErr) {
 		return false
 	}
-	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
-		errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed) || pgconn.Timeout(err)
+	return connectionLost(err) || errors.Is(err, net.ErrClosed) || pgconn.Timeout(err)
 }
 
 // fromRaw translates an error of what dbkit ran on a driver connection
@@ -296,8 +294,7 @@ func (f *failover) lost(ctx context.Context, err error) {
 	if f == nil || err == nil || (ctx != nil && ctx.Err() != nil) {
 		return
 	}
-	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
-		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EPIPE) {
+	if connectionLost(err) || errors.Is(err, syscall.ECONNREFUSED) {
 		f.loss("connection lost")
 	}
 }

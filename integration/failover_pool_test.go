@@ -70,7 +70,7 @@ func twoServers(t *testing.T) (cfg dbkit.Config, first, second *dbtest.Server) {
 // failing writes until its ConnMaxLifetime.)
 func TestDemotedPrimaryIsLeft(t *testing.T) {
 	cfg, first, second := twoServers(t)
-	var log syncBuffer
+	var log logBuffer
 	spans := tracetest.NewSpanRecorder()
 	db := openDB(t, cfg, dbkit.WithLogger(slog.New(slog.NewTextHandler(&log, nil))),
 		dbkit.WithTracerProvider(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))))

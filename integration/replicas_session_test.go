@@ -2,13 +2,11 @@ package integration
 
 import (
 	"context"
-	"log/slog"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"gorm.io/gorm"
 
 	"github.com/dbkit-go/database/dbkit"
@@ -50,19 +48,7 @@ func (p *interleave) Initialize(db *gorm.DB) error {
 
 func newNoteEnv(t *testing.T, opts ...dbkit.Option) (*replicaEnv, *dbkit.BaseDatabase[Note]) {
 	t.Helper()
-	cl := replicaCluster(t)
-	cfg := cl.NewDatabase(t)
-	migrateDB(t, cfg, tallySchema, noteSchema)
-	if err := cl.WaitForReplay(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	cfg.ReplicaCheckInterval = 100 * time.Millisecond
-	e := &replicaEnv{cl: cl, cfg: cfg, ports: &portCount{n: map[int64]int{}}, log: &syncBuffer{}}
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(e.ports))
-	logger := slog.New(slog.NewTextHandler(e.log, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	e.db = openDB(t, cfg, append([]dbkit.Option{dbkit.WithTracerProvider(tp), dbkit.WithLogger(logger)}, opts...)...)
-	e.repo = dbkit.NewBaseDatabase[Tally](e.db)
-	e.ports.take()
+	e := newReplicaEnvWith(t, []dbkit.Migration{tallySchema, noteSchema}, nil, opts...)
 	return e, dbkit.NewBaseDatabase[Note](e.db)
 }
 

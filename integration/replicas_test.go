@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -123,24 +122,7 @@ type replicaEnv struct {
 	db    *dbkit.DB
 	repo  *dbkit.BaseDatabase[Tally]
 	ports *portCount
-	log   *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
+	log   *logBuffer
 }
 
 // newReplicaEnv makes a database for the test on the shared cluster and
@@ -148,9 +130,15 @@ func (b *syncBuffer) String() string {
 // changes of adjust.
 func newReplicaEnv(t *testing.T, adjust func(*dbkit.Config), opts ...dbkit.Option) *replicaEnv {
 	t.Helper()
+	return newReplicaEnvWith(t, []dbkit.Migration{tallySchema}, adjust, opts...)
+}
+
+// newReplicaEnvWith is newReplicaEnv with the database's migrations.
+func newReplicaEnvWith(t *testing.T, migrations []dbkit.Migration, adjust func(*dbkit.Config), opts ...dbkit.Option) *replicaEnv {
+	t.Helper()
 	cl := replicaCluster(t)
 	cfg := cl.NewDatabase(t)
-	migrateDB(t, cfg, tallySchema)
+	migrateDB(t, cfg, migrations...)
 	if err := cl.WaitForReplay(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +146,7 @@ func newReplicaEnv(t *testing.T, adjust func(*dbkit.Config), opts ...dbkit.Optio
 	if adjust != nil {
 		adjust(&cfg)
 	}
-	e := &replicaEnv{cl: cl, cfg: cfg, ports: &portCount{n: map[int64]int{}}, log: &syncBuffer{}}
+	e := &replicaEnv{cl: cl, cfg: cfg, ports: &portCount{n: map[int64]int{}}, log: &logBuffer{}}
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(e.ports))
 	logger := slog.New(slog.NewTextHandler(e.log, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	e.db = openDB(t, cfg, append([]dbkit.Option{dbkit.WithTracerProvider(tp), dbkit.WithLogger(logger)}, opts...)...)
