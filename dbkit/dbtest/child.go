@@ -15,9 +15,14 @@ import (
 // child is a server process the test process started (postgres,
 // pgbouncer), tied to the test process's life.
 type child struct {
-	cmd     *exec.Cmd
-	exited  chan struct{} // closed once it has exited
-	waitErr error         // how it exited, once exited is closed
+	// stopSignal stops it when it failed to start: SIGKILL unless set.
+	// postgres takes SIGINT (a fast shutdown): a postmaster killed outright
+	// leaves its children on its shared memory, and the next start on the
+	// same directory (a retry, a standby's restart) is refused.
+	stopSignal os.Signal
+	cmd        *exec.Cmd
+	exited     chan struct{} // closed once it has exited
+	waitErr    error         // how it exited, once exited is closed
 }
 
 // start runs cmd in dir as cred's user (nil: as this process), with the
@@ -76,6 +81,16 @@ func (c *child) terminate(ctx context.Context, sig os.Signal, grace time.Duratio
 	}
 }
 
+// stopAfterFailedStart stops a process that did not become ready, with its
+// stopSignal (a second's grace for SIGKILL, ten for another).
+func (c *child) stopAfterFailedStart(name string) {
+	sig, grace := c.stopSignal, 10*time.Second
+	if sig == nil {
+		sig, grace = syscall.SIGKILL, time.Second
+	}
+	_ = c.terminate(context.Background(), sig, grace, name)
+}
+
 // waitReady calls try every 20 ms until it is done, the process exits, ctx
 // ends or timeout passes. try is done when the process is ready (err nil)
 // or will never be (err says why); else err is why it is not ready yet.
@@ -91,19 +106,19 @@ func (c *child) waitReady(ctx context.Context, timeout time.Duration, name strin
 		}
 		last = err
 		if done {
-			_ = c.terminate(context.Background(), syscall.SIGKILL, time.Second, name)
+			c.stopAfterFailedStart(name)
 			return fmt.Errorf("dbtest: %s: %w\n%s", name, err, log())
 		}
 		select {
 		case <-c.exited:
 			return fmt.Errorf("dbtest: %s exited at start (%v):\n%s", name, c.waitErr, log())
 		case <-ctx.Done():
-			_ = c.terminate(context.Background(), syscall.SIGKILL, time.Second, name)
+			c.stopAfterFailedStart(name)
 			return fmt.Errorf("dbtest: waiting for %s: %w", name, ctx.Err())
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			_ = c.terminate(context.Background(), syscall.SIGKILL, time.Second, name)
+			c.stopAfterFailedStart(name)
 			return fmt.Errorf("dbtest: %s did not accept connections within %s (last error: %v):\n%s", name, timeout, last, log())
 		}
 	}

@@ -205,6 +205,7 @@ func (ls *localServer) start(ctx context.Context, bin string, cred *syscall.Cred
 		"-c", "dynamic_shared_memory_type=mmap",
 	)
 	cmd.Args = append(cmd.Args, ls.args...)
+	ls.stopSignal = syscall.SIGINT // a fast shutdown, as terminate does
 	if err := ls.child.start(cmd, ls.dir, cred, logFile); err != nil {
 		return err
 	}

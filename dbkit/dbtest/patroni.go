@@ -47,7 +47,6 @@ type Patroni struct {
 
 	etcd     child
 	etcdPort int
-	watchdog *exec.Cmd
 	wdDone   chan struct{} // closed once the watchdog has exited
 	wdPipe   *os.File      // the watchdog's stdin: closing it makes it clean up
 
@@ -238,10 +237,15 @@ func patroniBinDir(postgres string) (string, error) {
 // reaches its end: when the test process stops the cluster or dies,
 // however it dies. PostgreSQL is started by Patroni through an
 // intermediate process that exits, so no death signal reaches it.
+//
+// It runs as the servers' user (their files are its input) and kills only
+// positive process IDs: a pid file it did not write cannot make it signal
+// anything else.
 const watchdogScript = `while read -r _; do :; done
 killed=
-for f in "$1"/*.pid; do [ -f "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null && killed=1; done
-for f in "$1"/*/data/postmaster.pid; do [ -f "$f" ] && kill -9 "$(head -n 1 "$f")" 2>/dev/null && killed=1; done
+kill_pid() { case "$1" in ''|*[!0-9]*) return 1;; esac; [ "$1" -gt 1 ] && kill -9 "$1" 2>/dev/null; }
+for f in "$1"/*.pid; do [ -f "$f" ] && kill_pid "$(cat "$f")" && killed=1; done
+for f in "$1"/*/data/postmaster.pid; do [ -f "$f" ] && kill_pid "$(head -n 1 "$f")" && killed=1; done
 [ -n "$killed" ] && sleep 1
 rm -rf "$1"
 `
@@ -257,12 +261,12 @@ func (p *Patroni) startWatchdog() error {
 	cmd.Env = serverEnv()
 	// A session of its own: a terminal's ^C reaches the test process, not
 	// the watchdog, which must outlive it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Credential: p.cred}
 	if err := cmd.Start(); err != nil {
 		_ = w.Close()
 		return fmt.Errorf("dbtest: start the watchdog: %w", err)
 	}
-	p.watchdog, p.wdPipe, p.wdDone = cmd, w, make(chan struct{})
+	p.wdPipe, p.wdDone = w, make(chan struct{})
 	go func() { _ = cmd.Wait(); close(p.wdDone) }()
 	return nil
 }
@@ -836,8 +840,14 @@ func (p *Patroni) Stop(ctx context.Context) error {
 			errs = append(errs, n.KillNode())
 		}
 		errs = append(errs, p.etcd.terminate(ctx, syscall.SIGKILL, 5*time.Second, "etcd"))
+		// Everything is stopped: the pid files go with the directory, so
+		// that the watchdog does not kill process IDs the system may have
+		// given to others since.
+		if err := os.RemoveAll(p.dir); err != nil {
+			errs = append(errs, fmt.Errorf("dbtest: %w", err))
+		}
 		if p.wdPipe != nil {
-			_ = p.wdPipe.Close() // the watchdog finds nothing left, and removes the directory
+			_ = p.wdPipe.Close() // the watchdog finds nothing left
 			select {
 			case <-p.wdDone:
 			case <-time.After(10 * time.Second):
@@ -845,9 +855,6 @@ func (p *Patroni) Stop(ctx context.Context) error {
 			case <-ctx.Done():
 				errs = append(errs, ctx.Err())
 			}
-		}
-		if err := os.RemoveAll(p.dir); err != nil {
-			errs = append(errs, fmt.Errorf("dbtest: %w", err))
 		}
 		p.stopErr = errors.Join(errs...)
 	})

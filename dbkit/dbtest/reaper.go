@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"sync"
 	"syscall"
 	"time"
 
@@ -62,13 +63,18 @@ func startReaper(id string) error {
 		return err
 	}
 	go func() { _ = cmd.Wait() }()
+	reaperMu.Lock()
 	reaperPipes = append(reaperPipes, w) // open until the process ends
+	reaperMu.Unlock()
 	return nil
 }
 
 // reaperPipes are the write ends of the reapers' pipes: kept, so that they
-// close only when the process ends.
-var reaperPipes []*os.File
+// close only when the process ends. Tests may start containers at once.
+var (
+	reaperMu    sync.Mutex
+	reaperPipes []*os.File
+)
 
 // runReaper waits for its parent to end (its pipe at EOF), then removes
 // the container id, gone already or not.
