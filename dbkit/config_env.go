@@ -78,15 +78,18 @@ func configFromEnv(getenv func(string) string) (Config, error) {
 // of which only the host and port are used (its user and database, when
 // given, must be c's).
 func topologyFromEnv(c Config, getenv func(string) string) (Config, error) {
+	if getenv("DATABASE_REPLICAS") == "" && getenv("DATABASE_DIRECT_URL") == "" {
+		return c, nil // validated already
+	}
 	var p parseErrors
 	if v := getenv("DATABASE_REPLICAS"); v != "" {
 		for i, hp := range strings.Split(v, ",") {
-			r, ok := parseHostPort(strings.TrimSpace(hp))
+			host, port, ok := splitHostPort(strings.TrimSpace(hp))
 			if !ok {
 				p.add(fmt.Sprintf("Replicas[%d]", i), "parse", "(DATABASE_REPLICAS) must be host:port or host")
 				continue
 			}
-			c.Replicas = append(c.Replicas, r)
+			c.Replicas = append(c.Replicas, Replica{Host: host, Port: port})
 		}
 	}
 	if raw := getenv("DATABASE_DIRECT_URL"); raw != "" {
@@ -103,12 +106,6 @@ func topologyFromEnv(c Config, getenv func(string) string) (Config, error) {
 		return Config{}, err
 	}
 	return c, nil
-}
-
-// parseHostPort reads "host:port", "[v6]:port" or a bare host.
-func parseHostPort(s string) (Replica, bool) {
-	host, port, ok := splitHostPort(s)
-	return Replica{Host: host, Port: port}, ok
 }
 
 // splitHostPort reads "host:port", "[v6]:port" or a bare host (port 0).

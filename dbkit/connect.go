@@ -132,17 +132,23 @@ func Connect(ctx context.Context, cfg Config, opts ...Option) (*DB, error) {
 	}
 	tracing.End(span, err, nil)
 	if err != nil {
-		if db.poolReg != nil {
-			_ = db.poolReg.Unregister()
-		}
-		if db.sql != nil {
-			db.closeReplicas()
-			_ = db.sql.Close()
-			_ = db.healthDB.Close()
-		}
+		db.closeOpened()
 		return nil, err
 	}
 	return db, nil
+}
+
+// closeOpened closes what a Connect that failed had opened: the metrics'
+// registration, the replicas' checks and pools, the pool and Health's.
+func (db *DB) closeOpened() {
+	if db.poolReg != nil {
+		_ = db.poolReg.Unregister()
+	}
+	if db.sql != nil {
+		db.closeReplicas()
+		_ = db.sql.Close()
+		_ = db.healthDB.Close()
+	}
 }
 
 // newDB returns an unconnected DB for cfg (defaults applied).

@@ -44,13 +44,7 @@ func (db *DB) openDirect(ctx context.Context, o options) (*DB, error) {
 	}
 	direct := newDB(cfg, o)
 	if err := direct.open(ctx, o); err != nil {
-		if direct.sql != nil {
-			_ = direct.sql.Close()
-			_ = direct.healthDB.Close()
-		}
-		if direct.poolReg != nil {
-			_ = direct.poolReg.Unregister()
-		}
+		direct.closeOpened()
 		return nil, err
 	}
 	return direct, nil

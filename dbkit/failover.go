@@ -27,13 +27,16 @@ import (
 // so that a failover (docs/ha.md) costs one failed call per connection at
 // most, not one per pooled connection:
 //
-//   - Connections belong to a generation. When one of them meets the signs of
-//     a primary that went away (a server shutting down, 57P01-57P03; a
-//     demoted primary refusing a write, 25006, when TargetSessionAttrs asks
-//     for a primary; a connection lost), the generation ends: every pooled
-//     connection of it is discarded before its next use (database/sql's
-//     ResetSession) instead of failing a call of its own, and the pool
-//     connects again through Host and Fallbacks.
+//   - Connections belong to a generation, the one current when they were
+//     dialed. The generation ends on the signs of a primary that went away:
+//     at once when a read-only server refuses a write (25006, while
+//     TargetSessionAttrs asks for a primary); on a second connection lost
+//     within lossWindow (a server shutting down, 57P01-57P03, or a
+//     connection reset or cut), since one alone may be a single backend's
+//     end. Every pooled connection of an ended generation is discarded
+//     before its next use (database/sql's ResetSession) instead of failing
+//     a call of its own, and the pool connects again through Host and
+//     Fallbacks.
 //   - A new connection that reaches another server than the last one did is
 //     a primary change: logged, counted (dbkit.primary.changes), and its
 //     generation ends the previous one.

@@ -210,7 +210,7 @@ func BenchmarkOverheadTelemetryGet(b *testing.B) {
 	tp := o.tracerProvider
 	ctx := context.Background()
 	id := uuid.MustParse(stubRow[0].(string))
-	attrs := off.db.opAttrs(nil, "SELECT", "users", "SELECT users")
+	attrs := off.db.opAttrsOn(nil, off.db.primaryAttrs.Load(), "SELECT", "users", "SELECT users")
 	stmtSpan := func() error {
 		ctx, span := tp.Tracer("bench").Start(ctx, "SELECT users", trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))
 		_, err := off.Get(ctx, id)

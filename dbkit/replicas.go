@@ -302,7 +302,9 @@ func (db *DB) openReplicas() error {
 	if err != nil {
 		return err
 	}
-	r := &router{db: db, primary: &node{name: db.poolName, addr: db.cfg.Addr(), sql: db.sql, attrs: db.attrs},
+	// The primary's server attributes are db.primaryAttrs, which follow a
+	// failover; its node carries only its name and pool.
+	r := &router{db: db, primary: &node{name: db.poolName, sql: db.sql},
 		refuse: db.cfg.ReplicaFallback == "refuse", primaryCheck: db.openPool(primaryCfg, 1, 1, nil),
 		// PostgreSQL's defaults, until the primary says (checker.start).
 		blockSize: 8192, segmentSize: 16 << 20}

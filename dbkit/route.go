@@ -140,11 +140,13 @@ func retryOnce(ctx context.Context, err error) bool {
 }
 
 // retryElsewhere reports the errors of a read that another server may
-// serve: the replica was out of reach, or cancelled the query because
-// replay needed what it read (SQLSTATE 40001 on a standby, "conflict with
-// recovery"). A read is idempotent: running it again is safe.
+// serve: the replica was out of reach (ErrUnavailable: fromDriver marks
+// what unavailable reports, but not what Close cut, which is ErrClosed),
+// or cancelled the query because replay needed what it read (SQLSTATE
+// 40001 on a standby, "conflict with recovery"). A read is idempotent:
+// running it again is safe.
 func retryElsewhere(err error) bool {
-	return errors.Is(err, ErrUnavailable) || unavailable(err) || sqlState(err) == "40001"
+	return errors.Is(err, ErrUnavailable) || sqlState(err) == "40001"
 }
 
 // router picks the server of each repository read: a replica in the

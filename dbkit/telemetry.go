@@ -346,14 +346,11 @@ func summaryOf(op, table string) string {
 	return op + " " + table
 }
 
-// opAttrs are the attributes of an operation known before it runs, for its
+// opAttrsOn are the attributes of an operation known before it runs, for its
 // span and its duration: the connection's, the operation, the table and the
 // summary, each when known.
-func (db *DB) opAttrs(n *node, op, table, summary string) []attribute.KeyValue {
-	return db.opAttrsOn(n, db.primaryAttrs.Load(), op, table, summary)
-}
-
-// opAttrsOn is opAttrs with primary, the primary's server attributes.
+// primary is the primary's server attributes (db.primaryAttrs), used when
+// n, a replica, is nil.
 func (db *DB) opAttrsOn(n *node, primary *[]attribute.KeyValue, op, table, summary string) []attribute.KeyValue {
 	server := *primary
 	if n != nil {

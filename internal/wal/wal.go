@@ -25,7 +25,7 @@ func Parse(s string) (LSN, error) {
 	}
 	h, err1 := strconv.ParseUint(hi, 16, 32)
 	l, err2 := strconv.ParseUint(lo, 16, 32)
-	if err1 != nil || err2 != nil || strings.ContainsAny(s, "+-_") {
+	if err1 != nil || err2 != nil { // (ParseUint refuses signs and '_' in base 16)
 		return 0, ErrSyntax
 	}
 	return LSN(h<<32 | l), nil
