@@ -8,10 +8,13 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"gorm.io/gorm"
@@ -72,14 +75,31 @@ func TestDemotedPrimaryIsLeft(t *testing.T) {
 	cfg, first, second := twoServers(t)
 	var log logBuffer
 	spans := tracetest.NewSpanRecorder()
+	reader := sdkmetric.NewManualReader()
 	db := openDB(t, cfg, dbkit.WithLogger(slog.New(slog.NewTextHandler(&log, nil))),
-		dbkit.WithTracerProvider(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))))
+		dbkit.WithTracerProvider(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))),
+		dbkit.WithMeterProvider(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))))
 	users := dbkit.NewBaseDatabase[User](db)
 	ctx := context.Background()
-	for i := range 8 { // every pooled connection used, on the first server
-		if err := users.Create(ctx, &User{Email: "before" + string(rune('a'+i)) + "@example.com", Name: "b"}); err != nil {
-			t.Fatal(err)
-		}
+	// Every pooled connection open, on the first server: four writes at
+	// once, each holding its connection a moment.
+	var wg sync.WaitGroup
+	for i := range cfg.MaxOpenConns {
+		wg.Go(func() {
+			err := db.InTx(ctx, func(ctx context.Context) error {
+				if _, err := db.Exec(ctx, "SELECT pg_sleep(0.1)"); err != nil {
+					return err
+				}
+				return users.Create(ctx, &User{Email: "before" + strconv.Itoa(i) + "@example.com", Name: "b"})
+			})
+			if err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if open := db.Stats().OpenConnections; open != cfg.MaxOpenConns {
+		t.Fatalf("%d connections open before the demotion, want %d", open, cfg.MaxOpenConns)
 	}
 	if err := first.Exec(ctx, "ALTER SYSTEM SET default_transaction_read_only = on"); err != nil {
 		t.Fatal(err)
@@ -101,6 +121,23 @@ func TestDemotedPrimaryIsLeft(t *testing.T) {
 	}
 	if !strings.Contains(log.String(), "dbkit: the primary changed") {
 		t.Errorf("no log record of the primary change; log:\n%s", log.String())
+	}
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(ctx, &rm); err != nil {
+		t.Fatal(err)
+	}
+	changes := int64(0)
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name == tracing.MetricPrimaryChanges {
+				for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
+					changes += dp.Value
+				}
+			}
+		}
+	}
+	if changes != 1 {
+		t.Errorf("%s = %d, want 1", tracing.MetricPrimaryChanges, changes)
 	}
 	// The statements name the server they ran on: the second one now.
 	ended := spans.Ended()
@@ -211,9 +248,10 @@ func TestWriteNeverSentIsNotInDoubt(t *testing.T) {
 	if errors.Is(err, dbkit.ErrCommitUnknown) || !errors.Is(err, dbkit.ErrUnavailable) {
 		t.Errorf("a write whose connection could not even be made: %v; want ErrUnavailable, not ErrCommitUnknown", err)
 	}
-	time.Sleep(2 * time.Second)
-	n, _ := users.Count(ctx, dbkit.Eq("email", "never-sent@example.com"))
-	t.Logf("rows: %d", n)
+	time.Sleep(2 * time.Second) // the proxy is up again
+	if n, err := users.Count(ctx, dbkit.Eq("email", "never-sent@example.com")); err != nil || n != 0 {
+		t.Errorf("the write that never reached the server: %d rows, %v; want none", n, err)
+	}
 }
 
 // SQL given as text (here a SELECT of a function that writes) whose answer
@@ -221,7 +259,12 @@ func TestWriteNeverSentIsNotInDoubt(t *testing.T) {
 // there, so it is in doubt, never ErrUnavailable. (Found in review: a text
 // starting with SELECT was taken for a read.)
 func TestSQLWriteLostIsInDoubt(t *testing.T) {
-	p, cfg := proxiedDatabase(t, nil)
+	var sent atomic.Bool
+	p, cfg := proxiedDatabase(t, func(b []byte) {
+		if bytes.Contains(b, []byte("fn@example.com")) { // its execution, with the value
+			sent.Store(true)
+		}
+	})
 	db := openDB(t, p.config(cfg))
 	ctx := context.Background()
 	if _, err := db.Exec(ctx, `CREATE FUNCTION add_user(e text) RETURNS int LANGUAGE sql AS $$ INSERT INTO users (id, email, name, created_at, updated_at) VALUES (gen_random_uuid(), e, 'f', now(), now()); SELECT 1 $$`); err != nil {
@@ -232,7 +275,12 @@ func TestSQLWriteLostIsInDoubt(t *testing.T) {
 		_, err := db.Exec(ctx, "SELECT add_user(?), pg_sleep(0.5)", "fn@example.com")
 		done <- err
 	}()
-	time.Sleep(200 * time.Millisecond)
+	for deadline := time.Now().Add(5 * time.Second); !sent.Load(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the statement never went through the proxy")
+		}
+	}
+	time.Sleep(100 * time.Millisecond) // the server runs it (it sleeps 0.5 s)
 	p.down(50 * time.Millisecond)
 	err := <-done
 	t.Logf("err: %v", err)
@@ -269,9 +317,14 @@ func TestCopyLostIsInDoubt(t *testing.T) {
 	err := <-done
 	t.Logf("err: %v", err)
 	direct := dbkit.NewBaseDatabase[User](openDB(t, cfg))
-	n, _ := direct.Count(ctx, dbkit.Eq("name", "c"))
-	t.Logf("rows applied: %d", n)
-	if n > 0 && errors.Is(err, dbkit.ErrUnavailable) {
+	n, cerr := direct.Count(ctx, dbkit.Eq("name", "c"))
+	if cerr != nil || n != int64(len(items)) {
+		t.Fatalf("COPY not applied (%d rows, %v): the proxy froze before CopyDone, and the test proves nothing", n, cerr)
+	}
+	if !errors.Is(err, dbkit.ErrCommitUnknown) {
+		t.Errorf("COPY applied, its answer lost: %v, want ErrCommitUnknown", err)
+	}
+	if errors.Is(err, dbkit.ErrUnavailable) {
 		t.Errorf("COPY applied (%d rows) but reported %v: ErrUnavailable invites a retry that writes twice", n, err)
 	}
 }

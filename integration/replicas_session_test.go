@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"gorm.io/gorm"
 
 	"github.com/dbkit-go/database/dbkit"
@@ -70,14 +71,12 @@ func TestSessionWriteThenConcurrentRead(t *testing.T) {
 				prefix = "INSERT"
 			}
 			p := &interleave{prefix: prefix}
-			var id any
 			p.read = func() {
 				// The same Session's concurrent read.
 				_, _ = notes.Find(dbkit.WithSession(context.Background(), sess))
 			}
 			var e *replicaEnv
 			e, notes = newNoteEnv(t, dbkit.WithGormPlugins(p))
-			_ = id
 			row := Note{Label: "a"}
 			if err := notes.Create(context.Background(), &row); err != nil {
 				t.Fatal(err)
@@ -157,7 +156,7 @@ func TestSessionEscapeHatchWrites(t *testing.T) {
 	// GORM's own Transaction is not here: its COMMIT runs no callback, so
 	// only its statements mark the Session (docs/scaling.md says so; InTx
 	// marks at its commit).
-	for _, how := range []string{"RawFind"} {
+	for _, how := range []string{"RawFind", "Exec", "WithPgxConn"} {
 		t.Run(how, func(t *testing.T) {
 			e, notes := newNoteEnv(t)
 			row := Note{Label: "a"}
@@ -177,13 +176,25 @@ func TestSessionEscapeHatchWrites(t *testing.T) {
 				if err := e.db.Gorm(ctx).Raw("UPDATE notes SET n = 7 WHERE id = ? RETURNING *", row.ID).Find(&out).Error; err != nil {
 					t.Fatal(err)
 				}
+			case "Exec":
+				if _, err := e.db.Exec(ctx, "UPDATE notes SET n = 7 WHERE id = ?", row.ID); err != nil {
+					t.Fatal(err)
+				}
+			case "WithPgxConn":
+				err := e.db.WithPgxConn(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+					_, err := conn.Exec(ctx, "UPDATE notes SET n = 7 WHERE id = $1", row.ID)
+					return err
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
 			}
 			got, err := notes.Get(ctx, row.ID)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if got.N != 7 {
-				t.Errorf("%s: the Session's read after its write through DB.Gorm returned N=%d, want 7", how, got.N)
+				t.Errorf("%s: the Session's read after its write through the escape hatch returned N=%d, want 7", how, got.N)
 			}
 		})
 	}
