@@ -73,7 +73,11 @@ func (db *DB) Exec(ctx context.Context, sql string, args ...any) (int64, error) 
 // fn's time and given back after. It is for what needs pgx itself: COPY
 // into any table (conn.CopyFrom), LISTEN and WaitForNotification, pgx's
 // batches. fn's error is translated as the repository's are (values
-// withheld, ctx.Err() on cancellation, [ErrUnavailable], [ErrClosed]).
+// withheld, ctx.Err() on cancellation, [ErrUnavailable], [ErrClosed]);
+// outside a transaction, an error saying a connection was lost (an EOF, a
+// reset) is [ErrCommitUnknown], since what fn sent may have been applied.
+// dbkit cannot tell the connection's EOF from one of fn's own (a reader
+// fn copies from): deal with an EOF of fn's own before returning it.
 //
 // Inside a transaction, fn must leave it as it found it: no COMMIT or
 // ROLLBACK of its own. Out of one, fn must not leave the connection in a

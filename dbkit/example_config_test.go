@@ -75,3 +75,21 @@ func ExampleParseURL() {
 	// dbkit: invalid config: URL has a malformed user or password: percent-encode reserved characters (@ : / ? # % and spaces) in them
 	// dbkit: invalid config: URL has 1 unknown parameter (not named: it may be part of a password; percent-encode '&' and '=' in values)
 }
+
+// A cluster whose primary moves (Patroni): every node as a host, the one
+// that takes writes chosen by TargetSessionAttrs, and every node as a read
+// replica (the primary is left out of the read rotation by itself).
+// docs/ha.md and docs/scaling.md say more.
+func ExampleConfig_cluster() {
+	cfg := dbkit.Config{
+		Host: "pg1.internal", Database: "app", User: "app", Password: "s3cr3t",
+		Fallbacks:          []dbkit.Endpoint{{Host: "pg2.internal"}, {Host: "pg3.internal"}},
+		TargetSessionAttrs: "read-write",
+		Replicas:           []dbkit.Replica{{Host: "pg1.internal"}, {Host: "pg2.internal"}, {Host: "pg3.internal"}},
+	}
+	fmt.Println(cfg.Validate())
+	fmt.Println(cfg)
+	// Output:
+	// <nil>
+	// postgres://app:[REDACTED]@pg1.internal:5432,pg2.internal:5432,pg3.internal:5432/app?sslmode=prefer&target_session_attrs=read-write
+}

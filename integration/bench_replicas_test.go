@@ -7,8 +7,8 @@ import (
 	"github.com/dbkit-go/database/dbkit"
 )
 
-// BenchmarkReplicaReads measures reads per second of Get by key, 16
-// goroutines at once, on the primary alone (impl=primary) and spread over
+// BenchmarkReplicaReads measures reads per second of Get by key, 8 ×
+// GOMAXPROCS goroutines at once (16 on two cores), on the primary alone (impl=primary) and spread over
 // two streaming replicas of it (impl=replicas), all on this machine: with
 // every server on the same cores, replicas add no CPU, so this measures
 // what routing costs and what spreading gains when the client, not the
