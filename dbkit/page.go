@@ -102,7 +102,7 @@ func (b *Repository[T, K]) FindPage(ctx context.Context, req PageRequest, opts .
 	var page Page[T]
 	err = b.db.read(ctx, span, func(ctx context.Context) error {
 		page = Page[T]{Page: req.Page, Size: size, Items: []T{}}
-		if err := b.scoped(ctx, q).Limit(size).Offset(offset).Find(&page.Items).Error; err != nil || !req.WithTotal {
+		if err := b.rowsOf(ctx, q).Limit(size).Offset(offset).Find(&page.Items).Error; err != nil || !req.WithTotal {
 			return err
 		}
 		var total int64
@@ -237,7 +237,7 @@ func (b *Repository[T, K]) FindCursor(ctx context.Context, req CursorRequest, op
 	var rows []T
 	err = b.db.read(ctx, span, func(ctx context.Context) error {
 		rows = nil
-		return b.scoped(ctx, read).Find(&rows).Error
+		return b.rowsOf(ctx, read).Find(&rows).Error
 	})
 	if err != nil {
 		return CursorPage[T]{}, b.finish(ctx, span, "FindCursor", err)

@@ -15,6 +15,7 @@ import (
 	"gorm.io/gorm/logger"
 	"gorm.io/gorm/schema"
 
+	"github.com/dbkit-go/database/internal/rowscan"
 	"github.com/dbkit-go/database/tracing"
 )
 
@@ -44,6 +45,7 @@ type Repository[T any, K comparable] struct {
 	copy       copyPlan                           // how CreateMany can COPY, or why not
 	text       textPlan                           // the fields whose text is checked before a write
 	versionCol string                             // the column of the embedded Versioned, "" without one
+	rows       rowscan.Scanner                    // how reads scan the model's rows
 	model      string                             // Go type name: "User"
 	pk         clause.Column                      // the primary-key column
 	omit       []string                           // what Update never writes: id, created_at, associations
@@ -136,6 +138,7 @@ func (b *Repository[T, K]) init(typ reflect.Type, embedsModel bool) (err error) 
 		return fmt.Errorf("%w: %s: %w", ErrInvalid, ctor, err)
 	}
 	b.schema = stmt.Schema
+	b.rows = rowscan.New[T](b.schema)
 	limits, err := b.opts.limits.withDefaults()
 	if err != nil {
 		return fmt.Errorf("%s: %w", ctor, err)
@@ -301,7 +304,7 @@ func (b *Repository[T, K]) Get(ctx context.Context, id K, opts ...QueryOption) (
 	ctx, span := b.start(ctx, b.names.get)
 	err = b.db.read(ctx, span, func(ctx context.Context) error {
 		v = *new(T)
-		return b.scoped(ctx, q).Where(clause.Eq{Column: b.pk, Value: id}).Take(&v).Error
+		return b.rowsOf(ctx, q).Where(clause.Eq{Column: b.pk, Value: id}).Take(&v).Error
 	})
 	return v, b.finish(ctx, span, "Get", err)
 }
@@ -382,6 +385,12 @@ func (b *Repository[T, K]) scoped(ctx context.Context, q compiled) *gorm.DB {
 	return tx
 }
 
+// rowsOf is scoped for a read whose rows are the model's: they are
+// scanned with the repository's compiled plan (see internal/rowscan).
+func (b *Repository[T, K]) rowsOf(ctx context.Context, q compiled) *gorm.DB {
+	return b.scoped(ctx, q).Set(rowscan.Setting, b.rows)
+}
+
 // Find returns the rows matching every [Filter] among opts (none: all
 // rows), sorted by [OrderBy]/[OrderByDesc] and cut at [Limit]. Without a
 // Limit it returns every matching row. No match is an empty slice, not an
@@ -399,7 +408,7 @@ func (b *Repository[T, K]) Find(ctx context.Context, opts ...QueryOption) ([]T, 
 	var out []T
 	err = b.db.read(ctx, span, func(ctx context.Context) error {
 		out = []T{}
-		return b.scoped(ctx, q).Find(&out).Error
+		return b.rowsOf(ctx, q).Find(&out).Error
 	})
 	if err != nil {
 		out = nil

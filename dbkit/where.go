@@ -35,7 +35,7 @@ func (b *Repository[T, K]) FindOne(ctx context.Context, opts ...QueryOption) (T,
 	ctx, span := b.start(ctx, b.names.findOne)
 	err = b.db.read(ctx, span, func(ctx context.Context) error {
 		v = *new(T)
-		return b.scoped(ctx, q).Take(&v).Error
+		return b.rowsOf(ctx, q).Take(&v).Error
 	})
 	return v, b.finish(ctx, span, "FindOne", err)
 }

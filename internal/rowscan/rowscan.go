@@ -1,0 +1,402 @@
+// Package rowscan scans query results into a model's structs with a plan
+// compiled once per model and column list, instead of GORM's per-row,
+// per-field reflection, with results identical to GORM's own scan
+// (gorm.Scan) by construction:
+//
+//   - A field of a type the plan knows (the basic types, time.Time, []byte,
+//     uuid.UUID, gorm.DeletedAt, the sql.Null types, and pointers to most of
+//     them) is scanned through a holder reused from row to row, with the
+//     conversion database/sql gives GORM's own scan (sql.Null[T].Scan calls
+//     the convertAssign GORM's **T reaches), and written into the field by
+//     its offset, as GORM's setter for that type writes it: a NULL leaves a
+//     value field as it was, and a pointer field nil or as it was, as GORM
+//     does for that type.
+//   - Any other field (a serializer, a type of the application's, a field
+//     inside an embedded pointer) is scanned by GORM's own machinery: the
+//     field's value pool and its Set, as gorm.Scan does.
+//   - A row the plan fails to scan (a value that does not convert) is
+//     scanned again GORM's way, so its error and values are GORM's.
+//   - A result the plan does not cover at all (a column list with a
+//     repeated name or a joined relation's column, GORM Joins, a column
+//     mapping, a destination other than *T or *[]T) is left to gorm.Scan
+//     before any row is read.
+//
+// The destination must be fresh (the zero T, or a slice the scan fills from
+// empty): that is how dbkit's repository calls it, and where GORM's setters
+// agree with the plan on every NULL.
+package rowscan
+
+import (
+	"database/sql"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/google/uuid"
+	"gorm.io/gorm"
+	"gorm.io/gorm/schema"
+)
+
+// Setting is the statement setting (gorm.DB.Set, gorm.Statement.Settings)
+// that carries the [Scanner] of a statement whose rows a plan may scan.
+const Setting = "dbkit:rowscan"
+
+// Scanner scans a statement's rows. Scan reports false, having read
+// nothing, when the plan does not cover them: the caller then runs
+// gorm.Scan.
+type Scanner interface {
+	Scan(tx *gorm.DB, rows gorm.Rows) bool
+}
+
+// Plan scans rows of model T (described by its GORM schema) into a *T or a
+// *[]T. It is safe for concurrent use.
+type Plan[T any] struct {
+	schema *schema.Schema
+	// fields: how each readable field with a column is scanned.
+	fields map[*schema.Field]*fieldPlan
+	// last is the column plan of the column list last seen: a model's
+	// reads mostly return one list.
+	last atomic.Pointer[columnPlan]
+}
+
+var _ Scanner = (*Plan[struct{}])(nil)
+
+// fieldPlan is how one field is scanned: through a holder of its type
+// written at its offset, or (newHolder nil) through GORM's pool and Set.
+type fieldPlan struct {
+	field     *schema.Field
+	offset    uintptr
+	newHolder func() holder
+}
+
+// New compiles the plan of model T, whose schema s GORM parsed.
+func New[T any](s *schema.Schema) *Plan[T] {
+	p := &Plan[T]{schema: s, fields: map[*schema.Field]*fieldPlan{}}
+	typ := reflect.TypeFor[T]()
+	for _, f := range s.Fields {
+		if f.DBName == "" || !f.Readable {
+			continue
+		}
+		fp := &fieldPlan{field: f}
+		if off, ok := offsetOf(typ, f); ok && f.Serializer == nil {
+			fp.offset, fp.newHolder = off, holderFor(f.FieldType)
+		}
+		p.fields[f] = fp
+	}
+	return p
+}
+
+// offsetOf returns the offset of f in a T, when f lies in T itself or in
+// structs embedded by value (not behind a pointer, which GORM allocates).
+func offsetOf(typ reflect.Type, f *schema.Field) (uintptr, bool) {
+	var off uintptr
+	t := typ
+	for _, i := range f.StructField.Index {
+		if t.Kind() != reflect.Struct || i < 0 || i >= t.NumField() { // GORM marks a step through a pointer negative
+			return 0, false
+		}
+		sf := t.Field(i)
+		off += sf.Offset
+		t = sf.Type
+	}
+	return off, t == f.FieldType && f.StructField.Type == f.FieldType
+}
+
+// columnPlan is the plan for one column list.
+type columnPlan struct {
+	columns []string
+	cols    []*fieldPlan // by column; nil: a column no field reads
+	fast    bool         // any column with a holder
+	sets    sync.Pool    // of *holderSet
+}
+
+// holderSet is what one scan of a column list uses: the holders and the
+// destinations given to rows.Scan.
+type holderSet struct {
+	holders []holder
+	values  []any
+	discard any
+}
+
+func (p *Plan[T]) columnsFor(columns []string) *columnPlan {
+	if cp := p.last.Load(); cp != nil && slices.Equal(cp.columns, columns) {
+		return cp
+	}
+	cp := &columnPlan{columns: slices.Clone(columns), cols: make([]*fieldPlan, len(columns))}
+	seen := make(map[*schema.Field]bool, len(columns))
+	for i, name := range columns {
+		f := p.schema.LookUpField(name)
+		if f == nil || !f.Readable {
+			if strings.Contains(name, "__") {
+				return nil // perhaps a joined relation's column: GORM's
+			}
+			continue // GORM reads it into an interface and drops it
+		}
+		if seen[f] {
+			return nil // GORM pairs repeated names with fields its own way
+		}
+		seen[f] = true
+		cp.cols[i] = p.fields[f]
+		if cp.cols[i] == nil {
+			return nil // a field New did not plan: GORM's
+		}
+		cp.fast = cp.fast || cp.cols[i].newHolder != nil
+	}
+	cp.sets.New = func() any {
+		hs := &holderSet{holders: make([]holder, len(cp.cols)), values: make([]any, len(cp.cols))}
+		for i, c := range cp.cols {
+			switch {
+			case c == nil:
+				hs.values[i] = &hs.discard
+			case c.newHolder != nil:
+				hs.holders[i] = c.newHolder()
+				hs.values[i] = hs.holders[i]
+			}
+		}
+		return hs
+	}
+	p.last.Store(cp)
+	return cp
+}
+
+// Scan scans rows into tx.Statement.Dest, a *T or a *[]T, as gorm.Scan
+// with mode 0 would: it counts tx.RowsAffected, adds every error to tx,
+// and adds gorm.ErrRecordNotFound when no row came and the statement
+// raises it (Take, First).
+func (p *Plan[T]) Scan(tx *gorm.DB, rows gorm.Rows) bool {
+	st := tx.Statement
+	if st.Schema != p.schema || len(st.ColumnMapping) > 0 || len(st.Joins) > 0 {
+		return false
+	}
+	one, _ := st.Dest.(*T)
+	many, _ := st.Dest.(*[]T)
+	if one == nil && many == nil {
+		return false
+	}
+	columns, err := rows.Columns()
+	if err != nil {
+		return false
+	}
+	cp := p.columnsFor(columns)
+	if cp == nil {
+		return false
+	}
+	hs := cp.sets.Get().(*holderSet)
+	defer cp.sets.Put(hs)
+	tx.RowsAffected = 0
+	if one != nil {
+		if rows.Next() {
+			tx.RowsAffected++
+			p.row(tx, rows, cp, hs, one)
+		}
+	} else {
+		if cap(*many) == 0 {
+			*many = make([]T, 0, 20)
+		} else {
+			*many = (*many)[:0]
+		}
+		for rows.Next() {
+			tx.RowsAffected++
+			*many = append(*many, *new(T))
+			p.row(tx, rows, cp, hs, &(*many)[len(*many)-1])
+		}
+	}
+	if err := rows.Err(); err != nil && err != tx.Error { //nolint:errorlint // gorm.Scan's own test: not the error already added
+		_ = tx.AddError(err)
+	}
+	if tx.RowsAffected == 0 && st.RaiseErrorOnNotFound && tx.Error == nil {
+		_ = tx.AddError(gorm.ErrRecordNotFound)
+	}
+	return true
+}
+
+// row scans the current row into *v.
+func (p *Plan[T]) row(tx *gorm.DB, rows gorm.Rows, cp *columnPlan, hs *holderSet, v *T) {
+	ctx := tx.Statement.Context
+	for i, c := range cp.cols {
+		if c != nil && c.newHolder == nil {
+			hs.values[i] = c.field.NewValuePool.Get()
+		}
+	}
+	if err := rows.Scan(hs.values...); err != nil {
+		for i, c := range cp.cols {
+			if c != nil && c.newHolder == nil {
+				c.field.NewValuePool.Put(hs.values[i])
+			}
+		}
+		p.gormRow(tx, rows, cp, v)
+		return
+	}
+	base := unsafe.Pointer(v)
+	var rv reflect.Value
+	for i, c := range cp.cols {
+		switch {
+		case c == nil:
+		case c.newHolder != nil:
+			hs.holders[i].set(unsafe.Add(base, c.offset))
+		default:
+			if !rv.IsValid() {
+				rv = reflect.ValueOf(v).Elem()
+			}
+			_ = tx.AddError(c.field.Set(ctx, rv, hs.values[i]))
+			c.field.NewValuePool.Put(hs.values[i])
+		}
+	}
+}
+
+// gormRow scans the current row again as gorm.Scan does, every field
+// through its value pool and Set: a row the plan could not scan gets
+// GORM's error and GORM's values.
+func (p *Plan[T]) gormRow(tx *gorm.DB, rows gorm.Rows, cp *columnPlan, v *T) {
+	values := make([]any, len(cp.cols))
+	for i, c := range cp.cols {
+		if c == nil {
+			values[i] = new(any)
+		} else {
+			values[i] = c.field.NewValuePool.Get()
+		}
+	}
+	_ = tx.AddError(rows.Scan(values...))
+	rv := reflect.ValueOf(v).Elem()
+	for i, c := range cp.cols {
+		if c != nil {
+			_ = tx.AddError(c.field.Set(tx.Statement.Context, rv, values[i]))
+			c.field.NewValuePool.Put(values[i])
+		}
+	}
+}
+
+// holder is a field's scan destination reused from row to row: Scan
+// converts as database/sql converts for GORM's own destination of the
+// field, set writes the value into the field at p as GORM's setter would.
+type holder interface {
+	sql.Scanner
+	set(p unsafe.Pointer)
+}
+
+// value holds a field of type T. Before each Scan it is reset to the zero
+// T, as GORM scans into a new T for each row.
+type value[T any] struct {
+	n sql.Null[T]
+	// clear: a NULL sets the field to its zero value, as GORM's setter for
+	// this type does (for others a NULL leaves the field as it was).
+	clear bool
+}
+
+func (h *value[T]) Scan(src any) error {
+	h.n = sql.Null[T]{}
+	return h.n.Scan(src)
+}
+
+func (h *value[T]) set(p unsafe.Pointer) {
+	if h.n.Valid {
+		*(*T)(p) = h.n.V
+	} else if h.clear {
+		*(*T)(p) = *new(T)
+	}
+}
+
+// pointer holds a field of type *T: a new T for each row that is not
+// NULL, as GORM allocates.
+type pointer[T any] struct{ value[T] }
+
+func (h *pointer[T]) set(p unsafe.Pointer) {
+	if h.n.Valid {
+		v := h.n.V
+		*(**T)(p) = &v
+	} else if h.clear {
+		*(**T)(p) = nil
+	}
+}
+
+// holderFor returns the holder maker for fields of type t, or nil for a
+// type the plan leaves to GORM. Whether a NULL clears the field follows
+// GORM's setter for the type (gorm.io/gorm/schema field.go): the basic
+// types' and time.Time's setters leave the field alone on NULL, and so do
+// the sql.Scanner types', directly or through a pointer; []byte and
+// pointers to basic types go through GORM's fallback setter, which clears.
+func holderFor(t reflect.Type) func() holder {
+	switch t {
+	case reflect.TypeFor[string]():
+		return valueOf[string](false)
+	case reflect.TypeFor[bool]():
+		return valueOf[bool](false)
+	case reflect.TypeFor[int]():
+		return valueOf[int](false)
+	case reflect.TypeFor[int8]():
+		return valueOf[int8](false)
+	case reflect.TypeFor[int16]():
+		return valueOf[int16](false)
+	case reflect.TypeFor[int32]():
+		return valueOf[int32](false)
+	case reflect.TypeFor[int64]():
+		return valueOf[int64](false)
+	case reflect.TypeFor[uint]():
+		return valueOf[uint](false)
+	case reflect.TypeFor[uint8]():
+		return valueOf[uint8](false)
+	case reflect.TypeFor[uint16]():
+		return valueOf[uint16](false)
+	case reflect.TypeFor[uint32]():
+		return valueOf[uint32](false)
+	case reflect.TypeFor[uint64]():
+		return valueOf[uint64](false)
+	case reflect.TypeFor[float32]():
+		return valueOf[float32](false)
+	case reflect.TypeFor[float64]():
+		return valueOf[float64](false)
+	case reflect.TypeFor[time.Time]():
+		return valueOf[time.Time](false)
+	case reflect.TypeFor[[]byte]():
+		return valueOf[[]byte](true)
+	case reflect.TypeFor[uuid.UUID]():
+		return valueOf[uuid.UUID](false)
+	case reflect.TypeFor[gorm.DeletedAt]():
+		return valueOf[gorm.DeletedAt](false)
+	case reflect.TypeFor[sql.NullString]():
+		return valueOf[sql.NullString](false)
+	case reflect.TypeFor[sql.NullInt64]():
+		return valueOf[sql.NullInt64](false)
+	case reflect.TypeFor[sql.NullInt32]():
+		return valueOf[sql.NullInt32](false)
+	case reflect.TypeFor[sql.NullFloat64]():
+		return valueOf[sql.NullFloat64](false)
+	case reflect.TypeFor[sql.NullBool]():
+		return valueOf[sql.NullBool](false)
+	case reflect.TypeFor[sql.NullTime]():
+		return valueOf[sql.NullTime](false)
+	case reflect.TypeFor[*string]():
+		return pointerTo[string](true)
+	case reflect.TypeFor[*bool]():
+		return pointerTo[bool](true)
+	case reflect.TypeFor[*int]():
+		return pointerTo[int](true)
+	case reflect.TypeFor[*int32]():
+		return pointerTo[int32](true)
+	case reflect.TypeFor[*int64]():
+		return pointerTo[int64](true)
+	case reflect.TypeFor[*uint]():
+		return pointerTo[uint](true)
+	case reflect.TypeFor[*uint64]():
+		return pointerTo[uint64](true)
+	case reflect.TypeFor[*float64]():
+		return pointerTo[float64](true)
+	case reflect.TypeFor[*time.Time]():
+		return pointerTo[time.Time](false)
+	case reflect.TypeFor[*uuid.UUID]():
+		return pointerTo[uuid.UUID](false)
+	}
+	return nil
+}
+
+func valueOf[T any](clear bool) func() holder {
+	return func() holder { return &value[T]{clear: clear} }
+}
+
+func pointerTo[T any](clear bool) func() holder {
+	return func() holder { return &pointer[T]{value[T]{clear: clear}} }
+}
