@@ -8,6 +8,7 @@ import (
 	"slices"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgtype"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 	"gorm.io/gorm"
@@ -211,6 +212,19 @@ func (b *Repository[T, K]) checkKey(op string, id K) error {
 	return nil
 }
 
+// byKey is the condition "primary key = id". A uuid.UUID key goes to the
+// driver as a pgtype.UUID, which pgx encodes as it is: as the
+// driver.Valuer it also is, a uuid.UUID is turned into text, then fails
+// to encode as a uuid and is parsed back (about 15 allocations and 2 µs
+// per statement).
+func (b *Repository[T, K]) byKey(id K) clause.Eq {
+	var v any = id
+	if u, ok := v.(uuid.UUID); ok {
+		v = pgtype.UUID{Bytes: u, Valid: true}
+	}
+	return clause.Eq{Column: b.pk, Value: v}
+}
+
 // idOf returns v's primary key, and whether it is set (not K's zero).
 func (b *Repository[T, K]) idOf(ctx context.Context, v *T) (K, bool) {
 	val, zero := b.schema.PrioritizedPrimaryField.ValueOf(ctx, reflect.ValueOf(v).Elem())
@@ -304,7 +318,7 @@ func (b *Repository[T, K]) Get(ctx context.Context, id K, opts ...QueryOption) (
 	ctx, span := b.start(ctx, b.names.get)
 	err = b.db.read(ctx, span, func(ctx context.Context) error {
 		v = *new(T)
-		return b.rowsOf(ctx, q).Where(clause.Eq{Column: b.pk, Value: id}).Take(&v).Error
+		return b.rowsOf(ctx, q).Where(b.byKey(id)).Take(&v).Error
 	})
 	return v, b.finish(ctx, span, "Get", err)
 }
@@ -496,7 +510,7 @@ func (b *Repository[T, K]) Update(ctx context.Context, v *T) error {
 		if ver != nil {
 			ver.Version--
 			var ones []int
-			exists := b.conn(ctx).Model(new(T)).Select("1").Where(clause.Eq{Column: b.pk, Value: id}).Limit(1).Find(&ones)
+			exists := b.conn(ctx).Model(new(T)).Select("1").Where(b.byKey(id)).Limit(1).Find(&ones)
 			if exists.Error != nil {
 				err = exists.Error
 			} else if len(ones) > 0 {
@@ -537,7 +551,7 @@ func (b *Repository[T, K]) Patch(ctx context.Context, id K, fields map[string]an
 	// Built by GORM (updated_at is in set: GORM adds it to no map update
 	// when hooks are skipped), run with RETURNING * into out.
 	stmt := b.conn(ctx).Session(&gorm.Session{DryRun: true, SkipHooks: true}).Model(new(T)).
-		Clauses(clause.Returning{}).Where(clause.Eq{Column: b.pk, Value: id}).Updates(set).Statement
+		Clauses(clause.Returning{}).Where(b.byKey(id)).Updates(set).Statement
 	if stmt.Error != nil {
 		return out, b.finish(ctx, span, "Patch", stmt.Error)
 	}
@@ -639,7 +653,7 @@ func (b *Repository[T, K]) delete(ctx context.Context, op, spanName string, id K
 	if hard {
 		tx = tx.Unscoped()
 	}
-	res := tx.Where(clause.Eq{Column: b.pk, Value: id}).Delete(new(T))
+	res := tx.Where(b.byKey(id)).Delete(new(T))
 	err := res.Error
 	if err == nil && res.RowsAffected == 0 {
 		err = ErrNotFound
@@ -665,7 +679,7 @@ func (b *Repository[T, K]) Restore(ctx context.Context, id K) error {
 	ctx, span := b.start(ctx, b.names.restore)
 	col := clause.Column{Table: clause.CurrentTable, Name: f.DBName}
 	res := b.conn(ctx).Unscoped().Model(new(T)).
-		Where(clause.Eq{Column: b.pk, Value: id}).Where(clause.Expr{SQL: "? IS NOT NULL", Vars: []any{col}}).
+		Where(b.byKey(id)).Where(clause.Expr{SQL: "? IS NOT NULL", Vars: []any{col}}).
 		Update(f.DBName, nil)
 	err := res.Error
 	if err == nil && res.RowsAffected == 0 {

@@ -28,8 +28,10 @@ package rowscan
 
 import (
 	"database/sql"
+	"errors"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -326,13 +328,16 @@ func holderFor(t reflect.Type) func() holder {
 	case reflect.TypeFor[bool]():
 		return valueOf[bool](false)
 	case reflect.TypeFor[int]():
-		return valueOf[int](false)
+		if strconv.IntSize != 64 {
+			return valueOf[int](false)
+		}
+		return integer[int]
 	case reflect.TypeFor[int8]():
-		return valueOf[int8](false)
+		return integer[int8]
 	case reflect.TypeFor[int16]():
-		return valueOf[int16](false)
+		return integer[int16]
 	case reflect.TypeFor[int32]():
-		return valueOf[int32](false)
+		return integer[int32]
 	case reflect.TypeFor[int64]():
 		return valueOf[int64](false)
 	case reflect.TypeFor[uint]():
@@ -392,6 +397,38 @@ func holderFor(t reflect.Type) func() holder {
 	}
 	return nil
 }
+
+// signed holds a field of a signed integer type T narrower than, or as
+// wide as, int64. database/sql converts an int64 into any other integer
+// type through its decimal text (strconv), which costs an allocation for
+// most values; the holder takes the int64 as it is and narrows it. Where
+// narrowing would not give what database/sql's conversion to T gives (a
+// value out of T's range, which it refuses), Scan fails, and the row is
+// scanned GORM's way, with GORM's error. For the values that fit, both
+// parse the same text or take the same int64.
+type signed[T int | int8 | int16 | int32] struct{ value[int64] }
+
+func (h *signed[T]) Scan(src any) error {
+	if err := h.value.Scan(src); err != nil {
+		return err
+	}
+	if h.n.Valid && int64(T(h.n.V)) != h.n.V {
+		return errOutOfRange
+	}
+	return nil
+}
+
+func (h *signed[T]) set(p unsafe.Pointer) {
+	if h.n.Valid {
+		*(*T)(p) = T(h.n.V)
+	}
+}
+
+func integer[T int | int8 | int16 | int32]() holder { return &signed[T]{} }
+
+// errOutOfRange makes a row go GORM's way, which reports database/sql's
+// own error for the value.
+var errOutOfRange = errors.New("rowscan: out of range")
 
 func valueOf[T any](clear bool) func() holder {
 	return func() holder { return &value[T]{clear: clear} }
