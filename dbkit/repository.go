@@ -320,7 +320,10 @@ func (b *Repository[T, K]) Get(ctx context.Context, id K, opts ...QueryOption) (
 		v = *new(T)
 		return b.rowsOf(ctx, q).Where(b.byKey(id)).Take(&v).Error
 	})
-	return v, b.finish(ctx, span, "Get", err)
+	if err = b.finish(ctx, span, "Get", err); err != nil {
+		return *new(T), err // not a row half read
+	}
+	return v, nil
 }
 
 // compileFor compiles opts for operation op and checks what depends on

@@ -28,10 +28,16 @@ func queryRows(tx *gorm.DB) {
 		return
 	}
 	defer func() { _ = tx.AddError(rows.Close()) }()
-	if s, ok := st.Settings.Load(rowscan.Setting); !ok || !s.(rowscan.Scanner).Scan(tx, rows) {
+	if s, _ := st.Settings.Load(rowscan.Setting); !scanned(s, tx, rows) {
 		gorm.Scan(rows, tx, 0)
 	}
 	if st.Result != nil {
 		st.Result.RowsAffected = tx.RowsAffected
 	}
+}
+
+// scanned scans rows with s when it is a plan that covers them.
+func scanned(s any, tx *gorm.DB, rows gorm.Rows) bool {
+	plan, ok := s.(rowscan.Scanner)
+	return ok && plan.Scan(tx, rows)
 }

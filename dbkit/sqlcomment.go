@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 	"go.opentelemetry.io/otel/trace"
 	"gorm.io/gorm"
 )
@@ -160,7 +161,8 @@ func uncachedMode(args []any) pgx.QueryExecMode {
 // plainText reports an argument pgx sends in the exec mode as the text the
 // server would have read had pgx known the parameter's type: NULL, strings
 // (sent as text in every mode), integers, booleans, UUIDs (their Value is
-// their text) and the nullable forms of these. Times are not: the exec mode
+// their text; a pgtype.UUID, as the repository passes its keys, is sent as
+// the same text) and the nullable forms of these. Times are not: the exec mode
 // sends a time as UTC, which a date, timestamp or time column reads in UTC
 // (2026-05-01 00:30+02 becomes 2026-04-30), where the cached modes send it
 // as written in its own zone. Floats are not: a float32's shortest decimal
@@ -169,8 +171,8 @@ func uncachedMode(args []any) pgx.QueryExecMode {
 // as text but Infinity in binary.
 func plainText(a any) bool {
 	switch a.(type) {
-	case nil, string, bool, int, int8, int16, int32, int64, uint, uint8, uint16, uint32, uint64, uuid.UUID,
-		*string, *bool, *int, *int8, *int16, *int32, *int64, *uint, *uint8, *uint16, *uint32, *uint64, *uuid.UUID,
+	case nil, string, bool, int, int8, int16, int32, int64, uint, uint8, uint16, uint32, uint64, uuid.UUID, pgtype.UUID,
+		*string, *bool, *int, *int8, *int16, *int32, *int64, *uint, *uint8, *uint16, *uint32, *uint64, *uuid.UUID, *pgtype.UUID,
 		sql.NullString, sql.NullBool, sql.NullInt16, sql.NullInt32, sql.NullInt64:
 		return true
 	}

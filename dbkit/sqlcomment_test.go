@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 )
@@ -138,7 +139,8 @@ func TestTraceCommentsStatement(t *testing.T) {
 	id := uuid.New()
 	name := "ada"
 	when := time.Date(2026, 5, 1, 0, 30, 0, 0, time.FixedZone("CEST", 2*3600)) // UTC in the exec mode: another day
-	plain := []any{id, 2, int64(3), "x", &name, (*string)(nil), nil, true, uint8(1)}
+	key := pgtype.UUID{Bytes: id, Valid: true}                                 // as the repository passes its keys
+	plain := []any{id, key, &key, 2, int64(3), "x", &name, (*string)(nil), nil, true, uint8(1)}
 	for _, tc := range []struct {
 		name      string
 		c         traceComments

@@ -37,7 +37,10 @@ func (b *Repository[T, K]) FindOne(ctx context.Context, opts ...QueryOption) (T,
 		v = *new(T)
 		return b.rowsOf(ctx, q).Take(&v).Error
 	})
-	return v, b.finish(ctx, span, "FindOne", err)
+	if err = b.finish(ctx, span, "FindOne", err); err != nil {
+		return *new(T), err // not a row half read
+	}
+	return v, nil
 }
 
 // UpdateWhere sets the columns of set (Go field or column names of the

@@ -325,6 +325,17 @@ func TestScanPlanBadRowsLikeGORM(t *testing.T) {
 	if wantErr == nil || gotErr == nil || gotErr.Error() != wantErr.Error() {
 		t.Fatalf("Take: errors differ:\nplan: %v\nGORM: %v", gotErr, wantErr)
 	}
+
+	// The repository returns no half-read row with the error: what the
+	// columns after the bad one hold is whatever GORM's pooled holders last
+	// held, perhaps another query's.
+	bad := dbkit.NewRepository[BadKind, int64](db)
+	if row, err := bad.Get(ctx, 21); err == nil || row != (BadKind{}) {
+		t.Errorf("Get of a bad row = %+v, %v; want the zero BadKind and an error", row, err)
+	}
+	if row, err := bad.FindOne(ctx, dbkit.Eq("N", 51)); err == nil || row != (BadKind{}) {
+		t.Errorf("FindOne of a bad row = %+v, %v; want the zero BadKind and an error", row, err)
+	}
 }
 
 // TestRepositoryReadsUseThePlan: the repository's reads go through the

@@ -112,7 +112,6 @@ func offsetOf(typ reflect.Type, f *schema.Field) (uintptr, bool) {
 type columnPlan struct {
 	columns []string
 	cols    []*fieldPlan // by column; nil: a column no field reads
-	fast    bool         // any column with a holder
 	sets    sync.Pool    // of *holderSet
 }
 
@@ -146,7 +145,9 @@ func (p *Plan[T]) columnsFor(columns []string) *columnPlan {
 		if cp.cols[i] == nil {
 			return nil // a field New did not plan: GORM's
 		}
-		cp.fast = cp.fast || cp.cols[i].newHolder != nil
+	}
+	if len(columns) == 1 && cp.cols[0] == nil {
+		return nil // GORM scans a lone column no field reads into the struct itself
 	}
 	cp.sets.New = func() any {
 		hs := &holderSet{holders: make([]holder, len(cp.cols)), values: make([]any, len(cp.cols))}
