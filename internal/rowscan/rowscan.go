@@ -31,7 +31,6 @@ import (
 	"errors"
 	"reflect"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -112,6 +111,7 @@ func offsetOf(typ reflect.Type, f *schema.Field) (uintptr, bool) {
 type columnPlan struct {
 	columns []string
 	cols    []*fieldPlan // by column; nil: a column no field reads
+	toGORM  bool         // the plan does not cover the list: gorm.Scan reads it
 	sets    sync.Pool    // of *holderSet
 }
 
@@ -128,27 +128,7 @@ func (p *Plan[T]) columnsFor(columns []string) *columnPlan {
 		return cp
 	}
 	cp := &columnPlan{columns: slices.Clone(columns), cols: make([]*fieldPlan, len(columns))}
-	seen := make(map[*schema.Field]bool, len(columns))
-	for i, name := range columns {
-		f := p.schema.LookUpField(name)
-		if f == nil || !f.Readable {
-			if strings.Contains(name, "__") {
-				return nil // perhaps a joined relation's column: GORM's
-			}
-			continue // GORM reads it into an interface and drops it
-		}
-		if seen[f] {
-			return nil // GORM pairs repeated names with fields its own way
-		}
-		seen[f] = true
-		cp.cols[i] = p.fields[f]
-		if cp.cols[i] == nil {
-			return nil // a field New did not plan: GORM's
-		}
-	}
-	if len(columns) == 1 && cp.cols[0] == nil {
-		return nil // GORM scans a lone column no field reads into the struct itself
-	}
+	cp.toGORM = !p.mapColumns(cp)
 	cp.sets.New = func() any {
 		hs := &holderSet{holders: make([]holder, len(cp.cols)), values: make([]any, len(cp.cols))}
 		for i, c := range cp.cols {
@@ -162,8 +142,32 @@ func (p *Plan[T]) columnsFor(columns []string) *columnPlan {
 		}
 		return hs
 	}
-	p.last.Store(cp)
+	p.last.Store(cp) // a list left to GORM too: it is not looked at again
 	return cp
+}
+
+// mapColumns fills cp.cols, the field each column is read into, and
+// reports whether the plan covers the list.
+func (p *Plan[T]) mapColumns(cp *columnPlan) bool {
+	seen := make(map[*schema.Field]bool, len(cp.columns))
+	for i, name := range cp.columns {
+		f := p.schema.LookUpField(name)
+		if f == nil || !f.Readable {
+			if strings.Contains(name, "__") {
+				return false // perhaps a joined relation's column: GORM's
+			}
+			continue // GORM reads it into an interface and drops it
+		}
+		if seen[f] {
+			return false // GORM pairs repeated names with fields its own way
+		}
+		seen[f] = true
+		if cp.cols[i] = p.fields[f]; cp.cols[i] == nil {
+			return false // a field New did not plan: GORM's
+		}
+	}
+	// GORM scans a lone column no field reads into the struct itself.
+	return len(cp.columns) != 1 || cp.cols[0] != nil
 }
 
 // Scan scans rows into tx.Statement.Dest, a *T or a *[]T, as gorm.Scan
@@ -185,7 +189,7 @@ func (p *Plan[T]) Scan(tx *gorm.DB, rows gorm.Rows) bool {
 		return false
 	}
 	cp := p.columnsFor(columns)
-	if cp == nil {
+	if cp.toGORM {
 		return false
 	}
 	hs := cp.sets.Get().(*holderSet)
@@ -322,81 +326,44 @@ func (h *pointer[T]) set(p unsafe.Pointer) {
 // types' and time.Time's setters leave the field alone on NULL, and so do
 // the sql.Scanner types', directly or through a pointer; []byte and
 // pointers to basic types go through GORM's fallback setter, which clears.
-func holderFor(t reflect.Type) func() holder {
-	switch t {
-	case reflect.TypeFor[string]():
-		return valueOf[string](false)
-	case reflect.TypeFor[bool]():
-		return valueOf[bool](false)
-	case reflect.TypeFor[int]():
-		if strconv.IntSize != 64 {
-			return valueOf[int](false)
-		}
-		return integer[int]
-	case reflect.TypeFor[int8]():
-		return integer[int8]
-	case reflect.TypeFor[int16]():
-		return integer[int16]
-	case reflect.TypeFor[int32]():
-		return integer[int32]
-	case reflect.TypeFor[int64]():
-		return valueOf[int64](false)
-	case reflect.TypeFor[uint]():
-		return valueOf[uint](false)
-	case reflect.TypeFor[uint8]():
-		return valueOf[uint8](false)
-	case reflect.TypeFor[uint16]():
-		return valueOf[uint16](false)
-	case reflect.TypeFor[uint32]():
-		return valueOf[uint32](false)
-	case reflect.TypeFor[uint64]():
-		return valueOf[uint64](false)
-	case reflect.TypeFor[float32]():
-		return valueOf[float32](false)
-	case reflect.TypeFor[float64]():
-		return valueOf[float64](false)
-	case reflect.TypeFor[time.Time]():
-		return valueOf[time.Time](false)
-	case reflect.TypeFor[[]byte]():
-		return valueOf[[]byte](true)
-	case reflect.TypeFor[uuid.UUID]():
-		return valueOf[uuid.UUID](false)
-	case reflect.TypeFor[gorm.DeletedAt]():
-		return valueOf[gorm.DeletedAt](false)
-	case reflect.TypeFor[sql.NullString]():
-		return valueOf[sql.NullString](false)
-	case reflect.TypeFor[sql.NullInt64]():
-		return valueOf[sql.NullInt64](false)
-	case reflect.TypeFor[sql.NullInt32]():
-		return valueOf[sql.NullInt32](false)
-	case reflect.TypeFor[sql.NullFloat64]():
-		return valueOf[sql.NullFloat64](false)
-	case reflect.TypeFor[sql.NullBool]():
-		return valueOf[sql.NullBool](false)
-	case reflect.TypeFor[sql.NullTime]():
-		return valueOf[sql.NullTime](false)
-	case reflect.TypeFor[*string]():
-		return pointerTo[string](true)
-	case reflect.TypeFor[*bool]():
-		return pointerTo[bool](true)
-	case reflect.TypeFor[*int]():
-		return pointerTo[int](true)
-	case reflect.TypeFor[*int32]():
-		return pointerTo[int32](true)
-	case reflect.TypeFor[*int64]():
-		return pointerTo[int64](true)
-	case reflect.TypeFor[*uint]():
-		return pointerTo[uint](true)
-	case reflect.TypeFor[*uint64]():
-		return pointerTo[uint64](true)
-	case reflect.TypeFor[*float64]():
-		return pointerTo[float64](true)
-	case reflect.TypeFor[*time.Time]():
-		return pointerTo[time.Time](false)
-	case reflect.TypeFor[*uuid.UUID]():
-		return pointerTo[uuid.UUID](false)
-	}
-	return nil
+func holderFor(t reflect.Type) func() holder { return holders[t] }
+
+// holders are the makers of holderFor by field type: a read-only table.
+var holders = map[reflect.Type]func() holder{
+	reflect.TypeFor[string]():          valueOf[string](false),
+	reflect.TypeFor[bool]():            valueOf[bool](false),
+	reflect.TypeFor[int]():             integer[int],
+	reflect.TypeFor[int8]():            integer[int8],
+	reflect.TypeFor[int16]():           integer[int16],
+	reflect.TypeFor[int32]():           integer[int32],
+	reflect.TypeFor[int64]():           valueOf[int64](false),
+	reflect.TypeFor[uint]():            valueOf[uint](false),
+	reflect.TypeFor[uint8]():           valueOf[uint8](false),
+	reflect.TypeFor[uint16]():          valueOf[uint16](false),
+	reflect.TypeFor[uint32]():          valueOf[uint32](false),
+	reflect.TypeFor[uint64]():          valueOf[uint64](false),
+	reflect.TypeFor[float32]():         valueOf[float32](false),
+	reflect.TypeFor[float64]():         valueOf[float64](false),
+	reflect.TypeFor[time.Time]():       valueOf[time.Time](false),
+	reflect.TypeFor[[]byte]():          valueOf[[]byte](true),
+	reflect.TypeFor[uuid.UUID]():       valueOf[uuid.UUID](false),
+	reflect.TypeFor[gorm.DeletedAt]():  valueOf[gorm.DeletedAt](false),
+	reflect.TypeFor[sql.NullString]():  valueOf[sql.NullString](false),
+	reflect.TypeFor[sql.NullInt64]():   valueOf[sql.NullInt64](false),
+	reflect.TypeFor[sql.NullInt32]():   valueOf[sql.NullInt32](false),
+	reflect.TypeFor[sql.NullFloat64](): valueOf[sql.NullFloat64](false),
+	reflect.TypeFor[sql.NullBool]():    valueOf[sql.NullBool](false),
+	reflect.TypeFor[sql.NullTime]():    valueOf[sql.NullTime](false),
+	reflect.TypeFor[*string]():         pointerTo[string](true),
+	reflect.TypeFor[*bool]():           pointerTo[bool](true),
+	reflect.TypeFor[*int]():            pointerTo[int](true),
+	reflect.TypeFor[*int32]():          pointerTo[int32](true),
+	reflect.TypeFor[*int64]():          pointerTo[int64](true),
+	reflect.TypeFor[*uint]():           pointerTo[uint](true),
+	reflect.TypeFor[*uint64]():         pointerTo[uint64](true),
+	reflect.TypeFor[*float64]():        pointerTo[float64](true),
+	reflect.TypeFor[*time.Time]():      pointerTo[time.Time](false),
+	reflect.TypeFor[*uuid.UUID]():      pointerTo[uuid.UUID](false),
 }
 
 // signed holds a field of a signed integer type T narrower than, or as
