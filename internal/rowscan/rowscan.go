@@ -15,11 +15,13 @@
 //     inside an embedded pointer) is scanned by GORM's own machinery: the
 //     field's value pool and its Set, as gorm.Scan does.
 //   - A row the plan fails to scan (a value that does not convert) is
-//     scanned again GORM's way, so its error and values are GORM's.
+//     scanned again GORM's way, so its error is GORM's, and so are its
+//     values up to the bad one (after it, GORM leaves whatever its pooled
+//     holders held: dbkit's Get and FindOne return no such row).
 //   - A result the plan does not cover at all (a column list with a
-//     repeated name or a joined relation's column, GORM Joins, a column
-//     mapping, a destination other than *T or *[]T) is left to gorm.Scan
-//     before any row is read.
+//     repeated name or a joined relation's column, a lone column no field
+//     reads, GORM Joins, a column mapping, a destination other than *T or
+//     *[]T) is left to gorm.Scan before any row is read.
 //
 // The destination must be fresh (the zero T, or a slice the scan fills from
 // empty): that is how dbkit's repository calls it, and where GORM's setters
