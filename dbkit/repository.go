@@ -302,7 +302,8 @@ func (b *Repository[T, K]) Create(ctx context.Context, v *T) error {
 
 // Get returns the row whose primary key is id, or an error matching
 // [ErrNotFound]. opts may add [Filter]s, [WithDeleted], a row lock
-// ([ForUpdate], which needs a transaction), [Preload] or [Select].
+// ([ForUpdate], which needs a transaction), [Preload] or [Select]. With an
+// error it returns the zero T.
 func (b *Repository[T, K]) Get(ctx context.Context, id K, opts ...QueryOption) (T, error) {
 	var v T
 	if b.err != nil {

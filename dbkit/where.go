@@ -12,8 +12,8 @@ import (
 
 // FindOne returns the first row matching every [Filter] among opts, in the
 // order they give ([SortBy], [OrderBy]; by primary key when they give
-// none), or an error matching [ErrNotFound] when no row matches. opts take
-// what [Repository.Find]'s do, but a Limit.
+// none), or an error matching [ErrNotFound] when no row matches (with an
+// error, the zero T). opts take what [Repository.Find]'s do, but a Limit.
 //
 //	u, err := users.FindOne(ctx, dbkit.Eq("email", email))
 func (b *Repository[T, K]) FindOne(ctx context.Context, opts ...QueryOption) (T, error) {
