@@ -1,6 +1,7 @@
 package dbkit
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -437,9 +438,9 @@ func (c Config) DSN() string {
 		kv("application_name", d.ApplicationName)
 	}
 	kv("connect_timeout", strconv.Itoa(dialTimeoutSeconds(d.ConnectTimeout)))
-	if d.TargetSessionAttrs != "" && d.TargetSessionAttrs != "any" {
-		kv("target_session_attrs", d.TargetSessionAttrs)
-	}
+	// Always written: left out, pgx would take PGTARGETSESSIONATTRS from
+	// the environment, and a replica's pool (at) could refuse its standby.
+	kv("target_session_attrs", cmp.Or(d.TargetSessionAttrs, "any"))
 	if d.QueryExecMode != DefaultQueryExecMode {
 		kv("default_query_exec_mode", d.QueryExecMode)
 	}

@@ -893,3 +893,25 @@ func TestConfigStringRoundTripsServers(t *testing.T) {
 		}
 	}
 }
+
+// PGTARGETSESSIONATTRS in the environment does not reach a DSN: pgx would
+// take it for a setting the DSN leaves out, and a replica's pool (whose
+// Config says nothing of session attributes) would refuse its standby.
+func TestConfigDSNTargetSessionAttrsNotFromEnvironment(t *testing.T) {
+	clearPGEnv(t)
+	t.Setenv("PGTARGETSESSIONATTRS", "read-write")
+	primary := withCfg(func(c *Config) { c.TargetSessionAttrs = "any" })
+	for name, c := range map[string]Config{
+		"TargetSessionAttrs any": primary,
+		"unset":                  withCfg(func(c *Config) {}),
+		"a replica's pool":       withCfg(func(c *Config) { c.TargetSessionAttrs = "read-write" }).at("replica", 5433),
+	} {
+		cc, err := pgx.ParseConfig(c.DSN())
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if cc.ValidateConnect != nil {
+			t.Errorf("%s: pgx validates the session's attributes (from PGTARGETSESSIONATTRS)", name)
+		}
+	}
+}
