@@ -591,7 +591,7 @@ func (c Config) LogValue() slog.Value {
 		attrs = append(attrs, slog.Any("replicas", addrs))
 	}
 	if d.DirectHost != "" {
-		attrs = append(attrs, slog.String("direct", d.directConfig().Addr()))
+		attrs = append(attrs, slog.String("direct", Endpoint{Host: d.DirectHost, Port: d.DirectPort}.Addr()))
 	}
 	for _, a := range []struct {
 		key string

@@ -35,13 +35,17 @@ func (db *DB) migrateAt(ctx context.Context, o options) error {
 
 // openDirect opens a small DB to the server at DirectHost:DirectPort with
 // the main DB's options: its logger, tracer and meter providers (its pool
-// named apart), plugins.
+// named apart), but not its GORM plugins. A plugin is initialized once,
+// on the DB it serves: one that keeps the *gorm.DB or registers metrics
+// (gorm.io/plugin/prometheus) would be left pointing at this short-lived
+// DB, closed once the migrations have run.
 func (db *DB) openDirect(ctx context.Context, o options) (*DB, error) {
 	cfg := db.cfg.directConfig()
 	cfg.MaxOpenConns, cfg.MaxIdleConns = directConns, directConns
 	if o.poolName != "" {
 		o.poolName += " (direct)"
 	}
+	o.gormPlugins = nil
 	direct := newDB(cfg, o)
 	if err := direct.open(ctx, o); err != nil {
 		direct.closeOpened()

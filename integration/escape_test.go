@@ -256,12 +256,14 @@ func TestRowErrorsAreTranslated(t *testing.T) {
 	}
 }
 
-// countingPlugin counts the queries GORM runs, from a callback of its own.
-type countingPlugin struct{ queries atomic.Int64 }
+// countingPlugin counts the queries GORM runs, from a callback of its own,
+// and its initializations.
+type countingPlugin struct{ queries, inits atomic.Int64 }
 
 func (*countingPlugin) Name() string { return "counting" }
 
 func (p *countingPlugin) Initialize(db *gorm.DB) error {
+	p.inits.Add(1)
 	return db.Callback().Query().After("gorm:query").Register("counting:query", func(*gorm.DB) { p.queries.Add(1) })
 }
 

@@ -70,7 +70,11 @@ func TestConnectThroughPgBouncerMigratesDirect(t *testing.T) {
 	cfg := pgb.Config(name)
 	spans := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
-	db := openDB(t, cfg, dbkit.WithMigrations(pooledMigrations()...), dbkit.WithTracerProvider(tp))
+	plugin := &countingPlugin{}
+	db := openDB(t, cfg, dbkit.WithMigrations(pooledMigrations()...), dbkit.WithTracerProvider(tp), dbkit.WithGormPlugins(plugin))
+	if n := plugin.inits.Load(); n != 1 {
+		t.Errorf("the GORM plugin was initialized %d times, want once: on the DB it serves, not on the direct one", n)
+	}
 	if got := db.Config().Addr(); got != pgb.Addr() {
 		t.Errorf("the DB's address = %s, want PgBouncer's %s", got, pgb.Addr())
 	}
