@@ -71,15 +71,15 @@ type DB struct {
 	defaultCursorKey bool         // no key was given: cursors can be forged
 	warnCursorKey    sync.Once    // says so once, at the first cursor
 	tracer           trace.Tracer // dbkit's: every span
-	attrs            []attribute.KeyValue
 	// router sends repository reads to read replicas; nil without them.
 	router *router
 	// failover drops the primary pool's connections to a server that
 	// went away (failover.go).
 	failover *failover
-	// primaryAttrs are the server attributes of statements on the
-	// primary: attrs', until a connection reaches another server of
-	// Host and Fallbacks.
+	// primaryAttrs are the server attributes of the spans of work on the
+	// primary (statements, transactions, migrations, health checks):
+	// Host's, until a connection reaches another server of Host and
+	// Fallbacks. Read them with serverAttrs.
 	primaryAttrs atomic.Pointer[[]attribute.KeyValue]
 
 	closed    atomic.Bool // Close has begun: no new work
@@ -119,7 +119,7 @@ func Connect(ctx context.Context, cfg Config, opts ...Option) (*DB, error) {
 		return nil, fmt.Errorf("%w: WithCursorKey: the key must have at least %d bytes, got %d", ErrInvalid, minCursorKey, len(o.cursorKey))
 	}
 	db := newDB(cfg.WithDefaults(), o)
-	ctx, span := db.tracer.Start(ctx, tracing.SpanConnect, trace.WithAttributes(db.attrs...))
+	ctx, span := db.tracer.Start(ctx, tracing.SpanConnect, trace.WithAttributes(db.serverAttrs()...))
 	err := db.open(ctx, o)
 	if err == nil {
 		err = db.health(ctx)
@@ -181,8 +181,8 @@ func newDB(cfg Config, o options) *DB {
 		db.defaultCursorKey = true
 	}
 	db.tracer = tracing.Tracer(db.tp)
-	db.attrs = nodeAttrs(cfg.Database, cfg.Host, cfg.Port)
-	db.primaryAttrs.Store(&db.attrs)
+	attrs := nodeAttrs(cfg.Database, cfg.Host, cfg.Port)
+	db.primaryAttrs.Store(&attrs)
 	db.failover = newFailover(db)
 	db.conns.gen = &db.failover.gen
 	return db
@@ -485,7 +485,7 @@ func retryableConnectError(err error) bool {
 }
 
 func (db *DB) migrate(ctx context.Context, o options) error {
-	ctx, span := db.tracer.Start(ctx, tracing.SpanMigrate, trace.WithAttributes(db.attrs...))
+	ctx, span := db.tracer.Start(ctx, tracing.SpanMigrate, trace.WithAttributes(db.serverAttrs()...))
 	mopts := []migrate.Option{migrate.WithLogger(db.logger)}
 	if db.traced {
 		mopts = append(mopts, migrate.WithTracerProvider(db.tp))
@@ -509,7 +509,7 @@ func (db *DB) migrate(ctx context.Context, o options) error {
 // more for it). It is cheap enough for a readiness probe. After Close it
 // returns an error matching [ErrClosed].
 func (db *DB) Health(ctx context.Context) error {
-	ctx, span := db.tracer.Start(ctx, tracing.SpanHealth, trace.WithAttributes(db.attrs...))
+	ctx, span := db.tracer.Start(ctx, tracing.SpanHealth, trace.WithAttributes(db.serverAttrs()...))
 	err := db.health(ctx)
 	tracing.End(span, err, nil)
 	return err
@@ -552,7 +552,7 @@ func (db *DB) Close(ctx context.Context) error {
 	if !first {
 		return nil
 	}
-	_, span := db.tracer.Start(ctx, tracing.SpanClose, trace.WithAttributes(db.attrs...))
+	_, span := db.tracer.Start(ctx, tracing.SpanClose, trace.WithAttributes(db.serverAttrs()...))
 	err := db.drain(ctx)
 	db.ended.Store(true)
 	db.closeReplicas()

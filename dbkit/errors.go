@@ -212,12 +212,12 @@ func (db *DB) translate(ctx context.Context, err error) error {
 // marked ErrUnavailable when the server was out of reach. An EOF of the
 // caller's own (a request body, another service) is no sign of that.
 func (db *DB) fromDriver(ctx context.Context, err error) error {
-	if db.failover.demoted(err) {
-		// A write refused by a server that is no longer the primary: the
-		// pool has left it, and the same write finds the new one.
-		return fmt.Errorf("%w: %w", ErrUnavailable, db.translate(ctx, err))
-	}
-	return markUnavailable(ctx, db.translate(ctx, err))
+	// A write refused by a server that is no longer the primary is
+	// unavailable too: the pool has left it, and the same write finds the
+	// new one.
+	demoted := db.failover.demoted(err)
+	err = db.translate(ctx, err)
+	return markUnavailableIf(ctx, err, demoted || unavailable(err))
 }
 
 // closedError makes err match ErrClosed when Close caused it: a statement
@@ -393,8 +393,15 @@ func connectCause(err error) string {
 // transient; and a COMMIT that got no answer is ErrCommitUnknown, whose
 // outcome a retry could double.
 func markUnavailable(ctx context.Context, err error) error {
-	if err == nil || errors.Is(err, ErrUnavailable) || errors.Is(err, ErrClosed) || errors.Is(err, ErrCommitUnknown) ||
-		(ctx != nil && ctx.Err() != nil) || !unavailable(err) {
+	return markUnavailableIf(ctx, err, unavailable(err))
+}
+
+// markUnavailableIf marks err ErrUnavailable when out says the server was
+// out of reach, unless Close or the caller's ctx ended the work, or its
+// outcome is unknown.
+func markUnavailableIf(ctx context.Context, err error, out bool) error {
+	if !out || err == nil || errors.Is(err, ErrUnavailable) || errors.Is(err, ErrClosed) || errors.Is(err, ErrCommitUnknown) ||
+		(ctx != nil && ctx.Err() != nil) {
 		return err
 	}
 	return fmt.Errorf("%w: %w", ErrUnavailable, err)

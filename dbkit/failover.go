@@ -5,6 +5,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"go.opentelemetry.io/otel/attribute"
 	"log/slog"
 	"net"
 	"slices"
@@ -161,7 +162,7 @@ func (db *DB) setPrimaryServer(server string) {
 	if err != nil || perr != nil {
 		return
 	}
-	cur := *db.primaryAttrs.Load()
+	cur := db.serverAttrs()
 	attrs := nodeAttrs(db.cfg.Database, host, n)
 	if slices.Equal(cur, attrs) {
 		return
@@ -317,3 +318,8 @@ func (f *failover) loss(why string) {
 		f.end(why)
 	}
 }
+
+// serverAttrs are the server attributes of spans of work on the primary:
+// the server the pool reaches now (db.primaryAttrs). Shared: append to a
+// clipped copy.
+func (db *DB) serverAttrs() []attribute.KeyValue { return *db.primaryAttrs.Load() }

@@ -241,7 +241,7 @@ func (db *DB) startTxSpan(ctx context.Context, o txOptions) (context.Context, tr
 	if !db.traced {
 		return ctx, noSpan
 	}
-	attrs := db.attrs
+	attrs := db.serverAttrs()
 	if o.isolation != sql.LevelDefault {
 		attrs = append(slices.Clip(attrs), tracing.TxIsolation.String(o.isolation.String()))
 	}

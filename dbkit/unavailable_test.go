@@ -70,3 +70,34 @@ func TestUnavailableClassification(t *testing.T) {
 		t.Error("retryableTx(COMMIT without answer) = true, want false")
 	}
 }
+
+// A write refused by a demoted primary (25006) is ErrUnavailable, but not
+// once Close or the caller's ctx has ended the work: the same exclusions
+// as every other unavailable error.
+func TestDemotedRefusalExclusions(t *testing.T) {
+	refusal := func(db *DB) error {
+		pgErr := &pgconn.PgError{Severity: "ERROR", Code: "25006"}
+		db.failover.demotions.Store(pgErr, struct{}{})
+		return pgErr
+	}
+	newDB := func() *DB {
+		db := &DB{}
+		db.failover = &failover{db: db}
+		return db
+	}
+	live := context.Background()
+	db := newDB()
+	if err := db.fromDriver(live, refusal(db)); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("a demoted primary's refusal = %v, want ErrUnavailable", err)
+	}
+	db.ended.Store(true)
+	if err := db.fromDriver(live, refusal(db)); !errors.Is(err, ErrClosed) || errors.Is(err, ErrUnavailable) {
+		t.Errorf("after Close: %v, want ErrClosed and not ErrUnavailable", err)
+	}
+	ended, cancel := context.WithCancel(live)
+	cancel()
+	db = newDB()
+	if err := db.fromDriver(ended, refusal(db)); errors.Is(err, ErrUnavailable) {
+		t.Errorf("with the caller's ctx ended: %v, want no ErrUnavailable", err)
+	}
+}

@@ -145,6 +145,26 @@ func TestDemotedPrimaryIsLeft(t *testing.T) {
 	if port := spanAttr(last.Attributes(), tracing.ServerPort); last.Name() != "INSERT users" || port != strconv.Itoa(second.Config().Port) {
 		t.Errorf("the last span: %s on port %s, want INSERT users on the second server's %d", last.Name(), port, second.Config().Port)
 	}
+	// So do a transaction's span and a health check's.
+	if err := db.InTx(ctx, func(ctx context.Context) error { return users.Create(ctx, &User{Email: "tx@example.com"}) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Health(ctx); err != nil {
+		t.Fatal(err)
+	}
+	seen := 0
+	for _, s := range spans.Ended()[len(ended):] {
+		if s.Name() != tracing.SpanTx && s.Name() != tracing.SpanHealth {
+			continue
+		}
+		seen++
+		if port := spanAttr(s.Attributes(), tracing.ServerPort); port != strconv.Itoa(second.Config().Port) {
+			t.Errorf("the %s span names port %s, want the second server's %d", s.Name(), port, second.Config().Port)
+		}
+	}
+	if seen != 2 {
+		t.Errorf("%d transaction and health spans, want 2", seen)
+	}
 }
 
 // CutUser reads through a view that sleeps, so that a read can be cut
