@@ -296,6 +296,19 @@ func (e *argumentError) Error() string {
 
 func (e *argumentError) Unwrap() []error { return []error{ErrInvalid, e.err} }
 
+// scanError stands for the errors of a scan that could not store a value
+// read in its field (the row holds what the model's field cannot: a text
+// in an int column's field, an int out of range): their text quotes the
+// value, so its own withholds it. The original errors are reachable with
+// errors.Unwrap or errors.As; a driver error among them still matches.
+type scanError struct{ err error }
+
+func (e *scanError) Error() string {
+	return "a value read could not be stored in its field (value withheld)"
+}
+
+func (e *scanError) Unwrap() error { return e.err }
+
 // withheldError stands for a server error, whose message, detail, hint
 // and context may quote a value of the query (a bound argument, what a
 // trigger's RAISE formatted): its text keeps only what carries no value,

@@ -1,6 +1,8 @@
 package dbkit
 
 import (
+	"errors"
+
 	"gorm.io/gorm"
 	"gorm.io/gorm/callbacks"
 
@@ -31,6 +33,7 @@ func queryRows(tx *gorm.DB) {
 	if s, _ := st.Settings.Load(rowscan.Setting); !scanned(s, tx, rows) {
 		gorm.Scan(rows, tx, 0)
 	}
+	withholdScanValues(tx, rows.Err())
 	if st.Result != nil {
 		st.Result.RowsAffected = tx.RowsAffected
 	}
@@ -40,4 +43,19 @@ func queryRows(tx *gorm.DB) {
 func scanned(s any, tx *gorm.DB, rows gorm.Rows) bool {
 	plan, ok := s.(rowscan.Scanner)
 	return ok && plan.Scan(tx, rows)
+}
+
+// withholdScanValues replaces the errors of a scan that could not store a
+// value in its field, whose text quotes the value (database/sql's
+// "converting driver.Value type string (\"alice@example.com\") to a
+// int64", GORM's "failed to set value ..."), with a *scanError. It runs
+// right after the scan, when tx.Error holds only what the scan added:
+// those errors, rows.Err() (the driver's, left as it is when it is all
+// there is), or gorm.ErrRecordNotFound.
+func withholdScanValues(tx *gorm.DB, rowsErr error) {
+	err := tx.Error
+	if err == nil || err == rowsErr || errors.Is(err, gorm.ErrRecordNotFound) { //nolint:errorlint // rows.Err() itself, alone
+		return
+	}
+	tx.Error = &scanError{err: err}
 }
