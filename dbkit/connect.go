@@ -373,7 +373,6 @@ func (db *DB) registerCallbacks() error {
 	return errors.Join(
 		unroute,
 		cb.Query().Replace("gorm:query", queryRows),
-		cb.Query().Before("gorm:query").Register("dbkit:mark_raw", markRaw),
 		cb.Create().Before("gorm:before_create").Register("dbkit:assign_id", assignIDs),
 		// Right after the statement: GORM puts a callback that is only
 		// "after" another at the end of the chain, after the hooks and the

@@ -212,10 +212,10 @@ func (f *failover) addresses(ctx context.Context, host string) []string {
 // (Raw, Exec) rather than built by it: dbkit cannot tell whether it writes.
 type rawSQLKey struct{}
 
-// markRaw is the Query chain's first callback: SQL already there is the
-// caller's (or dbkit's own, ownSQL), not GORM's.
+// markRaw marks a failed query of SQL given as text (see queryRows), for
+// writeInDoubt; one that succeeded needs no mark.
 func markRaw(tx *gorm.DB) {
-	if tx.Statement.SQL.Len() > 0 {
+	if tx.Error != nil {
 		tx.Statement.Settings.Store(rawSQLKey{}, true)
 	}
 }

@@ -19,6 +19,11 @@ func queryRows(tx *gorm.DB) {
 	if tx.Error != nil {
 		return
 	}
+	if tx.Statement.SQL.Len() > 0 {
+		// The caller's SQL (Raw) or dbkit's own (ownSQL), not GORM's:
+		// dbkit cannot tell whether it writes.
+		defer markRaw(tx)
+	}
 	callbacks.BuildQuerySQL(tx)
 	if tx.DryRun || tx.Error != nil {
 		return

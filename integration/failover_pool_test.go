@@ -279,33 +279,47 @@ func TestWriteNeverSentIsNotInDoubt(t *testing.T) {
 // there, so it is in doubt, never ErrUnavailable. (Found in review: a text
 // starting with SELECT was taken for a read.)
 func TestSQLWriteLostIsInDoubt(t *testing.T) {
-	var sent atomic.Bool
-	p, cfg := proxiedDatabase(t, func(b []byte) {
-		if bytes.Contains(b, []byte("fn@example.com")) { // its execution, with the value
-			sent.Store(true)
-		}
-	})
-	db := openDB(t, p.config(cfg))
-	ctx := context.Background()
-	if _, err := db.Exec(ctx, `CREATE FUNCTION add_user(e text) RETURNS int LANGUAGE sql AS $$ INSERT INTO users (id, email, name, created_at, updated_at) VALUES (gen_random_uuid(), e, 'f', now(), now()); SELECT 1 $$`); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() {
-		_, err := db.Exec(ctx, "SELECT add_user(?), pg_sleep(0.5)", "fn@example.com")
-		done <- err
-	}()
-	for deadline := time.Now().Add(5 * time.Second); !sent.Load(); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the statement never went through the proxy")
-		}
-	}
-	time.Sleep(100 * time.Millisecond) // the server runs it (it sleeps 0.5 s)
-	p.down(50 * time.Millisecond)
-	err := <-done
-	t.Logf("err: %v", err)
-	if errors.Is(err, dbkit.ErrUnavailable) || !errors.Is(err, dbkit.ErrCommitUnknown) {
-		t.Errorf("a write (SELECT fn()) whose answer was lost: %v; want ErrCommitUnknown", err)
+	for _, run := range []struct {
+		name string
+		sql  func(ctx context.Context, db *dbkit.DB, q string, arg any) error
+	}{
+		{"Exec", func(ctx context.Context, db *dbkit.DB, q string, arg any) error {
+			_, err := db.Exec(ctx, q, arg)
+			return err
+		}},
+		// GORM's query chain, where dbkit marks SQL it did not build.
+		{"Gorm Raw Find", func(ctx context.Context, db *dbkit.DB, q string, arg any) error {
+			var out []map[string]any
+			return db.Gorm(ctx).Raw(q, arg).Find(&out).Error
+		}},
+	} {
+		t.Run(run.name, func(t *testing.T) {
+			var sent atomic.Bool
+			p, cfg := proxiedDatabase(t, func(b []byte) {
+				if bytes.Contains(b, []byte("fn@example.com")) { // its execution, with the value
+					sent.Store(true)
+				}
+			})
+			db := openDB(t, p.config(cfg))
+			ctx := context.Background()
+			if _, err := db.Exec(ctx, `CREATE FUNCTION add_user(e text) RETURNS int LANGUAGE sql AS $$ INSERT INTO users (id, email, name, created_at, updated_at) VALUES (gen_random_uuid(), e, 'f', now(), now()); SELECT 1 $$`); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { done <- run.sql(ctx, db, "SELECT add_user(?), pg_sleep(0.5)", "fn@example.com") }()
+			for deadline := time.Now().Add(5 * time.Second); !sent.Load(); time.Sleep(5 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("the statement never went through the proxy")
+				}
+			}
+			time.Sleep(100 * time.Millisecond) // the server runs it (it sleeps 0.5 s)
+			p.down(50 * time.Millisecond)
+			err := <-done
+			t.Logf("err: %v", err)
+			if errors.Is(err, dbkit.ErrUnavailable) || !errors.Is(err, dbkit.ErrCommitUnknown) {
+				t.Errorf("a write (SELECT fn()) whose answer was lost: %v; want ErrCommitUnknown", err)
+			}
+		})
 	}
 }
 
