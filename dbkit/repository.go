@@ -206,6 +206,9 @@ func (b *Repository[T, K]) init(typ reflect.Type, embedsModel bool) (err error) 
 // PostgreSQL would answer SQLSTATE 22021, neither ErrInvalid nor
 // ErrNotFound.
 func (b *Repository[T, K]) checkKey(op string, id K) error {
+	if reflect.TypeFor[K]().Kind() != reflect.String {
+		return nil // a uuid, an integer: no text to check
+	}
 	if err := checkTextValue(b.model, b.schema.PrioritizedPrimaryField, id); err != nil {
 		return fmt.Errorf("dbkit: %s.%s: %w", b.model, op, err)
 	}

@@ -61,9 +61,10 @@ type Plan[T any] struct {
 	schema *schema.Schema
 	// fields: how each readable field with a column is scanned.
 	fields map[*schema.Field]*fieldPlan
-	// last is the column plan of the column list last seen: a model's
-	// reads mostly return one list.
-	last atomic.Pointer[columnPlan]
+	// lists are the column plans of the last column lists seen, at most
+	// maxLists (a model's reads return few: all columns, a Select or two),
+	// replaced whole when one is added.
+	lists atomic.Pointer[[]*columnPlan]
 }
 
 var _ Scanner = (*Plan[struct{}])(nil)
@@ -125,9 +126,19 @@ type holderSet struct {
 	discard any
 }
 
+// maxLists bounds a plan's column plans: a model read with ever new
+// column lists (Select from request input) keeps the last ones.
+const maxLists = 8
+
 func (p *Plan[T]) columnsFor(columns []string) *columnPlan {
-	if cp := p.last.Load(); cp != nil && slices.Equal(cp.columns, columns) {
-		return cp
+	var lists []*columnPlan
+	if l := p.lists.Load(); l != nil {
+		lists = *l
+	}
+	for _, cp := range lists {
+		if slices.Equal(cp.columns, columns) {
+			return cp
+		}
 	}
 	cp := &columnPlan{columns: slices.Clone(columns), cols: make([]*fieldPlan, len(columns))}
 	cp.toGORM = !p.mapColumns(cp)
@@ -144,7 +155,10 @@ func (p *Plan[T]) columnsFor(columns []string) *columnPlan {
 		}
 		return hs
 	}
-	p.last.Store(cp) // a list left to GORM too: it is not looked at again
+	// A list left to GORM too, not to be looked at again. Concurrent
+	// first reads of two lists may keep one: it is built again next time.
+	lists = append([]*columnPlan{cp}, lists[:min(len(lists), maxLists-1)]...)
+	p.lists.Store(&lists)
 	return cp
 }
 
