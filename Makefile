@@ -48,7 +48,7 @@ test-pgbouncer:
 ## the unavailability bounds, and prints the figures of docs/ha.md; and examples/rest answering through a switchover. DBKIT_FAILOVER_SECONDS (default 15) per scenario;
 ## about 4 minutes on 2 cores. Build tag "failover": make test does not compile these tests. -p 1: one cluster at once.
 test-failover:
-	$(GO) test -tags failover -race -count=1 -v -p 1 -timeout 15m -run '^(TestFailover|TestStartPatroni|TestPatroniDiesWithTestProcess|TestRESTThroughAFailover)$$' \
+	$(GO) test -tags failover -race -count=1 -v -p 1 -timeout 15m -run '^(TestFailover|TestStartPatroni|TestPatroniDiesWithTestProcess|TestPatroniStopFreesSharedMemory|TestRESTThroughAFailover)$$' \
 	  ./integration/failover/ ./dbkit/dbtest/ ./examples/rest/
 
 ## bench: dbkit vs bare GORM vs raw pgx (and vs bun: the peer table of bench/, a module of its own), reads over read replicas and the routing's cost, a write with associations (atomic) vs GORM with and without its transaction, telemetry off vs on, trace comments off vs on, and dbtest's per-test database, interleaved runs, summarised by benchstat

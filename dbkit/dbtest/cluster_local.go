@@ -171,7 +171,15 @@ func (p *localStandby) kill() error {
 	case <-time.After(10 * time.Second):
 		return fmt.Errorf("postmaster %d still runs 10s after SIGKILL", pid)
 	}
-	return reapChildren(pid, children)
+	if err := reapChildren(pid, children); err != nil {
+		return err
+	}
+	// The killed postmaster's shared memory would outlive the directory if
+	// the cluster stopped before Start reclaimed it: remove it now.
+	if pm, err := readPostmasterFile(filepath.Join(p.ls.dir, "data")); err == nil && pm.pid == pid && pm.shmKey != 0 {
+		removeSharedMemory(pm.shmKey, pm.shmID)
+	}
+	return nil
 }
 
 // reapChildren waits until children, the processes of postmaster pid that

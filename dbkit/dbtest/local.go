@@ -426,6 +426,37 @@ func staleServerDir(dir string) bool {
 	return err != nil || !processAlive(pid)
 }
 
+// postmasterFile is what a data directory's postmaster.pid says.
+type postmasterFile struct {
+	dataDir       string
+	pid           int
+	shmKey, shmID int // its System V shared memory segment; shmKey 0 if not named
+}
+
+// readPostmasterFile reads dataDir/postmaster.pid: the postmaster's pid on
+// its first line, its shared memory segment's key and id on its seventh.
+func readPostmasterFile(dataDir string) (postmasterFile, error) {
+	pm := postmasterFile{dataDir: dataDir}
+	b, err := os.ReadFile(filepath.Join(dataDir, "postmaster.pid"))
+	if err != nil {
+		return pm, err
+	}
+	lines := strings.Split(string(b), "\n")
+	if pm.pid, err = strconv.Atoi(strings.TrimSpace(lines[0])); err != nil {
+		return pm, fmt.Errorf("postmaster.pid starts with %q", lines[0])
+	}
+	if len(lines) > 6 {
+		if f := strings.Fields(lines[6]); len(f) == 2 {
+			key, err1 := strconv.Atoi(f[0])
+			id, err2 := strconv.Atoi(f[1])
+			if err1 == nil && err2 == nil {
+				pm.shmKey, pm.shmID = key, id
+			}
+		}
+	}
+	return pm, nil
+}
+
 func processAlive(pid int) bool {
 	err := syscall.Kill(pid, 0)
 	return err == nil || errors.Is(err, syscall.EPERM)

@@ -238,16 +238,34 @@ func patroniBinDir(postgres string) (string, error) {
 // however it dies. PostgreSQL is started by Patroni through an
 // intermediate process that exits, so no death signal reaches it.
 //
-// It runs as the servers' user (their files are its input) and kills only
-// positive process IDs: a pid file it did not write cannot make it signal
-// anything else.
+// Patroni and etcd get SIGKILL, then each postmaster SIGQUIT (an immediate
+// shutdown: SIGKILL would leave its System V shared memory behind) and,
+// a second later, SIGKILL if it still runs. It runs as the servers' user
+// (their files are its input) and signals only positive process IDs whose
+// working directory, where /proc tells it, is in the cluster's directory:
+// a pid file it did not write, or a pid another process got since, cannot
+// make it signal anything else.
 const watchdogScript = `while read -r _; do :; done
+dir=$(cd "$1" 2>/dev/null && pwd -P) || exit 0
+ours() {
+  [ -d /proc/self ] || return 0
+  case "$(readlink "/proc/$1/cwd" 2>/dev/null)" in "$dir"|"$dir"/*) return 0;; esac
+  return 1
+}
+sig() { case "$2" in ''|*[!0-9]*) return 1;; esac; [ "$2" -gt 1 ] && ours "$2" && kill "-$1" "$2" 2>/dev/null; }
 killed=
-kill_pid() { case "$1" in ''|*[!0-9]*) return 1;; esac; [ "$1" -gt 1 ] && kill -9 "$1" 2>/dev/null; }
-for f in "$1"/*.pid; do [ -f "$f" ] && kill_pid "$(cat "$f")" && killed=1; done
-for f in "$1"/*/data/postmaster.pid; do [ -f "$f" ] && kill_pid "$(head -n 1 "$f")" && killed=1; done
+for f in "$dir"/*.pid; do [ -f "$f" ] && sig KILL "$(cat "$f")" && killed=1; done
+quit=
+for f in "$dir"/*/data/postmaster.pid; do
+  [ -f "$f" ] && pm=$(head -n 1 "$f") && sig QUIT "$pm" && quit="$quit $pm"
+done
+if [ -n "$quit" ]; then
+  sleep 1
+  for pm in $quit; do sig KILL "$pm"; done
+  killed=1
+fi
 [ -n "$killed" ] && sleep 1
-rm -rf "$1"
+rm -rf "$dir"
 `
 
 func (p *Patroni) startWatchdog() error {
@@ -717,19 +735,18 @@ func (p *Patroni) Switchover(ctx context.Context) (from, to *PatroniNode, err er
 	}
 }
 
-// postmasterPid returns the pid of the node's postmaster, from its
-// postmaster.pid.
-func (n *PatroniNode) postmasterPid() (int, error) {
-	b, err := os.ReadFile(filepath.Join(n.dir, "data", "postmaster.pid"))
+// postmaster returns what the node's postmaster.pid says, once it is
+// checked that its postmaster runs, in the node's data directory (not a
+// process that got its pid since).
+func (n *PatroniNode) postmaster() (postmasterFile, error) {
+	pm, err := readPostmasterFile(filepath.Join(n.dir, "data"))
 	if err != nil {
-		return 0, fmt.Errorf("dbtest: %s: no postmaster: %w", n.name, err)
+		return pm, fmt.Errorf("dbtest: %s: no postmaster: %w", n.name, err)
 	}
-	first, _, _ := strings.Cut(string(b), "\n")
-	pid, err := strconv.Atoi(strings.TrimSpace(first))
-	if err != nil || !processRunning(pid) {
-		return 0, fmt.Errorf("dbtest: %s: no postmaster runs (postmaster.pid: %q)", n.name, first)
+	if !processRunning(pm.pid) || !processIn(pm.pid, pm.dataDir) {
+		return pm, fmt.Errorf("dbtest: %s: no postmaster runs (postmaster.pid names %d)", n.name, pm.pid)
 	}
-	return pid, nil
+	return pm, nil
 }
 
 // KillPostmaster kills the node's postmaster with SIGKILL (kill -9) and
@@ -737,32 +754,52 @@ func (n *PatroniNode) postmasterPid() (int, error) {
 // the leader, with primary_start_timeout 0, this is a failover; the node
 // comes back as a replica by itself.
 func (n *PatroniNode) KillPostmaster() error {
-	pid, err := n.postmasterPid()
+	pm, err := n.postmaster()
 	if err != nil {
 		return err
 	}
-	return killTree(pid)
+	// Patroni starts PostgreSQL again on the data directory, which reclaims
+	// the shared memory the killed postmaster left.
+	return stopPostmaster(pm, false, false)
 }
 
-// killTree kills postmaster pid with SIGKILL and waits until it and its
-// children have exited.
-func killTree(pid int) error {
-	children := childProcesses(pid)
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-		return fmt.Errorf("dbtest: kill %d: %w", pid, err)
+// stopPostmaster ends the postmaster pm and waits until it and its
+// children have exited. With quit it gets SIGQUIT first, an immediate
+// shutdown (which removes its shared memory), and SIGKILL only if it still
+// runs 5 s later; without, SIGKILL at once, as a crash. With free, the System
+// V shared memory segment a killed postmaster leaves is removed: nothing
+// reclaims it when nothing starts on its data directory again, and it
+// outlives the directory.
+func stopPostmaster(pm postmasterFile, quit, free bool) error {
+	children := childProcesses(pm.pid)
+	if quit {
+		_ = syscall.Kill(pm.pid, syscall.SIGQUIT)
+		waitProcessesGone([]int{pm.pid}, 5*time.Second)
 	}
-	if left := waitProcessesGone([]int{pid}, 10*time.Second); len(left) > 0 {
-		return fmt.Errorf("dbtest: process %d still runs 10s after SIGKILL", pid)
+	if processRunning(pm.pid) && processIn(pm.pid, pm.dataDir) {
+		if err := syscall.Kill(pm.pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+			return fmt.Errorf("dbtest: kill %d: %w", pm.pid, err)
+		}
+		if left := waitProcessesGone([]int{pm.pid}, 10*time.Second); len(left) > 0 {
+			return fmt.Errorf("dbtest: process %d still runs 10s after SIGKILL", pm.pid)
+		}
 	}
-	if err := reapChildren(pid, children); err != nil {
+	if err := reapChildren(pm.pid, children); err != nil {
 		return fmt.Errorf("dbtest: %w", err)
+	}
+	if free && pm.shmKey != 0 {
+		removeSharedMemory(pm.shmKey, pm.shmID)
 	}
 	return nil
 }
 
 // KillNode kills the node's patroni, then its postmaster, with SIGKILL:
 // the loss of the node. [PatroniNode.Restart] brings it back.
-func (n *PatroniNode) KillNode() error {
+func (n *PatroniNode) KillNode() error { return n.kill(false) }
+
+// kill kills the node's patroni, then stops its postmaster: with SIGKILL
+// (a crash), or with quit an immediate shutdown first (see stopPostmaster).
+func (n *PatroniNode) kill(quit bool) error {
 	n.mu.Lock()
 	proc := n.proc
 	n.proc = nil
@@ -774,12 +811,15 @@ func (n *PatroniNode) KillNode() error {
 		case <-time.After(10 * time.Second):
 			return fmt.Errorf("dbtest: %s: patroni still runs 10s after SIGKILL", n.name)
 		}
+		// Gone: the watchdog must not signal its pid, which another process
+		// may get.
+		_ = os.Remove(filepath.Join(n.p.dir, n.name+".pid"))
 	}
-	pid, err := n.postmasterPid()
+	pm, err := n.postmaster()
 	if err != nil {
-		return nil // no postmaster ran
+		return nil // no postmaster runs
 	}
-	return killTree(pid)
+	return stopPostmaster(pm, quit, true)
 }
 
 // Restart starts the node's patroni again after [PatroniNode.KillNode] and
@@ -831,13 +871,14 @@ func (p *Patroni) Logs() string {
 
 // Stop kills every process of the cluster (Patroni first, so that it
 // restarts nothing, then PostgreSQL, then etcd) and removes its directory.
-// The data is thrown away, so nothing is shut down gracefully. It is safe
-// to call twice.
+// The data is thrown away, so nothing is shut down gracefully: PostgreSQL
+// gets an immediate shutdown (SIGQUIT), which frees its shared memory, and
+// SIGKILL if it has not exited within 5 s. It is safe to call twice.
 func (p *Patroni) Stop(ctx context.Context) error {
 	p.stopOnce.Do(func() {
 		var errs []error
 		for _, n := range p.nodes {
-			errs = append(errs, n.KillNode())
+			errs = append(errs, n.kill(true))
 		}
 		errs = append(errs, p.etcd.terminate(ctx, syscall.SIGKILL, 5*time.Second, "etcd"))
 		// Everything is stopped: the pid files go with the directory, so

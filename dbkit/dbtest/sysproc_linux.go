@@ -3,6 +3,7 @@ package dbtest
 import (
 	"bytes"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -79,4 +80,31 @@ func procStat(pid int) (ppid int, state string) {
 	}
 	ppid, _ = strconv.Atoi(fields[1])
 	return ppid, fields[0]
+}
+
+// processIn reports whether process pid works in dir or below it (its
+// working directory): whether a pid read from a file in dir is still the
+// process that wrote it, and not another that got the number since. A
+// process that is gone, or whose directory cannot be read, is not.
+func processIn(pid int, dir string) bool {
+	cwd, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/cwd")
+	if err != nil {
+		return false
+	}
+	if real, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = real
+	}
+	return cwd == dir || strings.HasPrefix(cwd, dir+"/")
+}
+
+// removeSharedMemory removes the System V shared memory segment id if it
+// still has key and no process attached: what a postmaster killed with
+// SIGKILL leaves behind (a normal or immediate shutdown removes its own),
+// and what nothing reclaims once its data directory is gone.
+func removeSharedMemory(key, id int) {
+	var ds unix.SysvShmDesc
+	if _, err := unix.SysvShmCtl(id, unix.IPC_STAT, &ds); err != nil || uint32(ds.Perm.Key) != uint32(key) || ds.Nattch != 0 {
+		return
+	}
+	_, _ = unix.SysvShmCtl(id, unix.IPC_RMID, nil)
 }

@@ -21,3 +21,10 @@ func childProcesses(int) []int { return nil }
 
 // processRunning reports whether pid is a process.
 func processRunning(pid int) bool { return processAlive(pid) }
+
+// processIn reports whether pid runs: outside Linux there is no /proc to
+// tell its working directory.
+func processIn(pid int, _ string) bool { return processRunning(pid) }
+
+// removeSharedMemory does nothing outside Linux.
+func removeSharedMemory(int, int) {}
