@@ -216,7 +216,7 @@ log "running -run '$run_pattern' on $image"
   cd dbkit/dbtest
   exec nsenter --net="/run/netns/$ns" env DOCKER_HOST="unix://$sock" DBKIT_TEST_SERVER=docker \
     DBKIT_TEST_POSTGRES_IMAGE="$image" TESTCONTAINERS_RYUK_DISABLED=true \
-    "$tmp/dbtest.test" -test.count=1 -test.v -test.run "$run_pattern"
+    "$tmp/dbtest.test" -test.count=1 -test.v -test.timeout=10m -test.run "$run_pattern"
 ) >"$tmp/test.log" 2>&1 &
 test_pid=$!
 tail -n +1 -f --pid="$test_pid" "$tmp/test.log" &
