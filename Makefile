@@ -35,10 +35,15 @@ test-docker:
 ## superuser (connect, print, tracing, otlp: not in PgBouncer's auth_file); StatementTimeout (faults: the startup
 ## "options" PgBouncer 1.18 refuses); a server restart (faults); SchemaChangeInsideATransaction (cache_statement's
 ## stale plan, which exec mode never meets); README and doc samples (processes of their own, no DirectHost).
-PGBOUNCER_TESTS := $(shell cd integration 2>/dev/null && grep -ho '^func Test[A-Za-z0-9_]*' \
-  repository_test.go repository_sql_test.go tx_test.go writes_test.go atomic_test.go where_test.go page_test.go \
-  relation_test.go rows_test.go keys_test.go cursor_notnull_test.go | sed 's/^func //' | paste -sd'|')
+PGBOUNCER_FILES := repository_test.go repository_sql_test.go tx_test.go writes_test.go atomic_test.go where_test.go \
+  page_test.go relation_test.go rows_test.go keys_test.go cursor_notnull_test.go
+PGBOUNCER_TESTS := $(shell cd integration 2>/dev/null && grep -ho '^func Test[A-Za-z0-9_]*' $(PGBOUNCER_FILES) \
+  | sed 's/^func //' | paste -sd'|')
+# A file renamed or gone fails the target, rather than its tests silently not running (all of them: go test
+# -run '^()$$' runs nothing and passes).
 test-pgbouncer:
+	@for f in $(PGBOUNCER_FILES); do [ -f "integration/$$f" ] || { echo "test-pgbouncer: integration/$$f is gone: update PGBOUNCER_FILES"; exit 1; }; done
+	@[ -n "$(PGBOUNCER_TESTS)" ] || { echo "test-pgbouncer: no Test functions in PGBOUNCER_FILES"; exit 1; }
 	set -o pipefail; DBKIT_TEST_PGBOUNCER=1 $(GO) test -race -count=1 -v -run '^($(PGBOUNCER_TESTS))$$' ./integration/ 2>&1 \
 	  | grep -Ev '^\s*(=== (RUN|PAUSE|CONT|NAME)|--- PASS: |PASS$$)'
 
