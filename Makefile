@@ -94,10 +94,12 @@ bench:
 	$(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da -filter '.name:/OverheadRoute/' \
 	  -col '/impl@(single replicas replicas_session)' bench.txt
 
-## lint: gofmt, go vet, and golangci-lint (.golangci.yml: errcheck, govet, ineffassign, staticcheck, unused)
+## lint: gofmt, go vet (of bench/ too, a module of its own), and golangci-lint (.golangci.yml: errcheck, govet,
+## ineffassign, staticcheck, unused)
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+	(cd bench && $(GO) vet ./...)
 	$(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0 run $(PKGS)
 
 ## cover: coverage of every package by every test
