@@ -82,16 +82,9 @@ func startLocalWith(ctx context.Context, setup localSetup) (*Server, *localServe
 	if err != nil {
 		return nil, nil, err
 	}
-	dir, err := os.MkdirTemp(serverParentDir(), "dbkit-pg-")
+	dir, owner, err := ownedDir(ctx, "")
 	if err != nil {
-		return nil, nil, fmt.Errorf("dbtest: %w", err)
-	}
-	// The owner's lock says the directory is in use: a directory whose lock
-	// is free is stale, whether or not its postgres still runs.
-	owner, err := flockFile(ctx, filepath.Join(dir, "owner.lock"), syscall.LOCK_EX|syscall.LOCK_NB)
-	if err != nil {
-		_ = os.RemoveAll(dir)
-		return nil, nil, fmt.Errorf("dbtest: %w", err)
+		return nil, nil, err
 	}
 	ls := &localServer{dir: dir, owner: owner, args: setup.args, postgres: postgres, cred: cred}
 	cleanup := func() {
@@ -364,15 +357,38 @@ func serverParentDir() string {
 	return os.TempDir()
 }
 
-// removeStaleDirs removes the directories of local servers whose owner is
-// gone (a test binary or watchdog killed before it could stop its server).
+// staleDirPrefix starts the names of the directories removeStaleDirs
+// sweeps.
+const staleDirPrefix = "dbkit-pg-"
+
+// ownedDir creates a directory under serverParentDir named
+// dbkit-pg-<kind><random> and takes its owner.lock, which this process holds
+// until it closes the returned file or ends: [removeStaleDirs] removes the
+// directory once the lock is free, whether or not what ran there still
+// runs, so that a test process killed before its cleanup leaves nothing.
+func ownedDir(ctx context.Context, kind string) (string, *os.File, error) {
+	dir, err := os.MkdirTemp(serverParentDir(), staleDirPrefix+kind)
+	if err != nil {
+		return "", nil, fmt.Errorf("dbtest: %w", err)
+	}
+	owner, err := flockFile(ctx, filepath.Join(dir, "owner.lock"), syscall.LOCK_EX|syscall.LOCK_NB)
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return "", nil, fmt.Errorf("dbtest: %w", err)
+	}
+	return dir, owner, nil
+}
+
+// removeStaleDirs removes the directories of local servers (and PgBouncers)
+// whose owner is gone (a test binary or watchdog killed before it could stop
+// its server).
 // Where the kernel did not stop such a server with its owner (outside
 // Linux), postgres shuts itself down within a minute of its directory going.
 func removeStaleDirs() {
 	var dirs []string
 	for _, parent := range []string{os.TempDir(), memoryDir(), serverParentDir()} {
 		if parent != "" {
-			found, _ := filepath.Glob(filepath.Join(parent, "dbkit-pg-*"))
+			found, _ := filepath.Glob(filepath.Join(parent, staleDirPrefix+"*"))
 			dirs = append(dirs, found...)
 		}
 	}

@@ -27,7 +27,8 @@ import (
 // [PgBouncer.Stop].
 type PgBouncer struct {
 	server   *Server
-	dir      string // the ini, the auth file, pgbouncer.log
+	dir      string   // the ini, the auth file, pgbouncer.log
+	owner    *os.File // holds dir's owner.lock (see ownedDir) until Stop
 	port     int
 	mode     string
 	child    // the pgbouncer process
@@ -57,7 +58,8 @@ var pgBouncerDirs = []string{"/usr/sbin", "/usr/local/sbin", "/usr/local/bin", "
 // When the process runs as root, pgbouncer runs as the "postgres" user. On
 // Linux the kernel kills it if the test process dies without stopping it.
 // Its log is kept for failure messages ([PgBouncer.Log]); Stop removes its
-// directory.
+// directory, which is beside [StartLocal]'s servers' and, like theirs,
+// removed by a later start once its test process is gone.
 //
 // It fails, rather than letting tests skip, when pgbouncer is not installed
 // (apt-get install pgbouncer).
@@ -83,13 +85,21 @@ func StartPgBouncer(ctx context.Context, s *Server, opts ...PgBouncerOption) (*P
 	if err != nil {
 		return nil, err
 	}
-	p.dir, err = os.MkdirTemp("", "dbkit-pgbouncer-")
+	// Beside the local servers' directories, swept as theirs are: the auth
+	// file holds the superuser's SCRAM verifier, which must not outlive a
+	// test process killed before it could stop PgBouncer.
+	removeStaleDirs()
+	p.dir, p.owner, err = ownedDir(ctx, "bouncer-")
 	if err != nil {
-		return nil, fmt.Errorf("dbtest: %w", err)
+		return nil, err
+	}
+	cleanup := func() {
+		_ = os.RemoveAll(p.dir)
+		_ = p.owner.Close()
 	}
 	userlist := filepath.Join(p.dir, "userlist.txt")
 	if err := p.writeFile(userlist, quoteAuth(s.admin.User)+" "+quoteAuth(secret)+"\n", cred); err != nil {
-		_ = os.RemoveAll(p.dir)
+		cleanup()
 		return nil, err
 	}
 	for attempt := 1; ; attempt++ {
@@ -101,7 +111,7 @@ func StartPgBouncer(ctx context.Context, s *Server, opts ...PgBouncerOption) (*P
 			return p, nil
 		}
 		if attempt == 3 || ctx.Err() != nil {
-			_ = os.RemoveAll(p.dir)
+			cleanup()
 			return nil, err
 		}
 	}
@@ -275,6 +285,7 @@ func (p *PgBouncer) Stop(ctx context.Context) error {
 		if err := os.RemoveAll(p.dir); err != nil && p.stopErr == nil {
 			p.stopErr = fmt.Errorf("dbtest: %w", err)
 		}
+		_ = p.owner.Close()
 	})
 	return p.stopErr
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"database/sql"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -31,6 +32,11 @@ func TestPgBouncerLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = p.Stop(context.Background()) })
+	// Its directory (the auth file holds a SCRAM verifier) is one that
+	// removeStaleDirs sweeps once its owner is gone, and it is owned.
+	if filepath.Dir(p.dir) != serverParentDir() || !strings.HasPrefix(filepath.Base(p.dir), staleDirPrefix) || !ownerAlive(p.dir) {
+		t.Errorf("PgBouncer's directory %s: not a %s* directory of %s held by its owner.lock", p.dir, staleDirPrefix, serverParentDir())
+	}
 	if !strings.HasPrefix(p.Addr(), "127.0.0.1:") {
 		t.Errorf("Addr = %q, want 127.0.0.1 only", p.Addr())
 	}
