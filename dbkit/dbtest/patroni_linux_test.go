@@ -45,7 +45,19 @@ func TestPatroniDiesWithTestProcess(t *testing.T) {
 		t.Fatalf("helper said %q, %v", line, err)
 	}
 	dir := fields[0]
-	t.Cleanup(func() { os.RemoveAll(dir) }) // if the watchdog did not
+	// On a failure: the helper killed (startHelper's own cleanup would run
+	// only after this one), then its watchdog given the time to kill what
+	// runs in dir, and only then dir removed, if the watchdog did not.
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			if _, err := os.Stat(dir); os.IsNotExist(err) {
+				return
+			}
+		}
+		_ = os.RemoveAll(dir)
+	})
 	var procs []int
 	for _, f := range fields[1:] {
 		pid, _ := strconv.Atoi(f)
