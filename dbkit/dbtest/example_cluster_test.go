@@ -5,7 +5,6 @@ package dbtest_test
 import (
 	"context"
 	"fmt"
-	"log"
 
 	"github.com/dbkit-go/database/dbkit"
 	"github.com/dbkit-go/database/dbkit/dbtest"
@@ -16,58 +15,73 @@ import (
 // Cluster.NewDatabase's Config, Replicas filled in, and give it to
 // dbkit.Connect.)
 func ExampleStartCluster() {
-	ctx := context.Background()
-	cluster, err := dbtest.StartCluster(ctx, 2)
-	if err != nil {
-		log.Fatal(err) // says what was missing: the binaries, pg_basebackup...
+	// The body returns its error rather than calling log.Fatal, whose
+	// os.Exit would skip the deferred Stop: printed, it fails the example.
+	if err := clusterExample(context.Background()); err != nil {
+		fmt.Println(err)
 	}
-	defer cluster.Stop(ctx)
-
-	primary := cluster.Primary()
-	exec := func(sql string) {
-		if err := primary.Exec(ctx, sql); err != nil {
-			log.Fatal(err)
-		}
-	}
-	replay := func() {
-		if err := cluster.WaitForReplay(ctx); err != nil {
-			log.Fatal(err)
-		}
-	}
-	// events counts the rows of events on a replica, connected to directly.
-	events := func(r *dbtest.Standby) int {
-		cfg := primary.Config()
-		cfg.Host, cfg.Port = r.Host(), r.Port()
-		db, err := dbkit.Connect(ctx, cfg)
-		if err != nil {
-			log.Fatal(err)
-		}
-		defer db.Close(ctx)
-		var n int
-		if err := db.SQL().QueryRowContext(ctx, "SELECT count(*) FROM events").Scan(&n); err != nil {
-			log.Fatal(err)
-		}
-		return n
-	}
-
-	exec("CREATE TABLE events (id int)")
-	replay()
-	lagging := cluster.Replicas()[0]
-	if err := lagging.PauseReplay(ctx); err != nil {
-		log.Fatal(err)
-	}
-	exec("INSERT INTO events VALUES (1)")
-	replay() // waits for the replicas that replay: not for a paused one
-	for _, r := range cluster.Replicas() {
-		fmt.Printf("%s: %d event(s)\n", r.Name(), events(r))
-	}
-	if err := lagging.ResumeReplay(ctx); err != nil {
-		log.Fatal(err)
-	}
-	replay()
-	fmt.Printf("%s, resumed: %d event(s)\n", lagging.Name(), events(lagging))
 	// Output:
 	// replica1: 0 event(s)
 	// replica2: 1 event(s)
 	// replica1, resumed: 1 event(s)
+}
+
+func clusterExample(ctx context.Context) error {
+	cluster, err := dbtest.StartCluster(ctx, 2)
+	if err != nil {
+		return err // says what was missing: the binaries, pg_basebackup...
+	}
+	defer cluster.Stop(ctx)
+
+	primary := cluster.Primary()
+	// events counts the rows of events on a replica, connected to directly.
+	events := func(r *dbtest.Standby) (int, error) {
+		cfg := primary.Config()
+		cfg.Host, cfg.Port = r.Host(), r.Port()
+		db, err := dbkit.Connect(ctx, cfg)
+		if err != nil {
+			return 0, err
+		}
+		defer db.Close(ctx)
+		var n int
+		err = db.SQL().QueryRowContext(ctx, "SELECT count(*) FROM events").Scan(&n)
+		return n, err
+	}
+
+	if err := primary.Exec(ctx, "CREATE TABLE events (id int)"); err != nil {
+		return err
+	}
+	if err := cluster.WaitForReplay(ctx); err != nil {
+		return err
+	}
+	lagging := cluster.Replicas()[0]
+	if err := lagging.PauseReplay(ctx); err != nil {
+		return err
+	}
+	if err := primary.Exec(ctx, "INSERT INTO events VALUES (1)"); err != nil {
+		return err
+	}
+	// Waits for the replicas that replay: not for a paused one.
+	if err := cluster.WaitForReplay(ctx); err != nil {
+		return err
+	}
+	for _, r := range cluster.Replicas() {
+		n, err := events(r)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("%s: %d event(s)\n", r.Name(), n)
+	}
+	if err := lagging.ResumeReplay(ctx); err != nil {
+		return err
+	}
+	if err := cluster.WaitForReplay(ctx); err != nil {
+		return err
+	}
+	n, err := events(lagging)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("%s, resumed: %d event(s)\n", lagging.Name(), n)
+	return nil
 }
