@@ -54,6 +54,16 @@ type Patroni struct {
 	stopErr  error
 }
 
+// How long the cluster's waits last at most, whatever the caller's ctx (as
+// the Cluster's do): a caller that gives no deadline gets an error rather
+// than a test hung until go test's timeout.
+const (
+	patroniHealthyTimeout = 2 * time.Minute  // WaitHealthy: a failover, a rewind, a node's rejoining
+	patroniRestartTimeout = 2 * time.Minute  // Restart: a killed node's PostgreSQL running again
+	switchoverTimeout     = time.Minute      // Switchover: Patroni's answer, then the new leader seen
+	createReplayTimeout   = 30 * time.Second // CreateDatabase: every running node has the database
+)
+
 // errPatroniExited reports a node's patroni that exited by itself.
 var errPatroniExited = errors.New("patroni exited")
 
@@ -491,7 +501,9 @@ func (p *Patroni) NodeConfig(n *PatroniNode, database string) dbkit.Config {
 }
 
 // CreateDatabase creates an empty database named name on the primary,
-// waits until every node has it, and returns [Patroni.Config] for it.
+// waits (30 s at most) until every node whose patroni runs has it (not one
+// that [PatroniNode.KillNode] stopped), and returns [Patroni.Config] for
+// it.
 //
 // The wait matters: pgx tries the next host of a multi-host configuration
 // on a connection error or a server in the wrong role, but not on a
@@ -501,7 +513,15 @@ func (p *Patroni) CreateDatabase(ctx context.Context, name string) (dbkit.Config
 	if err := p.exec(ctx, p.Config("postgres"), "CREATE DATABASE "+quote(name)); err != nil {
 		return dbkit.Config{}, fmt.Errorf("dbtest: create database %q: %w", name, err)
 	}
+	ctx, cancel := context.WithTimeout(ctx, createReplayTimeout)
+	defer cancel()
 	for _, n := range p.nodes {
+		n.mu.Lock()
+		killed := n.proc == nil
+		n.mu.Unlock()
+		if killed {
+			continue // it replays the creation once restarted
+		}
 		for {
 			err := p.exec(ctx, p.NodeConfig(n, name), "SELECT 1")
 			if err == nil {
@@ -675,9 +695,11 @@ func (p *Patroni) healthy(ctx context.Context) error {
 
 // WaitHealthy waits until the cluster is whole again: a running leader, the
 // other nodes streaming from it as replicas and, in synchronous mode, one of
-// them its synchronous standby. It polls every 200 ms until ctx ends (give
-// it a deadline); the error then says what was missing.
+// them its synchronous standby. It polls every 200 ms until ctx ends, or 2
+// minutes at most; the error then says what was missing.
 func (p *Patroni) WaitHealthy(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, patroniHealthyTimeout)
+	defer cancel()
 	for {
 		tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		err := p.healthy(tctx)
@@ -700,8 +722,10 @@ func (p *Patroni) WaitHealthy(ctx context.Context) error {
 // leader (POST /switchover on its REST API, Patroni choosing the
 // candidate: the synchronous standby in synchronous mode) and waits until
 // another node runs as the leader. It returns the former and the new
-// leader. Bound it with ctx.
+// leader. It waits until ctx ends, or a minute at most.
 func (p *Patroni) Switchover(ctx context.Context) (from, to *PatroniNode, err error) {
+	ctx, cancel := context.WithTimeout(ctx, switchoverTimeout)
+	defer cancel()
 	from, err = p.Leader(ctx)
 	if err != nil {
 		return nil, nil, err
@@ -824,12 +848,14 @@ func (n *PatroniNode) kill(quit bool) error {
 
 // Restart starts the node's patroni again after [PatroniNode.KillNode] and
 // waits until its PostgreSQL runs (as a replica: a former primary is
-// rewound with pg_rewind first). [Patroni.WaitHealthy] then waits until it
-// streams.
+// rewound with pg_rewind first), 2 minutes at most. [Patroni.WaitHealthy]
+// then waits until it streams.
 func (n *PatroniNode) Restart(ctx context.Context) error {
 	if err := n.start(); err != nil {
 		return err
 	}
+	ctx, cancel := context.WithTimeout(ctx, patroniRestartTimeout)
+	defer cancel()
 	for {
 		body, err := n.p.get(ctx, n.APIURL()+"/patroni")
 		if err == nil {

@@ -93,7 +93,8 @@ func TestPatroniDiesWithTestProcess(t *testing.T) {
 }
 
 // Stop, and KillNode of a node left down, leave no System V shared memory
-// behind: a killed postmaster's segment outlives its data directory.
+// behind: a killed postmaster's segment outlives its data directory. With
+// the node down, CreateDatabase waits for the others only.
 func TestPatroniStopFreesSharedMemory(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -112,6 +113,12 @@ func TestPatroniStopFreesSharedMemory(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(p.dir, down.name+".pid")); !os.IsNotExist(err) {
 		t.Errorf("KillNode left %s.pid (%v): the watchdog would signal a pid the system may reuse", down.name, err)
+	}
+	// CreateDatabase does not wait for the node that is down.
+	cctx, ccancel := context.WithTimeout(ctx, 20*time.Second)
+	defer ccancel()
+	if _, err := p.CreateDatabase(cctx, "while_down"); err != nil {
+		t.Errorf("CreateDatabase with %s down: %v", down.name, err)
 	}
 	if err := p.Stop(ctx); err != nil {
 		t.Fatal(err)
