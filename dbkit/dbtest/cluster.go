@@ -63,8 +63,11 @@ func (c *Cluster) NewDatabase(t TB) dbkit.Config {
 // WaitForReplay waits until every running replica whose replay is not
 // paused has replayed the primary's WAL up to its current insert location,
 // and so every transaction committed on the primary before the call. It
-// waits at most 30 s, and less if ctx ends sooner.
+// waits at most 30 s in all, whatever the number of replicas, and less if
+// ctx ends sooner.
 func (c *Cluster) WaitForReplay(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, replayTimeout)
+	defer cancel()
 	var lsn string
 	err := c.primary.pool.QueryRowContext(ctx, "SELECT pg_current_wal_insert_lsn()::text").Scan(&lsn)
 	if err != nil {
