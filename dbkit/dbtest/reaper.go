@@ -52,8 +52,8 @@ func startReaper(id string) error {
 	defer func() { _ = r.Close() }()
 	cmd := &exec.Cmd{
 		Path:        exe,
-		Args:        []string{"dbkit-dbtest-reaper", "-test.run=^$"}, // a name for ps
-		Env:         append(os.Environ(), envReaper+"="+id),
+		Args:        []string{"dbkit-dbtest-reaper", "-test.run=^$"},       // a name for ps
+		Env:         append(absolutePaths(os.Environ()), envReaper+"="+id), // it runs in /
 		Dir:         "/",
 		ExtraFiles:  []*os.File{r}, // fd 3
 		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
@@ -79,6 +79,10 @@ var (
 // runReaper waits for its parent to end (its pipe at EOF), then removes
 // the container id, gone already or not.
 func runReaper(id string) int {
+	// As the shared server's watchdog does: descriptors the test process
+	// inherited without close-on-exec (a CI script's pipe, make's
+	// jobserver) must not be held open after it ends.
+	closeInheritedFiles()
 	_, _ = io.Copy(io.Discard, os.NewFile(3, "parent"))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
