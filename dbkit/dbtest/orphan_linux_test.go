@@ -56,12 +56,13 @@ func TestServerDiesWithTestProcess(t *testing.T) {
 }
 
 // startHelper runs this test binary again, for the test named test only,
-// with the variable env set to 1, and returns it with the first line it
-// printed (and the error reading it). It is killed when the test ends.
-func startHelper(t *testing.T, test, env string) (*exec.Cmd, string, error) {
+// with the variable env set to 1 and the variables extraEnv ("K=V") set,
+// and returns it with the first line it printed (and the error reading it).
+// It is killed when the test ends.
+func startHelper(t *testing.T, test, env string, extraEnv ...string) (*exec.Cmd, string, error) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^"+test+"$")
-	cmd.Env = append(os.Environ(), env+"=1")
+	cmd.Env = append(append(os.Environ(), env+"=1"), extraEnv...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
