@@ -107,7 +107,14 @@ func TestPatroniStopFreesSharedMemory(t *testing.T) {
 	for _, n := range p.nodes {
 		segments = append(segments, sharedMemoryOf(t, filepath.Join(n.dir, "data")))
 	}
-	down := p.nodes[1]
+	leader, err := p.Leader(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := p.nodes[0] // a replica: the leader's loss would be a failover
+	if down == leader {
+		down = p.nodes[1]
+	}
 	if err := down.KillNode(); err != nil {
 		t.Fatal(err)
 	}
