@@ -470,8 +470,8 @@ func TestConfigFromEnvTopology(t *testing.T) {
 	for _, tt := range []struct{ replicas, direct, field string }{
 		{"r1:x", "", "Replicas[0]"},
 		{"r1,,r2", "", "Replicas[1]"},
-		{"", "postgres://other:pw@direct/app", "DirectHost"},
-		{"", "postgres://app:pw@direct/otherdb", "DirectHost"},
+		{"", "postgres://other:s3cr3t-topology@direct/app", "DirectHost"},
+		{"", "postgres://app:s3cr3t-topology@direct/otherdb", "DirectHost"},
 		{"", "mysql://direct", "DirectHost"},
 	} {
 		env["DATABASE_REPLICAS"], env["DATABASE_DIRECT_URL"] = tt.replicas, tt.direct
@@ -480,7 +480,7 @@ func TestConfigFromEnvTopology(t *testing.T) {
 		if !cerr.Has(tt.field) {
 			t.Errorf("%q %q: fields %v, want %s", tt.replicas, tt.direct, fieldNames(cerr), tt.field)
 		}
-		if strings.Contains(err.Error(), "pw") {
+		if strings.Contains(err.Error(), "s3cr3t-topology") {
 			t.Errorf("error quotes the password: %v", err)
 		}
 	}

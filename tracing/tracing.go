@@ -109,7 +109,7 @@ const (
 	MetricReplicaRemovals   = "dbkit.replica.removals"    // times one left the rotation, by reason
 	MetricReplicaInRotation = "dbkit.replica.in_rotation" // 1 in the rotation, 0 out
 	MetricReplicaLag        = "dbkit.replica.lag"         // replay behind the primary, By
-	MetricReplicaLagTime    = "dbkit.replica.lag_time"    // age of the last transaction not replayed, s
+	MetricReplicaLagTime    = "dbkit.replica.lag_time"    // age of the last replayed transaction while WAL waits, s
 )
 
 // ScopeName is the instrumentation scope of dbkit's tracer and meter.
