@@ -323,42 +323,19 @@ func usePlugin(g *gorm.DB, p gorm.Plugin) (err error) {
 // span, the log nor the caller of Query sees a value the server quoted).
 func (db *DB) registerCallbacks() error {
 	cb := db.gorm.Callback()
-	translateOne := func(tx *gorm.DB) {
-		if tx.Error != nil {
-			ctx := tx.Statement.Context
-			if rt := db.routeFrom(ctx); rt == nil || rt.node.replica == nil {
-				db.failover.lost(ctx, tx.Error) // a lost primary connection: its siblings go too
-			}
-			tx.Error = db.fromDriver(ctx, tx.Error)
-			if where, ok := tx.Statement.Settings.Load(escapeHatchKey{}); ok {
-				tx.Error = escapeHatchError(where.(string), tx.Error)
-			}
-		}
-	}
-	translateFor := func(mayWrite bool) func(tx *gorm.DB) {
-		return func(tx *gorm.DB) {
-			if tx.Error != nil && writeInDoubt(tx, mayWrite) {
-				tx.Error = inDoubt(tx.Error)
-			}
-			translateOne(tx)
-		}
-	}
 	// Every statement run on the primary outside a repository read may
 	// have written (an UPDATE ... RETURNING runs as a query): the Session
 	// in its ctx must see it (see Session). Inside a transaction, the
 	// commit counts too.
-	write, query := translateFor(true), translateFor(false)
-	if db.router != nil {
-		translateWrite, translateQuery := write, query
-		write = func(tx *gorm.DB) {
-			translateWrite(tx)
-			db.markWrite(tx)
-		}
-		query = func(tx *gorm.DB) {
-			translateQuery(tx)
-			db.markWrite(tx)
+	translateFor := func(mayWrite bool) func(tx *gorm.DB) {
+		return func(tx *gorm.DB) {
+			db.translateStatement(tx, mayWrite)
+			if db.router != nil {
+				db.markWrite(tx)
+			}
 		}
 	}
+	write, query := translateFor(true), translateFor(false)
 	var unroute error
 	if db.router != nil {
 		// What a read's AfterFind hooks run is not the read: it goes to
@@ -384,6 +361,27 @@ func (db *DB) registerCallbacks() error {
 		cb.Row().After("gorm:row").Register("dbkit:translate", write),
 		cb.Raw().After("gorm:raw").Register("dbkit:translate", write),
 	)
+}
+
+// translateStatement translates the error of a statement GORM ran: in
+// doubt when a write's connection was lost in flight (see writeInDoubt),
+// the primary's pool told of a lost connection, then dbkit's error, with
+// the escape hatch's prefix for a statement built from Repository.Query.
+func (db *DB) translateStatement(tx *gorm.DB, mayWrite bool) {
+	if tx.Error == nil {
+		return
+	}
+	if writeInDoubt(tx, mayWrite) {
+		tx.Error = inDoubt(tx.Error)
+	}
+	ctx := tx.Statement.Context
+	if rt := db.routeFrom(ctx); rt == nil || rt.node.replica == nil {
+		db.failover.lost(ctx, tx.Error) // a lost primary connection: its siblings go too
+	}
+	tx.Error = db.fromDriver(ctx, tx.Error)
+	if where, ok := tx.Statement.Settings.Load(escapeHatchKey{}); ok {
+		tx.Error = escapeHatchError(where.(string), tx.Error)
+	}
 }
 
 // waitForServer opens the first connection, retrying with jittered

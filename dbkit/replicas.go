@@ -63,13 +63,11 @@ func (s *syncState) getEpoch() uint64 {
 	return s.epoch
 }
 
-// set stores st and returns the state before.
-func (s *syncState) set(st replicaState) replicaState {
+// set stores st.
+func (s *syncState) set(st replicaState) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	old := s.s
 	s.s = st
-	return old
 }
 
 // setAt stores st, measured from epoch on, unless a failed read came
