@@ -87,11 +87,9 @@ func (s *syncState) setAt(st replicaState, epoch uint64, failed bool) (old repli
 // askReplay asks the replica, on its pool, how far it has replayed, and
 // returns the highest location known (0 when it cannot say).
 func (rp *replica) askReplay(ctx context.Context) wal.LSN {
-	var text sql.NullString
-	if err := rp.node.sql.QueryRowContext(ctx, "SELECT pg_last_wal_replay_lsn()::text").Scan(&text); err == nil && text.Valid {
-		if l, err := wal.Parse(text.String); err == nil {
-			storeMax(&rp.replay, l)
-		}
+	var l wal.LSN
+	if err := rp.node.sql.QueryRowContext(ctx, "SELECT pg_last_wal_replay_lsn()::text").Scan(&l); err == nil {
+		storeMax(&rp.replay, l)
 	}
 	return wal.LSN(rp.replay.Load())
 }
@@ -175,14 +173,7 @@ func (c *checker) checkAll(parent context.Context) {
 	for i, n := range c.r.replicas {
 		epochs[i] = n.replica.state.getEpoch()
 	}
-	primary := wal.LSN(0)
-	var text string
-	if err := c.r.primaryCheck.QueryRowContext(ctx, "SELECT pg_current_wal_insert_lsn()::text").Scan(&text); err == nil {
-		if l, err := wal.Parse(text); err == nil {
-			primary = l
-			storeMax(&c.r.primaryLSN, l)
-		}
-	}
+	primary, _ := c.r.insertLSN(ctx, c.r.primaryCheck) // 0: the lag in bytes is unknown
 	states := make([]replicaState, len(c.r.replicas))
 	var wg sync.WaitGroup
 	for i, n := range c.r.replicas {
@@ -202,7 +193,7 @@ func (c *checker) checkAll(parent context.Context) {
 func (c *checker) measure(ctx context.Context, rp *replica, primary wal.LSN) replicaState {
 	var (
 		standby bool
-		replay  sql.NullString
+		replay  wal.LSN // 0 (NULL): not in recovery
 		lagSecs float64
 	)
 	query := func() error {
@@ -215,15 +206,13 @@ func (c *checker) measure(ctx context.Context, rp *replica, primary wal.LSN) rep
 	if err != nil {
 		return replicaState{why: outUnreachable, cause: connectCause(err), lagBytes: -1}
 	}
-	if !standby || !replay.Valid {
+	if !standby || replay == 0 {
 		return replicaState{why: outNotStandby, lagBytes: -1}
 	}
 	st := replicaState{in: true, lagBytes: -1, lag: time.Duration(lagSecs * float64(time.Second))}
-	if l, err := wal.Parse(replay.String); err == nil {
-		storeMax(&rp.replay, l)
-		if primary != 0 {
-			st.lagBytes = wal.Diff(primary, l)
-		}
+	storeMax(&rp.replay, replay)
+	if primary != 0 {
+		st.lagBytes = wal.Diff(primary, replay)
 	}
 	switch {
 	case st.lagBytes > c.maxBytes:

@@ -239,20 +239,28 @@ func without(nodes []*node, n *node) []*node {
 // the location written out, can be short of it under synchronous_commit
 // off). It must be asked after the commit, in a statement of its own.
 func (r *router) currentLSN(ctx context.Context) (wal.LSN, error) {
-	var text string
 	// On dbkit's pool (not the *sql.DB under it): ErrClosed once Close
 	// began, and Close waits for it.
-	if err := r.db.pool.QueryRowContext(ctx, "SELECT pg_current_wal_insert_lsn()::text").Scan(&text); err != nil {
+	lsn, err := r.insertLSN(ctx, r.db.pool)
+	if err != nil {
 		return 0, fmt.Errorf("dbkit: read the primary's WAL location: %w", r.db.fromDriver(ctx, err))
 	}
-	lsn, err := wal.Parse(text)
-	if err != nil {
-		return 0, fmt.Errorf("dbkit: read the primary's WAL location: %w", err)
-	}
-	storeMax(&r.primaryLSN, lsn)
 	// At a page's start, the insert location is past the page's header,
 	// which no standby reports having replayed.
 	lsn = wal.AtBoundary(lsn, r.blockSize, r.segmentSize)
+	return lsn, nil
+}
+
+// insertLSN asks the primary, through q, for its WAL insert location, and
+// keeps the highest seen in r.primaryLSN.
+func (r *router) insertLSN(ctx context.Context, q interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}) (wal.LSN, error) {
+	var lsn wal.LSN
+	if err := q.QueryRowContext(ctx, "SELECT pg_current_wal_insert_lsn()::text").Scan(&lsn); err != nil {
+		return 0, err
+	}
+	storeMax(&r.primaryLSN, lsn)
 	return lsn, nil
 }
 

@@ -5,6 +5,7 @@ package wal
 
 import (
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 )
@@ -29,6 +30,23 @@ func Parse(s string) (LSN, error) {
 		return 0, ErrSyntax
 	}
 	return LSN(h<<32 | l), nil
+}
+
+// Scan reads a pg_lsn as database/sql gives it, text (a string or bytes);
+// NULL is 0, no location. It makes *LSN a sql.Scanner.
+func (l *LSN) Scan(src any) error {
+	var err error
+	switch v := src.(type) {
+	case nil:
+		*l = 0
+	case string:
+		*l, err = Parse(v)
+	case []byte:
+		*l, err = Parse(string(v))
+	default:
+		err = fmt.Errorf("wal: cannot read a WAL location from a %T", src)
+	}
+	return err
 }
 
 // String writes l as PostgreSQL does, "16/B374D848".

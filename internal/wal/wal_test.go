@@ -80,3 +80,23 @@ func TestAtBoundary(t *testing.T) {
 		t.Errorf("sizes unknown: %v", got)
 	}
 }
+
+func TestScan(t *testing.T) {
+	for _, tt := range []struct {
+		src  any
+		want LSN
+		ok   bool
+	}{
+		{"16/B374D848", 0x16_B374D848, true},
+		{[]byte("0/1"), 1, true},
+		{nil, 0, true},
+		{"16-B374D848", 0, false},
+		{int64(5), 0, false},
+	} {
+		l := LSN(7)
+		err := l.Scan(tt.src)
+		if (err == nil) != tt.ok || (tt.ok && l != tt.want) {
+			t.Errorf("Scan(%#v) = %v, %v; want %v, ok %v", tt.src, l, err, tt.want, tt.ok)
+		}
+	}
+}
