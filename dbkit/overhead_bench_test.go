@@ -110,16 +110,22 @@ func overheadEnv(b *testing.B, rows int) (*BaseDatabase[overheadUser], *gorm.DB)
 // stubRepository is a dbkit repository on a stub pool, with opts.
 func stubRepository(b *testing.B, rows int, opts ...Option) *BaseDatabase[overheadUser] {
 	b.Helper()
+	return NewBaseDatabase[overheadUser](stubDB(b, rows, opts...))
+}
+
+// stubDB is a DB on a stub pool answering rows rows per query, with opts.
+func stubDB(tb testing.TB, rows int, opts ...Option) *DB {
+	tb.Helper()
 	var o options
 	for _, opt := range opts {
 		opt(&o)
 	}
 	db := newDB(Config{Host: "stub", Database: "stub", User: "stub"}.WithDefaults(), o)
-	db.sql = stubPool(b, rows)
+	db.sql = stubPool(tb, rows)
 	if err := db.openGorm(db.sql, o); err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	return NewBaseDatabase[overheadUser](db)
+	return db
 }
 
 // impl is one way of doing the benchmarked operation.

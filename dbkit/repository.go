@@ -47,6 +47,7 @@ type Repository[T any, K comparable] struct {
 	text       textPlan                           // the fields whose text is checked before a write
 	versionCol string                             // the column of the embedded Versioned, "" without one
 	rows       rowscan.Scanner                    // how reads scan the model's rows
+	get        rowscan.Scanner                    // Get's: rows, with the statement built once when it can be (keyRead)
 	model      string                             // Go type name: "User"
 	pk         clause.Column                      // the primary-key column
 	omit       []string                           // what Update never writes: id, created_at, associations
@@ -166,6 +167,11 @@ func (b *Repository[T, K]) init(typ reflect.Type, embedsModel bool) (err error) 
 		return fmt.Errorf("%w: %s: the primary key %s is a %s", ErrInvalid, ctor, pk.Name, pk.FieldType)
 	}
 	b.pk = clause.Column{Table: clause.CurrentTable, Name: pk.DBName}
+	var zero K
+	b.get = b.rows
+	if k := newKeyRead(b.db.gorm, new(T), b.byKey(zero), b.rows); k != nil {
+		b.get = k
+	}
 	b.omit = []string{pk.DBName, clause.Associations}
 	if f := b.schema.LookUpField("CreatedAt"); f != nil {
 		b.omit = append(b.omit, f.DBName)
@@ -327,7 +333,8 @@ func (b *Repository[T, K]) Get(ctx context.Context, id K, opts ...QueryOption) (
 	ctx, span := b.start(ctx, b.names.get)
 	err = b.db.read(ctx, span, func(ctx context.Context) error {
 		v = *new(T)
-		return b.rowsOf(ctx, q).Where(b.byKey(id)).Take(&v).Error
+		tx := b.scoped(ctx, q).Set(rowscan.Setting, b.get)
+		return tx.Clauses(clause.Where{Exprs: []clause.Expression{b.byKey(id)}}).Take(&v).Error
 	})
 	if err = b.finish(ctx, span, "Get", err); err != nil {
 		return *new(T), err // not a row half read

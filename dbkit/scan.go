@@ -10,11 +10,13 @@ import (
 )
 
 // queryRows is GORM's query callback (gorm.io/gorm/callbacks.Query, which
-// it replaces under the same name, "gorm:query") with one change: the rows
-// of a statement that carries a scan plan (the repository's reads, see
-// Repository.rowsOf) are scanned by the plan, which falls back to
-// gorm.Scan for what it does not cover. GORM still builds the SQL, and
-// every other callback (hooks, preloads, telemetry) runs as before.
+// it replaces under the same name, "gorm:query") with two changes: the
+// rows of a statement that carries a scan plan (the repository's reads,
+// see Repository.rowsOf) are scanned by the plan, which falls back to
+// gorm.Scan for what it does not cover; and a Get whose statement GORM
+// built once (keyRead) takes that SQL instead of building it again. The
+// SQL is GORM's either way, and every other callback (hooks, preloads,
+// telemetry) runs as before.
 func queryRows(tx *gorm.DB) {
 	if tx.Error != nil {
 		return
@@ -24,18 +26,21 @@ func queryRows(tx *gorm.DB) {
 		// dbkit cannot tell whether it writes.
 		defer markRaw(tx)
 	}
-	callbacks.BuildQuerySQL(tx)
+	st := tx.Statement
+	s, _ := st.Settings.Load(rowscan.Setting)
+	if k, ok := s.(*keyRead); !ok || !k.write(tx) {
+		callbacks.BuildQuerySQL(tx)
+	}
 	if tx.DryRun || tx.Error != nil {
 		return
 	}
-	st := tx.Statement
 	rows, err := st.ConnPool.QueryContext(st.Context, st.SQL.String(), st.Vars...)
 	if err != nil {
 		_ = tx.AddError(err)
 		return
 	}
 	defer func() { _ = tx.AddError(rows.Close()) }()
-	if s, _ := st.Settings.Load(rowscan.Setting); !scanned(s, tx, rows) {
+	if !scanned(s, tx, rows) {
 		gorm.Scan(rows, tx, 0)
 	}
 	withholdScanValues(tx, rows.Err())

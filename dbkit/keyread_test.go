@@ -1,0 +1,312 @@
+package dbkit
+
+import (
+	"context"
+	"errors"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/google/uuid"
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+	"gorm.io/gorm/schema"
+)
+
+type softUser struct {
+	Model
+	SoftDelete
+	Name string
+}
+
+type textKeyed struct {
+	Code string `gorm:"primaryKey"`
+	Name string
+}
+
+type intKeyed struct {
+	ID   int64 `gorm:"primaryKey"`
+	Name string
+}
+
+type orderID string
+
+type namedKeyed struct {
+	ID   orderID `gorm:"primaryKey"`
+	Name string
+}
+
+type person struct {
+	Model
+	Name string
+}
+
+func (person) TableName() string { return "people" }
+
+// Not built once: a table in another schema, a key type that builds its
+// own SQL, a field type with query clauses of its own.
+
+type auditEvent struct {
+	Model
+	Name string
+}
+
+func (auditEvent) TableName() string { return "audit.events" }
+
+type exprKey string
+
+func (k exprKey) GormValue(context.Context, *gorm.DB) clause.Expr {
+	return clause.Expr{SQL: "lower(?)", Vars: []any{string(k)}}
+}
+
+type exprKeyed struct {
+	ID   exprKey `gorm:"primaryKey"`
+	Name string
+}
+
+// tenant is a field type whose query clause keeps reads to tenant 7.
+type tenant int
+
+func (tenant) QueryClauses(f *schema.Field) []clause.Interface {
+	return []clause.Interface{tenantClause{f}}
+}
+
+type tenantClause struct{ f *schema.Field }
+
+func (tenantClause) Name() string               { return "" }
+func (tenantClause) Build(clause.Builder)       {}
+func (tenantClause) MergeClause(*clause.Clause) {}
+func (c tenantClause) ModifyStatement(st *gorm.Statement) {
+	st.AddClause(clause.Where{Exprs: []clause.Expression{clause.Eq{Column: c.f.DBName, Value: 7}}})
+}
+
+type tenanted struct {
+	Model
+	Tenant tenant
+}
+
+// getProbe records what a Get sends: each query statement's SQL and
+// vars, after gorm:query; before it, it applies mutate.
+type getProbe struct {
+	db     *DB
+	mutate func(*gorm.DB)
+	sql    []string
+	vars   [][]any
+}
+
+func newGetProbe(t *testing.T) *getProbe {
+	t.Helper()
+	p := &getProbe{db: stubDB(t, 0)}
+	cb := p.db.gorm.Callback().Query()
+	if err := errors.Join(
+		cb.Before("gorm:query").Register("test:mutate", func(tx *gorm.DB) {
+			if p.mutate != nil {
+				p.mutate(tx)
+			}
+		}),
+		cb.After("gorm:query").Register("test:record", func(tx *gorm.DB) {
+			p.sql = append(p.sql, tx.Statement.SQL.String())
+			p.vars = append(p.vars, slices.Clone(tx.Statement.Vars))
+		}),
+	); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// last returns the SQL and vars of the last statement, and forgets them.
+func (p *getProbe) last(t *testing.T) (string, []any) {
+	t.Helper()
+	if len(p.sql) == 0 {
+		t.Fatal("no statement ran")
+	}
+	s, v := p.sql[len(p.sql)-1], p.vars[len(p.vars)-1]
+	p.sql, p.vars = nil, nil
+	return s, v
+}
+
+// gormsGet returns the SQL and vars GORM builds for r's Get of id, as it
+// builds them without dbkit: Where on the key condition, then Take.
+func gormsGet[T any, K comparable](t *testing.T, p *getProbe, r *Repository[T, K], id K) (string, []any) {
+	t.Helper()
+	tx := p.db.gorm.Session(&gorm.Session{DryRun: true, NewDB: true}).Where(r.byKey(id)).Take(new(T))
+	if tx.Error != nil {
+		t.Fatal(tx.Error)
+	}
+	return p.last(t)
+}
+
+// checkGet checks that r's Get of id sends the SQL and vars GORM builds,
+// and reports whether the statement built once was used to send them.
+func checkGet[T any, K comparable](t *testing.T, p *getProbe, r *Repository[T, K], id K, opts ...QueryOption) bool {
+	t.Helper()
+	want, wantVars := gormsGet(t, p, r, id)
+	if len(opts) > 0 {
+		// GORM's build of the same options.
+		q, err := r.compileFor(context.Background(), "Get", opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tx := r.scoped(context.Background(), q).Session(&gorm.Session{DryRun: true}).Where(r.byKey(id)).Take(new(T))
+		if tx.Error != nil {
+			t.Fatal(tx.Error)
+		}
+		want, wantVars = p.last(t)
+	}
+	// Mark the statement built once, to see whether it was used.
+	k, ok := r.get.(*keyRead)
+	if !ok {
+		t.Fatalf("%T: Get's statement is not built once", *new(T))
+	}
+	const mark = "/* built once */ "
+	marked := *k
+	marked.sql = mark + k.sql
+	r.get = &marked
+	defer func() { r.get = k }()
+	if _, err := r.Get(context.Background(), id, opts...); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Get: %v, want ErrNotFound from the stub", err)
+	}
+	got, gotVars := p.last(t)
+	used := strings.HasPrefix(got, mark)
+	if got = strings.TrimPrefix(got, mark); got != want || !reflect.DeepEqual(gotVars, wantVars) {
+		t.Errorf("Get sent\n\t%s %v\nGORM builds\n\t%s %v", got, gotVars, want, wantVars)
+	}
+	return used
+}
+
+// A Get by key sends the SQL GORM builds, built once, for every model
+// and key type whose statement can be.
+func TestKeyReadIsGORMsSQL(t *testing.T) {
+	p := newGetProbe(t)
+	checks := map[string]func() bool{
+		"uuid key":    func() bool { return checkGet(t, p, NewBaseDatabase[overheadUser](p.db), uuid.New()) },
+		"soft delete": func() bool { return checkGet(t, p, NewBaseDatabase[softUser](p.db), uuid.New()) },
+		"table name":  func() bool { return checkGet(t, p, NewBaseDatabase[person](p.db), uuid.New()) },
+		"text key":    func() bool { return checkGet(t, p, NewRepository[textKeyed, string](p.db), "A-1") },
+		"int key":     func() bool { return checkGet(t, p, NewRepository[intKeyed, int64](p.db), 42) },
+		"named key":   func() bool { return checkGet(t, p, NewRepository[namedKeyed, orderID](p.db), "o-1") },
+	}
+	for name, check := range checks {
+		t.Run(name, func(t *testing.T) {
+			if !check() {
+				t.Error("GORM built the statement again")
+			}
+		})
+	}
+}
+
+// Models whose Get statement is not built once: GORM builds it per call.
+func TestKeyReadDeclines(t *testing.T) {
+	p := newGetProbe(t)
+	for name, get := range map[string]any{
+		"table in a schema":   NewBaseDatabase[auditEvent](p.db).get,
+		"key building SQL":    NewRepository[exprKeyed, exprKey](p.db).get,
+		"field query clauses": NewBaseDatabase[tenanted](p.db).get,
+	} {
+		if _, ok := get.(*keyRead); ok {
+			t.Errorf("%s: built once", name)
+		}
+	}
+	r := NewBaseDatabase[tenanted](p.db)
+	if _, err := r.Get(context.Background(), uuid.New()); !errors.Is(err, ErrNotFound) {
+		t.Fatal(err)
+	}
+	if got, _ := p.last(t); !strings.Contains(got, `"tenant" = $`) {
+		t.Errorf("Get lost the field's query clause: %s", got)
+	}
+}
+
+// Whatever changes a Get's statement before gorm:query (a plugin's
+// callback, an option) makes GORM build it: the SQL sent is GORM's for
+// the changed statement, never the one built once.
+func TestKeyReadYieldsToChangedStatements(t *testing.T) {
+	p := newGetProbe(t)
+	users := NewBaseDatabase[softUser](p.db)
+	mutations := map[string]func(tx *gorm.DB){
+		"a condition added": func(tx *gorm.DB) {
+			tx.Statement.AddClause(clause.Where{Exprs: []clause.Expression{clause.Eq{Column: "name", Value: "t"}}})
+		},
+		"a clause added": func(tx *gorm.DB) { tx.Statement.AddClause(clause.Locking{Strength: "SHARE"}) },
+		"another table":  func(tx *gorm.DB) { tx.Statement.Table = "users_archive" },
+		"unscoped":       func(tx *gorm.DB) { tx.Statement.Unscoped = true },
+		"selected":       func(tx *gorm.DB) { tx.Statement.Selects = []string{"id"} },
+		"omitted":        func(tx *gorm.DB) { tx.Statement.Omits = []string{"name"} },
+		"distinct":       func(tx *gorm.DB) { tx.Statement.Distinct = true },
+		"an offset":      func(tx *gorm.DB) { tx.Statement.AddClause(clause.Limit{Offset: 5}) },
+		"the key's column": func(tx *gorm.DB) {
+			tx.Statement.Clauses["WHERE"] = clause.Clause{Name: "WHERE", Expression: clause.Where{Exprs: []clause.Expression{
+				clause.Eq{Column: clause.Column{Table: clause.CurrentTable, Name: "name"}, Value: tx.Statement.Clauses["WHERE"].Expression.(clause.Where).Exprs[0].(clause.Eq).Value},
+			}}}
+		},
+		"wrapped": func(tx *gorm.DB) {
+			c := tx.Statement.Clauses["WHERE"]
+			c.AfterExpression = clause.Expr{SQL: "/* audited */"}
+			tx.Statement.Clauses["WHERE"] = c
+		},
+		"fewer clauses built": func(tx *gorm.DB) { tx.Statement.BuildClauses = []string{"SELECT", "FROM", "WHERE"} },
+		"a key in the destination": func(tx *gorm.DB) {
+			tx.Statement.ReflectValue.FieldByName("ID").Set(reflect.ValueOf(uuid.MustParse("01a216d3-06d7-7746-8bb8-60fe2b04d63b")))
+		},
+	}
+	for name, mutate := range mutations {
+		t.Run(name, func(t *testing.T) {
+			p.mutate = mutate
+			defer func() { p.mutate = nil }()
+			if checkGet(t, p, users, uuid.New()) {
+				t.Error("the statement built once was sent")
+			}
+		})
+	}
+	for name, opts := range map[string][]QueryOption{
+		"WithDeleted": {WithDeleted()},
+		"Filter":      {Eq("name", "ada")},
+		"Select":      {Select("name")},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if checkGet(t, p, users, uuid.New(), opts...) {
+				t.Error("the statement built once was sent")
+			}
+		})
+	}
+	t.Run("unchanged", func(t *testing.T) {
+		if !checkGet(t, p, users, uuid.New()) {
+			t.Error("GORM built the statement again")
+		}
+	})
+}
+
+// Concurrent Gets share the statement built once: each sends its own key.
+func TestKeyReadConcurrentGets(t *testing.T) {
+	db := stubDB(t, 0)
+	users := NewBaseDatabase[overheadUser](db)
+	if _, ok := users.get.(*keyRead); !ok {
+		t.Fatal("Get's statement is not built once")
+	}
+	var wrong atomic.Int64
+	if err := db.gorm.Callback().Query().After("gorm:query").Register("test:check", func(tx *gorm.DB) {
+		key := tx.Statement.Clauses["WHERE"].Expression.(clause.Where).Exprs[0].(clause.Eq).Value
+		if !slices.Contains(tx.Statement.Vars, key) {
+			wrong.Add(1)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 200 {
+				if _, err := users.Get(context.Background(), uuid.New()); !errors.Is(err, ErrNotFound) {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if n := wrong.Load(); n > 0 {
+		t.Errorf("%d of 1,600 Gets sent another Get's key", n)
+	}
+}
