@@ -44,10 +44,10 @@
 // FindPage, FindCursor) scan their rows with a plan compiled once per model
 // instead of GORM's per-row reflection: the values are those GORM's scan
 // gives, hooks, preloads, Select, soft delete and pages work as before, and
-// a 100-row read allocates less than half as much. A Get by key with no
-// option sends SQL GORM built once, when the repository was made, unless
-// something (a plugin's callback, a scope) changed its statement; then
-// GORM builds it again. The escape hatches use GORM's own scan.
+// a 100-row read allocates less than half as much. A Get by key sends SQL
+// GORM built once, when the repository was made, unless something changed
+// its statement (an option such as a Filter, Select or row lock, a
+// plugin's callback); then GORM builds it again. The escape hatches use GORM's own scan.
 // docs/performance.md has the figures.
 //
 // # Conditions

@@ -1,6 +1,7 @@
 package dbkit
 
 import (
+	"database/sql/driver"
 	"reflect"
 	"slices"
 
@@ -19,9 +20,10 @@ import (
 // statement instead of building it again, when the statement arriving
 // there has the shape it was built from: the key condition and LIMIT 1
 // alone, on the model's table, with nothing selected, omitted, joined,
-// unscoped or added by a callback before gorm:query. Any other statement
-// (a Get with options, a plugin's clause, a scope that changes the table)
-// is built by GORM as usual. The SQL a Get sends is therefore always the
+// unscoped or added by a callback before gorm:query. (A Limit option
+// leaves it so: Take's LIMIT 1 wins.) Any other statement (a Get with a
+// Filter, Select, order or row lock, a plugin's clause, a scope that
+// changes the table) is built by GORM as usual. The SQL a Get sends is therefore always the
 // SQL GORM builds for it; only its building is skipped.
 //
 // What the shortcut leaves out is the clauses GORM adds to the statement
@@ -38,7 +40,6 @@ type keyRead struct {
 	where     string        // the names the WHERE and LIMIT clauses get
 	limit     string
 	fields    bool // the DB's QueryFields
-	builders  int  // how many clause builders the DB had
 	sql       string
 	vars      []any // the statement's vars, the key's at keyAt
 	keyAt     int
@@ -61,7 +62,7 @@ func newKeyRead(db *gorm.DB, model any, probe clause.Eq, plan rowscan.Scanner) *
 	st := tx.Statement
 	st.Dest, st.Model = model, model
 	st.BuildClauses = db.Callback().Query().Clauses
-	if err := st.Parse(model); err != nil || st.TableExpr != nil {
+	if err := st.Parse(model); err != nil || st.TableExpr != nil || ownBuilder(tx, st.BuildClauses) {
 		return nil
 	}
 	for _, c := range st.Schema.QueryClauses {
@@ -80,7 +81,6 @@ func newKeyRead(db *gorm.DB, model any, probe clause.Eq, plan rowscan.Scanner) *
 		where:     st.Clauses["WHERE"].Name,
 		limit:     st.Clauses["LIMIT"].Name,
 		fields:    tx.QueryFields,
-		builders:  len(tx.ClauseBuilders),
 		primaries: st.Schema.PrimaryFields,
 	}
 	if _, ok := k.key(tx); !ok {
@@ -108,8 +108,9 @@ func newKeyRead(db *gorm.DB, model any, probe clause.Eq, plan rowscan.Scanner) *
 
 // boundAsIs reports whether GORM binds every value of type t as one
 // parameter, itself (Statement.AddVar, clause.Eq): text, integers, and
-// the pgtype.UUID a uuid key is passed as, unless the type builds SQL of
-// its own.
+// the valid pgtype.UUID a uuid key is passed as (see keyRead.key). Not a
+// type that builds SQL of its own, nor one whose driver.Valuer may say
+// NULL, which clause.Eq writes as IS NULL.
 func boundAsIs(t reflect.Type) bool {
 	if t == reflect.TypeFor[pgtype.UUID]() {
 		return true
@@ -120,7 +121,12 @@ func boundAsIs(t reflect.Type) bool {
 	default:
 		return false
 	}
-	return !t.Implements(reflect.TypeFor[gorm.Valuer]()) && !t.Implements(reflect.TypeFor[clause.Expression]())
+	for _, own := range []reflect.Type{reflect.TypeFor[gorm.Valuer](), reflect.TypeFor[clause.Expression](), reflect.TypeFor[driver.Valuer]()} {
+		if t.Implements(own) {
+			return false
+		}
+	}
+	return true
 }
 
 // write writes the SQL built once into tx's statement, with its key,
@@ -140,12 +146,14 @@ func (k *keyRead) write(tx *gorm.DB) bool {
 
 // key returns the key of tx's statement, and whether the statement is
 // the one k was built from (see keyRead): everything
-// callbacks.BuildQuerySQL reads to build it is as it was then.
+// callbacks.BuildQuerySQL reads to build it that a call, a scope or a
+// callback can change is as it was then. (The rest is the DB's: its
+// dialector and naming strategy.)
 func (k *keyRead) key(tx *gorm.DB) (any, bool) {
 	st := tx.Statement
 	if st.SQL.Len() != 0 || len(st.Vars) != 0 || st.Schema != k.schema || st.Table != k.table || st.TableExpr != nil ||
 		st.Unscoped || st.Distinct || len(st.Selects) != 0 || len(st.Omits) != 0 || len(st.Joins) != 0 ||
-		tx.QueryFields != k.fields || len(tx.ClauseBuilders) != k.builders ||
+		tx.QueryFields != k.fields || ownBuilder(tx, k.build) ||
 		len(st.Clauses) != 2 || !slices.Equal(st.BuildClauses, k.build) ||
 		!st.ReflectValue.IsValid() || st.ReflectValue.Type() != k.schema.ModelType {
 		return nil, false
@@ -161,6 +169,9 @@ func (k *keyRead) key(tx *gorm.DB) (any, bool) {
 	eq, ok := w.Exprs[0].(clause.Eq)
 	if !ok || reflect.TypeOf(eq.Value) != k.keyType {
 		return nil, false
+	}
+	if u, ok := eq.Value.(pgtype.UUID); ok && !u.Valid {
+		return nil, false // IS NULL
 	}
 	if col, ok := eq.Column.(clause.Column); !ok || col != k.col {
 		return nil, false
@@ -182,4 +193,18 @@ func (k *keyRead) key(tx *gorm.DB) (any, bool) {
 func bare(c clause.Clause, name string) bool {
 	return c.Name == name && c.BeforeExpression == nil && c.AfterNameExpression == nil &&
 		c.AfterExpression == nil && c.Builder == nil
+}
+
+// ownBuilder reports whether the DB builds one of the clauses names its
+// own way (Config.ClauseBuilders, which a plugin may set at any time).
+func ownBuilder(tx *gorm.DB, names []string) bool {
+	if len(tx.ClauseBuilders) == 0 {
+		return false
+	}
+	for _, name := range names {
+		if _, ok := tx.ClauseBuilders[name]; ok {
+			return true
+		}
+	}
+	return false
 }

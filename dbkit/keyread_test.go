@@ -2,6 +2,7 @@ package dbkit
 
 import (
 	"context"
+	"database/sql/driver"
 	"errors"
 	"reflect"
 	"slices"
@@ -11,6 +12,8 @@ import (
 	"testing"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 	"gorm.io/gorm/schema"
@@ -64,6 +67,21 @@ func (k exprKey) GormValue(context.Context, *gorm.DB) clause.Expr {
 
 type exprKeyed struct {
 	ID   exprKey `gorm:"primaryKey"`
+	Name string
+}
+
+// optID's Value says NULL for "none": GORM then writes IS NULL.
+type optID string
+
+func (o optID) Value() (driver.Value, error) {
+	if o == "none" {
+		return nil, nil
+	}
+	return string(o), nil
+}
+
+type optKeyed struct {
+	ID   optID `gorm:"primaryKey"`
 	Name string
 }
 
@@ -143,6 +161,12 @@ func gormsGet[T any, K comparable](t *testing.T, p *getProbe, r *Repository[T, K
 // and reports whether the statement built once was used to send them.
 func checkGet[T any, K comparable](t *testing.T, p *getProbe, r *Repository[T, K], id K, opts ...QueryOption) bool {
 	t.Helper()
+	return checkGetIn(context.Background(), t, p, r, id, opts...)
+}
+
+// checkGetIn is checkGet with the Get run in ctx.
+func checkGetIn[T any, K comparable](ctx context.Context, t *testing.T, p *getProbe, r *Repository[T, K], id K, opts ...QueryOption) bool {
+	t.Helper()
 	want, wantVars := gormsGet(t, p, r, id)
 	if len(opts) > 0 {
 		// GORM's build of the same options.
@@ -166,7 +190,7 @@ func checkGet[T any, K comparable](t *testing.T, p *getProbe, r *Repository[T, K
 	marked.sql = mark + k.sql
 	r.get = &marked
 	defer func() { r.get = k }()
-	if _, err := r.Get(context.Background(), id, opts...); !errors.Is(err, ErrNotFound) {
+	if _, err := r.Get(ctx, id, opts...); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("Get: %v, want ErrNotFound from the stub", err)
 	}
 	got, gotVars := p.last(t)
@@ -204,6 +228,7 @@ func TestKeyReadDeclines(t *testing.T) {
 	for name, get := range map[string]any{
 		"table in a schema":   NewBaseDatabase[auditEvent](p.db).get,
 		"key building SQL":    NewRepository[exprKeyed, exprKey](p.db).get,
+		"key with a Valuer":   NewRepository[optKeyed, optID](p.db).get,
 		"field query clauses": NewBaseDatabase[tenanted](p.db).get,
 	} {
 		if _, ok := get.(*keyRead); ok {
@@ -247,6 +272,44 @@ func TestKeyReadYieldsToChangedStatements(t *testing.T) {
 			tx.Statement.Clauses["WHERE"] = c
 		},
 		"fewer clauses built": func(tx *gorm.DB) { tx.Statement.BuildClauses = []string{"SELECT", "FROM", "WHERE"} },
+		"a table expression":  func(tx *gorm.DB) { tx.Statement.TableExpr = &clause.Expr{SQL: `"archive"."soft_users"`} },
+		"SQL written":         func(tx *gorm.DB) { tx.Statement.SQL.WriteString("SELECT * FROM soft_users WHERE id = 1 LIMIT 1") },
+		"a var added":         func(tx *gorm.DB) { tx.Statement.Vars = append(tx.Statement.Vars, pgx.QueryExecModeExec) },
+		"a join":              func(tx *gorm.DB) { tx.Joins("JOIN teams ON true") },
+		"another limit": func(tx *gorm.DB) {
+			two := 2
+			tx.Statement.Clauses["LIMIT"] = clause.Clause{Expression: clause.Limit{Limit: &two}}
+		},
+		"a key of another type": func(tx *gorm.DB) {
+			c := tx.Statement.Clauses["WHERE"]
+			eq := c.Expression.(clause.Where).Exprs[0].(clause.Eq)
+			eq.Value = eq.Value.(pgtype.UUID).String()
+			c.Expression = clause.Where{Exprs: []clause.Expression{eq}}
+			tx.Statement.Clauses["WHERE"] = c
+		},
+		"a NULL key": func(tx *gorm.DB) {
+			c := tx.Statement.Clauses["WHERE"]
+			eq := c.Expression.(clause.Where).Exprs[0].(clause.Eq)
+			eq.Value = pgtype.UUID{}
+			c.Expression = clause.Where{Exprs: []clause.Expression{eq}}
+			tx.Statement.Clauses["WHERE"] = c
+		},
+		"another destination": func(tx *gorm.DB) {
+			tx.Statement.Dest = &overheadUser{}
+			tx.Statement.ReflectValue = reflect.ValueOf(tx.Statement.Dest).Elem()
+		},
+		"QueryFields": func(tx *gorm.DB) {
+			c := *tx.Config
+			c.QueryFields = true
+			tx.Config = &c
+		},
+		"a clause builder": func(tx *gorm.DB) {
+			c := *tx.Config
+			c.ClauseBuilders = map[string]clause.ClauseBuilder{"LIMIT": func(c clause.Clause, b clause.Builder) {
+				b.WriteString("FETCH FIRST ROW ONLY")
+			}}
+			tx.Config = &c
+		},
 		"a key in the destination": func(tx *gorm.DB) {
 			tx.Statement.ReflectValue.FieldByName("ID").Set(reflect.ValueOf(uuid.MustParse("01a216d3-06d7-7746-8bb8-60fe2b04d63b")))
 		},
@@ -264,6 +327,7 @@ func TestKeyReadYieldsToChangedStatements(t *testing.T) {
 		"WithDeleted": {WithDeleted()},
 		"Filter":      {Eq("name", "ada")},
 		"Select":      {Select("name")},
+		"OrderBy":     {OrderBy("name")},
 	} {
 		t.Run(name, func(t *testing.T) {
 			if checkGet(t, p, users, uuid.New(), opts...) {
@@ -271,9 +335,27 @@ func TestKeyReadYieldsToChangedStatements(t *testing.T) {
 			}
 		})
 	}
+	// What leaves the statement as it was: Get takes one row whatever
+	// the Limit, and a transaction is only another connection.
 	t.Run("unchanged", func(t *testing.T) {
 		if !checkGet(t, p, users, uuid.New()) {
 			t.Error("GORM built the statement again")
+		}
+	})
+	t.Run("Limit", func(t *testing.T) {
+		if !checkGet(t, p, users, uuid.New(), Limit(5)) {
+			t.Error("GORM built the statement again")
+		}
+	})
+	t.Run("InTx", func(t *testing.T) {
+		err := p.db.InTx(context.Background(), func(ctx context.Context) error {
+			if !checkGetIn(ctx, t, p, users, uuid.New()) {
+				t.Error("GORM built the statement again")
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
 		}
 	})
 }
@@ -285,11 +367,18 @@ func TestKeyReadConcurrentGets(t *testing.T) {
 	if _, ok := users.get.(*keyRead); !ok {
 		t.Fatal("Get's statement is not built once")
 	}
-	var wrong atomic.Int64
+	k := users.get.(*keyRead)
+	marked := *k
+	marked.sql = "/* built once */ " + k.sql
+	users.get = &marked
+	var wrong, rebuilt atomic.Int64
 	if err := db.gorm.Callback().Query().After("gorm:query").Register("test:check", func(tx *gorm.DB) {
 		key := tx.Statement.Clauses["WHERE"].Expression.(clause.Where).Exprs[0].(clause.Eq).Value
 		if !slices.Contains(tx.Statement.Vars, key) {
 			wrong.Add(1)
+		}
+		if tx.Statement.SQL.String() != marked.sql {
+			rebuilt.Add(1)
 		}
 	}); err != nil {
 		t.Fatal(err)
@@ -308,5 +397,8 @@ func TestKeyReadConcurrentGets(t *testing.T) {
 	wg.Wait()
 	if n := wrong.Load(); n > 0 {
 		t.Errorf("%d of 1,600 Gets sent another Get's key", n)
+	}
+	if n := rebuilt.Load(); n > 0 {
+		t.Errorf("%d of 1,600 Gets did not send the statement built once", n)
 	}
 }

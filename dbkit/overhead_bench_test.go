@@ -47,7 +47,12 @@ type stubConn stubDriver
 
 func (c stubConn) Prepare(string) (driver.Stmt, error) { return nil, driver.ErrSkip }
 func (c stubConn) Close() error                        { return nil }
-func (c stubConn) Begin() (driver.Tx, error)           { return nil, driver.ErrSkip }
+func (c stubConn) Begin() (driver.Tx, error)           { return stubTx{}, nil }
+
+type stubTx struct{}
+
+func (stubTx) Commit() error   { return nil }
+func (stubTx) Rollback() error { return nil }
 
 func (c stubConn) QueryContext(context.Context, string, []driver.NamedValue) (driver.Rows, error) {
 	return &stubRows{left: c.rows}, nil

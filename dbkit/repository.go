@@ -254,7 +254,8 @@ func (b *Repository[T, K]) Table() string {
 // start a new statement at their first chained call (Clauses with no
 // clause is one), into which ctx goes directly: Session{Context: ctx}
 // would copy the Config and a statement only for the chained call to
-// replace that statement, about 800 bytes per call.
+// replace that statement, about 800 bytes per call. What it returns is
+// that statement itself: one statement's chain starts from it, not two.
 func (b *Repository[T, K]) conn(ctx context.Context) *gorm.DB {
 	base := b.db.gorm
 	if tx := b.db.txFrom(ctx); tx != nil {

@@ -12,7 +12,7 @@ import (
 // queryRows is GORM's query callback (gorm.io/gorm/callbacks.Query, which
 // it replaces under the same name, "gorm:query") with two changes: the
 // rows of a statement that carries a scan plan (the repository's reads,
-// see Repository.rowsOf) are scanned by the plan, which falls back to
+// see Repository.rowsOf and Get) are scanned by the plan, which falls back to
 // gorm.Scan for what it does not cover; and a Get whose statement GORM
 // built once (keyRead) takes that SQL instead of building it again. The
 // SQL is GORM's either way, and every other callback (hooks, preloads,
