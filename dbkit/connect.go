@@ -17,7 +17,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
-	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/stdlib"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
@@ -242,7 +241,8 @@ func (db *DB) openPool(connCfg *pgx.ConnConfig, maxOpen, maxIdle int, f *failove
 		if f != nil {
 			f.connected(ctx, c)
 		}
-		return scanTimestamptzInUTC(ctx, c)
+		setUpTypes(c.TypeMap())
+		return nil
 	})}
 	if f != nil {
 		opts = append(opts, stdlib.OptionResetSession(f.resetSession))
@@ -434,17 +434,6 @@ func parseCause(err error) error {
 		return pe.Unwrap()
 	}
 	return errors.New("pgx rejected them")
-}
-
-// scanTimestamptzInUTC makes every timestamptz read on conn a time.Time in
-// UTC rather than in the process's local zone, so that rows read back equal
-// the structs written, wherever the service runs.
-func scanTimestamptzInUTC(_ context.Context, conn *pgx.Conn) error {
-	conn.TypeMap().RegisterType(&pgtype.Type{
-		Name: "timestamptz", OID: pgtype.TimestamptzOID,
-		Codec: &pgtype.TimestamptzCodec{ScanLocation: time.UTC},
-	})
-	return nil
 }
 
 // giveUp joins the reason retries stopped with the last connection error.
