@@ -106,8 +106,8 @@ type tenanted struct {
 	Tenant tenant
 }
 
-// getProbe records what a Get sends: each query statement's SQL and
-// vars, after gorm:query; before it, it applies mutate.
+// getProbe records what a Get sends on a stub DB: each query statement's
+// SQL and vars, after gorm:query; before it, it applies mutate.
 type getProbe struct {
 	db     *DB
 	mutate func(*gorm.DB)
@@ -115,9 +115,9 @@ type getProbe struct {
 	vars   [][]any
 }
 
-func newGetProbe(t *testing.T) *getProbe {
+func newGetProbe(t *testing.T, opts ...Option) *getProbe {
 	t.Helper()
-	p := &getProbe{db: stubDB(t, 0)}
+	p := &getProbe{db: stubDB(t, 0, opts...)}
 	cb := p.db.gorm.Callback().Query()
 	if err := errors.Join(
 		cb.Before("gorm:query").Register("test:mutate", func(tx *gorm.DB) {
@@ -219,6 +219,15 @@ func TestKeyReadIsGORMsSQL(t *testing.T) {
 				t.Error("GORM built the statement again")
 			}
 		})
+	}
+}
+
+// Telemetry (statement spans, metrics, logs, repository spans, trace
+// comments) leaves Get's statement as it was built.
+func TestKeyReadWithTelemetry(t *testing.T) {
+	p := newGetProbe(t, append(telemetryOn(t), WithRepositorySpans(), WithTraceComments())...)
+	if !checkGet(t, p, NewBaseDatabase[softUser](p.db), uuid.New()) {
+		t.Error("GORM built the statement again")
 	}
 }
 

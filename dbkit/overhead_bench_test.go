@@ -269,7 +269,7 @@ func BenchmarkOverheadTraceComments(b *testing.B) {
 // telemetryOn are the options of telemetry on: every span sampled, batched
 // and dropped by the exporter, metrics recorded, statements logged to a
 // handler at INFO.
-func telemetryOn(b *testing.B) []Option {
+func telemetryOn(b testing.TB) []Option {
 	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(discardExporter{}), sdktrace.WithSampler(sdktrace.AlwaysSample()))
 	b.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
