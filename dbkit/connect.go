@@ -350,6 +350,7 @@ func (db *DB) registerCallbacks() error {
 	return errors.Join(
 		unroute,
 		cb.Query().Replace("gorm:query", queryRows),
+		cb.Create().Replace("gorm:create", createRow(cb.Create().Get("gorm:create"))),
 		cb.Create().Before("gorm:before_create").Register("dbkit:assign_id", assignIDs),
 		// Right after the statement: GORM puts a callback that is only
 		// "after" another at the end of the chain, after the hooks and the

@@ -44,10 +44,11 @@
 // FindPage, FindCursor) scan their rows with a plan compiled once per model
 // instead of GORM's per-row reflection: the values are those GORM's scan
 // gives, hooks, preloads, Select, soft delete and pages work as before, and
-// a 100-row read allocates less than half as much. A Get by key sends SQL
-// GORM built once, when the repository was made, unless something changed
-// its statement (an option such as a Filter, Select or row lock, a
-// plugin's callback); then GORM builds it again. The escape hatches use GORM's own scan.
+// a 100-row read allocates less than half as much. A Get by key and a
+// Create send SQL GORM built once, when the repository was made, unless
+// something changed the statement (an option such as a Filter, Select or
+// row lock, a plugin's callback) or, for Create, the row holds a value
+// GORM writes as SQL of its own or as a list; then GORM builds it again. The escape hatches use GORM's own scan.
 // docs/performance.md has the figures.
 //
 // # Conditions

@@ -106,49 +106,9 @@ type tenanted struct {
 	Tenant tenant
 }
 
-// getProbe records what a Get sends on a stub DB: each query statement's
-// SQL and vars, after gorm:query; before it, it applies mutate.
-type getProbe struct {
-	db     *DB
-	mutate func(*gorm.DB)
-	sql    []string
-	vars   [][]any
-}
-
-func newGetProbe(t *testing.T, opts ...Option) *getProbe {
-	t.Helper()
-	p := &getProbe{db: stubDB(t, 0, opts...)}
-	cb := p.db.gorm.Callback().Query()
-	if err := errors.Join(
-		cb.Before("gorm:query").Register("test:mutate", func(tx *gorm.DB) {
-			if p.mutate != nil {
-				p.mutate(tx)
-			}
-		}),
-		cb.After("gorm:query").Register("test:record", func(tx *gorm.DB) {
-			p.sql = append(p.sql, tx.Statement.SQL.String())
-			p.vars = append(p.vars, slices.Clone(tx.Statement.Vars))
-		}),
-	); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-// last returns the SQL and vars of the last statement, and forgets them.
-func (p *getProbe) last(t *testing.T) (string, []any) {
-	t.Helper()
-	if len(p.sql) == 0 {
-		t.Fatal("no statement ran")
-	}
-	s, v := p.sql[len(p.sql)-1], p.vars[len(p.vars)-1]
-	p.sql, p.vars = nil, nil
-	return s, v
-}
-
 // gormsGet returns the SQL and vars GORM builds for r's Get of id, as it
 // builds them without dbkit: Where on the key condition, then Take.
-func gormsGet[T any, K comparable](t *testing.T, p *getProbe, r *Repository[T, K], id K) (string, []any) {
+func gormsGet[T any, K comparable](t *testing.T, p *stmtProbe, r *Repository[T, K], id K) (string, []any) {
 	t.Helper()
 	tx := p.db.gorm.Session(&gorm.Session{DryRun: true, NewDB: true}).Where(r.byKey(id)).Take(new(T))
 	if tx.Error != nil {
@@ -159,13 +119,13 @@ func gormsGet[T any, K comparable](t *testing.T, p *getProbe, r *Repository[T, K
 
 // checkGet checks that r's Get of id sends the SQL and vars GORM builds,
 // and reports whether the statement built once was used to send them.
-func checkGet[T any, K comparable](t *testing.T, p *getProbe, r *Repository[T, K], id K, opts ...QueryOption) bool {
+func checkGet[T any, K comparable](t *testing.T, p *stmtProbe, r *Repository[T, K], id K, opts ...QueryOption) bool {
 	t.Helper()
 	return checkGetIn(context.Background(), t, p, r, id, opts...)
 }
 
 // checkGetIn is checkGet with the Get run in ctx.
-func checkGetIn[T any, K comparable](ctx context.Context, t *testing.T, p *getProbe, r *Repository[T, K], id K, opts ...QueryOption) bool {
+func checkGetIn[T any, K comparable](ctx context.Context, t *testing.T, p *stmtProbe, r *Repository[T, K], id K, opts ...QueryOption) bool {
 	t.Helper()
 	want, wantVars := gormsGet(t, p, r, id)
 	if len(opts) > 0 {
@@ -204,7 +164,7 @@ func checkGetIn[T any, K comparable](ctx context.Context, t *testing.T, p *getPr
 // A Get by key sends the SQL GORM builds, built once, for every model
 // and key type whose statement can be.
 func TestKeyReadIsGORMsSQL(t *testing.T) {
-	p := newGetProbe(t)
+	p := newStmtProbe(t, "gorm:query")
 	checks := map[string]func() bool{
 		"uuid key":    func() bool { return checkGet(t, p, NewBaseDatabase[overheadUser](p.db), uuid.New()) },
 		"soft delete": func() bool { return checkGet(t, p, NewBaseDatabase[softUser](p.db), uuid.New()) },
@@ -225,7 +185,7 @@ func TestKeyReadIsGORMsSQL(t *testing.T) {
 // Telemetry (statement spans, metrics, logs, repository spans, trace
 // comments) leaves Get's statement as it was built.
 func TestKeyReadWithTelemetry(t *testing.T) {
-	p := newGetProbe(t, append(telemetryOn(t), WithRepositorySpans(), WithTraceComments())...)
+	p := newStmtProbe(t, "gorm:query", append(telemetryOn(t), WithRepositorySpans(), WithTraceComments())...)
 	if !checkGet(t, p, NewBaseDatabase[softUser](p.db), uuid.New()) {
 		t.Error("GORM built the statement again")
 	}
@@ -233,7 +193,7 @@ func TestKeyReadWithTelemetry(t *testing.T) {
 
 // Models whose Get statement is not built once: GORM builds it per call.
 func TestKeyReadDeclines(t *testing.T) {
-	p := newGetProbe(t)
+	p := newStmtProbe(t, "gorm:query")
 	for name, get := range map[string]any{
 		"table in a schema":   NewBaseDatabase[auditEvent](p.db).get,
 		"key building SQL":    NewRepository[exprKeyed, exprKey](p.db).get,
@@ -257,7 +217,7 @@ func TestKeyReadDeclines(t *testing.T) {
 // callback, an option) makes GORM build it: the SQL sent is GORM's for
 // the changed statement, never the one built once.
 func TestKeyReadYieldsToChangedStatements(t *testing.T) {
-	p := newGetProbe(t)
+	p := newStmtProbe(t, "gorm:query")
 	users := NewBaseDatabase[softUser](p.db)
 	mutations := map[string]func(tx *gorm.DB){
 		"a condition added": func(tx *gorm.DB) {
@@ -312,13 +272,7 @@ func TestKeyReadYieldsToChangedStatements(t *testing.T) {
 			c.QueryFields = true
 			tx.Config = &c
 		},
-		"a clause builder": func(tx *gorm.DB) {
-			c := *tx.Config
-			c.ClauseBuilders = map[string]clause.ClauseBuilder{"LIMIT": func(c clause.Clause, b clause.Builder) {
-				b.WriteString("FETCH FIRST ROW ONLY")
-			}}
-			tx.Config = &c
-		},
+		"a clause builder": withClauseBuilder("LIMIT", "FETCH FIRST ROW ONLY"),
 		"a key in the destination": func(tx *gorm.DB) {
 			tx.Statement.ReflectValue.FieldByName("ID").Set(reflect.ValueOf(uuid.MustParse("01a216d3-06d7-7746-8bb8-60fe2b04d63b")))
 		},

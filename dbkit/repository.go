@@ -48,6 +48,7 @@ type Repository[T any, K comparable] struct {
 	versionCol string                             // the column of the embedded Versioned, "" without one
 	rows       rowscan.Scanner                    // how reads scan the model's rows
 	get        rowscan.Scanner                    // Get's: rows, with the statement built once when it can be (keyRead)
+	create     *createPlan                        // Create's INSERT built once, nil when it cannot be
 	model      string                             // Go type name: "User"
 	pk         clause.Column                      // the primary-key column
 	omit       []string                           // what Update never writes: id, created_at, associations
@@ -172,6 +173,7 @@ func (b *Repository[T, K]) init(typ reflect.Type, embedsModel bool) (err error) 
 	if k := newKeyRead(b.db.gorm, new(T), b.byKey(zero), b.rows); k != nil {
 		b.get = k
 	}
+	b.create = newCreatePlan(b.db.gorm, new(T))
 	b.omit = []string{pk.DBName, clause.Associations}
 	if f := b.schema.LookUpField("CreatedAt"); f != nil {
 		b.omit = append(b.omit, f.DBName)
@@ -311,7 +313,11 @@ func (b *Repository[T, K]) Create(ctx context.Context, v *T) error {
 		return fmt.Errorf("dbkit: %s.Create: %w", b.model, err)
 	}
 	ctx, span := b.start(ctx, b.names.create)
-	err := b.conn(ctx).Create(v).Error
+	tx := b.conn(ctx)
+	if b.create != nil {
+		tx.Statement.Settings.Store(createSetting{}, b.create)
+	}
+	err := tx.Create(v).Error
 	return b.finish(ctx, span, "Create", err)
 }
 
