@@ -5,7 +5,6 @@ import (
 	"database/sql/driver"
 	"reflect"
 	"slices"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"gorm.io/gorm"
@@ -34,6 +33,7 @@ type createPlan struct {
 	build  []string        // the clauses GORM's create builds
 	fields []*schema.Field // the columns' fields, in order
 	sql    string
+	dest   reflect.Type // *T
 }
 
 // newCreatePlan builds the INSERT of a row of model (a *T) on db. It
@@ -58,13 +58,19 @@ func newCreatePlan(db *gorm.DB, model any) *createPlan {
 	if tx.Error != nil || len(values.Columns) == 0 {
 		return nil
 	}
-	p := &createPlan{schema: st.Schema, table: st.Table, build: slices.Clone(st.BuildClauses)}
+	p := &createPlan{schema: st.Schema, table: st.Table, build: slices.Clone(st.BuildClauses), dest: reflect.TypeOf(model)}
 	probes := make([]any, len(values.Columns))
 	for i, c := range values.Columns {
 		f := st.Schema.FieldsByDBName[c.Name]
 		if f == nil || f.DefaultValueInterface != nil && !boundAlone(f.DefaultValueInterface) ||
 			(f.AutoCreateTime > 0 || f.AutoUpdateTime > 0) && !boundAlone(reflect.Zero(f.FieldType).Interface()) {
 			return nil // what the row would take if zero does not bind as one parameter
+		}
+		if slices.ContainsFunc(f.StructField.Index, func(i int) bool { return i < 0 }) {
+			// Inside an embedded pointer: while it is nil, GORM reads
+			// nil, and setting a field of it allocates it, after which
+			// GORM reads the next columns as zero values; the row decides.
+			return nil
 		}
 		p.fields = append(p.fields, f)
 		probes[i] = i
@@ -107,9 +113,12 @@ func writeInsert(tx *gorm.DB) {
 		return
 	}
 	// The values first, the row changed only once they all bind as
-	// GORM would bind them.
+	// GORM would bind them. (No field is reached through an embedded
+	// pointer, which setting another field could allocate: see
+	// newCreatePlan.)
 	vars := st.Vars[:0]
-	var zeros uint64 // bit i: column i is zero in the row (the first 64)
+	var zeroBuf [16]int
+	zeros := zeroBuf[:0] // the columns zero in the row, whose values are set below
 	for i, f := range p.fields {
 		v, zero := f.ValueOf(st.Context, st.ReflectValue)
 		switch {
@@ -120,27 +129,20 @@ func writeInsert(tx *gorm.DB) {
 		case !boundAlone(v):
 			return
 		}
-		if zero && i >= 64 {
-			return
-		}
 		if zero {
-			zeros |= 1 << i
+			zeros = append(zeros, i)
 		}
 		vars = append(vars, v)
 	}
-	// As ConvertToCreateValues does: a zero column takes its default, or
-	// the time if it is automatic, in the row too.
-	var now time.Time
-	for i, f := range p.fields {
-		if zeros&(1<<i) == 0 {
-			continue
-		}
+	// As ConvertToCreateValues does: the time taken once, and a zero
+	// column takes its default, or the time if it is automatic, in the
+	// row too.
+	now := tx.NowFunc()
+	for _, i := range zeros {
+		f := p.fields[i]
 		if f.DefaultValueInterface != nil {
 			_ = tx.AddError(f.Set(st.Context, st.ReflectValue, f.DefaultValueInterface))
 		} else if f.AutoCreateTime > 0 || f.AutoUpdateTime > 0 {
-			if now.IsZero() {
-				now = tx.NowFunc()
-			}
 			_ = tx.AddError(f.Set(st.Context, st.ReflectValue, now))
 			vars[i], _ = f.ValueOf(st.Context, st.ReflectValue)
 		}
@@ -156,7 +158,8 @@ func (p *createPlan) fits(tx *gorm.DB) bool {
 	st := tx.Statement
 	if st.SQL.Len() != 0 || len(st.Vars) != 0 || st.Schema != p.schema || st.Table != p.table || st.TableExpr != nil ||
 		len(st.Clauses) != 0 || len(st.Selects) != 0 || len(st.Omits) != 0 || ownBuilder(tx, p.build) ||
-		!slices.Equal(st.BuildClauses, p.build) || !st.ReflectValue.IsValid() || st.ReflectValue.Type() != p.schema.ModelType {
+		!slices.Equal(st.BuildClauses, p.build) || reflect.TypeOf(st.Dest) != p.dest ||
+		!st.ReflectValue.IsValid() || st.ReflectValue.Type() != p.schema.ModelType {
 		return false
 	}
 	_, tracked := st.Settings.Load("gorm:update_track_time")
@@ -165,8 +168,9 @@ func (p *createPlan) fits(tx *gorm.DB) bool {
 
 // boundAlone reports whether GORM binds v as one parameter, itself
 // (Statement.AddVar): not a value that writes SQL of its own (a column, a
-// GORM value or expression, a subquery), nor a slice or array it writes
-// as a list, nor an exec mode, which pgx's dialector counts out of the
+// GORM value or expression, a subquery), nor a slice or array other than
+// of bytes, which it writes as a list, nor an empty one, which it writes
+// as (NULL), nor an exec mode, which pgx's dialector counts out of the
 // parameters' numbers.
 func boundAlone(v any) bool {
 	switch v.(type) {
@@ -178,9 +182,9 @@ func boundAlone(v any) bool {
 	case driver.Valuer:
 		return true
 	}
-	switch reflect.TypeOf(v).Kind() {
+	switch rv := reflect.ValueOf(v); rv.Kind() {
 	case reflect.Slice, reflect.Array:
-		return false
+		return rv.Len() > 0 && rv.Type().Elem() == reflect.TypeFor[uint8]()
 	}
 	return true
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
+	"encoding/json"
 	"reflect"
 	"slices"
 	"strings"
@@ -40,6 +41,25 @@ type kinds struct {
 	Stamp     int64  `gorm:"autoCreateTime"`
 	TouchedMs int64  `gorm:"autoUpdateTime:milli"`
 	Computed  string `gorm:"<-:false"`
+}
+
+// byteKinds holds bytes of a named type, which GORM binds as one
+// parameter when not empty.
+type byteKinds struct {
+	Model
+	Raw json.RawMessage `gorm:"type:jsonb"`
+}
+
+// Audit is embedded by pointer: a nil *Audit reads nil until GORM sets
+// its default, which allocates it.
+type Audit struct {
+	Status string `gorm:"default:active"`
+	Level  int
+}
+
+type audited struct {
+	Model
+	*Audit
 }
 
 // rawTags writes its tags as GORM writes a slice: a list of parameters.
@@ -81,10 +101,12 @@ func checkCreate[T any, K comparable](t *testing.T, p *stmtProbe, r *Repository[
 		}
 	}
 	gormsRow := row
+	before := p.nows.Load()
 	if err := p.db.gorm.Session(&gorm.Session{DryRun: true, NewDB: true}).Create(&gormsRow).Error; err != nil {
 		t.Fatal(err)
 	}
 	want, wantVars := p.last(t)
+	wantNows := p.nows.Load() - before
 	if r.create == nil {
 		t.Fatalf("%T: Create's INSERT is not built once", row)
 	}
@@ -94,10 +116,14 @@ func checkCreate[T any, K comparable](t *testing.T, p *stmtProbe, r *Repository[
 	marked.sql = mark + plan.sql
 	r.create = &marked
 	defer func() { r.create = plan }()
+	before = p.nows.Load()
 	if err := r.Create(context.Background(), &row); err != nil {
 		t.Fatal(err)
 	}
 	got, gotVars := p.last(t)
+	if n := p.nows.Load() - before; n != wantNows {
+		t.Errorf("Create took the time %d times, GORM %d", n, wantNows)
+	}
 	used := strings.HasPrefix(got, mark)
 	if got = strings.TrimPrefix(got, mark); got != want || !reflect.DeepEqual(gotVars, wantVars) {
 		t.Errorf("Create sent\n\t%s %#v\nGORM builds\n\t%s %#v", got, gotVars, want, wantVars)
@@ -124,7 +150,9 @@ func someKinds() kinds {
 // fields hold.
 func TestCreatePlanIsGORMsInsert(t *testing.T) {
 	p := newStmtProbe(t, "gorm:create")
-	p.db.gorm.NowFunc = func() time.Time { return createNow }
+	var nows atomic.Int64
+	p.db.gorm.NowFunc = func() time.Time { nows.Add(1); return createNow }
+	p.nows = &nows
 	all := NewBaseDatabase[kinds](p.db)
 	given := someKinds()
 	given.CreatedAt, given.UpdatedAt = createNow.Add(-time.Hour), createNow.Add(-time.Minute)
@@ -139,7 +167,10 @@ func TestCreatePlanIsGORMsInsert(t *testing.T) {
 		"given ID":         func() bool { return checkCreate(t, p, NewBaseDatabase[overheadUser](p.db), withID) },
 		"text key":         func() bool { return checkCreate(t, p, NewRepository[textKeyed, string](p.db), textKeyed{Code: "A-1"}) },
 		"soft delete":      func() bool { return checkCreate(t, p, NewBaseDatabase[softUser](p.db), softUser{Name: "s"}) },
-		"table name":       func() bool { return checkCreate(t, p, NewBaseDatabase[person](p.db), person{Name: "p"}) },
+		"bytes": func() bool {
+			return checkCreate(t, p, NewBaseDatabase[byteKinds](p.db), byteKinds{Raw: json.RawMessage(`{}`)})
+		},
+		"table name": func() bool { return checkCreate(t, p, NewBaseDatabase[person](p.db), person{Name: "p"}) },
 	}
 	for name, check := range checks {
 		t.Run(name, func(t *testing.T) {
@@ -154,11 +185,16 @@ func TestCreatePlanIsGORMsInsert(t *testing.T) {
 // models whose INSERT is not built once: GORM builds their statement.
 func TestCreatePlanYieldsToGORM(t *testing.T) {
 	p := newStmtProbe(t, "gorm:create")
-	p.db.gorm.NowFunc = func() time.Time { return createNow }
+	var nows atomic.Int64
+	p.db.gorm.NowFunc = func() time.Time { nows.Add(1); return createNow }
+	p.nows = &nows
 	id := Model{ID: uuid.New()}
 	for name, check := range map[string]func() bool{
 		"a slice": func() bool {
 			return checkCreate(t, p, NewBaseDatabase[rawTags](p.db), rawTags{Model: id, Tags: []string{"a", "b"}})
+		},
+		"empty bytes": func() bool {
+			return checkCreate(t, p, NewBaseDatabase[byteKinds](p.db), byteKinds{Model: id, Raw: json.RawMessage{}})
 		},
 		"an empty slice": func() bool { return checkCreate(t, p, NewBaseDatabase[rawTags](p.db), rawTags{Model: id}) },
 		"SQL of its own": func() bool {
@@ -175,6 +211,7 @@ func TestCreatePlanYieldsToGORM(t *testing.T) {
 		"database default":  NewBaseDatabase[defaulted](p.db).create,
 		"identity key":      NewRepository[intKeyed, int64](p.db).create,
 		"table in a schema": NewBaseDatabase[auditEvent](p.db).create,
+		"embedded pointer":  NewBaseDatabase[audited](p.db).create,
 	} {
 		if plan != nil {
 			t.Errorf("%s: built once", name)
@@ -186,7 +223,9 @@ func TestCreatePlanYieldsToGORM(t *testing.T) {
 // build it.
 func TestCreatePlanYieldsToChangedStatements(t *testing.T) {
 	p := newStmtProbe(t, "gorm:create")
-	p.db.gorm.NowFunc = func() time.Time { return createNow }
+	var nows atomic.Int64
+	p.db.gorm.NowFunc = func() time.Time { nows.Add(1); return createNow }
+	p.nows = &nows
 	all := NewBaseDatabase[kinds](p.db)
 	mutations := map[string]func(tx *gorm.DB){
 		"on conflict":      func(tx *gorm.DB) { tx.Statement.AddClause(clause.OnConflict{DoNothing: true}) },
@@ -204,6 +243,7 @@ func TestCreatePlanYieldsToChangedStatements(t *testing.T) {
 			tx.Statement.Dest = map[string]any{"name": "m", "id": uuid.Nil}
 			tx.Statement.ReflectValue = reflect.ValueOf(tx.Statement.Dest)
 		},
+		"a map, the row kept": func(tx *gorm.DB) { tx.Statement.Dest = map[string]any{"name": "m", "id": uuid.Nil} },
 	}
 	for name, mutate := range mutations {
 		t.Run(name, func(t *testing.T) {

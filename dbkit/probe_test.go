@@ -4,6 +4,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"slices"
+	"sync/atomic"
 	"testing"
 
 	"gorm.io/gorm"
@@ -19,6 +20,7 @@ type stmtProbe struct {
 	mutate func(*gorm.DB)
 	sql    []string
 	vars   [][]any
+	nows   *atomic.Int64 // calls of the DB's NowFunc, when counted
 }
 
 func newStmtProbe(t *testing.T, op string, opts ...Option) *stmtProbe {
