@@ -26,7 +26,10 @@ type createSetting struct{}
 // callback then runs it as it runs SQL it built. Only when the statement
 // is the one the SQL was built from and each value binds as one
 // parameter; otherwise GORM builds the statement as usual. The SQL and
-// the values are therefore GORM's; only the building is skipped.
+// the values are therefore GORM's, with the DB's own dialector and naming
+// strategy; only the building is skipped. A callback after gorm:create
+// finds that SQL, but not the INSERT and VALUES clauses GORM adds to
+// Statement.Clauses while building.
 type createPlan struct {
 	schema *schema.Schema
 	table  string
@@ -158,8 +161,7 @@ func (p *createPlan) fits(tx *gorm.DB) bool {
 	st := tx.Statement
 	if st.SQL.Len() != 0 || len(st.Vars) != 0 || st.Schema != p.schema || st.Table != p.table || st.TableExpr != nil ||
 		len(st.Clauses) != 0 || len(st.Selects) != 0 || len(st.Omits) != 0 || ownBuilder(tx, p.build) ||
-		!slices.Equal(st.BuildClauses, p.build) || reflect.TypeOf(st.Dest) != p.dest ||
-		!st.ReflectValue.IsValid() || st.ReflectValue.Type() != p.schema.ModelType {
+		!slices.Equal(st.BuildClauses, p.build) || reflect.TypeOf(st.Dest) != p.dest {
 		return false
 	}
 	_, tracked := st.Settings.Load("gorm:update_track_time")

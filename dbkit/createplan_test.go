@@ -244,6 +244,13 @@ func TestCreatePlanYieldsToChangedStatements(t *testing.T) {
 			tx.Statement.ReflectValue = reflect.ValueOf(tx.Statement.Dest)
 		},
 		"a map, the row kept": func(tx *gorm.DB) { tx.Statement.Dest = map[string]any{"name": "m", "id": uuid.Nil} },
+		"another schema": func(tx *gorm.DB) {
+			st := &gorm.Statement{DB: tx}
+			if err := st.Parse(&person{}); err != nil {
+				panic(err)
+			}
+			tx.Statement.Schema = st.Schema
+		},
 	}
 	for name, mutate := range mutations {
 		t.Run(name, func(t *testing.T) {
@@ -263,10 +270,13 @@ func TestCreatePlanConcurrentCreates(t *testing.T) {
 	if users.create == nil {
 		t.Fatal("Create's INSERT is not built once")
 	}
+	marked := *users.create
+	marked.sql = "/* built once */ " + marked.sql
+	users.create = &marked
 	var wrong atomic.Int64
 	if err := db.gorm.Callback().Create().After("gorm:create").Register("test:check", func(tx *gorm.DB) {
 		u := tx.Statement.Dest.(*overheadUser)
-		if tx.Statement.SQL.String() != users.create.sql || !slices.Contains(tx.Statement.Vars, any(u.Email)) ||
+		if tx.Statement.SQL.String() != marked.sql || !slices.Contains(tx.Statement.Vars, any(u.Email)) ||
 			!slices.Contains(tx.Statement.Vars, any(u.ID)) {
 			wrong.Add(1)
 		}

@@ -40,7 +40,7 @@
 //	users := dbkit.NewBaseDatabase[User](db)
 //	err := users.Create(ctx, &User{Email: "ada@example.com"})
 //
-// GORM builds every statement. The repository's reads (Get, Find, FindOne,
+// GORM writes all the SQL. The repository's reads (Get, Find, FindOne,
 // FindPage, FindCursor) scan their rows with a plan compiled once per model
 // instead of GORM's per-row reflection: the values are those GORM's scan
 // gives, hooks, preloads, Select, soft delete and pages work as before, and
@@ -48,8 +48,10 @@
 // Create send SQL GORM built once, when the repository was made, unless
 // something changed the statement (an option such as a Filter, Select or
 // row lock, a plugin's callback) or, for Create, the row holds a value
-// GORM writes as SQL of its own or as a list; then GORM builds it again. The escape hatches use GORM's own scan.
-// docs/performance.md has the figures.
+// GORM writes as SQL of its own or as a list; then GORM builds it again.
+// Some models never take that shortcut (docs/performance.md says which).
+// The escape hatches use GORM's own scan and building. docs/performance.md
+// has the figures.
 //
 // # Conditions
 //

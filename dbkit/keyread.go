@@ -23,8 +23,9 @@ import (
 // unscoped or added by a callback before gorm:query. (A Limit option
 // leaves it so: Take's LIMIT 1 wins.) Any other statement (a Get with a
 // Filter, Select, order or row lock, a plugin's clause, a scope that
-// changes the table) is built by GORM as usual. The SQL a Get sends is therefore always the
-// SQL GORM builds for it; only its building is skipped.
+// changes the table) is built by GORM as usual. The SQL a Get sends is
+// therefore the SQL GORM builds for it, with the DB's own dialector and
+// naming strategy; only its building is skipped.
 //
 // What the shortcut leaves out is the clauses GORM adds to the statement
 // while building (SELECT, FROM, the soft-delete condition): a callback

@@ -106,6 +106,17 @@ type tenanted struct {
 	Tenant tenant
 }
 
+// team has members, which a Get may preload.
+type team struct {
+	Model
+	Members []member
+}
+
+type member struct {
+	Model
+	TeamID uuid.UUID `gorm:"type:uuid"`
+}
+
 // gormsGet returns the SQL and vars GORM builds for r's Get of id, as it
 // builds them without dbkit: Where on the key condition, then Take.
 func gormsGet[T any, K comparable](t *testing.T, p *stmtProbe, r *Repository[T, K], id K) (string, []any) {
@@ -235,6 +246,18 @@ func TestKeyReadYieldsToChangedStatements(t *testing.T) {
 				clause.Eq{Column: clause.Column{Table: clause.CurrentTable, Name: "name"}, Value: tx.Statement.Clauses["WHERE"].Expression.(clause.Where).Exprs[0].(clause.Eq).Value},
 			}}}
 		},
+		"another schema": func(tx *gorm.DB) {
+			st := &gorm.Statement{DB: tx}
+			if err := st.Parse(&person{}); err != nil {
+				panic(err)
+			}
+			tx.Statement.Schema = st.Schema
+		},
+		"a wrapped limit": func(tx *gorm.DB) {
+			c := tx.Statement.Clauses["LIMIT"]
+			c.AfterExpression = clause.Expr{SQL: "/* capped */"}
+			tx.Statement.Clauses["LIMIT"] = c
+		},
 		"wrapped": func(tx *gorm.DB) {
 			c := tx.Statement.Clauses["WHERE"]
 			c.AfterExpression = clause.Expr{SQL: "/* audited */"}
@@ -307,6 +330,11 @@ func TestKeyReadYieldsToChangedStatements(t *testing.T) {
 	})
 	t.Run("Limit", func(t *testing.T) {
 		if !checkGet(t, p, users, uuid.New(), Limit(5)) {
+			t.Error("GORM built the statement again")
+		}
+	})
+	t.Run("Preload", func(t *testing.T) {
+		if !checkGet(t, p, NewBaseDatabase[team](p.db), uuid.New(), Preload("Members")) {
 			t.Error("GORM built the statement again")
 		}
 	})

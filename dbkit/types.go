@@ -28,9 +28,11 @@ func scanTimestamptzInUTC(m *pgtype.Map) {
 // ID, a foreign key) as the pgtype.UUID of the same bytes. pgx knows
 // uuid.UUID only as a driver.Valuer: it asks for its text, fails to
 // encode that text as a binary uuid (building an error it then drops),
-// and parses the text back, about 15 allocations per parameter. The wrap
-// is tried first, and where pgtype.UUID has no plan (a parameter of
-// another type) pgx goes on as before, through the Valuer.
+// and parses the text back: 19 allocations per parameter, against 1 now
+// (TestUUIDsEncodeAsBefore). The wrap is tried first; for a parameter of
+// another type (text) pgx encodes the pgtype.UUID through its own
+// driver.Valuer, the same text as before, and where even that has no
+// plan pgx goes on with the uuid.UUID as before.
 func encodeUUIDsDirectly(m *pgtype.Map) {
 	m.TryWrapEncodePlanFuncs = append([]pgtype.TryWrapEncodePlanFunc{wrapUUID}, m.TryWrapEncodePlanFuncs...)
 }
