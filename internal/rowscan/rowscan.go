@@ -308,9 +308,18 @@ type value[T any] struct {
 	// clear: a NULL sets the field to its zero value, as GORM's setter for
 	// this type does (for others a NULL leaves the field as it was).
 	clear bool
+	// asIs: a value of type T is taken as it is, which is what
+	// database/sql's conversion does with it (an assignment), without its
+	// reflection. Not for []byte, which the conversion copies: the
+	// driver may reuse its buffer.
+	asIs bool
 }
 
 func (h *value[T]) Scan(src any) error {
+	if v, ok := src.(T); ok && h.asIs {
+		h.n = sql.Null[T]{V: v, Valid: true}
+		return nil
+	}
 	h.n = sql.Null[T]{}
 	return h.n.Scan(src)
 }
@@ -408,16 +417,22 @@ func (h *signed[T]) set(p unsafe.Pointer) {
 	}
 }
 
-func integer[T int | int8 | int16 | int32]() holder { return &signed[T]{} }
+func integer[T int | int8 | int16 | int32]() holder { return &signed[T]{newValue[int64](false)} }
 
 // errOutOfRange makes a row go GORM's way, which reports database/sql's
 // own error for the value.
 var errOutOfRange = errors.New("rowscan: out of range")
 
 func valueOf[T any](clear bool) func() holder {
-	return func() holder { return &value[T]{clear: clear} }
+	return func() holder { h := newValue[T](clear); return &h }
+}
+
+// newValue is a value[T] whose NULL clears the field if clear.
+func newValue[T any](clear bool) value[T] {
+	_, bytes := any(*new(T)).([]byte)
+	return value[T]{clear: clear, asIs: !bytes}
 }
 
 func pointerTo[T any](clear bool) func() holder {
-	return func() holder { return &pointer[T]{value[T]{clear: clear}} }
+	return func() holder { return &pointer[T]{newValue[T](clear)} }
 }

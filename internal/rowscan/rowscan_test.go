@@ -103,3 +103,19 @@ func TestNullLikeGORMSetters(t *testing.T) {
 		}
 	}
 }
+
+// A []byte read is copied, as database/sql's conversion copies it: the
+// driver may reuse the buffer it handed over for the next row.
+func TestBytesAreCopied(t *testing.T) {
+	h := holderFor(reflect.TypeFor[[]byte]())()
+	buf := []byte("abc")
+	if err := h.Scan(buf); err != nil {
+		t.Fatal(err)
+	}
+	buf[0] = 'x'
+	var got []byte
+	h.set(unsafe.Pointer(&got))
+	if string(got) != "abc" {
+		t.Errorf("read %q, then the driver's buffer changed it to %q", "abc", got)
+	}
+}
