@@ -149,15 +149,10 @@ func (ls *localServer) server(stop func(context.Context) error) *Server {
 
 func (ls *localServer) initdb(ctx context.Context, bin string, cred *syscall.Credential, password string) error {
 	pwfile := filepath.Join(ls.dir, "pwfile")
-	if err := os.WriteFile(pwfile, []byte(password+"\n"), 0o600); err != nil {
+	if err := writeFileAs(pwfile, []byte(password+"\n"), 0o600, cred); err != nil {
 		return fmt.Errorf("dbtest: %w", err)
 	}
 	defer func() { _ = os.Remove(pwfile) }()
-	if cred != nil {
-		if err := os.Chown(pwfile, int(cred.Uid), int(cred.Gid)); err != nil {
-			return fmt.Errorf("dbtest: %w", err)
-		}
-	}
 	cmd := exec.CommandContext(ctx, bin,
 		"-D", filepath.Join(ls.dir, "data"),
 		"-U", "postgres", "--pwfile="+pwfile,
@@ -177,7 +172,7 @@ func (ls *localServer) initdb(ctx context.Context, bin string, cred *syscall.Cre
 func (ls *localServer) start(ctx context.Context, bin string, cred *syscall.Credential, port int) error {
 	logPath := filepath.Join(ls.dir, "postgres.log")
 	// Appended to: a server started again keeps the log of its last run.
-	logFile, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o666)
+	logFile, err := openLog(logPath, os.O_APPEND, 0o666)
 	if err != nil {
 		return fmt.Errorf("dbtest: %w", err)
 	}

@@ -312,15 +312,15 @@ func (p *Patroni) chown(path string) error {
 
 // writeFile writes a file of the cluster's, readable by the servers' user only.
 func (p *Patroni) writeFile(path, content string) error {
-	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+	if err := writeFileAs(path, []byte(content), 0o600, p.cred); err != nil {
 		return fmt.Errorf("dbtest: %w", err)
 	}
-	return p.chown(path)
+	return nil
 }
 
 // writePid records a process the watchdog kills.
 func (p *Patroni) writePid(name string, pid int) {
-	_ = os.WriteFile(filepath.Join(p.dir, name+".pid"), []byte(strconv.Itoa(pid)+"\n"), 0o644)
+	_ = writeFileAs(filepath.Join(p.dir, name+".pid"), []byte(strconv.Itoa(pid)+"\n"), 0o644, nil)
 }
 
 func (p *Patroni) startEtcd(ctx context.Context, bin string) error {
@@ -443,7 +443,7 @@ func (n *PatroniNode) start() error {
 		}
 	}
 	logPath := filepath.Join(n.dir, "patroni.log")
-	logFile, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o666)
+	logFile, err := openLog(logPath, os.O_APPEND, 0o666)
 	if err != nil {
 		return fmt.Errorf("dbtest: %w", err)
 	}

@@ -175,14 +175,14 @@ func quoteAuth(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) 
 
 // writeFile writes a file of p's directory, readable by pgbouncer's user only.
 func (p *PgBouncer) writeFile(path, content string, cred *syscall.Credential) error {
-	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+	if err := writeFileAs(path, []byte(content), 0o600, cred); err != nil {
 		return fmt.Errorf("dbtest: %w", err)
 	}
 	if cred != nil {
-		for _, f := range []string{p.dir, path} {
-			if err := os.Chown(f, int(cred.Uid), int(cred.Gid)); err != nil {
-				return fmt.Errorf("dbtest: %w", err)
-			}
+		// p.dir is root's own (MkdirTemp): no one else could have put a
+		// symlink in its place.
+		if err := os.Chown(p.dir, int(cred.Uid), int(cred.Gid)); err != nil {
+			return fmt.Errorf("dbtest: %w", err)
 		}
 	}
 	return nil

@@ -230,7 +230,7 @@ func startWatchdog(ctx context.Context, base string) error {
 	if err != nil {
 		return fmt.Errorf("dbtest: shared server: %w", err)
 	}
-	logFile, err := os.OpenFile(base+".log", os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	logFile, err := openLog(base+".log", os.O_TRUNC, 0o600)
 	if err != nil {
 		return fmt.Errorf("dbtest: shared server: %w", err)
 	}
