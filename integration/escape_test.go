@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
 
 	"github.com/dbkit-go/database/dbkit"
 	"github.com/dbkit-go/database/migrate"
@@ -288,6 +289,61 @@ func TestGormPlugins(t *testing.T) {
 	}
 	if _, err := dbkit.Connect(ctx, cfg, dbkit.WithGormPlugins(panickingPlugin{})); err == nil || !strings.Contains(err.Error(), "panicked") {
 		t.Errorf("Connect with a plugin that panics: %v, want an error", err)
+	}
+}
+
+// tenantKey carries the tenant of tenancyPlugin's reads in a ctx.
+type tenantKey struct{}
+
+// tenancyPlugin changes statements before GORM builds them: reads in a
+// ctx with a tenant see only users named so, and creates do nothing on a
+// conflict.
+type tenancyPlugin struct{}
+
+func (tenancyPlugin) Name() string { return "tenancy" }
+
+func (tenancyPlugin) Initialize(db *gorm.DB) error {
+	return errors.Join(
+		db.Callback().Query().Before("gorm:query").Register("tenancy:query", func(tx *gorm.DB) {
+			if name, ok := tx.Statement.Context.Value(tenantKey{}).(string); ok {
+				tx.Statement.AddClause(clause.Where{Exprs: []clause.Expression{
+					clause.Eq{Column: clause.Column{Table: clause.CurrentTable, Name: "name"}, Value: name},
+				}})
+			}
+		}),
+		db.Callback().Create().Before("gorm:create").Register("tenancy:create", func(tx *gorm.DB) {
+			tx.Statement.AddClause(clause.OnConflict{DoNothing: true})
+		}),
+	)
+}
+
+// TestPluginsChangeStatementsBuiltOnce: a plugin's callback that changes a
+// Get's or a Create's statement before GORM builds it is honoured on the
+// server, though dbkit built both statements in advance: the statement
+// GORM builds for the changed one is sent instead.
+func TestPluginsChangeStatementsBuiltOnce(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := openDB(t, srv.NewDatabase(t), dbkit.WithMigrations(schema...), dbkit.WithGormPlugins(tenancyPlugin{}))
+	users := dbkit.NewBaseDatabase[User](db)
+	u := User{Email: "tenant@example.com", Name: "acme"}
+	if err := users.Create(ctx, &u); err != nil {
+		t.Fatal(err)
+	}
+	// The same ID again: ON CONFLICT DO NOTHING, no duplicate error.
+	again := User{Email: "other@example.com", Name: "other"}
+	again.ID = u.ID
+	if err := users.Create(ctx, &again); err != nil {
+		t.Errorf("Create with the plugin's ON CONFLICT DO NOTHING: %v", err)
+	}
+	if got, err := users.Get(ctx, u.ID); err != nil || got.Email != u.Email {
+		t.Fatalf("Get with no tenant: %+v, %v", got, err)
+	}
+	if got, err := users.Get(context.WithValue(ctx, tenantKey{}, "acme"), u.ID); err != nil || got.ID != u.ID {
+		t.Errorf("Get as the row's tenant: %+v, %v", got, err)
+	}
+	if got, err := users.Get(context.WithValue(ctx, tenantKey{}, "globex"), u.ID); !errors.Is(err, dbkit.ErrNotFound) {
+		t.Errorf("Get as another tenant: %+v, %v; want ErrNotFound", got, err)
 	}
 }
 
