@@ -31,9 +31,7 @@ type createSetting struct{}
 // finds that SQL, but not the INSERT and VALUES clauses GORM adds to
 // Statement.Clauses while building.
 type createPlan struct {
-	schema *schema.Schema
-	table  string
-	build  []string        // the clauses GORM's create builds
+	shape
 	fields []*schema.Field // the columns' fields, in order
 	sql    string
 	dest   reflect.Type // *T
@@ -48,20 +46,17 @@ type createPlan struct {
 func newCreatePlan(db *gorm.DB, model any) *createPlan {
 	tx := db.Clauses()
 	st := tx.Statement
-	st.Dest, st.Model = model, model
-	st.BuildClauses = db.Callback().Create().Clauses
-	if err := st.Parse(model); err != nil || st.TableExpr != nil || ownBuilder(tx, st.BuildClauses) ||
-		len(st.Schema.CreateClauses) != 0 || len(st.Schema.FieldsWithDefaultDBValue) != 0 {
+	s, ok := parseFor(tx, model, db.Callback().Create().Clauses)
+	if !ok || len(st.Schema.CreateClauses) != 0 || len(st.Schema.FieldsWithDefaultDBValue) != 0 {
 		return nil
 	}
-	st.ReflectValue = reflect.ValueOf(model).Elem()
 	// GORM's own choice of columns: for such a schema it does not depend
 	// on the row.
 	values := callbacks.ConvertToCreateValues(st)
 	if tx.Error != nil || len(values.Columns) == 0 {
 		return nil
 	}
-	p := &createPlan{schema: st.Schema, table: st.Table, build: slices.Clone(st.BuildClauses), dest: reflect.TypeOf(model)}
+	p := &createPlan{shape: s, dest: reflect.TypeOf(model)}
 	probes := make([]any, len(values.Columns))
 	for i, c := range values.Columns {
 		f := st.Schema.FieldsByDBName[c.Name]
@@ -159,9 +154,7 @@ func writeInsert(tx *gorm.DB) {
 // call, a scope or a callback can change is as it was then.
 func (p *createPlan) fits(tx *gorm.DB) bool {
 	st := tx.Statement
-	if st.SQL.Len() != 0 || len(st.Vars) != 0 || st.Schema != p.schema || st.Table != p.table || st.TableExpr != nil ||
-		len(st.Clauses) != 0 || len(st.Selects) != 0 || len(st.Omits) != 0 || ownBuilder(tx, p.build) ||
-		!slices.Equal(st.BuildClauses, p.build) || reflect.TypeOf(st.Dest) != p.dest {
+	if !p.same(tx) || len(st.Clauses) != 0 || reflect.TypeOf(st.Dest) != p.dest {
 		return false
 	}
 	_, tracked := st.Settings.Load("gorm:update_track_time")

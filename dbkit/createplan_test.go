@@ -89,6 +89,19 @@ type defaulted struct {
 
 var createNow = time.Date(2026, 11, 30, 9, 0, 0, 123456000, time.UTC)
 
+// newCreateProbe is a probe of gorm:create whose DB's clock always says
+// createNow, and counts how often it is asked.
+func newCreateProbe(t *testing.T) *stmtProbe {
+	t.Helper()
+	p := newStmtProbe(t, "gorm:create")
+	p.nows = new(atomic.Int64)
+	p.db.gorm.NowFunc = func() time.Time {
+		p.nows.Add(1)
+		return createNow
+	}
+	return p
+}
+
 // checkCreate checks that r's Create of row sends the SQL and vars GORM
 // builds for it, and leaves the row as GORM leaves it, and reports
 // whether the INSERT built once was used.
@@ -149,10 +162,7 @@ func someKinds() kinds {
 // the row as GORM does (defaults and automatic times set), whatever its
 // fields hold.
 func TestCreatePlanIsGORMsInsert(t *testing.T) {
-	p := newStmtProbe(t, "gorm:create")
-	var nows atomic.Int64
-	p.db.gorm.NowFunc = func() time.Time { nows.Add(1); return createNow }
-	p.nows = &nows
+	p := newCreateProbe(t)
 	all := NewBaseDatabase[kinds](p.db)
 	given := someKinds()
 	given.CreatedAt, given.UpdatedAt = createNow.Add(-time.Hour), createNow.Add(-time.Minute)
@@ -184,10 +194,7 @@ func TestCreatePlanIsGORMsInsert(t *testing.T) {
 // A row whose values GORM writes as SQL of their own or as lists, and
 // models whose INSERT is not built once: GORM builds their statement.
 func TestCreatePlanYieldsToGORM(t *testing.T) {
-	p := newStmtProbe(t, "gorm:create")
-	var nows atomic.Int64
-	p.db.gorm.NowFunc = func() time.Time { nows.Add(1); return createNow }
-	p.nows = &nows
+	p := newCreateProbe(t)
 	id := Model{ID: uuid.New()}
 	for name, check := range map[string]func() bool{
 		"a slice": func() bool {
@@ -222,10 +229,7 @@ func TestCreatePlanYieldsToGORM(t *testing.T) {
 // Whatever changes a Create's statement before gorm:create makes GORM
 // build it.
 func TestCreatePlanYieldsToChangedStatements(t *testing.T) {
-	p := newStmtProbe(t, "gorm:create")
-	var nows atomic.Int64
-	p.db.gorm.NowFunc = func() time.Time { nows.Add(1); return createNow }
-	p.nows = &nows
+	p := newCreateProbe(t)
 	all := NewBaseDatabase[kinds](p.db)
 	mutations := map[string]func(tx *gorm.DB){
 		"on conflict":      func(tx *gorm.DB) { tx.Statement.AddClause(clause.OnConflict{DoNothing: true}) },

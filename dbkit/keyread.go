@@ -33,11 +33,9 @@ import (
 type keyRead struct {
 	rowscan.Scanner // the model's scan plan
 
-	schema    *schema.Schema
-	table     string
+	shape
 	col       clause.Column // the key's
 	keyType   reflect.Type  // of the key's value in the condition
-	build     []string      // the clauses the query builds, in order
 	where     string        // the names the WHERE and LIMIT clauses get
 	limit     string
 	fields    bool // the DB's QueryFields
@@ -61,9 +59,8 @@ func newKeyRead(db *gorm.DB, model any, probe clause.Eq, plan rowscan.Scanner) *
 	}
 	tx := db.Clauses(clause.Where{Exprs: []clause.Expression{probe}}).Limit(1)
 	st := tx.Statement
-	st.Dest, st.Model = model, model
-	st.BuildClauses = db.Callback().Query().Clauses
-	if err := st.Parse(model); err != nil || st.TableExpr != nil || ownBuilder(tx, st.BuildClauses) {
+	s, ok := parseFor(tx, model, db.Callback().Query().Clauses)
+	if !ok {
 		return nil
 	}
 	for _, c := range st.Schema.QueryClauses {
@@ -71,14 +68,11 @@ func newKeyRead(db *gorm.DB, model any, probe clause.Eq, plan rowscan.Scanner) *
 			return nil
 		}
 	}
-	st.ReflectValue = reflect.ValueOf(model).Elem()
 	k := &keyRead{
 		Scanner:   plan,
-		schema:    st.Schema,
-		table:     st.Table,
+		shape:     s,
 		col:       col,
 		keyType:   keyType,
-		build:     slices.Clone(st.BuildClauses),
 		where:     st.Clauses["WHERE"].Name,
 		limit:     st.Clauses["LIMIT"].Name,
 		fields:    tx.QueryFields,
@@ -152,11 +146,8 @@ func (k *keyRead) write(tx *gorm.DB) bool {
 // dialector and naming strategy.)
 func (k *keyRead) key(tx *gorm.DB) (any, bool) {
 	st := tx.Statement
-	if st.SQL.Len() != 0 || len(st.Vars) != 0 || st.Schema != k.schema || st.Table != k.table || st.TableExpr != nil ||
-		st.Unscoped || st.Distinct || len(st.Selects) != 0 || len(st.Omits) != 0 || len(st.Joins) != 0 ||
-		tx.QueryFields != k.fields || ownBuilder(tx, k.build) ||
-		len(st.Clauses) != 2 || !slices.Equal(st.BuildClauses, k.build) ||
-		!st.ReflectValue.IsValid() || st.ReflectValue.Type() != k.schema.ModelType {
+	if !k.same(tx) || st.Unscoped || st.Distinct || len(st.Joins) != 0 || tx.QueryFields != k.fields ||
+		len(st.Clauses) != 2 || !st.ReflectValue.IsValid() || st.ReflectValue.Type() != k.schema.ModelType {
 		return nil, false
 	}
 	where, limit := st.Clauses["WHERE"], st.Clauses["LIMIT"]
@@ -194,18 +185,4 @@ func (k *keyRead) key(tx *gorm.DB) (any, bool) {
 func bare(c clause.Clause, name string) bool {
 	return c.Name == name && c.BeforeExpression == nil && c.AfterNameExpression == nil &&
 		c.AfterExpression == nil && c.Builder == nil
-}
-
-// ownBuilder reports whether the DB builds one of the clauses names its
-// own way (Config.ClauseBuilders, which a plugin may set at any time).
-func ownBuilder(tx *gorm.DB, names []string) bool {
-	if len(tx.ClauseBuilders) == 0 {
-		return false
-	}
-	for _, name := range names {
-		if _, ok := tx.ClauseBuilders[name]; ok {
-			return true
-		}
-	}
-	return false
 }
