@@ -78,7 +78,8 @@ type DB struct {
 	// primaryAttrs are the server attributes of the spans of work on the
 	// primary (statements, transactions, migrations, health checks):
 	// Host's, until a connection reaches another server of Host and
-	// Fallbacks. Read them with serverAttrs.
+	// Fallbacks. Read them with serverAttrs, except where the pointer
+	// itself is compared (the telemetry shape cache, telemetry.go).
 	primaryAttrs atomic.Pointer[[]attribute.KeyValue]
 
 	closed    atomic.Bool // Close has begun: no new work

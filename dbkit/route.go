@@ -35,9 +35,9 @@ const (
 // replica, with its pool.
 type node struct {
 	name    string // its pool's name, for metrics and logs
-	addr    string // host:port
+	addr    string // host:port; a replica's only (the primary's follows failovers: DB.primaryAttrs)
 	sql     *sql.DB
-	attrs   []attribute.KeyValue // db.system.name, db.namespace, server.address, server.port
+	attrs   []attribute.KeyValue // db.system.name, db.namespace, server.address, server.port; a replica's only
 	replica *replica             // nil for the primary
 }
 

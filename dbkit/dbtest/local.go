@@ -3,7 +3,6 @@
 package dbtest
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -428,13 +427,11 @@ func staleServerDir(dir string) bool {
 	if !errors.Is(err, os.ErrNotExist) {
 		return false
 	}
-	pidFile, err := os.ReadFile(filepath.Join(dir, "data", "postmaster.pid"))
+	pm, err := readPostmasterFile(filepath.Join(dir, "data"))
 	if err != nil {
-		return !errors.Is(err, os.ErrPermission)
+		return !errors.Is(err, os.ErrPermission) // missing or unreadable as text: stale
 	}
-	first, _, _ := bytes.Cut(pidFile, []byte("\n"))
-	pid, err := strconv.Atoi(string(first))
-	return err != nil || !processAlive(pid)
+	return !processAlive(pm.pid)
 }
 
 // postmasterFile is what a data directory's postmaster.pid says.

@@ -192,9 +192,7 @@ func StartPatroni(ctx context.Context, opts PatroniOptions) (*Patroni, error) {
 			return nil, err
 		}
 	}
-	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	if err := p.WaitHealthy(wctx); err != nil {
+	if err := p.WaitHealthy(ctx); err != nil { // which has a cap of its own
 		err = fmt.Errorf("dbtest: Patroni cluster did not come up: %w\n%s", err, p.Logs())
 		_ = p.Stop(context.Background())
 		return nil, err

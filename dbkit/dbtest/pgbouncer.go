@@ -97,6 +97,12 @@ func StartPgBouncer(ctx context.Context, s *Server, opts ...PgBouncerOption) (*P
 		_ = os.RemoveAll(p.dir)
 		_ = p.owner.Close()
 	}
+	if cred != nil {
+		if err := os.Chown(p.dir, int(cred.Uid), int(cred.Gid)); err != nil {
+			cleanup()
+			return nil, fmt.Errorf("dbtest: %w", err)
+		}
+	}
 	userlist := filepath.Join(p.dir, "userlist.txt")
 	if err := p.writeFile(userlist, quoteAuth(s.admin.User)+" "+quoteAuth(secret)+"\n", cred); err != nil {
 		cleanup()
@@ -177,13 +183,6 @@ func quoteAuth(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) 
 func (p *PgBouncer) writeFile(path, content string, cred *syscall.Credential) error {
 	if err := writeFileAs(path, []byte(content), 0o600, cred); err != nil {
 		return fmt.Errorf("dbtest: %w", err)
-	}
-	if cred != nil {
-		// p.dir is root's own (MkdirTemp): no one else could have put a
-		// symlink in its place.
-		if err := os.Chown(p.dir, int(cred.Uid), int(cred.Gid)); err != nil {
-			return fmt.Errorf("dbtest: %w", err)
-		}
 	}
 	return nil
 }
